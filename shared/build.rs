@@ -1,0 +1,32 @@
+//! Compiles `proto/netward/v1/*.proto` with protox (pure Rust, so no `protoc`
+//! is needed to build, in Docker or anywhere else), generates the tonic/prost
+//! code, and writes the encoded descriptor set that reflection serves.
+
+use std::path::{Path, PathBuf};
+use std::{env, fs};
+
+use prost::Message as _;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let package_dir = proto_root.join("netward/v1");
+    let mut files: Vec<PathBuf> = fs::read_dir(&package_dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
+        .collect();
+    files.sort();
+    println!("cargo:rerun-if-changed={}", package_dir.display());
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+
+    let fds = protox::compile(&files, [&proto_root])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out_dir.join("netward_descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

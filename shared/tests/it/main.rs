@@ -1,0 +1,5 @@
+//! Integration tests of netward-shared against real servers.
+
+#![allow(clippy::unwrap_used)]
+
+mod testkit;

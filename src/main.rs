@@ -1,0 +1,159 @@
+//! `netward`: one binary for every target (`netward inventory`, `netward
+//! planner`, …), like Loki's `-target`, and later the operator verbs that
+//! talk to them. Errors are reported here, at the edge, with anyhow.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::server::Listeners;
+
+/// Monitors a fleet of network devices: pings every device every 10 s, polls
+/// SNMP every 60 s, stores the results, and raises alerts a network team can
+/// trust.
+#[derive(Debug, Parser)]
+#[command(name = "netward", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the inventory service: sites, devices, SNMP credentials (gRPC :50051, metrics :9551)
+    Inventory(ServeArgs),
+    /// Run the planner: batch sizing, cycles, assignments to executors (gRPC :50052, metrics :9552)
+    Planner(ServeArgs),
+    /// Run alerting: result storage, device state, rules, alerts, notifications (gRPC :50053, metrics :9553)
+    Alerting(ServeArgs),
+    /// Run a ping executor: ICMP probing of assigned devices (gRPC :50054, metrics :9554)
+    PingExecutor(ServeArgs),
+    /// Run an SNMP poller: SNMP polling of assigned devices (gRPC :50055, metrics :9555)
+    SnmpPoller(ServeArgs),
+}
+
+/// The flags every target takes. Each has an environment variable; a flag
+/// beats its variable, which beats the config file, which beats the default.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML config file (shared keys at the top, the target's own in its section)
+    #[arg(long, short = 'c', env = "NETWARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the gRPC server [default: 127.0.0.1:<the target's port>]
+    #[arg(long, env = "NETWARD_GRPC_ADDR", value_name = "ADDR")]
+    grpc_addr: Option<SocketAddr>,
+    /// Address of the Prometheus /metrics endpoint [default: 127.0.0.1:<the target's metrics port>]
+    #[arg(long, env = "NETWARD_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Database URL, for targets that store data (postgres://user@host/db)
+    #[arg(
+        long,
+        env = "NETWARD_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// Redis URL, for targets that use Redis (redis://host:6379)
+    #[arg(
+        long,
+        env = "NETWARD_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    redis_url: Option<String>,
+    /// Inventory service to dial [default: http://127.0.0.1:50051]
+    #[arg(long, env = "NETWARD_INVENTORY_URL", value_name = "URL")]
+    inventory_url: Option<String>,
+    /// Planner to dial [default: http://127.0.0.1:50052]
+    #[arg(long, env = "NETWARD_PLANNER_URL", value_name = "URL")]
+    planner_url: Option<String>,
+    /// Alerting service to dial [default: http://127.0.0.1:50053]
+    #[arg(long, env = "NETWARD_ALERTING_URL", value_name = "URL")]
+    alerting_url: Option<String>,
+    /// Bearer token: required on every incoming call but health checks, and sent to peers
+    #[arg(
+        long,
+        env = "NETWARD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+impl ServeArgs {
+    fn loader(&self, target: Target, env: HashMap<String, String>) -> ConfigLoader {
+        let mut loader = ConfigLoader::new(target).env(env);
+        if let Some(path) = &self.config {
+            loader = loader.file(path);
+        }
+        let flags: [(&str, Option<String>); 8] = [
+            ("grpc_addr", self.grpc_addr.map(|a| a.to_string())),
+            ("metrics_addr", self.metrics_addr.map(|a| a.to_string())),
+            ("database_url", self.database_url.clone()),
+            ("redis_url", self.redis_url.clone()),
+            ("inventory_url", self.inventory_url.clone()),
+            ("planner_url", self.planner_url.clone()),
+            ("alerting_url", self.alerting_url.clone()),
+            ("token", self.token.clone()),
+        ];
+        for (key, value) in flags {
+            if let Some(value) = value {
+                loader = loader.set(key, value);
+            }
+        }
+        loader
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("netward: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("netward: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Inventory(args) => serve(Target::Inventory, args).await,
+        Command::Planner(args) => serve(Target::Planner, args).await,
+        Command::Alerting(args) => serve(Target::Alerting, args).await,
+        Command::PingExecutor(args) => serve(Target::PingExecutor, args).await,
+        Command::SnmpPoller(args) => serve(Target::SnmpPoller, args).await,
+    }
+}
+
+/// Loads the configuration, starts telemetry, binds, and runs one target
+/// until SIGTERM or Ctrl-C.
+async fn serve(target: Target, args: ServeArgs) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = args.loader(target, env.clone()).load()?;
+    let _telemetry = netward_shared::telemetry::init(target.name(), &config.common.log, &env)?;
+    let listeners = Listeners::bind(&config.common).await?;
+    let shutdown = netward_shared::shutdown::signal();
+    let outcome: anyhow::Result<()> = match target {
+        Target::Inventory => Ok(netward_inventory::run(&config, listeners, shutdown).await?),
+        Target::Planner => Ok(netward_planner::run(&config, listeners, shutdown).await?),
+        Target::Alerting => Ok(netward_alerting::run(&config, listeners, shutdown).await?),
+        Target::PingExecutor => Ok(netward_ping_executor::run(&config, listeners, shutdown).await?),
+        Target::SnmpPoller => Ok(netward_snmp_poller::run(&config, listeners, shutdown).await?),
+    };
+    outcome.with_context(|| format!("{target} stopped with an error"))
+}

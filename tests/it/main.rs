@@ -1,0 +1,8 @@
+//! Cross-service tests of the real `netward` binary: contract tests through
+//! real clients (grpcurl via reflection), and later the end-to-end, fault
+//! and network-lab tests.
+
+#![allow(clippy::unwrap_used)]
+
+mod contract;
+mod support;

