@@ -297,6 +297,16 @@ impl LoadedConfig {
             Err(error) => Err(error.into()),
         }
     }
+
+    /// One top-level key that is not part of [`CommonConfig`] (such as
+    /// `secret_key`, from `NETWARD_SECRET_KEY`); `None` when unset.
+    pub fn value<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ConfigError> {
+        match self.raw.get::<T>(key) {
+            Ok(value) => Ok(Some(value)),
+            Err(config::ConfigError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
 }
 
 #[cfg(test)]
