@@ -458,7 +458,10 @@ fn resolve_references(candidates: &mut [Candidate], context: &ImportContext) {
                     ));
                 }
                 None => {
-                    owner.insert(ip, format!("line {}", candidate.row.line));
+                    owner.insert(
+                        ip,
+                        format!("{:?} (line {})", candidate.row.name, candidate.row.line),
+                    );
                 }
             }
         }
