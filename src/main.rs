@@ -1,6 +1,9 @@
 //! `netward`: one binary for every target (`netward inventory`, `netward
-//! planner`, …), like Loki's `-target`, and later the operator verbs that
-//! talk to them. Errors are reported here, at the edge, with anyhow.
+//! planner`, …), like Loki's `-target`, and the operator verbs that talk to
+//! them (`netward devices import`, see `cli`). Errors are reported here, at
+//! the edge, with anyhow.
+
+mod cli;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +37,12 @@ enum Command {
     PingExecutor(ServeArgs),
     /// Run an SNMP poller: SNMP polling of assigned devices (gRPC :50055, metrics :9555)
     SnmpPoller(ServeArgs),
+    /// Devices in the inventory: import, list, export, generate CSV
+    #[command(subcommand)]
+    Devices(cli::DevicesCommand),
+    /// Sites in the inventory: list
+    #[command(subcommand)]
+    Sites(cli::SitesCommand),
 }
 
 /// The flags every target takes. Each has an environment variable; a flag
@@ -123,6 +132,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `netward devices export | head`: the reader has all it wants.
+        Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("netward: error: {error:#}");
             ExitCode::FAILURE
@@ -137,6 +148,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Alerting(args) => serve(Target::Alerting, args).await,
         Command::PingExecutor(args) => serve(Target::PingExecutor, args).await,
         Command::SnmpPoller(args) => serve(Target::SnmpPoller, args).await,
+        Command::Devices(command) => cli::devices(command).await,
+        Command::Sites(command) => cli::sites(command).await,
     }
 }
 

@@ -312,6 +312,7 @@ impl InventoryService for InventoryGrpc {
             .device_filter(request.filter.unwrap_or_default())
             .await
             .map_err(to_status)?;
+        let revision = self.inventory.current_revision().await.map_err(to_status)?;
         let inventory = self.inventory.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
@@ -329,7 +330,7 @@ impl InventoryService for InventoryGrpc {
                 };
                 let chunk = v1::ExportDevicesResponse {
                     devices: page.items,
-                    revision: 0,
+                    revision,
                     total_count: page.total,
                 };
                 if tx.send(Ok(chunk)).await.is_err() {

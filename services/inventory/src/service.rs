@@ -957,10 +957,20 @@ impl Inventory {
         }
     }
 
+    /// The newest committed revision.
+    pub async fn current_revision(&self) -> Result<u64> {
+        let log = self
+            .store
+            .changes_since(u64::MAX >> 1, 0)
+            .await
+            .map_err(|e| from_store(e, ""))?;
+        Ok(log.current)
+    }
+
     /// Reads the committed revision after a write that did not return it.
     async fn refresh_revision(&self) {
-        if let Ok(batch) = self.store.changes_since(u64::MAX >> 1, 0).await {
-            self.committed(batch.current);
+        if let Ok(revision) = self.current_revision().await {
+            self.committed(revision);
         }
     }
 

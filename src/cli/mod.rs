@@ -1,0 +1,159 @@
+//! The operator verbs (`netward devices …`, `netward sites …`): clients of
+//! the inventory's gRPC API that print tables, JSON lines or CSV. The flags
+//! and the dispatch live here, each verb in its own module.
+
+mod csv_format;
+mod devices;
+mod generate;
+mod sites;
+mod table;
+
+use std::io;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use netward_shared::client::PeerChannel;
+use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
+use netward_shared::secret::Secret;
+use netward_shared::tonic::Status;
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Import devices from a CSV file (upsert by name) and report every bad line
+    Import(devices::ImportArgs),
+    /// List devices as a table, or as JSON lines with --json
+    List(devices::ListArgs),
+    /// Write devices as CSV (the import format) to standard output
+    Export(devices::ExportArgs),
+    /// Write a synthetic fleet, or the example inventory, as CSV to standard output
+    Generate(generate::GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// List sites as a table, or as JSON lines with --json
+    List(sites::ListArgs),
+}
+
+pub async fn devices(command: DevicesCommand) -> anyhow::Result<()> {
+    match command {
+        DevicesCommand::Import(args) => devices::import(args).await,
+        DevicesCommand::List(args) => devices::list(args).await,
+        DevicesCommand::Export(args) => devices::export(args).await,
+        DevicesCommand::Generate(args) => generate::run(&args),
+    }
+}
+
+pub async fn sites(command: SitesCommand) -> anyhow::Result<()> {
+    match command {
+        SitesCommand::List(args) => sites::list(args).await,
+    }
+}
+
+/// Where the inventory is and how to authenticate: every verb that calls it takes these.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Inventory service to call
+    #[arg(
+        long,
+        env = "NETWARD_INVENTORY_URL",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    inventory_url: String,
+    /// Bearer token sent with every call
+    #[arg(
+        long,
+        env = "NETWARD_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+type InventoryClient = InventoryServiceClient<PeerChannel>;
+
+impl InventoryArgs {
+    /// A client on a lazy channel: nothing is dialled until the first call.
+    fn client(&self) -> anyhow::Result<InventoryClient> {
+        let token = self.token.clone().map(Secret::new);
+        let channel = netward_shared::client::connect(&self.inventory_url, token.as_ref())
+            .context("cannot set up the inventory client")?;
+        Ok(InventoryServiceClient::new(channel))
+    }
+
+    /// An error for a failed call, naming the RPC, the service, and the
+    /// status code and message the operator can act on.
+    fn call_failed(&self, rpc: &str, status: &Status) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{rpc} at {}: {}",
+            self.inventory_url,
+            describe_status(status)
+        )
+    }
+}
+
+/// `NOT_FOUND: unknown site "x"`. Transport failures put the useful part
+/// (e.g. "connection refused") in the error source, so it is added.
+fn describe_status(status: &Status) -> String {
+    let mut text = format!("{}: {}", code_name(status.code()), status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let message = error.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = error.source();
+    }
+    text
+}
+
+/// The canonical gRPC name of a code (`INVALID_ARGUMENT`), as grpcurl and the proto comments spell it.
+fn code_name(code: netward_shared::tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut name = String::with_capacity(camel.len() + 4);
+    for (index, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && index > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+/// True when the error comes from writing into a closed pipe
+/// (`netward devices export | head`), which is not worth an error message.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io_error| io_error.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use netward_shared::tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn codes_are_named_as_in_the_grpc_spec() {
+        assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+        assert_eq!(code_name(Code::Ok), "OK");
+        assert_eq!(
+            describe_status(&Status::new(Code::Unauthenticated, "missing token")),
+            "UNAUTHENTICATED: missing token"
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_recognised_through_context() {
+        let error = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe))
+            .context("cannot write the csv");
+        assert!(is_broken_pipe(&error));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("something else")));
+    }
+}
