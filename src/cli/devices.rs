@@ -363,6 +363,87 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Resume after this revision instead of starting with a snapshot
+    #[arg(long, value_name = "REVISION", default_value_t = 0)]
+    from: u64,
+    /// Stop after the snapshot, printing its size and how long it took
+    #[arg(long)]
+    snapshot_only: bool,
+    #[command(flatten)]
+    inventory: InventoryArgs,
+}
+
+/// Prints the snapshot's size and time, then one line per change:
+/// `revision kind name ip`, until interrupted.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    use netward_shared::proto::v1::watch_devices_response::Event;
+    use netward_shared::proto::v1::{ChangeKind, SnapshotReason, WatchDevicesRequest};
+
+    let mut client = args
+        .inventory
+        .client()?
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let started = std::time::Instant::now();
+    let mut stream = client
+        .watch_devices(WatchDevicesRequest {
+            from_revision: args.from,
+            chunk_size: 0,
+        })
+        .await
+        .map_err(|status| args.inventory.call_failed("WatchDevices", &status))?
+        .into_inner();
+    let mut stdout = io::stdout().lock();
+    let mut devices = 0usize;
+    loop {
+        let message = stream
+            .message()
+            .await
+            .map_err(|status| args.inventory.call_failed("WatchDevices", &status))?;
+        let Some(event) = message.and_then(|m| m.event) else {
+            bail!("the inventory ended the watch");
+        };
+        match event {
+            Event::SnapshotBegin(begin) => {
+                devices = 0;
+                let reason = SnapshotReason::try_from(begin.reason).map_or("?", |r| {
+                    r.as_str_name().trim_start_matches("SNAPSHOT_REASON_")
+                });
+                writeln!(
+                    stdout,
+                    "snapshot of {} devices at revision {} ({reason})",
+                    begin.device_count, begin.revision
+                )?;
+            }
+            Event::SnapshotChunk(chunk) => devices += chunk.devices.len(),
+            Event::SnapshotEnd(end) => {
+                writeln!(
+                    stdout,
+                    "snapshot: {devices} devices at revision {} in {:.3} s",
+                    end.revision,
+                    started.elapsed().as_secs_f64()
+                )?;
+                if args.snapshot_only {
+                    return Ok(());
+                }
+            }
+            Event::Change(change) => {
+                let kind = ChangeKind::try_from(change.kind)
+                    .map_or("?", |k| k.as_str_name().trim_start_matches("CHANGE_KIND_"));
+                let device = change.device.unwrap_or_default();
+                writeln!(
+                    stdout,
+                    "{} {kind} {} {}",
+                    change.revision, device.name, device.ip_address
+                )?;
+            }
+            Event::Progress(_) => {}
+        }
+        stdout.flush()?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use netward_shared::proto::v1::ImportRowError;

@@ -27,6 +27,8 @@ pub enum DevicesCommand {
     Export(devices::ExportArgs),
     /// Write a synthetic fleet, or the example inventory, as CSV to standard output
     Generate(generate::GenerateArgs),
+    /// Follow the inventory's changes as the planner and alerting do (WatchDevices)
+    Watch(devices::WatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +43,7 @@ pub async fn devices(command: DevicesCommand) -> anyhow::Result<()> {
         DevicesCommand::List(args) => devices::list(args).await,
         DevicesCommand::Export(args) => devices::export(args).await,
         DevicesCommand::Generate(args) => generate::run(&args),
+        DevicesCommand::Watch(args) => devices::watch(args).await,
     }
 }
 
