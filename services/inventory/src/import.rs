@@ -564,3 +564,103 @@ pub fn parse_pairs(text: &str) -> Result<HashMap<String, String>, String> {
     }
     Ok(pairs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_of_the_csv() {
+        assert_eq!(
+            parse_device_type("Access Point"),
+            Some(v1::DeviceType::AccessPoint)
+        );
+        assert_eq!(
+            parse_device_type("access_point"),
+            Some(v1::DeviceType::AccessPoint)
+        );
+        assert_eq!(
+            parse_device_type("DEVICE_TYPE_ATM"),
+            Some(v1::DeviceType::Atm)
+        );
+        assert_eq!(parse_device_type("unspecified"), None);
+        assert_eq!(parse_device_type("toaster"), None);
+        assert_eq!(parse_snmp_version("v2c"), Some(v1::SnmpVersion::V2c));
+        assert_eq!(parse_snmp_version("3"), Some(v1::SnmpVersion::V3));
+        assert_eq!(parse_snmp_version("4"), None);
+        assert_eq!(parse_bool(" Yes "), Some(true));
+        assert_eq!(parse_bool("0"), Some(false));
+        assert_eq!(parse_bool("perhaps"), None);
+        let pairs = parse_pairs("env=lab; role = wan ;").unwrap();
+        assert_eq!(pairs.get("role").map(String::as_str), Some("wan"));
+        assert!(parse_pairs("env").is_err());
+        assert!(parse_pairs("a=1;a=2").is_err());
+    }
+
+    fn row(line: u32, name: &str, ip: &str, parent: &str) -> v1::ImportRow {
+        v1::ImportRow {
+            line,
+            name: name.into(),
+            ip: ip.into(),
+            site: "s".into(),
+            parent: parent.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_update_keeps_what_the_row_leaves_empty() {
+        let mut context = ImportContext::default();
+        let existing = v1::Device {
+            id: Uuid::new_v4().to_string(),
+            name: "d".into(),
+            ip_address: "127.9.0.1".into(),
+            vendor: "Cisco".into(),
+            enabled: Some(true),
+            device_type: v1::DeviceType::Router as i32,
+            ..Default::default()
+        };
+        context.devices.insert("d".into(), existing.clone());
+        let mut update = row(2, "d", "", "");
+        update.site = String::new();
+        update.model = "ISR".into();
+        let plan = plan(&[update], &context);
+        assert_eq!((plan.updated, plan.failed), (1, 0), "{:?}", plan.errors);
+        let DeviceWrite::Update(device) = &plan.writes[0] else {
+            panic!("expected an update");
+        };
+        assert_eq!(device.ip_address, "127.9.0.1");
+        assert_eq!(
+            (device.vendor.as_str(), device.model.as_str()),
+            ("Cisco", "ISR")
+        );
+        assert_eq!(device.id, existing.id);
+    }
+
+    #[test]
+    fn an_address_held_by_a_device_the_import_moves_away_is_free() {
+        let mut context = ImportContext::default();
+        for (name, ip) in [("a", "127.9.0.1"), ("b", "127.9.0.2")] {
+            context.devices.insert(
+                name.into(),
+                v1::Device {
+                    id: Uuid::new_v4().to_string(),
+                    name: name.into(),
+                    ip_address: ip.into(),
+                    enabled: Some(true),
+                    ..Default::default()
+                },
+            );
+        }
+        // a takes a new address, c takes a's old one: no clash.
+        let plan = plan(
+            &[row(2, "a", "127.9.0.3", ""), row(3, "c", "127.9.0.1", "")],
+            &context,
+        );
+        assert_eq!(plan.failed, 0, "{:?}", plan.errors);
+        // d takes b's address, which b keeps: a clash naming b.
+        let plan = super::plan(&[row(2, "d", "127.9.0.2", "")], &context);
+        assert_eq!(plan.failed, 1);
+        assert!(plan.errors[0].reason.contains("\"b\""), "{:?}", plan.errors);
+    }
+}
