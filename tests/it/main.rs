@@ -6,4 +6,5 @@
 
 mod contract;
 mod inventory_cli;
+mod planner;
 mod support;

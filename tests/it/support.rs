@@ -23,6 +23,15 @@ impl Netward {
     /// Starts `target` on 127.0.0.1:0 ports and waits for its "serving" log
     /// line, which names the ports it got (so no port is ever raced for).
     pub async fn start(target: &str, extra_args: &[&str]) -> Netward {
+        Self::start_with_env(target, extra_args, &[]).await
+    }
+
+    /// As [`Netward::start`], with extra environment variables.
+    pub async fn start_with_env(
+        target: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Netward {
         let mut command = Command::new(NETWARD);
         command
             .arg(target)
@@ -42,6 +51,7 @@ impl Netward {
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NETWARD_")) {
             command.env_remove(key);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("spawn the netward binary");
         let stderr = child.stderr.take().expect("stderr is piped");
 
@@ -84,17 +94,26 @@ impl Netward {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub async fn stop(mut self) -> (ExitStatus, String) {
+    pub async fn stop(self) -> (ExitStatus, String) {
+        self.signal("-TERM").await
+    }
+
+    /// Sends SIGKILL (no clean shutdown, as in a crash) and waits.
+    pub async fn kill(self) -> (ExitStatus, String) {
+        self.signal("-KILL").await
+    }
+
+    async fn signal(mut self, signal: &str) -> (ExitStatus, String) {
         let pid = self.child.id().expect("the process is running");
         let killed = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([signal, &pid.to_string()])
             .status()
             .await
             .expect("run kill");
-        assert!(killed.success(), "kill -TERM {pid} failed");
+        assert!(killed.success(), "kill {signal} {pid} failed");
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
-            .expect("netward exits within 20 s of SIGTERM")
+            .expect("netward exits within 20 s of the signal")
             .expect("wait for netward");
         // Let the reader task take the last lines.
         tokio::time::sleep(Duration::from_millis(50)).await;

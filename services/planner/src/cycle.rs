@@ -1,0 +1,982 @@
+//! The planner's state — executor sessions, cycles, batches, in-flight
+//! devices — behind one mutex, and the step functions that move it:
+//! `open_cycle`, `dispatch_due`, `check_timers`, and the reactions to an
+//! executor's messages. Each step takes `now`, so tests drive cycles with
+//! chosen instants instead of sleeping; `run` calls them on real time.
+//!
+//! Invariant (why there is never a backlog): a device is in flight in at most
+//! one batch (`in_flight` is keyed by device), a device in flight is skipped
+//! by the next cycle rather than queued again, and a batch is only handed to
+//! an executor with room for it. In-flight work is therefore bounded by the
+//! device count, whatever executors or alerting do.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use netward_shared::proto::v1;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use crate::follower::SharedCopy;
+use crate::sizing::{self, Sizing, SizingPolicy};
+
+pub type SessionId = u64;
+pub type WorkSender = mpsc::UnboundedSender<Result<v1::WorkResponse, tonic::Status>>;
+
+/// Cycles kept per kind for `ListCycles` and for late `BatchDone`s.
+const HISTORY: usize = 100;
+
+/// Timing and probe settings of the planner.
+#[derive(Debug, Clone)]
+pub struct CycleConfig {
+    pub ping_interval: Duration,
+    pub snmp_interval: Duration,
+    pub probe: v1::ProbeSettings,
+    pub snmp_timeout_ms: u32,
+    pub snmp_retries: u32,
+    /// How often executors heartbeat; three missed ones end the session.
+    pub heartbeat_interval: Duration,
+}
+
+impl CycleConfig {
+    pub fn interval(&self, kind: v1::ExecutorKind) -> Duration {
+        match kind {
+            v1::ExecutorKind::Snmp => self.snmp_interval,
+            _ => self.ping_interval,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Executor {
+    pub session: SessionId,
+    pub id: String,
+    pub kind: v1::ExecutorKind,
+    pub capacity: u32,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    pub hostname: String,
+    pub remote_address: String,
+    tx: WorkSender,
+    /// Batches handed to it and not yet done (cycle id, batch index).
+    batches: HashSet<(u64, usize)>,
+    pub in_flight_devices: u32,
+    last_heartbeat: Instant,
+    pub last_heartbeat_wall: SystemTime,
+    pub connected_since: SystemTime,
+    pub completed: u64,
+    pub overruns: u64,
+    pub reassigned: u64,
+    pub heartbeat: v1::Heartbeat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    Pending,
+    Assigned(SessionId),
+    Done,
+    Unserved,
+    /// Its executor never finished it, long past the deadline: its devices
+    /// were released so later cycles can plan them again.
+    Abandoned,
+}
+
+#[derive(Debug)]
+pub struct Batch {
+    pub id: String,
+    pub index: usize,
+    pub targets: Vec<v1::Target>,
+    selector: BTreeMap<String, String>,
+    pub start_at: Instant,
+    pub deadline: Instant,
+    pub state: BatchState,
+    pub overrun: bool,
+    pub executor_id: String,
+    pub previous_executor_id: String,
+    pub assigned_at: Option<SystemTime>,
+    pub done_at: Option<SystemTime>,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub duration_ms: u32,
+}
+
+#[derive(Debug)]
+pub struct Cycle {
+    pub id: u64,
+    pub kind: v1::ExecutorKind,
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub interval: Duration,
+    pub sizing: Sizing,
+    pub batches: Vec<Batch>,
+    pub skipped: u32,
+    pub overruns: u32,
+    pub reassigned: u32,
+    pub unserved: u32,
+    pub unserved_devices: u32,
+    pub planning_time: Duration,
+    pub completed_at: Option<Instant>,
+    pub epoch: u64,
+    pub trace_context: v1::TraceContext,
+}
+
+impl Cycle {
+    fn finished(&self) -> bool {
+        self.batches
+            .iter()
+            .all(|b| !matches!(b.state, BatchState::Pending | BatchState::Assigned(_)))
+    }
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub policy: SizingPolicy,
+    pub executors: HashMap<SessionId, Executor>,
+    /// Device id → (cycle id, batch index) of the batch probing it now.
+    pub in_flight: HashMap<String, (u64, usize)>,
+    pub cycles: VecDeque<Cycle>,
+    next_cycle: u64,
+    next_session: SessionId,
+    pub epoch: u64,
+    pub leading: bool,
+}
+
+/// The scheduler: state plus what it reads (the inventory copy) and what it
+/// announces (cycle events).
+pub struct Scheduler {
+    pub config: CycleConfig,
+    pub state: Mutex<State>,
+    copy: SharedCopy,
+    /// Maps scheduling instants to wall-clock timestamps for messages.
+    clock_base: (Instant, SystemTime),
+    pub cycle_events: broadcast::Sender<v1::WatchCyclesResponse>,
+    /// Resolved SNMP credentials by id (dropped when a device using one changes).
+    pub credentials: Mutex<HashMap<String, v1::ResolvedCredential>>,
+}
+
+/// Whether a device takes part in a cycle of `kind`.
+fn eligible(device: &v1::Device, kind: v1::ExecutorKind) -> bool {
+    device.enabled.unwrap_or(true)
+        && match kind {
+            v1::ExecutorKind::Snmp => device.snmp.as_ref().is_some_and(|s| s.enabled),
+            _ => true,
+        }
+}
+
+impl Scheduler {
+    pub fn new(config: CycleConfig, policy: SizingPolicy, copy: SharedCopy) -> Self {
+        let (cycle_events, _) = broadcast::channel(256);
+        Self {
+            config,
+            state: Mutex::new(State {
+                policy,
+                executors: HashMap::new(),
+                in_flight: HashMap::new(),
+                cycles: VecDeque::new(),
+                next_cycle: 1,
+                next_session: 1,
+                epoch: 0,
+                leading: false,
+            }),
+            copy,
+            clock_base: (Instant::now(), SystemTime::now()),
+            cycle_events,
+            credentials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn wall(&self, at: Instant) -> SystemTime {
+        let (base, wall) = self.clock_base;
+        if at >= base {
+            wall + (at - base)
+        } else {
+            wall - (base - at)
+        }
+    }
+
+    /// Leadership changed: executors hear of it; a planner that stops leading
+    /// forgets its pending work (the new leader plans afresh).
+    pub fn set_leadership(&self, leading: bool, epoch: u64) {
+        let mut state = self.lock();
+        if state.leading == leading && state.epoch == epoch {
+            return;
+        }
+        state.leading = leading;
+        state.epoch = epoch;
+        if !leading {
+            for cycle in &mut state.cycles {
+                for batch in &mut cycle.batches {
+                    if batch.state == BatchState::Pending {
+                        batch.state = BatchState::Unserved;
+                    }
+                }
+            }
+        }
+        let notice = v1::WorkResponse {
+            msg: Some(v1::work_response::Msg::LeaderChange(v1::LeaderChange {
+                leader_epoch: epoch,
+                leading,
+                ..Default::default()
+            })),
+        };
+        for executor in state.executors.values() {
+            let _ = executor.tx.send(Ok(notice.clone()));
+        }
+    }
+
+    /// Plans a cycle of `kind` at `now`: sizes batches from the eligible
+    /// devices, skips those still in flight, orders parents first, and
+    /// spreads start times over the interval. Returns the cycle id, or
+    /// `None` when this planner does not lead or the inventory is not synced.
+    pub fn open_cycle(&self, kind: v1::ExecutorKind, now: Instant) -> Option<u64> {
+        let planning_started = std::time::Instant::now();
+        let copy = self.copy.read().ok()?;
+        if !copy.synced {
+            return None;
+        }
+        let mut state = self.lock();
+        if !state.leading {
+            return None;
+        }
+        let interval = self.config.interval(kind);
+        let eligible_devices: Vec<&v1::Device> = copy
+            .devices
+            .values()
+            .filter(|d| eligible(d, kind))
+            .collect();
+        let sizing = sizing::size(eligible_devices.len() as u64, &state.policy);
+
+        let depths = depths(&copy.devices);
+        let mut planned: Vec<&v1::Device> = Vec::with_capacity(eligible_devices.len());
+        let mut skipped = 0u32;
+        for device in eligible_devices {
+            if state.in_flight.contains_key(&device.id) {
+                skipped += 1;
+            } else {
+                planned.push(device);
+            }
+        }
+        // Parents first: a batch never holds a device whose parent is in a
+        // later batch of the same selector group.
+        planned.sort_unstable_by(|a, b| {
+            let da = depths.get(a.id.as_str()).copied().unwrap_or(0);
+            let db = depths.get(b.id.as_str()).copied().unwrap_or(0);
+            da.cmp(&db).then_with(|| a.name.cmp(&b.name))
+        });
+        let mut groups: BTreeMap<BTreeMap<String, String>, Vec<&v1::Device>> = BTreeMap::new();
+        for device in planned {
+            let selector: BTreeMap<String, String> =
+                device.executor_selector.clone().into_iter().collect();
+            groups.entry(selector).or_default().push(device);
+        }
+
+        let id = state.next_cycle;
+        state.next_cycle += 1;
+        let batch_size = sizing.batch_size.max(1) as usize;
+        let mut batches = Vec::new();
+        for (selector, devices) in groups {
+            for chunk in devices.chunks(batch_size) {
+                let targets = chunk.iter().map(|d| self.target(d, kind)).collect();
+                batches.push((selector.clone(), targets));
+            }
+        }
+        // Parent-first order holds across the cycle too: batches start in
+        // the order they were cut, and each group is cut shallowest first.
+        let count = batches.len().max(1) as u32;
+        let batches: Vec<Batch> = batches
+            .into_iter()
+            .enumerate()
+            .map(|(index, (selector, targets))| {
+                let start_at = now + interval.mul_f64(index as f64 / f64::from(count));
+                Batch {
+                    id: format!("{id}-{index}"),
+                    index,
+                    targets,
+                    selector,
+                    start_at,
+                    deadline: start_at + interval,
+                    state: BatchState::Pending,
+                    overrun: false,
+                    executor_id: String::new(),
+                    previous_executor_id: String::new(),
+                    assigned_at: None,
+                    done_at: None,
+                    succeeded: 0,
+                    failed: 0,
+                    skipped: 0,
+                    duration_ms: 0,
+                }
+            })
+            .collect();
+        drop(copy);
+
+        let planning_time = planning_started.elapsed();
+        let cycle_span =
+            tracing::info_span!("planner.cycle", cycle_id = id, kind = kind.as_str_name());
+        netward_shared::trace_context::set_parent(&cycle_span, None);
+        let trace_context = cycle_span.in_scope(netward_shared::trace_context::current);
+        tracing::info!(
+            parent: &cycle_span,
+            cycle_id = id,
+            kind = kind.as_str_name(),
+            skipped,
+            batches = batches.len(),
+            planning_ms = planning_time.as_secs_f64() * 1000.0,
+            "{}",
+            sizing::log_line(&sizing)
+        );
+        let kind_label = kind_label(kind);
+        metrics::counter!("planner_cycles_total", "kind" => kind_label).increment(1);
+        metrics::counter!("planner_batches_total", "kind" => kind_label)
+            .increment(batches.len() as u64);
+        metrics::counter!("planner_devices_planned_total", "kind" => kind_label)
+            .increment(sizing.device_count - u64::from(skipped));
+        metrics::counter!("planner_skipped_total", "kind" => kind_label)
+            .increment(u64::from(skipped));
+        metrics::histogram!("planner_cycle_planning_seconds", "kind" => kind_label)
+            .record(planning_time.as_secs_f64());
+
+        let cycle = Cycle {
+            id,
+            kind,
+            started: now,
+            started_wall: self.wall(now),
+            interval,
+            sizing,
+            batches,
+            skipped,
+            overruns: 0,
+            reassigned: 0,
+            unserved: 0,
+            unserved_devices: 0,
+            planning_time,
+            completed_at: None,
+            epoch: state.epoch,
+            trace_context,
+        };
+        let event = self.summary(&cycle);
+        state.cycles.push_back(cycle);
+        let kept: Vec<u64> = {
+            let mut per_kind: HashMap<i32, usize> = HashMap::new();
+            state
+                .cycles
+                .iter()
+                .rev()
+                .filter(|c| {
+                    let n = per_kind.entry(c.kind as i32).or_default();
+                    *n += 1;
+                    *n <= HISTORY
+                })
+                .map(|c| c.id)
+                .collect()
+        };
+        state.cycles.retain(|c| kept.contains(&c.id));
+        let _ = self.cycle_events.send(v1::WatchCyclesResponse {
+            event: v1::CycleEventKind::Started as i32,
+            cycle: Some(event),
+            trace_context: None,
+        });
+        Some(id)
+    }
+
+    fn target(&self, device: &v1::Device, kind: v1::ExecutorKind) -> v1::Target {
+        let probe = device.probe_overrides.as_ref().map(|o| v1::ProbeSettings {
+            count: o.count.unwrap_or(self.config.probe.count),
+            interval_ms: o.interval_ms.unwrap_or(self.config.probe.interval_ms),
+            timeout_ms: o.timeout_ms.unwrap_or(self.config.probe.timeout_ms),
+            retries: o.retries.or(self.config.probe.retries),
+        });
+        let snmp = match (kind, &device.snmp) {
+            (v1::ExecutorKind::Snmp, Some(settings)) => Some(v1::SnmpTarget {
+                version: settings.version,
+                port: if settings.port == 0 {
+                    161
+                } else {
+                    settings.port
+                },
+                credential: self
+                    .credentials
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&settings.credential_id).cloned()),
+                profile: settings.profile.clone(),
+                timeout_ms: self.config.snmp_timeout_ms,
+                retries: Some(self.config.snmp_retries),
+                ..Default::default()
+            }),
+            _ => None,
+        };
+        v1::Target {
+            device_id: device.id.clone(),
+            device_name: device.name.clone(),
+            address: device.ip_address.clone(),
+            site: device.site_name.clone(),
+            parent_device_id: device.parent_device_id.clone(),
+            probe,
+            snmp,
+        }
+    }
+
+    /// Hands every batch whose start time has come to an executor.
+    pub fn dispatch_due(&self, now: Instant) {
+        let mut state = self.lock();
+        if !state.leading {
+            return;
+        }
+        let due: Vec<(usize, usize)> = state
+            .cycles
+            .iter()
+            .enumerate()
+            .flat_map(|(c, cycle)| {
+                cycle
+                    .batches
+                    .iter()
+                    .filter(move |b| b.state == BatchState::Pending && b.start_at <= now)
+                    .map(move |b| (c, b.index))
+            })
+            .collect();
+        for (c, b) in due {
+            assign(&mut state, self, c, b, false);
+        }
+    }
+
+    /// Overruns, abandoned batches, silent executors and finished cycles.
+    pub fn check_timers(&self, now: Instant) {
+        let state = self.lock();
+        let silent_after = self.config.heartbeat_interval * 3;
+        let silent: Vec<SessionId> = state
+            .executors
+            .values()
+            .filter(|e| now.saturating_duration_since(e.last_heartbeat) > silent_after)
+            .map(|e| e.session)
+            .collect();
+        drop(state);
+        for session in silent {
+            tracing::warn!(
+                session,
+                "executor missed three heartbeats; ending its session"
+            );
+            self.disconnect(session);
+        }
+
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut finished = Vec::new();
+        for cycle in state.cycles.iter_mut() {
+            let kind_label = kind_label(cycle.kind);
+            for batch in cycle.batches.iter_mut() {
+                let BatchState::Assigned(session) = batch.state else {
+                    continue;
+                };
+                if !batch.overrun && now >= batch.deadline {
+                    batch.overrun = true;
+                    cycle.overruns += 1;
+                    if let Some(executor) = state.executors.get_mut(&session) {
+                        executor.overruns += 1;
+                    }
+                    metrics::counter!("planner_overruns_total", "kind" => kind_label).increment(1);
+                    tracing::warn!(
+                        cycle_id = cycle.id,
+                        batch_id = %batch.id,
+                        executor_id = %batch.executor_id,
+                        devices = batch.targets.len(),
+                        "batch overrun: not done by its deadline"
+                    );
+                }
+                if now >= batch.deadline + cycle.interval {
+                    batch.state = BatchState::Abandoned;
+                    release(
+                        &mut state.in_flight,
+                        &mut state.executors,
+                        session,
+                        cycle.id,
+                        batch,
+                    );
+                    tracing::warn!(
+                        cycle_id = cycle.id,
+                        batch_id = %batch.id,
+                        executor_id = %batch.executor_id,
+                        "batch abandoned: its devices are planned again"
+                    );
+                }
+            }
+            if cycle.completed_at.is_none() && cycle.finished() {
+                cycle.completed_at = Some(now);
+                finished.push(self.summary(cycle));
+            }
+        }
+        for summary in finished {
+            let _ = self.cycle_events.send(v1::WatchCyclesResponse {
+                event: v1::CycleEventKind::Completed as i32,
+                cycle: Some(summary),
+                trace_context: None,
+            });
+        }
+    }
+
+    /// A new `Work` stream registered. A live session with the same executor
+    /// id is replaced (the executor reconnected before we noticed it left).
+    pub fn register(
+        &self,
+        register: v1::Register,
+        remote_address: String,
+        tx: WorkSender,
+        now: Instant,
+    ) -> (SessionId, v1::Registered) {
+        let replaced: Vec<SessionId> = self
+            .lock()
+            .executors
+            .values()
+            .filter(|e| e.id == register.executor_id)
+            .map(|e| e.session)
+            .collect();
+        for session in replaced {
+            tracing::info!(executor_id = %register.executor_id, "executor re-registered; replacing its old session");
+            self.disconnect(session);
+        }
+        let mut state = self.lock();
+        let session = state.next_session;
+        state.next_session += 1;
+        let kind = v1::ExecutorKind::try_from(register.kind).unwrap_or(v1::ExecutorKind::Ping);
+        tracing::info!(
+            executor_id = %register.executor_id,
+            kind = kind.as_str_name(),
+            capacity = register.capacity,
+            labels = ?register.labels,
+            "executor registered"
+        );
+        state.executors.insert(
+            session,
+            Executor {
+                session,
+                id: register.executor_id,
+                kind,
+                capacity: register.capacity,
+                labels: register.labels.into_iter().collect(),
+                version: register.version,
+                hostname: register.hostname,
+                remote_address,
+                tx,
+                batches: HashSet::new(),
+                in_flight_devices: 0,
+                last_heartbeat: now,
+                last_heartbeat_wall: self.wall(now),
+                connected_since: self.wall(now),
+                completed: 0,
+                overruns: 0,
+                reassigned: 0,
+                heartbeat: v1::Heartbeat::default(),
+            },
+        );
+        executors_gauge(&state);
+        let registered = v1::Registered {
+            session_id: session.to_string(),
+            leader_epoch: state.epoch,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+            leading: state.leading,
+            planner_instance_id: String::new(),
+        };
+        (session, registered)
+    }
+
+    pub fn heartbeat(&self, session: SessionId, heartbeat: v1::Heartbeat, now: Instant) {
+        let wall = self.wall(now);
+        if let Some(executor) = self.lock().executors.get_mut(&session) {
+            executor.last_heartbeat = now;
+            executor.last_heartbeat_wall = wall;
+            executor.heartbeat = heartbeat;
+        }
+    }
+
+    /// Any message proves the executor alive.
+    pub fn touch(&self, session: SessionId, now: Instant) {
+        let wall = self.wall(now);
+        if let Some(executor) = self.lock().executors.get_mut(&session) {
+            executor.last_heartbeat = now;
+            executor.last_heartbeat_wall = wall;
+        }
+    }
+
+    /// An executor refused a batch (stale epoch, no room): give it to another.
+    pub fn rejected(&self, session: SessionId, ack: &v1::AssignmentAck) {
+        let mut state = self.lock();
+        let Some((c, b)) = find_batch(&state, ack.cycle_id, &ack.batch_id) else {
+            return;
+        };
+        if state.cycles[c].batches[b].state != BatchState::Assigned(session) {
+            return;
+        }
+        tracing::warn!(batch_id = %ack.batch_id, reason = %ack.reject_reason, "executor rejected a batch");
+        let cycle_id = state.cycles[c].id;
+        let state = &mut *state;
+        let batch = &mut state.cycles[c].batches[b];
+        release(
+            &mut state.in_flight,
+            &mut state.executors,
+            session,
+            cycle_id,
+            batch,
+        );
+        batch.state = BatchState::Pending;
+        assign(state, self, c, b, true);
+    }
+
+    pub fn batch_done(&self, session: SessionId, done: &v1::BatchDone, now: Instant) {
+        let wall = self.wall(now);
+        let mut state = self.lock();
+        let Some((c, b)) = find_batch(&state, done.cycle_id, &done.batch_id) else {
+            tracing::debug!(batch_id = %done.batch_id, "done for an unknown batch ignored");
+            return;
+        };
+        let state = &mut *state;
+        let cycle_id = state.cycles[c].id;
+        let batch = &mut state.cycles[c].batches[b];
+        if batch.state != BatchState::Assigned(session) {
+            // Reassigned meanwhile, or abandoned: the report is stale.
+            return;
+        }
+        release(
+            &mut state.in_flight,
+            &mut state.executors,
+            session,
+            cycle_id,
+            batch,
+        );
+        batch.state = BatchState::Done;
+        batch.done_at = Some(wall);
+        batch.succeeded = done.succeeded;
+        batch.failed = done.failed;
+        batch.skipped = done.skipped;
+        batch.duration_ms = done.duration_ms;
+        if let Some(executor) = state.executors.get_mut(&session) {
+            executor.completed += 1;
+        }
+    }
+
+    /// The executor's stream ended: its unfinished batches go to others now.
+    pub fn disconnect(&self, session: SessionId) {
+        let mut state = self.lock();
+        let Some(executor) = state.executors.remove(&session) else {
+            return;
+        };
+        tracing::info!(executor_id = %executor.id, batches = executor.batches.len(), "executor left");
+        executors_gauge(&state);
+        let state = &mut *state;
+        let mut orphans: Vec<(usize, usize)> = Vec::new();
+        for (c, cycle) in state.cycles.iter_mut().enumerate() {
+            for batch in cycle.batches.iter_mut() {
+                if batch.state == BatchState::Assigned(session) {
+                    for target in &batch.targets {
+                        if state.in_flight.get(&target.device_id) == Some(&(cycle.id, batch.index))
+                        {
+                            state.in_flight.remove(&target.device_id);
+                        }
+                    }
+                    batch.previous_executor_id = executor.id.clone();
+                    batch.state = BatchState::Pending;
+                    cycle.reassigned += 1;
+                    orphans.push((c, batch.index));
+                }
+            }
+        }
+        if state.leading {
+            for (c, b) in orphans {
+                metrics::counter!("planner_reassignments_total").increment(1);
+                assign(state, self, c, b, true);
+            }
+        }
+    }
+
+    pub fn summary(&self, cycle: &Cycle) -> v1::CycleSummary {
+        let done: Vec<&Batch> = cycle
+            .batches
+            .iter()
+            .filter(|b| b.state == BatchState::Done)
+            .collect();
+        let duration = cycle
+            .completed_at
+            .map(|at| at.saturating_duration_since(cycle.started))
+            .unwrap_or_default();
+        v1::CycleSummary {
+            cycle_id: cycle.id,
+            kind: cycle.kind as i32,
+            started_at: Some(timestamp(cycle.started_wall)),
+            interval: Some(prost_types::Duration {
+                seconds: cycle.interval.as_secs() as i64,
+                nanos: cycle.interval.subsec_nanos() as i32,
+            }),
+            duration_ms: duration.as_millis().min(u128::from(u32::MAX)) as u32,
+            device_count: cycle.sizing.device_count.min(u64::from(u32::MAX)) as u32,
+            batch_size: cycle.sizing.batch_size,
+            batch_count: cycle.batches.len() as u32,
+            skipped: cycle.skipped,
+            overruns: cycle.overruns,
+            reassigned: cycle.reassigned,
+            unserved: cycle.unserved,
+            unserved_devices: cycle.unserved_devices,
+            planning_time_us: cycle.planning_time.as_micros().min(u128::from(u32::MAX)) as u32,
+            completed: cycle.completed_at.is_some(),
+            leader_epoch: cycle.epoch,
+            done_batches: done.len() as u32,
+            succeeded: done.iter().map(|b| b.succeeded).sum(),
+            failed: done.iter().map(|b| b.failed).sum(),
+        }
+    }
+
+    pub fn batch_info(&self, batch: &Batch) -> v1::CycleBatch {
+        let state = match batch.state {
+            BatchState::Pending => v1::BatchState::Pending,
+            BatchState::Assigned(_) if batch.overrun => v1::BatchState::Overrun,
+            BatchState::Assigned(_) if !batch.previous_executor_id.is_empty() => {
+                v1::BatchState::Reassigned
+            }
+            BatchState::Assigned(_) => v1::BatchState::Assigned,
+            BatchState::Done => v1::BatchState::Done,
+            BatchState::Unserved => v1::BatchState::Unserved,
+            BatchState::Abandoned => v1::BatchState::Overrun,
+        };
+        v1::CycleBatch {
+            batch_id: batch.id.clone(),
+            batch_index: batch.index as u32,
+            executor_id: batch.executor_id.clone(),
+            state: state as i32,
+            start_at: Some(timestamp(self.wall(batch.start_at))),
+            deadline: Some(timestamp(self.wall(batch.deadline))),
+            device_count: batch.targets.len() as u32,
+            assigned_at: batch.assigned_at.map(timestamp),
+            done_at: batch.done_at.map(timestamp),
+            succeeded: batch.succeeded,
+            failed: batch.failed,
+            skipped: batch.skipped,
+            previous_executor_id: batch.previous_executor_id.clone(),
+            duration_ms: batch.duration_ms,
+        }
+    }
+}
+
+/// Gives batch `b` of cycle `c` to the least-loaded executor of the cycle's
+/// kind whose labels include the batch's selector and that has room; with
+/// none, the batch is unserved (counted, never queued).
+fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassigned: bool) {
+    let epoch = state.epoch;
+    let cycle = &mut state.cycles[c];
+    let batch_count = cycle.batches.len() as u32;
+    let batch = &mut cycle.batches[b];
+    let size = batch.targets.len() as u32;
+    let chosen = state
+        .executors
+        .values()
+        .filter(|e| e.kind == cycle.kind)
+        .filter(|e| {
+            batch
+                .selector
+                .iter()
+                .all(|(k, v)| e.labels.get(k) == Some(v))
+        })
+        .filter(|e| e.in_flight_devices + size <= e.capacity)
+        .min_by(|a, b| {
+            let load = |e: &Executor| f64::from(e.in_flight_devices) / f64::from(e.capacity.max(1));
+            load(a)
+                .total_cmp(&load(b))
+                .then(a.batches.len().cmp(&b.batches.len()))
+                .then_with(|| a.id.cmp(&b.id))
+        })
+        .map(|e| e.session);
+    let Some(session) = chosen else {
+        batch.state = BatchState::Unserved;
+        cycle.unserved += 1;
+        cycle.unserved_devices += size;
+        metrics::counter!("planner_unserved_batches_total", "kind" => kind_label(cycle.kind))
+            .increment(1);
+        tracing::warn!(
+            cycle_id = cycle.id,
+            batch_id = %batch.id,
+            devices = size,
+            selector = ?batch.selector,
+            "no executor can take the batch: unserved"
+        );
+        return;
+    };
+    let executor = state
+        .executors
+        .get_mut(&session)
+        .expect("chosen from the map");
+    let span = tracing::info_span!("planner.assign", cycle_id = cycle.id, batch_id = %batch.id, executor_id = %executor.id);
+    netward_shared::trace_context::set_parent(&span, Some(&cycle.trace_context));
+    let trace_context = span.in_scope(netward_shared::trace_context::current);
+    let assignment = v1::Assignment {
+        cycle_id: cycle.id,
+        batch_id: batch.id.clone(),
+        kind: cycle.kind as i32,
+        leader_epoch: epoch,
+        start_at: Some(timestamp(scheduler.wall(batch.start_at))),
+        deadline: Some(timestamp(scheduler.wall(batch.deadline))),
+        targets: batch.targets.clone(),
+        probe: (cycle.kind == v1::ExecutorKind::Ping).then_some(scheduler.config.probe),
+        trace_context: Some(trace_context),
+        batch_index: batch.index as u32,
+        batch_count,
+        reassigned,
+    };
+    let sent = executor.tx.send(Ok(v1::WorkResponse {
+        msg: Some(v1::work_response::Msg::Assignment(assignment)),
+    }));
+    if sent.is_err() {
+        // The stream is closing; its session is about to be removed and its
+        // batches (this one included) reassigned.
+        tracing::debug!(executor_id = %executor.id, "assignment to a closing stream");
+    }
+    executor.batches.insert((cycle.id, batch.index));
+    executor.in_flight_devices += size;
+    if reassigned {
+        executor.reassigned += 1;
+    }
+    batch.state = BatchState::Assigned(session);
+    batch.executor_id = executor.id.clone();
+    batch.assigned_at = Some(scheduler.wall(Instant::now()));
+    for target in &batch.targets {
+        state
+            .in_flight
+            .insert(target.device_id.clone(), (cycle.id, batch.index));
+    }
+}
+
+/// Takes a batch's devices out of flight and off its executor's load.
+fn release(
+    in_flight: &mut HashMap<String, (u64, usize)>,
+    executors: &mut HashMap<SessionId, Executor>,
+    session: SessionId,
+    cycle_id: u64,
+    batch: &Batch,
+) {
+    for target in &batch.targets {
+        if in_flight.get(&target.device_id) == Some(&(cycle_id, batch.index)) {
+            in_flight.remove(&target.device_id);
+        }
+    }
+    if let Some(executor) = executors.get_mut(&session)
+        && executor.batches.remove(&(cycle_id, batch.index))
+    {
+        executor.in_flight_devices = executor
+            .in_flight_devices
+            .saturating_sub(batch.targets.len() as u32);
+    }
+}
+
+fn find_batch(state: &State, cycle_id: u64, batch_id: &str) -> Option<(usize, usize)> {
+    let c = state.cycles.iter().position(|c| c.id == cycle_id)?;
+    let b = state.cycles[c]
+        .batches
+        .iter()
+        .position(|b| b.id == batch_id)?;
+    Some((c, b))
+}
+
+fn executors_gauge(state: &State) {
+    for kind in [v1::ExecutorKind::Ping, v1::ExecutorKind::Snmp] {
+        let count = state.executors.values().filter(|e| e.kind == kind).count();
+        metrics::gauge!("planner_executors_connected", "kind" => kind_label(kind))
+            .set(count as f64);
+    }
+}
+
+pub fn kind_label(kind: v1::ExecutorKind) -> &'static str {
+    match kind {
+        v1::ExecutorKind::Snmp => "snmp",
+        _ => "ping",
+    }
+}
+
+pub fn timestamp(at: SystemTime) -> prost_types::Timestamp {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+/// Each device's depth below its topmost ancestor (0 = no parent), for
+/// parent-first ordering. Cycles (which the inventory refuses) and chains
+/// deeper than 64 stop counting.
+fn depths(devices: &HashMap<String, v1::Device>) -> HashMap<&str, u32> {
+    let mut depths: HashMap<&str, u32> = HashMap::with_capacity(devices.len());
+    for device in devices.values() {
+        let mut chain: Vec<&str> = Vec::new();
+        let mut at = device;
+        let base = loop {
+            if let Some(&known) = depths.get(at.id.as_str()) {
+                break known;
+            }
+            chain.push(at.id.as_str());
+            match devices.get(&at.parent_device_id) {
+                Some(parent) if chain.len() < 64 && !chain.contains(&parent.id.as_str()) => {
+                    at = parent
+                }
+                _ => break 0,
+            }
+        };
+        // chain[last] is the topmost device not yet known.
+        let top_known = depths.contains_key(at.id.as_str()) && !chain.contains(&at.id.as_str());
+        let first = if top_known { base + 1 } else { 0 };
+        for (depth, id) in (first..).zip(chain.into_iter().rev()) {
+            depths.insert(id, depth);
+        }
+    }
+    depths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: &str, parent: &str) -> v1::Device {
+        v1::Device {
+            id: id.into(),
+            name: id.into(),
+            parent_device_id: parent.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn depths_count_from_the_top() {
+        let devices: HashMap<String, v1::Device> = [
+            device("core", ""),
+            device("rtr", "core"),
+            device("sw", "rtr"),
+            device("atm", "sw"),
+            device("lonely", ""),
+            device("orphan", "missing"),
+        ]
+        .into_iter()
+        .map(|d| (d.id.clone(), d))
+        .collect();
+        let depths = depths(&devices);
+        let got: Vec<(&str, u32)> = ["core", "rtr", "sw", "atm", "lonely", "orphan"]
+            .iter()
+            .map(|id| (*id, depths[id]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("core", 0),
+                ("rtr", 1),
+                ("sw", 2),
+                ("atm", 3),
+                ("lonely", 0),
+                ("orphan", 0)
+            ]
+        );
+    }
+}

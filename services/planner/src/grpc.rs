@@ -1,0 +1,429 @@
+//! `PlannerService` over the scheduler: the `Work` stream executors hold,
+//! and the operator RPCs (sizing, policy, cycles, executors, leader).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::planner_service_server::PlannerService;
+use netward_shared::status::{FieldViolation, invalid_argument};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::{BroadcastStream, UnboundedReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cycle::{Scheduler, timestamp};
+use crate::lease::LeaseState;
+use crate::sizing::{self, SizingPolicy};
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Largest device count `GetSizing` answers for.
+const MAX_SIZING_DEVICES: u64 = 1_000_000_000;
+
+pub struct PlannerGrpc {
+    scheduler: Arc<Scheduler>,
+    lease: watch::Receiver<LeaseState>,
+    instance_id: String,
+    /// Ends `Work` and `WatchCycles` streams when the server shuts down.
+    shutdown: CancellationToken,
+}
+
+impl PlannerGrpc {
+    pub fn new(
+        scheduler: Arc<Scheduler>,
+        lease: watch::Receiver<LeaseState>,
+        instance_id: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            scheduler,
+            lease,
+            instance_id,
+            shutdown,
+        }
+    }
+}
+
+fn kind_filter(kind: i32) -> Result<Option<v1::ExecutorKind>, Status> {
+    match v1::ExecutorKind::try_from(kind) {
+        Ok(v1::ExecutorKind::Unspecified) => Ok(None),
+        Ok(kind) => Ok(Some(kind)),
+        Err(_) => Err(invalid_argument(&[FieldViolation::new(
+            "kind",
+            kind,
+            "unknown executor kind",
+        )])),
+    }
+}
+
+fn check_register(register: &v1::Register) -> Result<(), Status> {
+    let mut v = Vec::new();
+    if register.executor_id.is_empty() || register.executor_id.len() > 128 {
+        v.push(FieldViolation::new(
+            "register.executor_id",
+            &register.executor_id,
+            "1-128 characters",
+        ));
+    }
+    if !matches!(
+        v1::ExecutorKind::try_from(register.kind),
+        Ok(v1::ExecutorKind::Ping | v1::ExecutorKind::Snmp)
+    ) {
+        v.push(FieldViolation::new(
+            "register.kind",
+            register.kind,
+            "EXECUTOR_KIND_PING or EXECUTOR_KIND_SNMP",
+        ));
+    }
+    if register.capacity == 0 {
+        v.push(FieldViolation::new(
+            "register.capacity",
+            0,
+            "must be at least 1 device",
+        ));
+    }
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_argument(&v))
+    }
+}
+
+#[tonic::async_trait]
+impl PlannerService for PlannerGrpc {
+    type WorkStream = ResponseStream<v1::WorkResponse>;
+
+    async fn work(
+        &self,
+        request: Request<Streaming<v1::WorkRequest>>,
+    ) -> Result<Response<Self::WorkStream>, Status> {
+        use v1::work_request::Msg;
+        let remote = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let register = match inbound.message().await? {
+            Some(v1::WorkRequest {
+                msg: Some(Msg::Register(register)),
+            }) => register,
+            _ => {
+                return Err(invalid_argument(&[FieldViolation::new(
+                    "msg",
+                    "not register",
+                    "the first message of a Work stream must be a Register",
+                )]));
+            }
+        };
+        check_register(&register)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (session, mut registered) =
+            self.scheduler
+                .register(register, remote, tx.clone(), Instant::now());
+        registered.planner_instance_id = self.instance_id.clone();
+        let _ = tx.send(Ok(v1::WorkResponse {
+            msg: Some(v1::work_response::Msg::Registered(registered)),
+        }));
+        drop(tx);
+
+        let scheduler = self.scheduler.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    message = inbound.message() => message,
+                };
+                let now = Instant::now();
+                match message {
+                    Ok(Some(v1::WorkRequest { msg: Some(msg) })) => match msg {
+                        Msg::Heartbeat(heartbeat) => scheduler.heartbeat(session, heartbeat, now),
+                        Msg::AssignmentAck(ack) => {
+                            scheduler.touch(session, now);
+                            if ack.rejected {
+                                scheduler.rejected(session, &ack);
+                            }
+                        }
+                        Msg::BatchDone(done) => {
+                            scheduler.touch(session, now);
+                            scheduler.batch_done(session, &done, now);
+                        }
+                        Msg::Register(_) => {
+                            tracing::warn!(session, "a second Register on one stream ignored")
+                        }
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(session, code = ?status.code(), "work stream broke");
+                        break;
+                    }
+                }
+            }
+            // Removing the session drops the last sender: the outbound
+            // stream ends, and unfinished batches go to other executors.
+            scheduler.disconnect(session);
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn get_sizing(
+        &self,
+        request: Request<v1::GetSizingRequest>,
+    ) -> Result<Response<v1::GetSizingResponse>, Status> {
+        let request = request.into_inner();
+        let current = self.scheduler.lock().policy;
+        let policy = SizingPolicy {
+            target_batches: request.target_batches.unwrap_or(current.target_batches),
+            rounding_step: request.rounding_step.unwrap_or(current.rounding_step),
+            min_batch_size: request.min_batch_size.unwrap_or(current.min_batch_size),
+            max_batch_size: request.max_batch_size.unwrap_or(current.max_batch_size),
+        };
+        let mut violations = policy.violations();
+        if request.device_count > MAX_SIZING_DEVICES {
+            violations.push(FieldViolation::new(
+                "device_count",
+                request.device_count,
+                "at most 1,000,000,000",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        let sizing = sizing::size(request.device_count, &policy);
+        Ok(Response::new(v1::GetSizingResponse {
+            device_count: sizing.device_count,
+            batch_size: sizing.batch_size,
+            batch_count: sizing.batch_count,
+            policy: Some(policy_message(&policy)),
+            explanation: sizing.explanation,
+            clamped: sizing.clamped,
+            unclamped_batch_size: sizing.unclamped_batch_size,
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        _request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        let policy = self.scheduler.lock().policy;
+        let config = &self.scheduler.config;
+        Ok(Response::new(v1::GetPolicyResponse {
+            sizing: Some(policy_message(&policy)),
+            ping_interval: Some(duration(config.ping_interval)),
+            snmp_interval: Some(duration(config.snmp_interval)),
+            default_probe: Some(config.probe),
+            snmp_label_refresh_interval: None,
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<v1::SetPolicyRequest>,
+    ) -> Result<Response<v1::SetPolicyResponse>, Status> {
+        let request = request.into_inner();
+        let mut state = self.scheduler.lock();
+        let policy = SizingPolicy {
+            target_batches: request
+                .target_batches
+                .unwrap_or(state.policy.target_batches),
+            rounding_step: request.rounding_step.unwrap_or(state.policy.rounding_step),
+            min_batch_size: request
+                .min_batch_size
+                .unwrap_or(state.policy.min_batch_size),
+            max_batch_size: request
+                .max_batch_size
+                .unwrap_or(state.policy.max_batch_size),
+        };
+        let violations = policy.violations();
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        tracing::info!(?policy, "sizing policy changed");
+        state.policy = policy;
+        Ok(Response::new(v1::SetPolicyResponse {
+            sizing: Some(policy_message(&policy)),
+        }))
+    }
+
+    async fn get_current_cycle(
+        &self,
+        request: Request<v1::GetCurrentCycleRequest>,
+    ) -> Result<Response<v1::GetCurrentCycleResponse>, Status> {
+        let kind = kind_filter(request.into_inner().kind)?.unwrap_or(v1::ExecutorKind::Ping);
+        let state = self.scheduler.lock();
+        let Some(cycle) = state.cycles.iter().rev().find(|c| c.kind == kind) else {
+            return Err(if state.leading {
+                Status::not_found(format!("no {} cycle has started yet", kind.as_str_name()))
+            } else {
+                Status::failed_precondition("this planner is a standby: ask the leader (GetLeader)")
+            });
+        };
+        Ok(Response::new(v1::GetCurrentCycleResponse {
+            cycle: Some(self.scheduler.summary(cycle)),
+            batches: cycle
+                .batches
+                .iter()
+                .map(|b| self.scheduler.batch_info(b))
+                .collect(),
+        }))
+    }
+
+    async fn list_executors(
+        &self,
+        request: Request<v1::ListExecutorsRequest>,
+    ) -> Result<Response<v1::ListExecutorsResponse>, Status> {
+        let kind = kind_filter(request.into_inner().kind)?;
+        let state = self.scheduler.lock();
+        let mut executors: Vec<v1::ExecutorInfo> = state
+            .executors
+            .values()
+            .filter(|e| kind.is_none_or(|k| e.kind == k))
+            .map(|e| v1::ExecutorInfo {
+                executor_id: e.id.clone(),
+                kind: e.kind as i32,
+                labels: e.labels.clone().into_iter().collect(),
+                capacity: e.capacity,
+                in_flight_batches: state
+                    .cycles
+                    .iter()
+                    .flat_map(|c| &c.batches)
+                    .filter(|b| b.state == crate::cycle::BatchState::Assigned(e.session))
+                    .count() as u32,
+                in_flight_devices: e.in_flight_devices,
+                last_heartbeat_at: Some(timestamp(e.last_heartbeat_wall)),
+                connected_since: Some(timestamp(e.connected_since)),
+                completed_batches: e.completed,
+                overrun_batches: e.overruns,
+                reassigned_batches: e.reassigned,
+                version: e.version.clone(),
+                hostname: e.hostname.clone(),
+                session_id: e.session.to_string(),
+                pps_budget: e.heartbeat.pps_budget,
+                pps_used: e.heartbeat.pps_used,
+                unacked_result_batches: e.heartbeat.unacked_result_batches,
+                remote_address: e.remote_address.clone(),
+            })
+            .collect();
+        executors.sort_by(|a, b| a.executor_id.cmp(&b.executor_id));
+        Ok(Response::new(v1::ListExecutorsResponse { executors }))
+    }
+
+    async fn list_cycles(
+        &self,
+        request: Request<v1::ListCyclesRequest>,
+    ) -> Result<Response<v1::ListCyclesResponse>, Status> {
+        let request = request.into_inner();
+        let kind = kind_filter(request.kind)?;
+        let before = if request.page_token.is_empty() {
+            u64::MAX
+        } else {
+            request.page_token.parse::<u64>().map_err(|_| {
+                invalid_argument(&[FieldViolation::new(
+                    "page_token",
+                    &request.page_token,
+                    "not a token from a previous page",
+                )])
+            })?
+        };
+        let size = match request.page_size {
+            0 => 20,
+            n => n.min(100),
+        } as usize;
+        let state = self.scheduler.lock();
+        let mut cycles: Vec<v1::CycleSummary> = state
+            .cycles
+            .iter()
+            .rev()
+            .filter(|c| kind.is_none_or(|k| c.kind == k) && c.id < before)
+            .take(size + 1)
+            .map(|c| self.scheduler.summary(c))
+            .collect();
+        let next_page_token = if cycles.len() > size {
+            cycles.truncate(size);
+            cycles
+                .last()
+                .map(|c| c.cycle_id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListCyclesResponse {
+            cycles,
+            next_page_token,
+        }))
+    }
+
+    type WatchCyclesStream = ResponseStream<v1::WatchCyclesResponse>;
+
+    async fn watch_cycles(
+        &self,
+        request: Request<v1::WatchCyclesRequest>,
+    ) -> Result<Response<Self::WatchCyclesStream>, Status> {
+        let kind = kind_filter(request.into_inner().kind)?;
+        let shutdown = self.shutdown.clone();
+        let events = BroadcastStream::new(self.scheduler.cycle_events.subscribe()).filter_map(
+            move |event| match event {
+                Ok(event) => {
+                    let wanted = kind
+                        .is_none_or(|k| event.cycle.as_ref().is_some_and(|c| c.kind == k as i32));
+                    wanted.then_some(Ok(event))
+                }
+                // A slow watcher missed events: it is told, and goes on.
+                Err(_) => Some(Err(Status::data_loss(
+                    "watcher too slow: some cycle events were dropped",
+                ))),
+            },
+        );
+        let events =
+            futures::StreamExt::take_until(events, async move { shutdown.cancelled().await });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn get_leader(
+        &self,
+        _request: Request<v1::GetLeaderRequest>,
+    ) -> Result<Response<v1::GetLeaderResponse>, Status> {
+        let lease = self.lease.borrow().clone();
+        let mut response = v1::GetLeaderResponse {
+            instance_id: self.instance_id.clone(),
+            ..Default::default()
+        };
+        match lease {
+            LeaseState::Leader { epoch, expires_at } => {
+                response.leading = true;
+                response.leader_instance_id = self.instance_id.clone();
+                response.leader_epoch = epoch;
+                let left = expires_at.saturating_duration_since(std::time::Instant::now());
+                response.lease_expires_at = Some(timestamp(std::time::SystemTime::now() + left));
+            }
+            LeaseState::Standby { leader } => {
+                if let Some((id, epoch)) = leader.as_deref().and_then(crate::lease::parse_holder) {
+                    response.leader_instance_id = id.to_string();
+                    response.leader_epoch = epoch;
+                }
+            }
+        }
+        Ok(Response::new(response))
+    }
+}
+
+fn policy_message(policy: &SizingPolicy) -> v1::SizingPolicy {
+    v1::SizingPolicy {
+        target_batches: policy.target_batches,
+        rounding_step: policy.rounding_step,
+        min_batch_size: policy.min_batch_size,
+        max_batch_size: policy.max_batch_size,
+    }
+}
+
+fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}

@@ -1,0 +1,764 @@
+//! The planner with real parts: inventory on real PostgreSQL (in-process),
+//! the planner's gRPC service, and test executors holding real `Work`
+//! streams. Cycles are driven step by step with chosen instants, so the
+//! tests never sleep through intervals.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netward_planner::cycle::BatchState;
+use netward_planner::lease::LeaseState;
+use netward_planner::{Planner, PlannerConfig, PlannerGrpc};
+use netward_shared::client::{PeerChannel, connect};
+use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::import_devices_request::Item;
+use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
+use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
+use netward_shared::proto::v1::planner_service_server::PlannerServiceServer;
+use netward_shared::server::{GrpcServer, Listeners, ServerOptions};
+use netward_shared::testkit::{TestDatabase, eventually};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const INTERVAL: Duration = Duration::from_secs(10);
+
+/// Inventory (on a fresh database) + planner, in this process.
+struct Lab {
+    planner: Arc<Planner>,
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    _database: TestDatabase,
+}
+
+impl Lab {
+    /// `sites` sites, each a router and `per_site - 1` devices behind it;
+    /// `selector(site)` pins a site's devices to executors with that label.
+    async fn start(
+        sites: usize,
+        per_site: usize,
+        selector: impl Fn(usize) -> Option<(&'static str, String)>,
+    ) -> Lab {
+        let database = TestDatabase::create().await.unwrap();
+        let stop = CancellationToken::new();
+
+        let env = HashMap::from([(
+            "NETWARD_DATABASE_URL".to_string(),
+            database.url().to_string(),
+        )]);
+        let config = ConfigLoader::new(Target::Inventory)
+            .env(env)
+            .load()
+            .unwrap();
+        let listeners = Listeners::local().await.unwrap();
+        let inventory_addr = listeners.grpc_addr();
+        let inventory_stop = stop.clone();
+        tokio::spawn(async move {
+            netward_inventory::run(&config, listeners, inventory_stop.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        let inventory = InventoryServiceClient::new(
+            connect(&format!("http://{inventory_addr}"), None).unwrap(),
+        );
+        let mut rows = Vec::new();
+        for s in 0..sites {
+            for k in 0..per_site {
+                let site = format!("site-{s:03}");
+                let router = format!("{site}-rtr");
+                rows.push(v1::ImportRow {
+                    line: rows.len() as u32 + 2,
+                    name: if k == 0 {
+                        router.clone()
+                    } else {
+                        format!("{site}-d{k:03}")
+                    },
+                    ip: format!("127.30.{s}.{}", k + 1),
+                    site,
+                    parent: if k == 0 { String::new() } else { router },
+                    executor_selector: selector(s)
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .unwrap_or_default(),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut messages = vec![v1::ImportDevicesRequest {
+            item: Some(Item::Options(v1::ImportOptions::default())),
+        }];
+        messages.extend(rows.chunks(1000).map(|chunk| v1::ImportDevicesRequest {
+            item: Some(Item::Rows(v1::ImportRows {
+                rows: chunk.to_vec(),
+            })),
+        }));
+        let imported = eventually("the inventory imports", Duration::from_secs(20), || {
+            let mut inventory = inventory.clone();
+            let messages = messages.clone();
+            async move {
+                inventory
+                    .import_devices(futures::stream::iter(messages))
+                    .await
+                    .ok()
+            }
+        })
+        .await
+        .into_inner();
+        assert_eq!(imported.failed, 0, "{:?}", imported.errors);
+        drop(inventory.clone());
+
+        let config = PlannerConfig {
+            ping_interval: INTERVAL,
+            // Tests jump instants far ahead: heartbeats must not time out.
+            heartbeat_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let planner = Arc::new(Planner::new(&config, inventory.clone()).unwrap());
+        planner.spawn_follower(stop.clone());
+        let devices = sites * per_site;
+        let copy = planner.copy.clone();
+        eventually(
+            "the planner's inventory copy is synced",
+            Duration::from_secs(20),
+            || {
+                let copy = copy.clone();
+                async move {
+                    copy.read()
+                        .ok()
+                        .filter(|c| c.synced && c.devices.len() == devices)
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        planner.scheduler.set_leadership(true, 1);
+
+        let (_lease_tx, lease_rx) = watch::channel(LeaseState::Standby { leader: None });
+        let listeners = Listeners::local().await.unwrap();
+        let addr = listeners.grpc_addr();
+        let server = GrpcServer::new(
+            Target::Planner,
+            ServerOptions::from_config(&ConfigLoader::new(Target::Planner).load().unwrap().common),
+        );
+        let service = PlannerServiceServer::new(PlannerGrpc::new(
+            planner.scheduler.clone(),
+            lease_rx,
+            "test".into(),
+            server.shutdown_token(),
+        ));
+        let server_stop = stop.clone();
+        tokio::spawn(async move {
+            server
+                .add_service(service)
+                .serve(listeners, server_stop.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Lab {
+            planner,
+            addr,
+            stop,
+            _database: database,
+        }
+    }
+
+    fn cycle_summary(&self, id: u64) -> v1::CycleSummary {
+        let state = self.planner.scheduler.lock();
+        let cycle = state.cycles.iter().find(|c| c.id == id).unwrap();
+        self.planner.scheduler.summary(cycle)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.planner.scheduler.lock().in_flight.len()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// An executor as the planner sees one: a real `Work` stream.
+struct TestExecutor {
+    id: String,
+    requests: mpsc::UnboundedSender<v1::WorkRequest>,
+    assignments: Arc<Mutex<Vec<v1::Assignment>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestExecutor {
+    async fn connect(
+        addr: std::net::SocketAddr,
+        id: &str,
+        labels: &[(&str, &str)],
+    ) -> TestExecutor {
+        Self::connect_many(&[addr], id, labels, 100_000).await
+    }
+
+    /// Holds a stream to each planner, as an executor configured with all of
+    /// them does; remembers the highest leader epoch seen and refuses older.
+    async fn connect_many(
+        addrs: &[std::net::SocketAddr],
+        id: &str,
+        labels: &[(&str, &str)],
+        capacity: u32,
+    ) -> TestExecutor {
+        let (requests, requests_rx) = mpsc::unbounded_channel::<v1::WorkRequest>();
+        let assignments = Arc::new(Mutex::new(Vec::new()));
+        let register = v1::WorkRequest {
+            msg: Some(v1::work_request::Msg::Register(v1::Register {
+                executor_id: id.into(),
+                kind: v1::ExecutorKind::Ping as i32,
+                capacity,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            })),
+        };
+        let requests_rx = Arc::new(tokio::sync::Mutex::new(requests_rx));
+        let max_epoch = Arc::new(Mutex::new(0u64));
+        let mut tasks = Vec::new();
+        for addr in addrs {
+            let mut client: PlannerServiceClient<PeerChannel> =
+                PlannerServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            out_tx.send(register.clone()).unwrap();
+            let mut inbound = client
+                .work(tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let assignments = assignments.clone();
+            let max_epoch = max_epoch.clone();
+            let requests_rx = requests_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        message = inbound.message() => {
+                            let Ok(Some(message)) = message else { return };
+                            if let Some(v1::work_response::Msg::Assignment(a)) = message.msg {
+                                let mut max = max_epoch.lock().unwrap();
+                                if a.leader_epoch >= *max {
+                                    *max = a.leader_epoch;
+                                    assignments.lock().unwrap().push(a);
+                                }
+                            }
+                        }
+                        request = async { requests_rx.lock().await.recv().await } => {
+                            let Some(request) = request else { return };
+                            if out_tx.send(request).is_err() { return }
+                        }
+                    }
+                }
+            }));
+        }
+        let task = tokio::spawn(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        TestExecutor {
+            id: id.into(),
+            requests,
+            assignments,
+            task,
+        }
+    }
+
+    fn assignments(&self) -> Vec<v1::Assignment> {
+        self.assignments.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, count: usize) -> Vec<v1::Assignment> {
+        let assignments = self.assignments.clone();
+        eventually(
+            &format!("{} gets {count} assignments", self.id),
+            Duration::from_secs(10),
+            || {
+                let assignments = assignments.clone();
+                async move {
+                    let got = assignments.lock().unwrap().clone();
+                    (got.len() >= count).then_some(got)
+                }
+            },
+        )
+        .await
+    }
+
+    fn done(&self, assignment: &v1::Assignment) {
+        let _ = self.requests.send(v1::WorkRequest {
+            msg: Some(v1::work_request::Msg::BatchDone(v1::BatchDone {
+                cycle_id: assignment.cycle_id,
+                batch_id: assignment.batch_id.clone(),
+                leader_epoch: assignment.leader_epoch,
+                devices: assignment.targets.len() as u32,
+                succeeded: assignment.targets.len() as u32,
+                ..Default::default()
+            })),
+        });
+    }
+
+    /// Drops the streams, as a crashed executor would.
+    fn drop_streams(self) {
+        self.task.abort();
+    }
+}
+
+async fn registered(lab: &Lab, count: usize) {
+    let scheduler = lab.planner.scheduler.clone();
+    eventually("executors register", Duration::from_secs(10), || {
+        let scheduler = scheduler.clone();
+        async move { (scheduler.lock().executors.len() >= count).then_some(()) }
+    })
+    .await;
+}
+
+fn seconds(ts: &prost_types::Timestamp) -> f64 {
+    ts.seconds as f64 + f64::from(ts.nanos) / 1e9
+}
+
+#[tokio::test]
+async fn batches_are_staggered_over_the_interval_parents_first() {
+    // 875 devices: the seed's 9 batches of 100.
+    let lab = Lab::start(35, 25, |_| None).await;
+    let executor = TestExecutor::connect(lab.addr, "solo", &[]).await;
+    registered(&lab, 1).await;
+    let t0 = Instant::now();
+    let scheduler = &lab.planner.scheduler;
+    let cycle = scheduler.open_cycle(v1::ExecutorKind::Ping, t0).unwrap();
+    let summary = lab.cycle_summary(cycle);
+    assert_eq!(
+        (
+            summary.device_count,
+            summary.batch_size,
+            summary.batch_count
+        ),
+        (875, 100, 9)
+    );
+
+    // Only what is due goes out: batch 0 at t0, batches 0..=4 by t0 + 5 s.
+    scheduler.dispatch_due(t0);
+    executor.wait_for(1).await;
+    scheduler.dispatch_due(t0 + Duration::from_secs(5));
+    executor.wait_for(5).await;
+    assert_eq!(executor.assignments().len(), 5);
+    scheduler.dispatch_due(t0 + INTERVAL);
+    let assignments = executor.wait_for(9).await;
+    let starts: Vec<f64> = assignments
+        .iter()
+        .map(|a| seconds(a.start_at.as_ref().unwrap()))
+        .collect();
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (gap - 10.0 / 9.0).abs() < 0.01,
+            "uneven spacing: {starts:?}"
+        );
+    }
+    // Every device's parent is probed in the same or an earlier batch.
+    let batch_of: HashMap<&str, u32> = assignments
+        .iter()
+        .flat_map(|a| {
+            a.targets
+                .iter()
+                .map(move |t| (t.device_id.as_str(), a.batch_index))
+        })
+        .collect();
+    assert_eq!(batch_of.len(), 875);
+    for a in &assignments {
+        for t in &a.targets {
+            if !t.parent_device_id.is_empty() {
+                assert!(
+                    batch_of[t.parent_device_id.as_str()] <= a.batch_index,
+                    "{} before its parent",
+                    t.device_name
+                );
+            }
+        }
+    }
+    assert_eq!(assignments[0].probe.unwrap().count, 3);
+}
+
+#[tokio::test]
+async fn batches_go_to_the_least_loaded_executor() {
+    let lab = Lab::start(35, 25, |_| None).await;
+    let executors = [
+        TestExecutor::connect(lab.addr, "exec-a", &[]).await,
+        TestExecutor::connect(lab.addr, "exec-b", &[]).await,
+        TestExecutor::connect(lab.addr, "exec-c", &[]).await,
+    ];
+    registered(&lab, 3).await;
+    let t0 = Instant::now();
+    let scheduler = &lab.planner.scheduler;
+    scheduler.open_cycle(v1::ExecutorKind::Ping, t0).unwrap();
+    scheduler.dispatch_due(t0 + INTERVAL);
+    let counts = eventually("all 9 batches arrive", Duration::from_secs(10), || {
+        let counts: Vec<usize> = executors.iter().map(|e| e.assignments().len()).collect();
+        async move { (counts.iter().sum::<usize>() == 9).then_some(counts) }
+    })
+    .await;
+    assert_eq!(counts, [3, 3, 3]);
+
+    // exec-a finishes its batches; the next cycle favours it.
+    for a in executors[0].assignments() {
+        executors[0].done(&a);
+    }
+    eventually(
+        "exec-a's batches are done",
+        Duration::from_secs(10),
+        || async {
+            let state = lab.planner.scheduler.lock();
+            state
+                .executors
+                .values()
+                .find(|e| e.id == "exec-a")
+                .filter(|e| e.in_flight_devices == 0)
+                .map(|_| ())
+        },
+    )
+    .await;
+    // b and c still hold their devices, so every device of the next cycle
+    // that is not in flight goes to a until it holds as many.
+    let t1 = t0 + INTERVAL;
+    let cycle = scheduler.open_cycle(v1::ExecutorKind::Ping, t1).unwrap();
+    let held: usize = executors[1..]
+        .iter()
+        .flat_map(|e| e.assignments())
+        .map(|a| a.targets.len())
+        .sum();
+    assert_eq!(
+        lab.cycle_summary(cycle).skipped as usize,
+        held,
+        "b's and c's devices are in flight"
+    );
+    scheduler.dispatch_due(t1 + INTERVAL);
+    executors[0].wait_for(6).await;
+    assert_eq!(executors[1].assignments().len(), 3);
+    assert_eq!(executors[2].assignments().len(), 3);
+}
+
+#[tokio::test]
+async fn a_dropped_executor_has_its_batches_reassigned_within_the_cycle() {
+    let lab = Lab::start(35, 25, |_| None).await;
+    let a = TestExecutor::connect(lab.addr, "exec-a", &[]).await;
+    let b = TestExecutor::connect(lab.addr, "exec-b", &[]).await;
+    let c = TestExecutor::connect(lab.addr, "exec-c", &[]).await;
+    registered(&lab, 3).await;
+    let t0 = Instant::now();
+    let scheduler = &lab.planner.scheduler;
+    let cycle = scheduler.open_cycle(v1::ExecutorKind::Ping, t0).unwrap();
+    scheduler.dispatch_due(t0 + Duration::from_secs(5));
+    // Batches 0..=4 are out: wait until all five have arrived.
+    eventually("five batches arrive", Duration::from_secs(10), || {
+        let n = a.assignments().len() + b.assignments().len() + c.assignments().len();
+        async move { (n == 5).then_some(()) }
+    })
+    .await;
+    let orphans: Vec<String> = a.assignments().iter().map(|x| x.batch_id.clone()).collect();
+    assert!(!orphans.is_empty());
+    let before = b.assignments().len() + c.assignments().len();
+
+    a.drop_streams();
+    let reassigned = eventually("a's batches reach b and c", Duration::from_secs(10), || {
+        let got: Vec<v1::Assignment> = b.assignments().into_iter().chain(c.assignments()).collect();
+        let orphans = orphans.clone();
+        async move {
+            let moved: Vec<v1::Assignment> = got.into_iter().filter(|x| x.reassigned).collect();
+            (moved.len() == orphans.len()).then_some(moved)
+        }
+    })
+    .await;
+    let mut moved: Vec<String> = reassigned.iter().map(|x| x.batch_id.clone()).collect();
+    moved.sort();
+    let mut expected = orphans.clone();
+    expected.sort();
+    assert_eq!(moved, expected, "the same batches, in the same cycle");
+    assert!(reassigned.iter().all(|x| x.cycle_id == cycle));
+    assert_eq!(
+        b.assignments().len() + c.assignments().len(),
+        before + orphans.len()
+    );
+    assert_eq!(lab.cycle_summary(cycle).reassigned as usize, orphans.len());
+    // The rest of the cycle still goes out, to the two that are left.
+    scheduler.dispatch_due(t0 + INTERVAL);
+    eventually("the whole cycle is out", Duration::from_secs(10), || {
+        let n = b.assignments().len() + c.assignments().len();
+        async move { (n == 9).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_executor_causes_skips_and_overruns_never_a_growing_backlog() {
+    let lab = Lab::start(10, 50, |_| None).await;
+    let stalled = TestExecutor::connect(lab.addr, "stalled", &[]).await;
+    registered(&lab, 1).await;
+    let scheduler = &lab.planner.scheduler;
+    let t0 = Instant::now();
+    let mut skipped = Vec::new();
+    let mut overruns = 0;
+    for k in 0..20u32 {
+        let now = t0 + INTERVAL * k;
+        scheduler.check_timers(now);
+        let cycle = scheduler.open_cycle(v1::ExecutorKind::Ping, now).unwrap();
+        scheduler.dispatch_due(now + INTERVAL - Duration::from_millis(1));
+        assert!(
+            lab.in_flight() <= 500,
+            "cycle {k}: {} devices in flight",
+            lab.in_flight()
+        );
+        skipped.push(lab.cycle_summary(cycle).skipped);
+        scheduler.check_timers(now + INTERVAL);
+        overruns += lab.cycle_summary(cycle).overruns;
+    }
+    // Nothing is ever done: the first cycle hands out everything, the next
+    // skips everything, and batches abandoned two intervals late free their
+    // devices for a later cycle — which hands them out again.
+    assert_eq!(skipped[0], 0);
+    assert_eq!(skipped[1], 500, "{skipped:?}");
+    assert!(overruns >= 10, "{overruns} overruns");
+    let assigned = stalled.wait_for(10).await.len();
+    assert!((10..=10 * 10).contains(&assigned), "{assigned} assignments");
+    let state = scheduler.lock();
+    let executor = state.executors.values().next().unwrap();
+    assert!(executor.overruns >= 10);
+    assert!(executor.in_flight_devices <= 500);
+}
+
+#[tokio::test]
+async fn site_labels_are_respected() {
+    // Sites 0-4 pinned to site=north, 5-9 to site=south, 10-14 unpinned.
+    let lab = Lab::start(15, 20, |s| match s {
+        0..=4 => Some(("site", "north".to_string())),
+        5..=9 => Some(("site", "south".to_string())),
+        _ => None,
+    })
+    .await;
+    let north = TestExecutor::connect(lab.addr, "in-north", &[("site", "north")]).await;
+    let anywhere = TestExecutor::connect(lab.addr, "central", &[]).await;
+    registered(&lab, 2).await;
+    let scheduler = &lab.planner.scheduler;
+    let t0 = Instant::now();
+    let cycle = scheduler.open_cycle(v1::ExecutorKind::Ping, t0).unwrap();
+    scheduler.dispatch_due(t0 + INTERVAL);
+    let site_of = |t: &v1::Target| t.site[5..].parse::<usize>().unwrap();
+    let got_north = eventually("north's batches", Duration::from_secs(10), || {
+        let got = north.assignments();
+        async move { (!got.is_empty()).then_some(got) }
+    })
+    .await;
+    for a in &got_north {
+        for t in &a.targets {
+            assert!(
+                site_of(t) <= 4 || site_of(t) >= 10,
+                "{} went north",
+                t.device_name
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for a in anywhere.assignments() {
+        for t in &a.targets {
+            assert!(
+                !(0..=4).contains(&site_of(t)),
+                "a north device went to the central executor"
+            );
+            assert!(
+                !(5..=9).contains(&site_of(t)),
+                "a south device was assigned"
+            );
+        }
+    }
+    // No executor carries site=south: those batches are unserved, not queued.
+    let summary = lab.cycle_summary(cycle);
+    assert_eq!(summary.unserved_devices, 100);
+    let state = scheduler.lock();
+    let unserved: BTreeMap<usize, BatchState> = state
+        .cycles
+        .iter()
+        .find(|c| c.id == cycle)
+        .unwrap()
+        .batches
+        .iter()
+        .map(|b| (b.index, b.state))
+        .filter(|(_, s)| *s == BatchState::Unserved)
+        .collect();
+    assert!(!unserved.is_empty());
+    assert!(
+        state.in_flight.len() <= 200,
+        "unserved devices are not in flight"
+    );
+}
+
+/// The real binary, asked with grpcurl (reflection), answers the seed's
+/// sizing questions.
+#[tokio::test]
+async fn grpcurl_get_sizing_answers_the_seed_table() {
+    let planner = crate::support::Netward::start("planner", &[]).await;
+    for (devices, size, batches) in [(875, 100, 9), (10_000, 500, 20)] {
+        let body = format!(r#"{{"device_count": {devices}}}"#);
+        let out = crate::support::grpcurl(
+            planner.grpc_addr,
+            &["-d", &body, "netward.v1.PlannerService/GetSizing"],
+        )
+        .await;
+        assert!(out.success, "{}", out.stderr);
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            (json["batchSize"].as_u64(), json["batchCount"].as_u64()),
+            (Some(size), Some(batches)),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            json["explanation"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("= {batches} batches"))
+        );
+    }
+    let bad = crate::support::grpcurl(
+        planner.grpc_addr,
+        &[
+            "-d",
+            r#"{"device_count": 5, "min_batch_size": 600}"#,
+            "netward.v1.PlannerService/GetSizing",
+        ],
+    )
+    .await;
+    assert!(!bad.success);
+    assert!(
+        bad.stderr.contains("InvalidArgument") && bad.stderr.contains("min_batch_size"),
+        "{}",
+        bad.stderr
+    );
+    let (status, log) = planner.stop().await;
+    assert!(status.success(), "{log}");
+}
+
+async fn leader_of(addr: std::net::SocketAddr) -> v1::GetLeaderResponse {
+    let mut client: PlannerServiceClient<PeerChannel> =
+        PlannerServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+    client
+        .get_leader(v1::GetLeaderRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Two planner processes on real Redis: the leader is killed (no clean
+/// release), the standby takes over within two intervals, and the executor
+/// acts on nothing of the old epoch once it has seen the new one.
+#[tokio::test]
+async fn the_standby_takes_over_when_the_leader_dies() {
+    let database = TestDatabase::create().await.unwrap();
+    let inventory =
+        crate::support::Netward::start("inventory", &["--database-url", database.url()]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let mut client = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
+    let rows: Vec<v1::ImportRow> = (0..20)
+        .map(|i| v1::ImportRow {
+            line: i + 2,
+            name: format!("failover-{i:02}"),
+            ip: format!("127.31.0.{}", i + 1),
+            site: "failover".into(),
+            ..Default::default()
+        })
+        .collect();
+    let messages = vec![
+        v1::ImportDevicesRequest {
+            item: Some(Item::Options(v1::ImportOptions::default())),
+        },
+        v1::ImportDevicesRequest {
+            item: Some(Item::Rows(v1::ImportRows { rows })),
+        },
+    ];
+    client
+        .import_devices(futures::stream::iter(messages))
+        .await
+        .unwrap();
+
+    let prefix = format!("netward-test:{}", uuid::Uuid::new_v4());
+    let interval = Duration::from_secs(2);
+    let start = |name: &'static str| {
+        let prefix = prefix.clone();
+        let inventory_url = inventory_url.clone();
+        async move {
+            crate::support::Netward::start_with_env(
+                "planner",
+                &[
+                    "--inventory-url",
+                    &inventory_url,
+                    "--redis-url",
+                    "redis://127.0.0.1:6379",
+                ],
+                &[
+                    ("NETWARD_PLANNER__PING_INTERVAL", "2s"),
+                    ("NETWARD_PLANNER__LEASE__TTL", "1s"),
+                    ("NETWARD_PLANNER__LEASE__KEY_PREFIX", &prefix),
+                    ("NETWARD_PLANNER__LEASE__INSTANCE_ID", name),
+                ],
+            )
+            .await
+        }
+    };
+    let first = start("planner-a").await;
+    let second = start("planner-b").await;
+    let executor = TestExecutor::connect_many(
+        &[first.grpc_addr, second.grpc_addr],
+        "exec-failover",
+        &[],
+        1000,
+    )
+    .await;
+
+    let old = executor.wait_for(1).await[0].leader_epoch;
+    let (leader, standby) = if leader_of(first.grpc_addr).await.leading {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let standby_view = leader_of(standby.grpc_addr).await;
+    assert!(!standby_view.leading);
+    assert_eq!(standby_view.leader_epoch, old);
+
+    let seen_before = executor.assignments().len();
+    let killed_at = std::time::Instant::now();
+    let (_, _) = leader.kill().await;
+    let assignments = executor.assignments.clone();
+    let took_over = eventually("the standby plans", Duration::from_secs(20), || {
+        let assignments = assignments.clone();
+        async move {
+            let got = assignments.lock().unwrap().clone();
+            got[seen_before..]
+                .iter()
+                .any(|a| a.leader_epoch > old)
+                .then(std::time::Instant::now)
+        }
+    })
+    .await;
+    let takeover = took_over - killed_at;
+    assert!(
+        takeover < interval * 2,
+        "the standby took {takeover:?} to plan"
+    );
+    let now_leader = leader_of(standby.grpc_addr).await;
+    assert!(now_leader.leading && now_leader.leader_epoch > old);
+    // Once the new epoch was seen, every accepted assignment carries it.
+    let accepted = executor.assignments();
+    let first_new = accepted.iter().position(|a| a.leader_epoch > old).unwrap();
+    assert!(
+        accepted[first_new..]
+            .iter()
+            .all(|a| a.leader_epoch == now_leader.leader_epoch)
+    );
+    println!("failover: the standby planned {takeover:?} after the leader was killed");
+
+    let (status, log) = standby.stop().await;
+    assert!(status.success(), "{log}");
+    inventory.stop().await;
+}
