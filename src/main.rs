@@ -29,8 +29,8 @@ struct Cli {
 enum Command {
     /// Run the inventory service: sites, devices, SNMP credentials (gRPC :50051, metrics :9551)
     Inventory(ServeArgs),
-    /// Run the planner: batch sizing, cycles, assignments to executors (gRPC :50052, metrics :9552)
-    Planner(ServeArgs),
+    /// Run the planner: batch sizing, cycles, assignments to executors (gRPC :50052, metrics :9552); `planner status` asks a running one
+    Planner(PlannerArgs),
     /// Run alerting: result storage, device state, rules, alerts, notifications (gRPC :50053, metrics :9553)
     Alerting(ServeArgs),
     /// Run a ping executor: ICMP probing of assigned devices (gRPC :50054, metrics :9554)
@@ -43,6 +43,19 @@ enum Command {
     /// Sites in the inventory: list
     #[command(subcommand)]
     Sites(cli::SitesCommand),
+    /// Batch size and count for a device count, as the planner decides them (GetSizing)
+    Sizing(cli::SizingArgs),
+}
+
+/// `netward planner` runs the target; `netward planner status` is a client
+/// verb, so the target's flags and the verbs exclude each other.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct PlannerArgs {
+    #[command(subcommand)]
+    verb: Option<cli::PlannerCommand>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 /// The flags every target takes. Each has an environment variable; a flag
@@ -144,12 +157,19 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Inventory(args) => serve(Target::Inventory, args).await,
-        Command::Planner(args) => serve(Target::Planner, args).await,
+        Command::Planner(PlannerArgs {
+            verb: Some(verb), ..
+        }) => cli::planner(verb).await,
+        Command::Planner(PlannerArgs {
+            verb: None,
+            serve: args,
+        }) => serve(Target::Planner, args).await,
         Command::Alerting(args) => serve(Target::Alerting, args).await,
         Command::PingExecutor(args) => serve(Target::PingExecutor, args).await,
         Command::SnmpPoller(args) => serve(Target::SnmpPoller, args).await,
         Command::Devices(command) => cli::devices(command).await,
         Command::Sites(command) => cli::sites(command).await,
+        Command::Sizing(args) => cli::sizing(args).await,
     }
 }
 

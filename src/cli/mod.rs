@@ -1,10 +1,12 @@
-//! The operator verbs (`netward devices …`, `netward sites …`): clients of
-//! the inventory's gRPC API that print tables, JSON lines or CSV. The flags
-//! and the dispatch live here, each verb in its own module.
+//! The operator verbs (`netward devices …`, `netward sites …`, `netward
+//! sizing`, `netward planner status`): clients of the inventory's and the
+//! planner's gRPC APIs that print tables, JSON lines or CSV. The flags and
+//! the dispatch live here, each verb in its own module.
 
 mod csv_format;
 mod devices;
 mod generate;
+mod planner;
 mod sites;
 mod table;
 
@@ -37,6 +39,14 @@ pub enum SitesCommand {
     List(sites::ListArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PlannerCommand {
+    /// Show the leader, the connected executors and the last cycles as tables, or as JSON with --json
+    Status(planner::StatusArgs),
+}
+
+pub use planner::SizingArgs;
+
 pub async fn devices(command: DevicesCommand) -> anyhow::Result<()> {
     match command {
         DevicesCommand::Import(args) => devices::import(args).await,
@@ -51,6 +61,16 @@ pub async fn sites(command: SitesCommand) -> anyhow::Result<()> {
     match command {
         SitesCommand::List(args) => sites::list(args).await,
     }
+}
+
+pub async fn planner(command: PlannerCommand) -> anyhow::Result<()> {
+    match command {
+        PlannerCommand::Status(args) => planner::status(args).await,
+    }
+}
+
+pub async fn sizing(args: SizingArgs) -> anyhow::Result<()> {
+    planner::sizing(args).await
 }
 
 /// Where the inventory is and how to authenticate: every verb that calls it takes these.

@@ -762,3 +762,151 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     assert!(status.success(), "{log}");
     inventory.stop().await;
 }
+
+/// The operator RPCs through a real client: policy, cycles, executors,
+/// the cycle stream, the leader.
+#[tokio::test]
+async fn operator_rpcs_show_policy_cycles_and_executors() {
+    let lab = Lab::start(10, 10, |_| None).await;
+    let executor = TestExecutor::connect(lab.addr, "exec-ops", &[("site", "lab")]).await;
+    registered(&lab, 1).await;
+    let mut client: PlannerServiceClient<PeerChannel> =
+        PlannerServiceClient::new(connect(&format!("http://{}", lab.addr), None).unwrap());
+
+    let policy = client
+        .get_policy(v1::GetPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(policy.sizing.unwrap().target_batches, 10);
+    assert_eq!(policy.ping_interval.unwrap().seconds, 10);
+    let bad = client
+        .set_policy(v1::SetPolicyRequest {
+            min_batch_size: Some(900),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let set = client
+        .set_policy(v1::SetPolicyRequest {
+            min_batch_size: Some(10),
+            rounding_step: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.sizing.unwrap().min_batch_size, 10);
+
+    let none = client
+        .get_current_cycle(v1::GetCurrentCycleRequest {
+            kind: v1::ExecutorKind::Ping as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), tonic::Code::NotFound);
+
+    let mut events = client
+        .watch_cycles(v1::WatchCyclesRequest {
+            kind: v1::ExecutorKind::Ping as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let scheduler = &lab.planner.scheduler;
+    let t0 = Instant::now();
+    let mut ids = Vec::new();
+    for k in 0..3u32 {
+        let now = t0 + INTERVAL * k;
+        ids.push(scheduler.open_cycle(v1::ExecutorKind::Ping, now).unwrap());
+        scheduler.dispatch_due(now + INTERVAL);
+    }
+    // 100 devices / 10 = 10 → the new policy's step of 10 gives 10 batches of 10.
+    let started = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.event, v1::CycleEventKind::Started as i32);
+    let first = started.cycle.unwrap();
+    assert_eq!(
+        (first.cycle_id, first.batch_size, first.batch_count),
+        (ids[0], 10, 10)
+    );
+
+    let assignments = executor.wait_for(10).await;
+    for a in &assignments {
+        executor.done(a);
+    }
+    eventually("the first cycle completes", Duration::from_secs(10), || {
+        // Before any deadline: completion, not overruns, is what is checked.
+        scheduler.check_timers(t0 + Duration::from_secs(9));
+        let done = lab.cycle_summary(ids[0]).completed;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let current = client
+        .get_current_cycle(v1::GetCurrentCycleRequest { kind: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(current.cycle.unwrap().cycle_id, ids[2]);
+    assert_eq!(
+        current.batches.len(),
+        0,
+        "every device of cycle 3 was still in flight"
+    );
+
+    let executors = client
+        .list_executors(v1::ListExecutorsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .executors;
+    assert_eq!(executors.len(), 1);
+    assert_eq!(executors[0].executor_id, "exec-ops");
+    assert_eq!(
+        executors[0].labels.get("site").map(String::as_str),
+        Some("lab")
+    );
+    assert_eq!(executors[0].capacity, 100_000);
+
+    let page = client
+        .list_cycles(v1::ListCyclesRequest {
+            kind: v1::ExecutorKind::Ping as i32,
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        page.cycles.iter().map(|c| c.cycle_id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    let rest = client
+        .list_cycles(v1::ListCyclesRequest {
+            kind: v1::ExecutorKind::Ping as i32,
+            page_size: 2,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rest.cycles.iter().map(|c| c.cycle_id).collect::<Vec<_>>(),
+        [ids[0]]
+    );
+    let done = &rest.cycles[0];
+    assert!(done.completed, "{done:?}");
+    assert_eq!((done.done_batches, done.succeeded), (10, 100));
+    assert_eq!(page.cycles[0].skipped, 100);
+
+    let leader = client
+        .get_leader(v1::GetLeaderRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(leader.instance_id, "test");
+}

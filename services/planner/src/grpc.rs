@@ -93,6 +93,24 @@ fn check_register(register: &v1::Register) -> Result<(), Status> {
     }
 }
 
+impl PlannerGrpc {
+    /// Live cycles and executors are the leader's: a standby says who leads.
+    fn require_leader(&self) -> Result<(), Status> {
+        if self.scheduler.lock().leading {
+            return Ok(());
+        }
+        let leader = match &*self.lease.borrow() {
+            LeaseState::Standby {
+                leader: Some(holder),
+            } => holder.clone(),
+            _ => "unknown (no leader yet)".to_string(),
+        };
+        Err(Status::failed_precondition(format!(
+            "this planner is a standby; ask the leader: {leader}"
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl PlannerService for PlannerGrpc {
     type WorkStream = ResponseStream<v1::WorkResponse>;
@@ -225,6 +243,7 @@ impl PlannerService for PlannerGrpc {
         &self,
         request: Request<v1::SetPolicyRequest>,
     ) -> Result<Response<v1::SetPolicyResponse>, Status> {
+        self.require_leader()?;
         let request = request.into_inner();
         let mut state = self.scheduler.lock();
         let policy = SizingPolicy {
@@ -254,14 +273,14 @@ impl PlannerService for PlannerGrpc {
         &self,
         request: Request<v1::GetCurrentCycleRequest>,
     ) -> Result<Response<v1::GetCurrentCycleResponse>, Status> {
+        self.require_leader()?;
         let kind = kind_filter(request.into_inner().kind)?.unwrap_or(v1::ExecutorKind::Ping);
         let state = self.scheduler.lock();
         let Some(cycle) = state.cycles.iter().rev().find(|c| c.kind == kind) else {
-            return Err(if state.leading {
-                Status::not_found(format!("no {} cycle has started yet", kind.as_str_name()))
-            } else {
-                Status::failed_precondition("this planner is a standby: ask the leader (GetLeader)")
-            });
+            return Err(Status::not_found(format!(
+                "no {} cycle has started yet",
+                kind.as_str_name()
+            )));
         };
         Ok(Response::new(v1::GetCurrentCycleResponse {
             cycle: Some(self.scheduler.summary(cycle)),
@@ -277,6 +296,7 @@ impl PlannerService for PlannerGrpc {
         &self,
         request: Request<v1::ListExecutorsRequest>,
     ) -> Result<Response<v1::ListExecutorsResponse>, Status> {
+        self.require_leader()?;
         let kind = kind_filter(request.into_inner().kind)?;
         let state = self.scheduler.lock();
         let mut executors: Vec<v1::ExecutorInfo> = state
@@ -317,6 +337,7 @@ impl PlannerService for PlannerGrpc {
         &self,
         request: Request<v1::ListCyclesRequest>,
     ) -> Result<Response<v1::ListCyclesResponse>, Status> {
+        self.require_leader()?;
         let request = request.into_inner();
         let kind = kind_filter(request.kind)?;
         let before = if request.page_token.is_empty() {
@@ -364,6 +385,7 @@ impl PlannerService for PlannerGrpc {
         &self,
         request: Request<v1::WatchCyclesRequest>,
     ) -> Result<Response<Self::WatchCyclesStream>, Status> {
+        self.require_leader()?;
         let kind = kind_filter(request.into_inner().kind)?;
         let shutdown = self.shutdown.clone();
         let events = BroadcastStream::new(self.scheduler.cycle_events.subscribe()).filter_map(

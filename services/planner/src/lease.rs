@@ -1,7 +1,6 @@
-//! The planner's leadership lease, so that only one planner plans at a time:
-//! a Redis key taken with `SET NX PX`, renewed by compare-and-expire, with a
-//! fencing epoch every assignment carries, or (with no Redis, the embedded
-//! default) an in-process lease that always leads. `spawn` drives either one.
+//! The planner's leadership lease, so only one planner plans at a time: a Redis
+//! key (`SET NX PX`, compare-and-renew) with a fencing epoch, or in-process
+//! (always leader) with no Redis; `spawn` drives either and publishes the state.
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -504,7 +503,7 @@ pub fn spawn(
                 // claiming the lease until the next tick, past its expiry.
                 () = &mut expiry, if leading => {
                     let state = lease.state();
-                    publish(&sender, &instance_id, state, "the lease could not be renewed in time");
+                    publish(&sender, &instance_id, state, StepDown::NotRenewed);
                     continue;
                 }
                 _ = ticks.tick() => {}
@@ -516,14 +515,14 @@ pub fn spawn(
                 () = &mut expiry, if leading => None,
                 outcome = lease.tick() => Some(outcome),
             };
-            let state = match outcome {
-                None => lease.state(),
+            let (state, step_down) = match outcome {
+                None => (lease.state(), StepDown::NotRenewed),
                 Some(Ok(state)) => {
                     if failing {
                         info!("redis reachable again for the planner lease");
                         failing = false;
                     }
-                    state
+                    (state, StepDown::Lost)
                 }
                 Some(Err(error)) => {
                     if failing {
@@ -532,15 +531,10 @@ pub fn spawn(
                         warn!(%error, "planner lease tick failed, leading at most until the lease expires");
                         failing = true;
                     }
-                    lease.state()
+                    (lease.state(), StepDown::NotRenewed)
                 }
             };
-            publish(
-                &sender,
-                &instance_id,
-                state,
-                "the lease lapsed or another planner holds it",
-            );
+            publish(&sender, &instance_id, state, step_down);
         }
         // Read apart from the await below: a watch guard must not be held across it.
         let held = sender.borrow().epoch();
@@ -557,41 +551,73 @@ pub fn spawn(
             &sender,
             &instance_id,
             LeaseState::Standby { leader: None },
-            "shutting down",
+            StepDown::Shutdown,
         );
     });
     receiver
 }
 
-/// Stores `state`, logs and counts a transition, and wakes watchers only then.
+/// Why a leader would stop leading at this publication.
+#[derive(Debug, Clone, Copy)]
+enum StepDown {
+    /// Renewals failed until the lease's expiry.
+    NotRenewed,
+    /// The key lapsed or holds another planner's value.
+    Lost,
+    /// Released on purpose.
+    Shutdown,
+}
+
+impl StepDown {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::NotRenewed => "the lease could not be renewed in time",
+            Self::Lost => "the lease lapsed or another planner holds it",
+            Self::Shutdown => "shutting down",
+        }
+    }
+}
+
+/// Stores `state`, logs a transition and wakes watchers only then.
 fn publish(
     sender: &watch::Sender<LeaseState>,
     instance_id: &str,
     state: LeaseState,
-    why_not_leader: &str,
+    step_down: StepDown,
 ) {
+    // Set at every tick, not only on transitions: the first ones may come
+    // before the process installs its metrics recorder.
+    match &state {
+        LeaseState::Leader { epoch, .. } => {
+            metrics::gauge!("planner_leader").set(1.0);
+            metrics::gauge!("planner_leader_epoch").set(*epoch as f64);
+        }
+        LeaseState::Standby { leader } => {
+            metrics::gauge!("planner_leader").set(0.0);
+            // The epoch seen last, ours or the holder's.
+            if let Some((_, epoch)) = leader.as_deref().and_then(parse_holder) {
+                metrics::gauge!("planner_leader_epoch").set(epoch as f64);
+            }
+        }
+    }
     sender.send_if_modified(|current| {
         let transition = !current.same_role(&state);
         if transition {
             if let LeaseState::Leader { epoch, .. } = current {
-                warn!(epoch = *epoch, reason = why_not_leader, "stopped leading");
+                let epoch = *epoch;
+                match step_down {
+                    StepDown::Shutdown => info!(epoch, "stopped leading for shutdown"),
+                    StepDown::NotRenewed | StepDown::Lost => {
+                        warn!(epoch, reason = step_down.reason(), "stopped leading");
+                    }
+                }
             }
             match &state {
-                LeaseState::Leader { epoch, .. } => {
-                    info!(epoch, instance_id, "became leader");
-                    metrics::gauge!("planner_leader").set(1.0);
-                    metrics::gauge!("planner_leader_epoch").set(*epoch as f64);
-                }
-                LeaseState::Standby { leader } => {
-                    if let Some(leader) = leader {
-                        info!(leader = %leader, "following leader");
-                    }
-                    metrics::gauge!("planner_leader").set(0.0);
-                    // The epoch seen last, ours or the holder's.
-                    if let Some((_, epoch)) = leader.as_deref().and_then(parse_holder) {
-                        metrics::gauge!("planner_leader_epoch").set(epoch as f64);
-                    }
-                }
+                LeaseState::Leader { epoch, .. } => info!(epoch, instance_id, "became leader"),
+                LeaseState::Standby {
+                    leader: Some(leader),
+                } => info!(leader = %leader, "following leader"),
+                LeaseState::Standby { leader: None } => {}
             }
         }
         *current = state;

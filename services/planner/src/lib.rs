@@ -299,6 +299,7 @@ pub async fn run(
     planner.spawn_follower(stop.clone());
     tokio::spawn(planner.clone().run_loop(lease_rx.clone(), stop.clone()));
 
+    let mut released = lease_rx.clone();
     let service = PlannerServiceServer::new(PlannerGrpc::new(
         planner.scheduler.clone(),
         lease_rx,
@@ -309,5 +310,12 @@ pub async fn run(
         .add_service(service)
         .serve(listeners, shutdown)
         .await?;
+    // The lease driver releases the lease on shutdown, then ends (and
+    // `changed` fails): wait for it, so a standby takes over at once rather
+    // than after the TTL.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while released.changed().await.is_ok() {}
+    })
+    .await;
     Ok(())
 }
