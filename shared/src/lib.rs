@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod delivery;
 pub mod layers;
 pub mod metrics;
 pub mod proto;

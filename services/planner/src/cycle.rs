@@ -11,7 +11,8 @@
 //! device count, whatever executors or alerting do.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use netward_shared::proto::v1;
@@ -86,8 +87,8 @@ pub enum BatchState {
 pub struct Batch {
     pub id: String,
     pub index: usize,
-    pub targets: Vec<v1::Target>,
-    selector: BTreeMap<String, String>,
+    pub targets: Vec<Arc<v1::Target>>,
+    selector: Arc<BTreeMap<String, String>>,
     pub start_at: Instant,
     pub deadline: Instant,
     pub state: BatchState,
@@ -154,6 +155,29 @@ pub struct Scheduler {
     pub cycle_events: broadcast::Sender<v1::WatchCyclesResponse>,
     /// Resolved SNMP credentials by id (dropped when a device using one changes).
     pub credentials: Mutex<HashMap<String, v1::ResolvedCredential>>,
+    /// Bumped whenever `credentials` changes, so SNMP plans are rebuilt.
+    pub credentials_generation: AtomicU64,
+    /// Per kind: the eligible devices in planning order with their targets,
+    /// rebuilt only when the inventory (or a credential) changed — so a
+    /// cycle of 100,000 devices costs a pass over a list, not a sort.
+    plans: Mutex<HashMap<i32, Arc<Plan>>>,
+}
+
+/// Labels an executor must carry to take a batch.
+type Selector = Arc<BTreeMap<String, String>>;
+
+/// Eligible devices of one kind, parents first, with prepared targets.
+struct Plan {
+    revision: u64,
+    credentials_generation: u64,
+    devices: Vec<Planned>,
+    /// Distinct executor selectors; `Planned::group` indexes them.
+    selectors: Vec<Arc<BTreeMap<String, String>>>,
+}
+
+struct Planned {
+    target: Arc<v1::Target>,
+    group: usize,
 }
 
 /// Whether a device takes part in a cycle of `kind`.
@@ -184,6 +208,8 @@ impl Scheduler {
             clock_base: (Instant::now(), SystemTime::now()),
             cycle_events,
             credentials: Mutex::new(HashMap::new()),
+            credentials_generation: AtomicU64::new(0),
+            plans: Mutex::new(HashMap::new()),
         }
     }
 
@@ -239,60 +265,42 @@ impl Scheduler {
     /// `None` when this planner does not lead or the inventory is not synced.
     pub fn open_cycle(&self, kind: v1::ExecutorKind, now: Instant) -> Option<u64> {
         let planning_started = std::time::Instant::now();
-        let copy = self.copy.read().ok()?;
-        if !copy.synced {
-            return None;
-        }
+        let plan = self.plan(kind)?;
         let mut state = self.lock();
         if !state.leading {
             return None;
         }
         let interval = self.config.interval(kind);
-        let eligible_devices: Vec<&v1::Device> = copy
-            .devices
-            .values()
-            .filter(|d| eligible(d, kind))
-            .collect();
-        let sizing = sizing::size(eligible_devices.len() as u64, &state.policy);
+        let sizing = sizing::size(plan.devices.len() as u64, &state.policy);
 
-        let depths = depths(&copy.devices);
-        let mut planned: Vec<&v1::Device> = Vec::with_capacity(eligible_devices.len());
+        // Skip what is still in flight; keep the plan's parent-first order
+        // within each selector group.
+        let mut groups: Vec<Vec<Arc<v1::Target>>> = vec![Vec::new(); plan.selectors.len()];
         let mut skipped = 0u32;
-        for device in eligible_devices {
-            if state.in_flight.contains_key(&device.id) {
+        for planned in &plan.devices {
+            if state
+                .in_flight
+                .contains_key(planned.target.device_id.as_str())
+            {
                 skipped += 1;
             } else {
-                planned.push(device);
+                groups[planned.group].push(planned.target.clone());
             }
-        }
-        // Parents first: a batch never holds a device whose parent is in a
-        // later batch of the same selector group.
-        planned.sort_unstable_by(|a, b| {
-            let da = depths.get(a.id.as_str()).copied().unwrap_or(0);
-            let db = depths.get(b.id.as_str()).copied().unwrap_or(0);
-            da.cmp(&db).then_with(|| a.name.cmp(&b.name))
-        });
-        let mut groups: BTreeMap<BTreeMap<String, String>, Vec<&v1::Device>> = BTreeMap::new();
-        for device in planned {
-            let selector: BTreeMap<String, String> =
-                device.executor_selector.clone().into_iter().collect();
-            groups.entry(selector).or_default().push(device);
         }
 
         let id = state.next_cycle;
         state.next_cycle += 1;
         let batch_size = sizing.batch_size.max(1) as usize;
-        let mut batches = Vec::new();
-        for (selector, devices) in groups {
-            for chunk in devices.chunks(batch_size) {
-                let targets = chunk.iter().map(|d| self.target(d, kind)).collect();
-                batches.push((selector.clone(), targets));
+        let mut cut: Vec<(Selector, Vec<Arc<v1::Target>>)> = Vec::new();
+        for (group, targets) in groups.into_iter().enumerate() {
+            for chunk in targets.chunks(batch_size) {
+                cut.push((plan.selectors[group].clone(), chunk.to_vec()));
             }
         }
         // Parent-first order holds across the cycle too: batches start in
         // the order they were cut, and each group is cut shallowest first.
-        let count = batches.len().max(1) as u32;
-        let batches: Vec<Batch> = batches
+        let count = cut.len().max(1) as u32;
+        let batches: Vec<Batch> = cut
             .into_iter()
             .enumerate()
             .map(|(index, (selector, targets))| {
@@ -317,7 +325,6 @@ impl Scheduler {
                 }
             })
             .collect();
-        drop(copy);
 
         let planning_time = planning_started.elapsed();
         let cycle_span =
@@ -386,6 +393,69 @@ impl Scheduler {
             trace_context: None,
         });
         Some(id)
+    }
+
+    /// A resolved credential was added or dropped: SNMP plans are rebuilt.
+    pub fn credentials_changed(&self) {
+        self.credentials_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The plan of `kind` for the current inventory, rebuilt if stale;
+    /// `None` until the inventory copy is synced.
+    fn plan(&self, kind: v1::ExecutorKind) -> Option<Arc<Plan>> {
+        let copy = self.copy.read().ok()?;
+        if !copy.synced {
+            return None;
+        }
+        let generation = self.credentials_generation.load(Ordering::Acquire);
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = plans.get(&(kind as i32))
+            && plan.revision == copy.revision
+            && plan.credentials_generation == generation
+        {
+            return Some(plan.clone());
+        }
+        let depths = depths(&copy.devices);
+        let mut eligible: Vec<&v1::Device> = copy
+            .devices
+            .values()
+            .filter(|d| eligible(d, kind))
+            .collect();
+        // Parents first: a batch never holds a device whose parent is in a
+        // later batch of the same selector group.
+        eligible.sort_unstable_by(|a, b| {
+            let da = depths.get(a.id.as_str()).copied().unwrap_or(0);
+            let db = depths.get(b.id.as_str()).copied().unwrap_or(0);
+            da.cmp(&db).then_with(|| a.name.cmp(&b.name))
+        });
+        let mut selectors: Vec<Arc<BTreeMap<String, String>>> = Vec::new();
+        let mut group_of: HashMap<BTreeMap<String, String>, usize> = HashMap::new();
+        let devices = eligible
+            .into_iter()
+            .map(|device| {
+                let selector: BTreeMap<String, String> = device
+                    .executor_selector
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let group = *group_of.entry(selector.clone()).or_insert_with(|| {
+                    selectors.push(Arc::new(selector));
+                    selectors.len() - 1
+                });
+                Planned {
+                    target: Arc::new(self.target(device, kind)),
+                    group,
+                }
+            })
+            .collect();
+        let plan = Arc::new(Plan {
+            revision: copy.revision,
+            credentials_generation: generation,
+            devices,
+            selectors,
+        });
+        plans.insert(kind as i32, plan.clone());
+        Some(plan)
     }
 
     fn target(&self, device: &v1::Device, kind: v1::ExecutorKind) -> v1::Target {
@@ -820,7 +890,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         leader_epoch: epoch,
         start_at: Some(timestamp(scheduler.wall(batch.start_at))),
         deadline: Some(timestamp(scheduler.wall(batch.deadline))),
-        targets: batch.targets.clone(),
+        targets: batch.targets.iter().map(|t| (**t).clone()).collect(),
         probe: (cycle.kind == v1::ExecutorKind::Ping).then_some(scheduler.config.probe),
         trace_context: Some(trace_context),
         batch_index: batch.index as u32,

@@ -153,8 +153,10 @@ impl Planner {
             move |device: &v1::Device| {
                 if let Some(snmp) = &device.snmp
                     && let Ok(mut cache) = scheduler.credentials.lock()
+                    && cache.remove(&snmp.credential_id).is_some()
                 {
-                    cache.remove(&snmp.credential_id);
+                    drop(cache);
+                    scheduler.credentials_changed();
                 }
             },
             stop,
@@ -200,6 +202,8 @@ impl Planner {
                         self.scheduler.credentials.lock(),
                     ) {
                         cache.insert(id, credential);
+                        drop(cache);
+                        self.scheduler.credentials_changed();
                     }
                 }
                 Err(status) => {
