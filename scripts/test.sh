@@ -1,17 +1,40 @@
 #!/usr/bin/env bash
-# The test command: prepares the machine (scripts/setup.sh), then runs every
-# test of the workspace against real PostgreSQL, Redis and grpcurl.
-# Extra arguments go to `cargo test` (e.g. a test name filter).
+# The test command: prepares the machine (scripts/setup.sh), runs every test
+# of the workspace against real PostgreSQL, Redis and grpcurl, then runs the
+# network-lab tests again inside a network namespace of their own
+# (deploy/lab/lab.sh), where they probe real ICMP on loopback with nftables
+# making chosen addresses silent or lossy. Outside the lab those tests skip.
+# Extra arguments go to the first `cargo test` (e.g. a test name filter);
+# with arguments the lab run is left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+status=0
 set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+if (($# == 0)); then
+  if ((EUID == 0)); then
+    echo "==> network-lab tests (inside deploy/lab/lab.sh)"
+    # Inside the namespace the host's 127.0.0.1 services are out of reach:
+    # PostgreSQL is reached through its unix socket.
+    set +e
+    deploy/lab/lab.sh -- env \
+      NETWARD_TEST_DATABASE_URL="postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres" \
+      cargo test --offline --locked --no-fail-fast -p netward-ping-executor --test it 2>&1 | tee -a "$log"
+    lab_status=${PIPESTATUS[0]}
+    set -e
+    ((lab_status == 0)) || status=$lab_status
+  else
+    echo "network-lab tests not run: they need root (a network namespace and nftables)"
+  fi
+fi
+
 # One total over every test binary, as the last line.
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -2,7 +2,21 @@
 //! reflection lists its services, health says SERVING, `/metrics` serves,
 //! SIGTERM stops it cleanly, and a configured token guards all but health.
 
+use netward_shared::testkit::TestDatabase;
+
 use crate::support::{Netward, grpcurl, http_get};
+
+/// Starts `target` with what it needs to run: the inventory gets a fresh
+/// database (returned, so it lives as long as the process).
+async fn start(target: &str, extra: &[&str]) -> (Netward, Option<TestDatabase>) {
+    if target != "inventory" {
+        return (Netward::start(target, extra).await, None);
+    }
+    let database = TestDatabase::create().await.unwrap();
+    let mut args = vec!["--database-url", database.url()];
+    args.extend_from_slice(extra);
+    (Netward::start(target, &args).await, Some(database))
+}
 
 const TARGETS: [&str; 5] = [
     "inventory",
@@ -13,7 +27,7 @@ const TARGETS: [&str; 5] = [
 ];
 
 async fn serves_health_reflection_and_metrics(target: &'static str) {
-    let netward = Netward::start(target, &[]).await;
+    let (netward, _database) = start(target, &[]).await;
 
     let list = grpcurl(netward.grpc_addr, &["list"]).await;
     assert!(
@@ -78,7 +92,7 @@ async fn a_token_guards_every_call_but_health() {
     std::fs::write(&protoset, tonic_health::pb::FILE_DESCRIPTOR_SET).unwrap();
     let protoset = protoset.to_string_lossy().into_owned();
     for target in TARGETS {
-        let netward = Netward::start(target, &["--token", "s3cret-token"]).await;
+        let (netward, _database) = start(target, &["--token", "s3cret-token"]).await;
         let addr = netward.grpc_addr;
 
         let anonymous = grpcurl(addr, &["list"]).await;

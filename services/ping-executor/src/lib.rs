@@ -1,31 +1,189 @@
-//! The ping executor: holds a `Work` stream to the planner, probes each
-//! assignment with ICMP, and streams results to alerting. Stateless.
+//! The ping executor: holds a `Work` stream to the planner(s), probes each
+//! assignment with ICMP, and streams results to alerting. Stateless: what it
+//! has not delivered yet lives in a bounded buffer until alerting acks it.
 //!
-//! Today the target starts, serves health, reflection and `/metrics`, and
-//! shuts down cleanly; its own gRPC API is mounted by the issue that builds it.
+//! `icmp.rs` is the probing engine (one socket per family, paced),
+//! `work.rs` the planner side, `grpc.rs` its own `ExecutorService`.
 
+mod grpc;
+pub mod icmp;
+pub mod pacing;
+pub mod work;
+
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use netward_shared::config::{LoadedConfig, Target};
+use netward_shared::config::{ConfigError, LoadedConfig, Target};
+use netward_shared::delivery::{DeliveryConfig, ResultSender};
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::executor_service_server::ExecutorServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::icmp::{Pinger, PingerConfig};
+use crate::work::{Executor, Identity};
+
+/// The `[ping_executor]` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PingExecutorConfig {
+    /// Name registered with the planner; keep it stable across restarts.
+    /// Default `ping-<hostname>`.
+    pub executor_id: String,
+    /// Devices in flight at most; the planner never assigns more.
+    pub capacity: u32,
+    /// Labels the planner matches against devices' executor selectors
+    /// (e.g. `site = "tbilisi-01"` for an executor inside that branch).
+    pub labels: HashMap<String, String>,
+    /// ICMP packets per second at most (retries included).
+    pub packets_per_second: u32,
+    /// Probe results per `ResultBatch` message.
+    pub results_per_message: usize,
+    /// Unacked result batches kept at most when alerting is away.
+    pub buffer_batches: usize,
+    /// On SIGTERM: how long running batches, then unacked results, may take.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for PingExecutorConfig {
+    fn default() -> Self {
+        Self {
+            executor_id: format!("ping-{}", hostname()),
+            capacity: 20_000,
+            labels: HashMap::new(),
+            packets_per_second: PingerConfig::default().packets_per_second,
+            results_per_message: 500,
+            buffer_batches: 10_000,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Icmp(#[from] icmp::PingerError),
+    #[error("alerting client: {0}")]
+    Client(#[from] netward_shared::client::ClientError),
+    #[error(transparent)]
     Server(#[from] ServerError),
 }
 
-/// Runs the ping-executor target on `listeners` until `shutdown` completes.
+/// Runs the ping-executor target on `listeners` until `shutdown` completes,
+/// then drains: refuses new work, finishes running batches, and waits for
+/// alerting to ack their results (each within `drain_timeout`).
 pub async fn run(
     config: &LoadedConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let section: PingExecutorConfig = config.section()?;
+    // The engine looks its metrics up once, at construction: the recorder
+    // must exist by then.
+    netward_shared::metrics::handle();
+    let pinger = Pinger::new(PingerConfig {
+        packets_per_second: section.packets_per_second,
+        ..PingerConfig::default()
+    })?;
+    // Delivery and the work streams outlive the gRPC server: they stop only
+    // after the drain below.
+    let delivery_stop = CancellationToken::new();
+    let work_stop = CancellationToken::new();
+    let sender = ResultSender::start(
+        DeliveryConfig {
+            executor_id: section.executor_id.clone(),
+            kind: v1::ExecutorKind::Ping,
+            alerting_url: config.common.alerting_url.clone(),
+            token: config.common.token.clone(),
+            buffer_batches: section.buffer_batches,
+        },
+        delivery_stop.clone(),
+    )?;
+    let executor = Arc::new(Executor {
+        identity: Identity {
+            executor_id: section.executor_id.clone(),
+            capacity: section.capacity.max(1),
+            labels: section.labels.clone(),
+            hostname: hostname(),
+        },
+        pinger,
+        sender: sender.clone(),
+        token: config.common.token.clone(),
+        results_per_message: section.results_per_message.max(1),
+        started_at: SystemTime::now(),
+        max_epoch: AtomicU64::new(0),
+        in_flight_batches: AtomicU32::new(0),
+        in_flight_devices: AtomicU32::new(0),
+        completed_batches: AtomicU64::new(0),
+        stale_assignments: AtomicU64::new(0),
+        planners_connected: AtomicU32::new(0),
+        draining: AtomicBool::new(false),
+        batches: TaskTracker::new(),
+    });
+    // Several planners (a leader and standbys) may be listed, comma-separated:
+    // the executor holds a stream to each, and only the leader sends work.
+    for url in config
+        .common
+        .planner_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        tokio::spawn(
+            executor
+                .clone()
+                .hold_work_stream(url.to_string(), work_stop.clone()),
+        );
+    }
+
+    let service = ExecutorServiceServer::new(grpc::ExecutorGrpc::new(
+        executor.clone(),
+        section.buffer_batches as u32,
+    ));
     GrpcServer::new(
         Target::PingExecutor,
         ServerOptions::from_config(&config.common),
     )
+    .add_service(service)
     .serve(listeners, shutdown)
     .await?;
+
+    executor.draining.store(true, Ordering::Release);
+    executor.batches.close();
+    tracing::info!(batches = executor.batches.len(), "draining running batches");
+    if tokio::time::timeout(section.drain_timeout, executor.batches.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            batches = executor.batches.len(),
+            "batches still running after the drain timeout"
+        );
+    }
+    work_stop.cancel();
+    if !sender.drain(section.drain_timeout).await {
+        let left = sender.stats().buffered;
+        tracing::warn!(
+            unacked = left,
+            "result batches not acked by alerting before exit"
+        );
+    }
+    delivery_stop.cancel();
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
