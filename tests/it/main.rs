@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod contract;
+mod executor;
 mod inventory_cli;
 mod planner;
 mod support;

@@ -23,12 +23,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 
 /// Inventory (on a fresh database) + planner, in this process.
-struct Lab {
-    planner: Arc<Planner>,
-    addr: std::net::SocketAddr,
+pub(crate) struct Lab {
+    pub(crate) planner: Arc<Planner>,
+    pub(crate) addr: std::net::SocketAddr,
     stop: CancellationToken,
     _database: TestDatabase,
 }
@@ -36,7 +36,7 @@ struct Lab {
 impl Lab {
     /// `sites` sites, each a router and `per_site - 1` devices behind it;
     /// `selector(site)` pins a site's devices to executors with that label.
-    async fn start(
+    pub(crate) async fn start(
         sites: usize,
         per_site: usize,
         selector: impl Fn(usize) -> Option<(&'static str, String)>,
@@ -163,7 +163,7 @@ impl Lab {
         }
     }
 
-    fn cycle_summary(&self, id: u64) -> v1::CycleSummary {
+    pub(crate) fn cycle_summary(&self, id: u64) -> v1::CycleSummary {
         let state = self.planner.scheduler.lock();
         let cycle = state.cycles.iter().find(|c| c.id == id).unwrap();
         self.planner.scheduler.summary(cycle)
@@ -308,7 +308,7 @@ impl TestExecutor {
     }
 }
 
-async fn registered(lab: &Lab, count: usize) {
+pub(crate) async fn registered(lab: &Lab, count: usize) {
     let scheduler = lab.planner.scheduler.clone();
     eventually("executors register", Duration::from_secs(10), || {
         let scheduler = scheduler.clone();

@@ -101,6 +101,8 @@ pub struct Batch {
     pub failed: u32,
     pub skipped: u32,
     pub duration_ms: u32,
+    /// Sessions that refused this batch: it is not offered to them again.
+    rejected_by: Vec<SessionId>,
 }
 
 #[derive(Debug)]
@@ -322,6 +324,7 @@ impl Scheduler {
                     failed: 0,
                     skipped: 0,
                     duration_ms: 0,
+                    rejected_by: Vec::new(),
                 }
             })
             .collect();
@@ -697,6 +700,7 @@ impl Scheduler {
             batch,
         );
         batch.state = BatchState::Pending;
+        batch.rejected_by.push(session);
         assign(state, self, c, b, true);
     }
 
@@ -845,7 +849,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
     let chosen = state
         .executors
         .values()
-        .filter(|e| e.kind == cycle.kind)
+        .filter(|e| e.kind == cycle.kind && !batch.rejected_by.contains(&e.session))
         .filter(|e| {
             batch
                 .selector

@@ -3,278 +3,15 @@
 //! once (stored once), nothing is dropped within the bound, and a full
 //! buffer drops (and counts) its oldest batches.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::Stream;
 use netward_shared::delivery::{DeliveryConfig, ResultSender};
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::alerting_service_server::{AlertingService, AlertingServiceServer};
 use netward_shared::testkit::eventually;
-use tokio::net::{TcpListener, TcpSocket};
+use netward_shared::testkit::ingest::RecordingIngest;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
-
-type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// What the server saw and stored; survives server restarts, like a database.
-#[derive(Default)]
-struct Store {
-    /// Every batch uid received, with how often.
-    received: HashMap<String, u32>,
-    stored: HashSet<String>,
-    /// Batches stored and acked; when set, the server stores this many more
-    /// then stops acking (and storing), as if its database hung.
-    ack_budget: Option<usize>,
-}
-
-#[derive(Clone, Default)]
-struct TestIngest {
-    store: Arc<Mutex<Store>>,
-    /// Cancelled to stop the current server: its streams end at once.
-    stop: Arc<Mutex<CancellationToken>>,
-}
-
-#[tonic::async_trait]
-impl AlertingService for TestIngest {
-    type IngestStream = Events<v1::IngestResponse>;
-
-    async fn ingest(
-        &self,
-        request: Request<Streaming<v1::IngestRequest>>,
-    ) -> Result<Response<Self::IngestStream>, Status> {
-        let mut inbound = request.into_inner();
-        match inbound.message().await? {
-            Some(v1::IngestRequest {
-                msg: Some(v1::ingest_request::Msg::Hello(_)),
-            }) => {}
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must be a hello",
-                ));
-            }
-        }
-        let store = self.store.clone();
-        let stop = self.stop.lock().unwrap().clone();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    () = stop.cancelled() => return,
-                    message = inbound.message() => message,
-                };
-                let Ok(Some(message)) = message else { return };
-                let Some(v1::ingest_request::Msg::Batch(batch)) = message.msg else {
-                    continue;
-                };
-                let ack = {
-                    let mut store = store.lock().unwrap();
-                    *store.received.entry(batch.batch_uid.clone()).or_default() += 1;
-                    match store.ack_budget {
-                        Some(0) => None,
-                        budget => {
-                            store.ack_budget = budget.map(|b| b - 1);
-                            let duplicate = !store.stored.insert(batch.batch_uid.clone());
-                            Some(v1::IngestAck {
-                                sequence: batch.sequence,
-                                batch_uid: batch.batch_uid,
-                                stored: batch.probes.len() as u32,
-                                duplicate,
-                            })
-                        }
-                    }
-                };
-                if let Some(ack) = ack
-                    && tx
-                        .send(Ok(v1::IngestResponse {
-                            msg: Some(v1::ingest_response::Msg::Ack(ack)),
-                        }))
-                        .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
-        )))
-    }
-
-    type WatchAlertsStream = Events<v1::WatchAlertsResponse>;
-
-    async fn watch_alerts(
-        &self,
-        _request: Request<v1::WatchAlertsRequest>,
-    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    type WatchDeviceStatesStream = Events<v1::WatchDeviceStatesResponse>;
-
-    async fn watch_device_states(
-        &self,
-        _request: Request<v1::WatchDeviceStatesRequest>,
-    ) -> Result<Response<Self::WatchDeviceStatesStream>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn get_device_status(
-        &self,
-        _request: Request<v1::GetDeviceStatusRequest>,
-    ) -> Result<Response<v1::GetDeviceStatusResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn list_device_statuses(
-        &self,
-        _request: Request<v1::ListDeviceStatusesRequest>,
-    ) -> Result<Response<v1::ListDeviceStatusesResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn get_device_history(
-        &self,
-        _request: Request<v1::GetDeviceHistoryRequest>,
-    ) -> Result<Response<v1::GetDeviceHistoryResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn list_alerts(
-        &self,
-        _request: Request<v1::ListAlertsRequest>,
-    ) -> Result<Response<v1::ListAlertsResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn get_alert(
-        &self,
-        _request: Request<v1::GetAlertRequest>,
-    ) -> Result<Response<v1::GetAlertResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn ack_alert(
-        &self,
-        _request: Request<v1::AckAlertRequest>,
-    ) -> Result<Response<v1::AckAlertResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn create_rule(
-        &self,
-        _request: Request<v1::CreateRuleRequest>,
-    ) -> Result<Response<v1::CreateRuleResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn get_rule(
-        &self,
-        _request: Request<v1::GetRuleRequest>,
-    ) -> Result<Response<v1::GetRuleResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn update_rule(
-        &self,
-        _request: Request<v1::UpdateRuleRequest>,
-    ) -> Result<Response<v1::UpdateRuleResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn delete_rule(
-        &self,
-        _request: Request<v1::DeleteRuleRequest>,
-    ) -> Result<Response<v1::DeleteRuleResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn list_rules(
-        &self,
-        _request: Request<v1::ListRulesRequest>,
-    ) -> Result<Response<v1::ListRulesResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn create_silence(
-        &self,
-        _request: Request<v1::CreateSilenceRequest>,
-    ) -> Result<Response<v1::CreateSilenceResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn get_silence(
-        &self,
-        _request: Request<v1::GetSilenceRequest>,
-    ) -> Result<Response<v1::GetSilenceResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn list_silences(
-        &self,
-        _request: Request<v1::ListSilencesRequest>,
-    ) -> Result<Response<v1::ListSilencesResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn delete_silence(
-        &self,
-        _request: Request<v1::DeleteSilenceRequest>,
-    ) -> Result<Response<v1::DeleteSilenceResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn list_notifications(
-        &self,
-        _request: Request<v1::ListNotificationsRequest>,
-    ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn get_availability(
-        &self,
-        _request: Request<v1::GetAvailabilityRequest>,
-    ) -> Result<Response<v1::GetAvailabilityResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn list_interfaces(
-        &self,
-        _request: Request<v1::ListInterfacesRequest>,
-    ) -> Result<Response<v1::ListInterfacesResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-
-    async fn get_interface_history(
-        &self,
-        _request: Request<v1::GetInterfaceHistoryRequest>,
-    ) -> Result<Response<v1::GetInterfaceHistoryResponse>, Status> {
-        Err(Status::unimplemented("test ingest server"))
-    }
-}
-
-/// Serves `ingest` on `addr` until `ingest.stop` is cancelled; every open
-/// stream then ends, unacked batches with it, as when alerting restarts.
-async fn serve(ingest: &TestIngest, addr: SocketAddr) -> tokio::task::JoinHandle<()> {
-    let stop = CancellationToken::new();
-    *ingest.stop.lock().unwrap() = stop.clone();
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket.bind(addr).unwrap();
-    let listener: TcpListener = socket.listen(128).unwrap();
-    let service = AlertingServiceServer::new(ingest.clone());
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                stop.cancelled_owned(),
-            )
-            .await;
-    })
-}
 
 async fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -314,10 +51,10 @@ fn batch(i: usize) -> v1::ResultBatch {
 
 #[tokio::test]
 async fn a_server_that_stops_mid_stream_gets_everything_after_it_returns() {
-    let ingest = TestIngest::default();
+    let ingest = RecordingIngest::default();
     ingest.store.lock().unwrap().ack_budget = Some(30);
     let addr = free_addr().await;
-    let server = serve(&ingest, addr).await;
+    let server = ingest.serve(addr).await;
     let stop = CancellationToken::new();
     let sender = sender(addr, 1000, &stop);
 
@@ -336,7 +73,7 @@ async fn a_server_that_stops_mid_stream_gets_everything_after_it_returns() {
     )
     .await;
     assert_eq!(sender.stats().acked, 30);
-    ingest.stop.lock().unwrap().cancel();
+    ingest.stop();
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .unwrap()
@@ -350,7 +87,7 @@ async fn a_server_that_stops_mid_stream_gets_everything_after_it_returns() {
     assert_eq!(sender.stats().buffered, 70);
 
     ingest.store.lock().unwrap().ack_budget = None;
-    let server = serve(&ingest, addr).await;
+    let server = ingest.serve(addr).await;
     assert!(
         sender.drain(Duration::from_secs(20)).await,
         "{:?}",
@@ -373,7 +110,7 @@ async fn a_server_that_stops_mid_stream_gets_everything_after_it_returns() {
 
 #[tokio::test]
 async fn a_full_buffer_drops_the_oldest_and_counts_them() {
-    let ingest = TestIngest::default();
+    let ingest = RecordingIngest::default();
     let addr = free_addr().await;
     let stop = CancellationToken::new();
     // Nothing listens yet: alerting is away.
@@ -384,7 +121,7 @@ async fn a_full_buffer_drops_the_oldest_and_counts_them() {
     let stats = sender.stats();
     assert_eq!((stats.dropped, stats.buffered), (5, 10));
 
-    let server = serve(&ingest, addr).await;
+    let server = ingest.serve(addr).await;
     assert!(
         sender.drain(Duration::from_secs(20)).await,
         "{:?}",

@@ -7,6 +7,8 @@
 //! host's 127.0.0.1 is out of reach, points it at the unix socket
 //! (`postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres`).
 
+pub mod ingest;
+
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
