@@ -7,6 +7,13 @@ use std::{env, fs};
 
 use prost::Message as _;
 
+/// Messages with secret fields; keep in step with `src/proto.rs`.
+const SECRET_MESSAGES: [&str; 3] = [
+    ".netward.v1.ResolvedCredential",
+    ".netward.v1.CreateCredentialRequest",
+    ".netward.v1.UpdateCredentialRequest",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
     let package_dir = proto_root.join("netward/v1");
@@ -27,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Messages that carry SNMP secrets get a redacting Debug (in
+        // src/proto.rs), so no `{:?}` can ever log a community or key.
+        .skip_debug(SECRET_MESSAGES)
         .compile_fds(fds)?;
     Ok(())
 }
