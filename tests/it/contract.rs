@@ -6,10 +6,10 @@ use netward_shared::testkit::TestDatabase;
 
 use crate::support::{Netward, grpcurl, http_get};
 
-/// Starts `target` with what it needs to run: the inventory gets a fresh
-/// database (returned, so it lives as long as the process).
+/// Starts `target` with what it needs to run: the inventory and alerting get
+/// a fresh database (returned, so it lives as long as the process).
 async fn start(target: &str, extra: &[&str]) -> (Netward, Option<TestDatabase>) {
-    if target != "inventory" {
+    if target != "inventory" && target != "alerting" {
         return (Netward::start(target, extra).await, None);
     }
     let database = TestDatabase::create().await.unwrap();

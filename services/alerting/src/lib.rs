@@ -1,16 +1,58 @@
 //! Alerting: stores results durably, owns each device's state, evaluates
 //! rules, raises and resolves alerts, and delivers notifications.
 //!
-//! Today the target starts, serves health, reflection and `/metrics`, and
-//! shuts down cleanly; its own gRPC API is mounted by the issue that builds it.
+//! This version stores ping results: `ingest.rs` turns each `ResultBatch`
+//! into rows exactly once and acks after the commit; `store/` keeps them in
+//! daily partitions with a retention and one-minute rollups.
+
+mod grpc;
+pub mod ingest;
+pub mod state;
+pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use netward_shared::config::{LoadedConfig, Target};
+use netward_shared::config::{ConfigError, LoadedConfig, Target};
+use netward_shared::proto::v1::alerting_service_server::AlertingServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
+use serde::Deserialize;
+
+use crate::ingest::Ingestor;
+use crate::store::PgStore;
+
+pub use crate::grpc::AlertingGrpc;
+
+/// The `[alerting]` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AlertingConfig {
+    /// How long raw probe results are kept (whole days, daily partitions).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How long one-minute rollups are kept.
+    #[serde(with = "humantime_serde")]
+    pub rollup_retention: Duration,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 86_400),
+            rollup_retention: Duration::from_secs(400 * 86_400),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("alerting needs a PostgreSQL URL (--database-url or NETWARD_DATABASE_URL)")]
+    NoDatabase,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -21,7 +63,42 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    GrpcServer::new(Target::Alerting, ServerOptions::from_config(&config.common))
+    let section: AlertingConfig = config.section()?;
+    let url = config
+        .common
+        .database_url
+        .as_ref()
+        .ok_or(Error::NoDatabase)?;
+    let store = Arc::new(PgStore::connect(url.expose()).await?);
+    let ingestor = Arc::new(Ingestor::new(
+        store,
+        section.retention,
+        section.rollup_retention,
+    ));
+    ingestor.maintain(chrono::Utc::now()).await?;
+
+    let server = GrpcServer::new(Target::Alerting, ServerOptions::from_config(&config.common));
+    let stop = server.shutdown_token();
+    // Partitions ahead, retention behind: hourly.
+    let maintained = ingestor.clone();
+    let maintenance_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = maintenance_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = maintained.maintain(chrono::Utc::now()).await {
+                tracing::warn!(%error, "partition maintenance failed; retrying in an hour");
+            }
+        }
+    });
+    let service = AlertingServiceServer::new(AlertingGrpc::new(ingestor, stop))
+        .max_decoding_message_size(64 * 1024 * 1024);
+    server
+        .add_service(service)
         .serve(listeners, shutdown)
         .await?;
     Ok(())

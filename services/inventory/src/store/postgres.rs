@@ -38,9 +38,20 @@ impl PgStore {
             .max_connections(16)
             .connect_with(options)
             .await?;
-        sqlx::query("CREATE SCHEMA IF NOT EXISTS inventory")
+        // Two instances starting at once race on IF NOT EXISTS: the loser
+        // sees a unique violation, which means the schema is there.
+        if let Err(error) = sqlx::query("CREATE SCHEMA IF NOT EXISTS inventory")
             .execute(&pool)
-            .await?;
+            .await
+        {
+            let exists = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "23505" || code == "42P06");
+            if !exists {
+                return Err(error);
+            }
+        }
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }

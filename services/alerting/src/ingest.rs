@@ -1,0 +1,173 @@
+//! Ingest: a `ResultBatch` becomes rows (durably, once), and only then is it
+//! acked. Partitions for the rows' days are made on demand and ahead of
+//! time; results older than the retention are not stored (their partition
+//! is gone), results from the future are stamped with the time received.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use netward_shared::proto::v1;
+
+use crate::store::{AlertingStore, ProbeRow, Stored};
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The batch is invalid for good: reject it (the sender drops it).
+    #[error("{0}")]
+    Reject(String),
+    /// Storage is away: do not ack; the sender keeps and replays the batch.
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+/// What ingesting a batch did.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub stored: Stored,
+    /// Rows ready for state evaluation (empty for a duplicate).
+    pub rows: Vec<ProbeRow>,
+    /// Results not stored: an unparsable device id, or older than the retention.
+    pub skipped: u32,
+}
+
+pub struct Ingestor {
+    store: Arc<dyn AlertingStore>,
+    retention: Duration,
+    rollup_retention: Duration,
+    /// Days known to have a partition (creation is idempotent; this saves
+    /// a round trip per batch).
+    known_days: Mutex<BTreeSet<NaiveDate>>,
+}
+
+impl Ingestor {
+    pub fn new(
+        store: Arc<dyn AlertingStore>,
+        retention: Duration,
+        rollup_retention: Duration,
+    ) -> Self {
+        Self {
+            store,
+            retention,
+            rollup_retention,
+            known_days: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub async fn ingest(
+        &self,
+        batch: &v1::ResultBatch,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, IngestError> {
+        if batch.batch_uid.is_empty() || batch.batch_uid.len() > 128 {
+            return Err(IngestError::Reject(
+                "batch_uid must be 1-128 characters".into(),
+            ));
+        }
+        if !batch.samples.is_empty() {
+            return Err(IngestError::Reject(
+                "SNMP samples are not stored by this alerting version".into(),
+            ));
+        }
+        let oldest = now - TimeDelta::from_std(self.retention).unwrap_or(TimeDelta::days(7));
+        let mut rows = Vec::with_capacity(batch.probes.len());
+        let mut skipped = 0;
+        for result in &batch.probes {
+            let Ok(device_id) = uuid::Uuid::parse_str(&result.device_id) else {
+                skipped += 1;
+                continue;
+            };
+            let probed_at = result
+                .probed_at
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                .filter(|t| *t <= now + TimeDelta::minutes(5))
+                .unwrap_or(now);
+            if probed_at < oldest {
+                skipped += 1;
+                continue;
+            }
+            rows.push(ProbeRow {
+                device_id,
+                probed_at,
+                result: result.clone(),
+            });
+        }
+        if skipped > 0 {
+            metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
+            tracing::warn!(batch_uid = %batch.batch_uid, skipped, "results not stored: bad device id or older than the retention");
+        }
+        let days: BTreeSet<NaiveDate> = rows.iter().map(|r| r.probed_at.date_naive()).collect();
+        self.ensure_days(&days).await?;
+        let started = std::time::Instant::now();
+        let stored = self
+            .store
+            .store_probes(&batch.batch_uid, &batch.executor_id, &rows)
+            .await?;
+        metrics::histogram!("alerting_write_seconds").record(started.elapsed().as_secs_f64());
+        if stored.duplicate {
+            metrics::counter!("alerting_duplicate_batches_total").increment(1);
+            rows.clear();
+        } else {
+            metrics::counter!("alerting_results_stored_total").increment(u64::from(stored.rows));
+        }
+        if let Some(sent_at) = batch
+            .sent_at
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+        {
+            let lag = (now - sent_at).to_std().unwrap_or_default();
+            metrics::histogram!("alerting_ingest_lag_seconds").record(lag.as_secs_f64());
+        }
+        Ok(Ingested {
+            stored,
+            rows,
+            skipped,
+        })
+    }
+
+    async fn ensure_days(&self, days: &BTreeSet<NaiveDate>) -> Result<(), sqlx::Error> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
+            days.iter()
+                .filter(|d| !known.contains(d))
+                .copied()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.store.ensure_partitions(&missing).await?;
+        self.known_days
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(missing);
+        Ok(())
+    }
+
+    /// Creates the partitions of yesterday to two days ahead, and drops raw
+    /// partitions past the retention and rollups past theirs. Run at start
+    /// and then hourly.
+    pub async fn maintain(&self, now: DateTime<Utc>) -> Result<Vec<NaiveDate>, sqlx::Error> {
+        let today = now.date_naive();
+        let ahead: BTreeSet<NaiveDate> = (-1..=2)
+            .filter_map(|d| today.checked_add_signed(TimeDelta::days(d)))
+            .collect();
+        self.ensure_days(&ahead).await?;
+        let keep_days = i64::try_from(self.retention.as_secs().div_ceil(86_400)).unwrap_or(7);
+        let before = today - TimeDelta::days(keep_days);
+        let rollups_before =
+            now - TimeDelta::from_std(self.rollup_retention).unwrap_or(TimeDelta::days(400));
+        let dropped = self.store.expire(before, rollups_before).await?;
+        if !dropped.is_empty() {
+            let mut known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
+            for day in &dropped {
+                known.remove(day);
+            }
+            tracing::info!(days = ?dropped, "dropped raw result partitions past the retention");
+        }
+        Ok(dropped)
+    }
+}

@@ -1,0 +1,313 @@
+//! The PostgreSQL store (schema `alerting`): UNNEST batch inserts, rollups
+//! merged with ON CONFLICT, daily partitions managed by name
+//! (`probe_results_YYYYMMDD`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool};
+use uuid::Uuid;
+
+use super::{AlertingStore, ProbeRow, StoreResult, Stored};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects with `search_path = alerting`, creates the schema if needed,
+    /// and migrates (bookkeeping in the schema, apart from other services').
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = url
+            .parse::<PgConnectOptions>()?
+            .options([("search_path", "alerting")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await?;
+        // Two instances starting at once race on IF NOT EXISTS: the loser
+        // sees a unique violation, which means the schema is there.
+        if let Err(error) = sqlx::query("CREATE SCHEMA IF NOT EXISTS alerting")
+            .execute(&pool)
+            .await
+        {
+            let exists = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "23505" || code == "42P06");
+            if !exists {
+                return Err(error);
+            }
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn partition_name(day: NaiveDate) -> String {
+    format!("probe_results_{}", day.format("%Y%m%d"))
+}
+
+fn partition_day(name: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(name.strip_prefix("probe_results_")?, "%Y%m%d").ok()
+}
+
+fn opt_i32(value: Option<u32>) -> Option<i32> {
+    value.map(|v| v.min(i32::MAX as u32) as i32)
+}
+
+/// One minute of one device, merged from the rows of a batch.
+#[derive(Default)]
+struct Rollup {
+    probes: i32,
+    sent: i64,
+    received: i64,
+    rtt_samples: i32,
+    rtt_sum: i64,
+    rtt_min: Option<i32>,
+    rtt_max: Option<i32>,
+}
+
+#[async_trait]
+impl AlertingStore for PgStore {
+    async fn store_probes(
+        &self,
+        batch_uid: &str,
+        executor_id: &str,
+        rows: &[ProbeRow],
+    ) -> StoreResult<Stored> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO ingested_batches (batch_uid, executor_id, results) VALUES ($1, $2, $3) \
+             ON CONFLICT (batch_uid) DO NOTHING",
+        )
+        .bind(batch_uid)
+        .bind(executor_id)
+        .bind(rows.len() as i32)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fresh == 0 {
+            tx.rollback().await?;
+            return Ok(Stored {
+                rows: 0,
+                duplicate: true,
+            });
+        }
+
+        let n = rows.len();
+        let mut device: Vec<Uuid> = Vec::with_capacity(n);
+        let mut probed_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+        let mut cycle: Vec<i64> = Vec::with_capacity(n);
+        let mut batch: Vec<String> = Vec::with_capacity(n);
+        let mut sent: Vec<i16> = Vec::with_capacity(n);
+        let mut received: Vec<i16> = Vec::with_capacity(n);
+        let mut loss: Vec<f32> = Vec::with_capacity(n);
+        let mut rtt_min: Vec<Option<i32>> = Vec::with_capacity(n);
+        let mut rtt_avg: Vec<Option<i32>> = Vec::with_capacity(n);
+        let mut rtt_max: Vec<Option<i32>> = Vec::with_capacity(n);
+        let mut rtt_stddev: Vec<Option<i32>> = Vec::with_capacity(n);
+        let mut outcome: Vec<i16> = Vec::with_capacity(n);
+        let mut retries: Vec<i16> = Vec::with_capacity(n);
+        let mut rollups: BTreeMap<(Uuid, DateTime<Utc>), Rollup> = BTreeMap::new();
+        for row in rows {
+            let r = &row.result;
+            device.push(row.device_id);
+            probed_at.push(row.probed_at);
+            cycle.push(r.cycle_id.min(i64::MAX as u64) as i64);
+            batch.push(r.batch_id.clone());
+            sent.push(r.sent.min(i16::MAX as u32) as i16);
+            received.push(r.received.min(i16::MAX as u32) as i16);
+            loss.push(r.loss_percent as f32);
+            rtt_min.push(opt_i32(r.rtt_min_us));
+            rtt_avg.push(opt_i32(r.rtt_avg_us));
+            rtt_max.push(opt_i32(r.rtt_max_us));
+            rtt_stddev.push(opt_i32(r.rtt_stddev_us));
+            outcome.push(r.outcome as i16);
+            retries.push(r.retries_sent.min(i16::MAX as u32) as i16);
+
+            let minute = row
+                .probed_at
+                .duration_trunc(TimeDelta::minutes(1))
+                .unwrap_or(row.probed_at);
+            let rollup = rollups.entry((row.device_id, minute)).or_default();
+            rollup.probes += 1;
+            rollup.sent += i64::from(r.sent);
+            rollup.received += i64::from(r.received);
+            if let Some(avg) = opt_i32(r.rtt_avg_us) {
+                rollup.rtt_samples += 1;
+                rollup.rtt_sum += i64::from(avg);
+            }
+            if let Some(min) = opt_i32(r.rtt_min_us) {
+                rollup.rtt_min = Some(rollup.rtt_min.map_or(min, |m| m.min(min)));
+            }
+            if let Some(max) = opt_i32(r.rtt_max_us) {
+                rollup.rtt_max = Some(rollup.rtt_max.map_or(max, |m| m.max(max)));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO probe_results (device_id, probed_at, cycle_id, batch_id, executor_id, sent, \
+                 received, loss_percent, rtt_min_us, rtt_avg_us, rtt_max_us, rtt_stddev_us, outcome, \
+                 retries_sent) \
+             SELECT d, t, c, b, $14, s, r, l, mn, av, mx, sd, o, rt \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int8[], $4::text[], $5::int2[], \
+                         $6::int2[], $7::float4[], $8::int4[], $9::int4[], $10::int4[], $11::int4[], \
+                         $12::int2[], $13::int2[]) \
+                  AS v(d, t, c, b, s, r, l, mn, av, mx, sd, o, rt)",
+        )
+        .bind(&device)
+        .bind(&probed_at)
+        .bind(&cycle)
+        .bind(&batch)
+        .bind(&sent)
+        .bind(&received)
+        .bind(&loss)
+        .bind(&rtt_min)
+        .bind(&rtt_avg)
+        .bind(&rtt_max)
+        .bind(&rtt_stddev)
+        .bind(&outcome)
+        .bind(&retries)
+        .bind(executor_id)
+        .execute(&mut *tx)
+        .await?;
+
+        let mut r_device = Vec::with_capacity(rollups.len());
+        let mut r_minute = Vec::with_capacity(rollups.len());
+        let mut r_probes = Vec::with_capacity(rollups.len());
+        let mut r_sent = Vec::with_capacity(rollups.len());
+        let mut r_received = Vec::with_capacity(rollups.len());
+        let mut r_samples = Vec::with_capacity(rollups.len());
+        let mut r_sum = Vec::with_capacity(rollups.len());
+        let mut r_min = Vec::with_capacity(rollups.len());
+        let mut r_max = Vec::with_capacity(rollups.len());
+        for ((device, minute), rollup) in rollups {
+            r_device.push(device);
+            r_minute.push(minute);
+            r_probes.push(rollup.probes);
+            r_sent.push(rollup.sent);
+            r_received.push(rollup.received);
+            r_samples.push(rollup.rtt_samples);
+            r_sum.push(rollup.rtt_sum);
+            r_min.push(rollup.rtt_min);
+            r_max.push(rollup.rtt_max);
+        }
+        sqlx::query(
+            "INSERT INTO probe_rollups (device_id, minute, probes, packets_sent, packets_received, \
+                 rtt_samples, rtt_sum_us, rtt_min_us, rtt_max_us) \
+             SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int4[], $4::int8[], $5::int8[], \
+                                  $6::int4[], $7::int8[], $8::int4[], $9::int4[]) \
+             ON CONFLICT (device_id, minute) DO UPDATE SET \
+                 probes = probe_rollups.probes + EXCLUDED.probes, \
+                 packets_sent = probe_rollups.packets_sent + EXCLUDED.packets_sent, \
+                 packets_received = probe_rollups.packets_received + EXCLUDED.packets_received, \
+                 rtt_samples = probe_rollups.rtt_samples + EXCLUDED.rtt_samples, \
+                 rtt_sum_us = probe_rollups.rtt_sum_us + EXCLUDED.rtt_sum_us, \
+                 rtt_min_us = LEAST(probe_rollups.rtt_min_us, EXCLUDED.rtt_min_us), \
+                 rtt_max_us = GREATEST(probe_rollups.rtt_max_us, EXCLUDED.rtt_max_us)",
+        )
+        .bind(&r_device)
+        .bind(&r_minute)
+        .bind(&r_probes)
+        .bind(&r_sent)
+        .bind(&r_received)
+        .bind(&r_samples)
+        .bind(&r_sum)
+        .bind(&r_min)
+        .bind(&r_max)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Stored {
+            rows: n as u32,
+            duplicate: false,
+        })
+    }
+
+    async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()> {
+        for day in days {
+            let next = day.succ_opt().unwrap_or(*day);
+            // Names and bounds are built from dates only: nothing from input.
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF probe_results \
+                 FOR VALUES FROM ('{}') TO ('{}')",
+                partition_name(*day),
+                day.format("%Y-%m-%d"),
+                next.format("%Y-%m-%d")
+            );
+            if let Err(error) = sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await {
+                // Another instance may have created it a moment ago.
+                if !self.partitions().await?.contains(day) {
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn partitions(&self) -> StoreResult<Vec<NaiveDate>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent \
+             JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE p.relname = 'probe_results' AND n.nspname = 'alerting'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| partition_day(n)).collect();
+        days.sort();
+        Ok(days)
+    }
+
+    async fn expire(
+        &self,
+        before: NaiveDate,
+        rollups_before: DateTime<Utc>,
+    ) -> StoreResult<Vec<NaiveDate>> {
+        let mut dropped = Vec::new();
+        for day in self.partitions().await? {
+            if day < before {
+                let sql = format!("DROP TABLE IF EXISTS {}", partition_name(day));
+                sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await?;
+                dropped.push(day);
+            }
+        }
+        let cutoff = before
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(rollups_before);
+        sqlx::query("DELETE FROM ingested_batches WHERE received_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM probe_rollups WHERE minute < $1")
+            .bind(rollups_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        assert_eq!(partition_name(day), "probe_results_20261127");
+        assert_eq!(partition_day("probe_results_20261127"), Some(day));
+        assert_eq!(partition_day("probe_results_default"), None);
+        assert_eq!(partition_day("other_20261127"), None);
+    }
+}

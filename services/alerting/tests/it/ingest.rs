@@ -1,0 +1,327 @@
+//! The `Ingest` stream through a real gRPC client into real PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, TimeDelta, Utc};
+use netward_alerting::ingest::Ingestor;
+use netward_alerting::store::{AlertingStore, PgStore};
+use netward_shared::client::{PeerChannel, connect};
+use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::server::Listeners;
+use netward_shared::testkit::TestDatabase;
+use sqlx::Connection as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+struct Alerting {
+    database: TestDatabase,
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Alerting {
+    async fn start() -> Alerting {
+        let database = TestDatabase::create().await.unwrap();
+        let env = HashMap::from([(
+            "NETWARD_DATABASE_URL".to_string(),
+            database.url().to_string(),
+        )]);
+        let config = ConfigLoader::new(Target::Alerting).env(env).load().unwrap();
+        let listeners = Listeners::local().await.unwrap();
+        let addr = listeners.grpc_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            netward_alerting::run(&config, listeners, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let alerting = Alerting {
+            database,
+            addr,
+            stop: Some(stop),
+        };
+        // The port is bound before start-up finishes: wait for health.
+        netward_shared::testkit::eventually(
+            "alerting serves",
+            Duration::from_secs(20),
+            || async move {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(
+                    connect(&format!("http://{addr}"), None).ok()?,
+                );
+                let check = health.check(tonic_health::pb::HealthCheckRequest::default());
+                tokio::time::timeout(Duration::from_millis(500), check)
+                    .await
+                    .ok()?
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        alerting
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(self.database.pool())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Alerting {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An open Ingest stream: send batches, read acks.
+struct Stream {
+    tx: mpsc::UnboundedSender<v1::IngestRequest>,
+    rx: tonic::Streaming<v1::IngestResponse>,
+    sequence: u64,
+}
+
+impl Stream {
+    async fn open(addr: std::net::SocketAddr) -> Stream {
+        let mut client: AlertingServiceClient<PeerChannel> =
+            AlertingServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+        let (tx, out) = mpsc::unbounded_channel();
+        tx.send(v1::IngestRequest {
+            msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
+                executor_id: "test".into(),
+                kind: v1::ExecutorKind::Ping as i32,
+                version: String::new(),
+            })),
+        })
+        .unwrap();
+        let rx = client
+            .ingest(UnboundedReceiverStream::new(out))
+            .await
+            .unwrap()
+            .into_inner();
+        Stream {
+            tx,
+            rx,
+            sequence: 0,
+        }
+    }
+
+    fn send(&mut self, mut batch: v1::ResultBatch) -> u64 {
+        self.sequence += 1;
+        batch.sequence = self.sequence;
+        self.tx
+            .send(v1::IngestRequest {
+                msg: Some(v1::ingest_request::Msg::Batch(batch)),
+            })
+            .unwrap();
+        self.sequence
+    }
+
+    async fn next(&mut self, within: Duration) -> Option<v1::ingest_response::Msg> {
+        tokio::time::timeout(within, self.rx.message())
+            .await
+            .ok()?
+            .unwrap()?
+            .msg
+    }
+}
+
+fn batch(uid: &str, devices: &[uuid::Uuid], probed_at: chrono::DateTime<Utc>) -> v1::ResultBatch {
+    v1::ResultBatch {
+        executor_id: "test".into(),
+        kind: v1::ExecutorKind::Ping as i32,
+        batch_uid: uid.into(),
+        cycle_id: 1,
+        batch_id: "1-0".into(),
+        probes: devices
+            .iter()
+            .map(|d| v1::ProbeResult {
+                device_id: d.to_string(),
+                sent: 3,
+                received: 3,
+                rtt_min_us: Some(100),
+                rtt_avg_us: Some(150),
+                rtt_max_us: Some(200),
+                outcome: v1::ProbeOutcome::Ok as i32,
+                probed_at: Some(prost_types::Timestamp {
+                    seconds: probed_at.timestamp(),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn devices(n: usize) -> Vec<uuid::Uuid> {
+    (0..n).map(|_| uuid::Uuid::new_v4()).collect()
+}
+
+#[tokio::test]
+async fn a_replayed_batch_is_stored_once() {
+    let alerting = Alerting::start().await;
+    let devices = devices(5);
+    let mut stream = Stream::open(alerting.addr).await;
+    let first = stream.send(batch("replay-1", &devices, Utc::now()));
+    let Some(v1::ingest_response::Msg::Ack(ack)) = stream.next(Duration::from_secs(10)).await
+    else {
+        panic!("no ack");
+    };
+    assert_eq!((ack.sequence, ack.stored, ack.duplicate), (first, 5, false));
+
+    // The same batch again on the same stream, and on a new stream (what a
+    // sender does after a reconnect): acked as duplicates, nothing written.
+    let again = stream.send(batch("replay-1", &devices, Utc::now()));
+    let Some(v1::ingest_response::Msg::Ack(ack)) = stream.next(Duration::from_secs(10)).await
+    else {
+        panic!("no ack");
+    };
+    assert_eq!((ack.sequence, ack.stored, ack.duplicate), (again, 0, true));
+    let mut other = Stream::open(alerting.addr).await;
+    other.send(batch("replay-1", &devices, Utc::now()));
+    let Some(v1::ingest_response::Msg::Ack(ack)) = other.next(Duration::from_secs(10)).await else {
+        panic!("no ack");
+    };
+    assert!(ack.duplicate);
+
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.probe_results")
+            .await,
+        5
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT sum(probes)::int8 FROM alerting.probe_rollups")
+            .await,
+        5
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.ingested_batches")
+            .await,
+        1
+    );
+
+    // A batch without a uid is rejected for good, naming its sequence.
+    let bad = stream.send(batch("", &devices, Utc::now()));
+    let Some(v1::ingest_response::Msg::Reject(reject)) = stream.next(Duration::from_secs(10)).await
+    else {
+        panic!("no reject");
+    };
+    assert_eq!(reject.sequence, bad);
+    assert!(reject.reason.contains("batch_uid"), "{reject:?}");
+}
+
+#[tokio::test]
+async fn acks_come_only_after_the_commit() {
+    let alerting = Alerting::start().await;
+    let mut stream = Stream::open(alerting.addr).await;
+    // Warm up: the partition for today exists, the stream is open.
+    stream.send(batch("warm", &devices(1), Utc::now()));
+    assert!(matches!(
+        stream.next(Duration::from_secs(10)).await,
+        Some(v1::ingest_response::Msg::Ack(_))
+    ));
+
+    // Another session holds the idempotency table: the write cannot commit.
+    let mut blocker = sqlx::PgConnection::connect(alerting.database.url())
+        .await
+        .unwrap();
+    let mut lock = blocker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE alerting.ingested_batches IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    stream.send(batch("held", &devices(4), Utc::now()));
+    assert!(
+        stream.next(Duration::from_millis(1500)).await.is_none(),
+        "acked before the write could commit"
+    );
+
+    lock.rollback().await.unwrap();
+    let Some(v1::ingest_response::Msg::Ack(ack)) = stream.next(Duration::from_secs(10)).await
+    else {
+        panic!("no ack after the lock was released");
+    };
+    assert_eq!(ack.stored, 4);
+    // By the time the ack is read, the rows are visible to anyone.
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.probe_results")
+            .await,
+        5
+    );
+}
+
+#[tokio::test]
+async fn partitions_are_made_ahead_and_dropped_past_the_retention() {
+    let alerting = Alerting::start().await;
+    let store = Arc::new(PgStore::connect(alerting.database.url()).await.unwrap());
+    let today = Utc::now().date_naive();
+    let day = |offset: i64| today + TimeDelta::days(offset);
+    let partitions = store.partitions().await.unwrap();
+    for offset in -1..=2 {
+        assert!(
+            partitions.contains(&day(offset)),
+            "no partition for {}",
+            day(offset)
+        );
+    }
+
+    // Results five days old get their partition on demand; results older
+    // than the retention are not stored.
+    let ingestor = Ingestor::new(
+        store.clone(),
+        Duration::from_secs(7 * 86_400),
+        Duration::from_secs(400 * 86_400),
+    );
+    let now = Utc::now();
+    let old = ingestor
+        .ingest(&batch("old", &devices(3), now - TimeDelta::days(5)), now)
+        .await
+        .unwrap();
+    assert_eq!((old.stored.rows, old.skipped), (3, 0));
+    assert!(store.partitions().await.unwrap().contains(&day(-5)));
+    let ancient = ingestor
+        .ingest(
+            &batch("ancient", &devices(2), now - TimeDelta::days(30)),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!((ancient.stored.rows, ancient.skipped), (0, 2));
+
+    // Three days later, the five-day-old partition is past the 7-day
+    // retention: dropped with its rows; its rollups stay.
+    let later = now + TimeDelta::days(3);
+    let dropped = ingestor.maintain(later).await.unwrap();
+    assert!(dropped.contains(&day(-5)), "{dropped:?}");
+    let partitions: Vec<NaiveDate> = store.partitions().await.unwrap();
+    assert!(!partitions.contains(&day(-5)));
+    assert!(
+        partitions.contains(&day(5)),
+        "partitions ahead of the new day: {partitions:?}"
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.probe_results")
+            .await,
+        0
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT sum(probes)::int8 FROM alerting.probe_rollups")
+            .await,
+        3
+    );
+}

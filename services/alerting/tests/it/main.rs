@@ -1,0 +1,6 @@
+//! Alerting on real PostgreSQL: ingest stores each batch once, acks only
+//! after the commit, and keeps daily partitions ahead and within retention.
+
+#![allow(clippy::unwrap_used)]
+
+mod ingest;
