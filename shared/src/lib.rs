@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod delivery;
+pub mod inventory_copy;
 pub mod layers;
 pub mod metrics;
 pub mod proto;

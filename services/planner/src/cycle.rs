@@ -19,8 +19,8 @@ use netward_shared::proto::v1;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::follower::SharedCopy;
 use crate::sizing::{self, Sizing, SizingPolicy};
+use netward_shared::inventory_copy::SharedCopy;
 
 pub type SessionId = u64;
 pub type WorkSender = mpsc::UnboundedSender<Result<v1::WorkResponse, tonic::Status>>;

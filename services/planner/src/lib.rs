@@ -2,12 +2,12 @@
 //! rule), opens ping and SNMP cycles, and streams assignments to executors
 //! over the `Work` stream they hold.
 //!
-//! `sizing.rs` is the rule, `follower.rs` the inventory copy, `cycle.rs` the
+//! `sizing.rs` is the rule, `netward_shared::inventory_copy` the inventory copy, `cycle.rs` the
 //! scheduler (state and step functions), `lease.rs` the leadership lease,
 //! `grpc.rs` the service; `run` wires them and drives the steps on a timer.
 
 pub mod cycle;
-pub mod follower;
+
 mod grpc;
 pub mod lease;
 pub mod sizing;
@@ -28,9 +28,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::cycle::{CycleConfig, Scheduler};
-use crate::follower::{InventoryCopy, SharedCopy};
 use crate::lease::{Lease, LeaseConfig, LeaseState};
 use crate::sizing::SizingPolicy;
+use netward_shared::inventory_copy::{InventoryCopy, SharedCopy};
 
 pub use crate::grpc::PlannerGrpc;
 
@@ -147,7 +147,7 @@ impl Planner {
     /// SNMP credential, so the next SNMP cycle resolves it again.
     pub fn spawn_follower(&self, stop: CancellationToken) {
         let scheduler = self.scheduler.clone();
-        tokio::spawn(follower::follow(
+        tokio::spawn(netward_shared::inventory_copy::follow(
             self.inventory.clone(),
             self.copy.clone(),
             move |device: &v1::Device| {

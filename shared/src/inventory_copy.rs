@@ -1,4 +1,4 @@
-//! The planner's copy of the inventory, kept current by `WatchDevices`: a
+//! A copy of the inventory (the planner's and alerting's), kept current by `WatchDevices`: a
 //! snapshot, then changes; after a disconnect it resumes from the last
 //! revision applied (or takes the fresh snapshot the inventory sends).
 
@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use netward_shared::client::PeerChannel;
-use netward_shared::proto::v1;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::proto::v1::watch_devices_response::Event;
+use crate::client::PeerChannel;
+use crate::proto::v1;
+use crate::proto::v1::inventory_service_client::InventoryServiceClient;
+use crate::proto::v1::watch_devices_response::Event;
 use tokio_util::sync::CancellationToken;
 
 /// Devices by id at one revision.
@@ -92,7 +92,7 @@ async fn apply_stream(
                         copy.revision = end.revision;
                         copy.synced = true;
                     }
-                    metrics::gauge!("planner_inventory_devices").set(count as f64);
+                    metrics::gauge!("inventory_copy_devices").set(count as f64);
                     tracing::info!(
                         revision = end.revision,
                         devices = count,
@@ -112,7 +112,7 @@ async fn apply_stream(
                         copy.devices.insert(device.id.clone(), device.clone());
                     }
                     copy.revision = change.revision;
-                    metrics::gauge!("planner_inventory_devices").set(copy.devices.len() as f64);
+                    metrics::gauge!("inventory_copy_devices").set(copy.devices.len() as f64);
                 }
                 on_change(&device);
                 *backoff = Duration::from_millis(100);
