@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod alerting;
 mod contract;
 mod executor;
 mod inventory_cli;

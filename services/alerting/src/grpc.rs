@@ -11,19 +11,104 @@ use netward_shared::proto::v1::alerting_service_server::AlertingService;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::evaluate::Evaluator;
 use crate::ingest::{IngestError, Ingestor};
+use crate::store::StateRow;
+use netward_shared::inventory_copy::SharedCopy;
+use netward_shared::status::{FieldViolation, invalid_argument};
 
 type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 pub struct AlertingGrpc {
     ingestor: Arc<Ingestor>,
+    evaluator: Arc<Evaluator>,
+    copy: SharedCopy,
     /// Ends open Ingest streams when the server shuts down.
     shutdown: CancellationToken,
 }
 
 impl AlertingGrpc {
-    pub fn new(ingestor: Arc<Ingestor>, shutdown: CancellationToken) -> Self {
-        Self { ingestor, shutdown }
+    pub fn new(
+        ingestor: Arc<Ingestor>,
+        evaluator: Arc<Evaluator>,
+        copy: SharedCopy,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            ingestor,
+            evaluator,
+            copy,
+            shutdown,
+        }
+    }
+
+    /// A stored state with the device's names from the inventory copy.
+    fn status(&self, row: &StateRow) -> v1::DeviceStatus {
+        let id = row.device_id.to_string();
+        let device = self
+            .copy
+            .read()
+            .ok()
+            .and_then(|c| c.devices.get(&id).cloned());
+        let parent_name = device
+            .as_ref()
+            .and_then(|d| {
+                self.copy
+                    .read()
+                    .ok()?
+                    .devices
+                    .get(&d.parent_device_id)
+                    .map(|p| p.name.clone())
+            })
+            .unwrap_or_default();
+        let device = device.unwrap_or_default();
+        v1::DeviceStatus {
+            device_id: id,
+            device_name: device.name,
+            ip_address: device.ip_address,
+            site_id: device.site_id,
+            site_name: device.site_name,
+            region: device.region,
+            device_type: device.device_type,
+            parent_device_id: device.parent_device_id,
+            parent_device_name: parent_name,
+            state: row.state as i32,
+            maintenance: row.maintenance,
+            state_since: Some(ts(row.since)),
+            state_reason: row.reason.clone(),
+            last_probe_at: row.last_probe_at.map(ts),
+            last_outcome: row.last_outcome,
+            last_loss_percent: row.last_loss_percent,
+            last_rtt_avg_us: row.last_rtt_avg_us,
+            consecutive_failures: row.consecutive_failures,
+            last_cycle_id: row.last_cycle_id,
+            ..Default::default()
+        }
+    }
+}
+
+/// The status of a device alerting has no row for yet.
+fn unknown_row(device_id: uuid::Uuid) -> StateRow {
+    StateRow {
+        device_id,
+        state: v1::DeviceState::Unknown,
+        since: chrono::Utc::now(),
+        reason: "never probed".into(),
+        maintenance: false,
+        last_probe_at: None,
+        last_outcome: 0,
+        last_loss_percent: None,
+        last_rtt_avg_us: None,
+        last_cycle_id: 0,
+        consecutive_failures: 0,
+        memory: serde_json::Value::Null,
+    }
+}
+
+fn ts(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 
@@ -52,6 +137,7 @@ impl AlertingService for AlertingGrpc {
         };
         tracing::info!(executor_id = %hello.executor_id, "ingest stream opened");
         let ingestor = self.ingestor.clone();
+        let evaluator = self.evaluator.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -76,14 +162,18 @@ impl AlertingService for AlertingGrpc {
                         .instrument(span)
                         .await
                 };
+                let mut evaluate = Vec::new();
                 let response = match outcome {
                     // Acked only now: the write has committed.
-                    Ok(ingested) => v1::ingest_response::Msg::Ack(v1::IngestAck {
-                        sequence: batch.sequence,
-                        batch_uid: batch.batch_uid.clone(),
-                        stored: ingested.stored.rows,
-                        duplicate: ingested.stored.duplicate,
-                    }),
+                    Ok(ingested) => {
+                        evaluate = ingested.rows;
+                        v1::ingest_response::Msg::Ack(v1::IngestAck {
+                            sequence: batch.sequence,
+                            batch_uid: batch.batch_uid.clone(),
+                            stored: ingested.stored.rows,
+                            duplicate: ingested.stored.duplicate,
+                        })
+                    }
                     Err(IngestError::Reject(reason)) => {
                         v1::ingest_response::Msg::Reject(v1::IngestReject {
                             sequence: batch.sequence,
@@ -112,6 +202,14 @@ impl AlertingService for AlertingGrpc {
                 {
                     return;
                 }
+                // Then the state: stored rows, in order, once each.
+                if !evaluate.is_empty()
+                    && let Err(error) = evaluator
+                        .evaluate(&evaluate, std::time::SystemTime::now())
+                        .await
+                {
+                    tracing::warn!(%error, "persisting device states failed");
+                }
             }
         });
         Ok(Response::new(Box::pin(
@@ -121,16 +219,117 @@ impl AlertingService for AlertingGrpc {
 
     async fn get_device_status(
         &self,
-        _r: Request<v1::GetDeviceStatusRequest>,
+        request: Request<v1::GetDeviceStatusRequest>,
     ) -> Result<Response<v1::GetDeviceStatusResponse>, Status> {
-        Err(later("GetDeviceStatus"))
+        let id = request.into_inner().device_id;
+        let uuid = uuid::Uuid::parse_str(&id).map_err(|_| {
+            invalid_argument(&[FieldViolation::new("device_id", &id, "not a UUID")])
+        })?;
+        let known = self
+            .copy
+            .read()
+            .map(|c| c.devices.contains_key(&id))
+            .unwrap_or(false);
+        let row = match self.evaluator.status(uuid) {
+            Some(row) => row,
+            None if known => unknown_row(uuid),
+            None => {
+                return Err(Status::not_found(format!(
+                    "device {id} is neither in the inventory nor probed"
+                )));
+            }
+        };
+        Ok(Response::new(v1::GetDeviceStatusResponse {
+            status: Some(self.status(&row)),
+        }))
     }
 
     async fn list_device_statuses(
         &self,
-        _r: Request<v1::ListDeviceStatusesRequest>,
+        request: Request<v1::ListDeviceStatusesRequest>,
     ) -> Result<Response<v1::ListDeviceStatusesResponse>, Status> {
-        Err(later("ListDeviceStatuses"))
+        let r = request.into_inner();
+        let size = match r.page_size {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        // Every enabled device of the inventory has a status (UNKNOWN until probed).
+        let mut rows: std::collections::HashMap<String, StateRow> = self
+            .evaluator
+            .statuses()
+            .into_iter()
+            .map(|row| (row.device_id.to_string(), row))
+            .collect();
+        let ids: Vec<String> = self
+            .copy
+            .read()
+            .map(|c| {
+                c.devices
+                    .values()
+                    .filter(|d| d.enabled.unwrap_or(true))
+                    .map(|d| d.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let query = r.query.to_lowercase();
+        let mut statuses: Vec<v1::DeviceStatus> = ids
+            .into_iter()
+            .map(|id| {
+                let row = rows
+                    .remove(&id)
+                    .unwrap_or_else(|| unknown_row(uuid::Uuid::parse_str(&id).unwrap_or_default()));
+                self.status(&row)
+            })
+            .filter(|s| {
+                (r.site_id.is_empty() || s.site_id == r.site_id)
+                    && (r.site_name.is_empty() || s.site_name == r.site_name)
+                    && (r.region.is_empty() || s.region == r.region)
+                    && (r.device_type == 0 || s.device_type == r.device_type)
+                    && r.maintenance.is_none_or(|m| s.maintenance == m)
+                    && (query.is_empty()
+                        || s.device_name.to_lowercase().contains(&query)
+                        || s.ip_address.contains(&query))
+            })
+            .collect();
+        // Counts per state cover the filter, before the state filter.
+        let mut counts = v1::StateCounts {
+            total: statuses.len() as u64,
+            ..Default::default()
+        };
+        for s in &statuses {
+            match v1::DeviceState::try_from(s.state).unwrap_or(v1::DeviceState::Unknown) {
+                v1::DeviceState::Up => counts.up += 1,
+                v1::DeviceState::Down => counts.down += 1,
+                v1::DeviceState::Unreachable => counts.unreachable += 1,
+                v1::DeviceState::Flapping => counts.flapping += 1,
+                _ => counts.unknown += 1,
+            }
+            counts.maintenance += u64::from(s.maintenance);
+        }
+        if !r.states.is_empty() {
+            statuses.retain(|s| r.states.contains(&s.state));
+        }
+        statuses.sort_by(|a, b| a.device_name.cmp(&b.device_name));
+        let total_count = statuses.len() as u64;
+        let mut page: Vec<v1::DeviceStatus> = statuses
+            .into_iter()
+            .filter(|s| r.page_token.is_empty() || s.device_name > r.page_token)
+            .take(size + 1)
+            .collect();
+        let next_page_token = if page.len() > size {
+            page.truncate(size);
+            page.last()
+                .map(|s| s.device_name.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListDeviceStatusesResponse {
+            statuses: page,
+            next_page_token,
+            counts: Some(counts),
+            total_count,
+        }))
     }
 
     async fn get_device_history(

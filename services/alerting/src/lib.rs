@@ -5,6 +5,7 @@
 //! into rows exactly once and acks after the commit; `store/` keeps them in
 //! daily partitions with a retention and one-minute rollups.
 
+pub mod evaluate;
 mod grpc;
 pub mod ingest;
 pub mod state;
@@ -19,7 +20,9 @@ use netward_shared::proto::v1::alerting_service_server::AlertingServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
 use serde::Deserialize;
 
+use crate::evaluate::Evaluator;
 use crate::ingest::Ingestor;
+use crate::state::{StateConfig, StateMachine};
 use crate::store::PgStore;
 
 pub use crate::grpc::AlertingGrpc;
@@ -34,6 +37,8 @@ pub struct AlertingConfig {
     /// How long one-minute rollups are kept.
     #[serde(with = "humantime_serde")]
     pub rollup_retention: Duration,
+    /// The device state machine (`[alerting.state]`).
+    pub state: StateConfig,
 }
 
 impl Default for AlertingConfig {
@@ -41,6 +46,7 @@ impl Default for AlertingConfig {
         Self {
             retention: Duration::from_secs(7 * 86_400),
             rollup_retention: Duration::from_secs(400 * 86_400),
+            state: StateConfig::default(),
         }
     }
 }
@@ -53,6 +59,10 @@ pub enum Error {
     NoDatabase,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("invalid [alerting.state]: {0}")]
+    State(#[from] state::InvalidStateConfig),
+    #[error("inventory client: {0}")]
+    Client(#[from] netward_shared::client::ClientError),
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -71,14 +81,47 @@ pub async fn run(
         .ok_or(Error::NoDatabase)?;
     let store = Arc::new(PgStore::connect(url.expose()).await?);
     let ingestor = Arc::new(Ingestor::new(
-        store,
+        store.clone(),
         section.retention,
         section.rollup_retention,
     ));
     ingestor.maintain(chrono::Utc::now()).await?;
+    let machine = StateMachine::new(section.state.clone())?;
+    let copy: netward_shared::inventory_copy::SharedCopy = Default::default();
+    let evaluator = Arc::new(Evaluator::restore(machine, store, copy.clone()).await?);
 
     let server = GrpcServer::new(Target::Alerting, ServerOptions::from_config(&config.common));
     let stop = server.shutdown_token();
+    // Names, sites and parents come from the inventory.
+    let inventory =
+        netward_shared::proto::v1::inventory_service_client::InventoryServiceClient::new(
+            netward_shared::client::connect(
+                &config.common.inventory_url,
+                config.common.token.as_ref(),
+            )?,
+        )
+        .max_decoding_message_size(64 * 1024 * 1024);
+    tokio::spawn(netward_shared::inventory_copy::follow(
+        inventory,
+        copy.clone(),
+        |_| {},
+        stop.clone(),
+    ));
+    // Children whose parent's result never came are judged when their hold runs out.
+    let holds = evaluator.clone();
+    let holds_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                () = holds_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = holds.release_expired(std::time::SystemTime::now()).await {
+                tracing::warn!(%error, "persisting released holds failed");
+            }
+        }
+    });
     // Partitions ahead, retention behind: hourly.
     let maintained = ingestor.clone();
     let maintenance_stop = stop.clone();
@@ -95,7 +138,7 @@ pub async fn run(
             }
         }
     });
-    let service = AlertingServiceServer::new(AlertingGrpc::new(ingestor, stop))
+    let service = AlertingServiceServer::new(AlertingGrpc::new(ingestor, evaluator, copy, stop))
         .max_decoding_message_size(64 * 1024 * 1024);
     server
         .add_service(service)

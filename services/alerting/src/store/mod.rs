@@ -29,8 +29,49 @@ pub struct ProbeRow {
     pub result: v1::ProbeResult,
 }
 
+/// A device's current state as stored.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    pub device_id: uuid::Uuid,
+    pub state: v1::DeviceState,
+    pub since: DateTime<Utc>,
+    pub reason: String,
+    pub maintenance: bool,
+    pub last_probe_at: Option<DateTime<Utc>>,
+    pub last_outcome: i32,
+    pub last_loss_percent: Option<f64>,
+    pub last_rtt_avg_us: Option<u32>,
+    pub last_cycle_id: u64,
+    pub consecutive_failures: u32,
+    /// The state machine's memory, as JSON.
+    pub memory: serde_json::Value,
+}
+
+/// One state transition.
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    pub device_id: uuid::Uuid,
+    pub from: v1::DeviceState,
+    pub to: v1::DeviceState,
+    pub maintenance: bool,
+    pub reason: String,
+    pub changed_at: DateTime<Utc>,
+    pub cycle_id: u64,
+}
+
 #[async_trait]
 pub trait AlertingStore: Send + Sync + 'static {
+    /// Upserts current states and appends transitions, in one transaction.
+    async fn save_states(&self, states: &[StateRow], changes: &[ChangeRow]) -> StoreResult<()>;
+    /// Every stored state (to rebuild memory at start, and for queries).
+    async fn states(&self) -> StoreResult<Vec<StateRow>>;
+    /// A device's transitions within [from, to), oldest first.
+    async fn changes(
+        &self,
+        device_id: uuid::Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ChangeRow>>;
     /// Stores a batch's rows and their rollups in one transaction, unless its
     /// `batch_uid` was stored before. Partitions for the rows' days must exist.
     async fn store_probes(

@@ -10,7 +10,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
 
-use super::{AlertingStore, ProbeRow, StoreResult, Stored};
+use netward_shared::proto::v1;
+
+use super::{AlertingStore, ChangeRow, ProbeRow, StateRow, StoreResult, Stored};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -77,8 +79,173 @@ struct Rollup {
     rtt_max: Option<i32>,
 }
 
+fn state_of(code: i16) -> v1::DeviceState {
+    v1::DeviceState::try_from(i32::from(code)).unwrap_or(v1::DeviceState::Unknown)
+}
+
 #[async_trait]
 impl AlertingStore for PgStore {
+    async fn save_states(&self, states: &[StateRow], changes: &[ChangeRow]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if !states.is_empty() {
+            let mut ids = Vec::new();
+            let mut state = Vec::new();
+            let mut since = Vec::new();
+            let mut reason = Vec::new();
+            let mut maintenance = Vec::new();
+            let mut probe_at = Vec::new();
+            let mut outcome = Vec::new();
+            let mut loss = Vec::new();
+            let mut rtt = Vec::new();
+            let mut cycle = Vec::new();
+            let mut failures = Vec::new();
+            let mut memory = Vec::new();
+            for row in states {
+                ids.push(row.device_id);
+                state.push(row.state as i16);
+                since.push(row.since);
+                reason.push(row.reason.clone());
+                maintenance.push(row.maintenance);
+                probe_at.push(row.last_probe_at);
+                outcome.push(row.last_outcome as i16);
+                loss.push(row.last_loss_percent.map(|l| l as f32));
+                rtt.push(opt_i32(row.last_rtt_avg_us));
+                cycle.push(row.last_cycle_id.min(i64::MAX as u64) as i64);
+                failures.push(row.consecutive_failures.min(i32::MAX as u32) as i32);
+                memory.push(row.memory.to_string());
+            }
+            sqlx::query(
+                "INSERT INTO device_state (device_id, state, since, reason, maintenance, last_probe_at, \
+                     last_outcome, last_loss_percent, last_rtt_avg_us, last_cycle_id, \
+                     consecutive_failures, memory) \
+                 SELECT d, s, si, r, m, p, o, l, rt, c, f, mem::jsonb \
+                 FROM UNNEST($1::uuid[], $2::int2[], $3::timestamptz[], $4::text[], $5::bool[], \
+                             $6::timestamptz[], $7::int2[], $8::float4[], $9::int4[], $10::int8[], \
+                             $11::int4[], $12::text[]) AS v(d, s, si, r, m, p, o, l, rt, c, f, mem) \
+                 ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, since = EXCLUDED.since, \
+                     reason = EXCLUDED.reason, maintenance = EXCLUDED.maintenance, \
+                     last_probe_at = EXCLUDED.last_probe_at, last_outcome = EXCLUDED.last_outcome, \
+                     last_loss_percent = EXCLUDED.last_loss_percent, \
+                     last_rtt_avg_us = EXCLUDED.last_rtt_avg_us, last_cycle_id = EXCLUDED.last_cycle_id, \
+                     consecutive_failures = EXCLUDED.consecutive_failures, memory = EXCLUDED.memory",
+            )
+            .bind(&ids)
+            .bind(&state)
+            .bind(&since)
+            .bind(&reason)
+            .bind(&maintenance)
+            .bind(&probe_at)
+            .bind(&outcome)
+            .bind(&loss)
+            .bind(&rtt)
+            .bind(&cycle)
+            .bind(&failures)
+            .bind(&memory)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !changes.is_empty() {
+            let ids: Vec<uuid::Uuid> = changes.iter().map(|c| c.device_id).collect();
+            let from: Vec<i16> = changes.iter().map(|c| c.from as i16).collect();
+            let to: Vec<i16> = changes.iter().map(|c| c.to as i16).collect();
+            let maintenance: Vec<bool> = changes.iter().map(|c| c.maintenance).collect();
+            let reason: Vec<String> = changes.iter().map(|c| c.reason.clone()).collect();
+            let at: Vec<DateTime<Utc>> = changes.iter().map(|c| c.changed_at).collect();
+            let cycle: Vec<i64> = changes
+                .iter()
+                .map(|c| c.cycle_id.min(i64::MAX as u64) as i64)
+                .collect();
+            sqlx::query(
+                "INSERT INTO state_changes (device_id, from_state, to_state, maintenance, reason, changed_at, cycle_id) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::int2[], $3::int2[], $4::bool[], $5::text[], \
+                                      $6::timestamptz[], $7::int8[])",
+            )
+            .bind(&ids)
+            .bind(&from)
+            .bind(&to)
+            .bind(&maintenance)
+            .bind(&reason)
+            .bind(&at)
+            .bind(&cycle)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn states(&self) -> StoreResult<Vec<StateRow>> {
+        let rows = sqlx::query_as::<_, (uuid::Uuid, i16, DateTime<Utc>, String, bool, Option<DateTime<Utc>>, i16, Option<f32>, Option<i32>, i64, i32, serde_json::Value)>(
+            "SELECT device_id, state, since, reason, maintenance, last_probe_at, last_outcome, \
+                    last_loss_percent, last_rtt_avg_us, last_cycle_id, consecutive_failures, memory \
+             FROM device_state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    device_id,
+                    state,
+                    since,
+                    reason,
+                    maintenance,
+                    last_probe_at,
+                    outcome,
+                    loss,
+                    rtt,
+                    cycle,
+                    failures,
+                    memory,
+                )| StateRow {
+                    device_id,
+                    state: state_of(state),
+                    since,
+                    reason,
+                    maintenance,
+                    last_probe_at,
+                    last_outcome: i32::from(outcome),
+                    last_loss_percent: loss.map(f64::from),
+                    last_rtt_avg_us: rtt.map(|r| r.max(0) as u32),
+                    last_cycle_id: cycle.max(0) as u64,
+                    consecutive_failures: failures.max(0) as u32,
+                    memory,
+                },
+            )
+            .collect())
+    }
+
+    async fn changes(
+        &self,
+        device_id: uuid::Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ChangeRow>> {
+        let rows = sqlx::query_as::<_, (i16, i16, bool, String, DateTime<Utc>, i64)>(
+            "SELECT from_state, to_state, maintenance, reason, changed_at, cycle_id FROM state_changes \
+             WHERE device_id = $1 AND changed_at >= $2 AND changed_at < $3 ORDER BY changed_at, id",
+        )
+        .bind(device_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(from_state, to_state, maintenance, reason, changed_at, cycle)| ChangeRow {
+                    device_id,
+                    from: state_of(from_state),
+                    to: state_of(to_state),
+                    maintenance,
+                    reason,
+                    changed_at,
+                    cycle_id: cycle.max(0) as u64,
+                },
+            )
+            .collect())
+    }
+
     async fn store_probes(
         &self,
         batch_uid: &str,

@@ -1,0 +1,302 @@
+//! Device state after ingest: each stored result goes through the state
+//! machine with its parent's view (from the inventory copy), held children
+//! are released when their parent's result of the cycle is in (or the hold
+//! runs out), and what changed is persisted — current state and every
+//! transition — in one transaction, then announced to watchers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use netward_shared::inventory_copy::SharedCopy;
+use netward_shared::proto::v1;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::state::{DeviceMemory, EventKind, Probe, State, StateMachine, Step};
+use crate::store::{AlertingStore, ChangeRow, ProbeRow, StateRow};
+
+/// What the evaluator keeps per device besides the state machine's memory.
+#[derive(Debug, Clone)]
+struct Device {
+    memory: DeviceMemory,
+    row: StateRow,
+}
+
+pub struct Evaluator {
+    machine: StateMachine,
+    store: Arc<dyn AlertingStore>,
+    copy: SharedCopy,
+    devices: Mutex<HashMap<Uuid, Device>>,
+    /// Parent id → children ids, rebuilt when the inventory revision moves.
+    children: Mutex<(u64, HashMap<String, Vec<String>>)>,
+    pub changes: broadcast::Sender<v1::StateChange>,
+}
+
+impl Evaluator {
+    /// Rebuilds every device's memory from PostgreSQL.
+    pub async fn restore(
+        machine: StateMachine,
+        store: Arc<dyn AlertingStore>,
+        copy: SharedCopy,
+    ) -> Result<Self, sqlx::Error> {
+        let mut devices = HashMap::new();
+        for row in store.states().await? {
+            let memory = serde_json::from_value(row.memory.clone()).unwrap_or_else(|_| {
+                DeviceMemory::restore(State::from(row.state), row.since.into(), Vec::new())
+                    .with_maintenance(row.maintenance)
+            });
+            devices.insert(row.device_id, Device { memory, row });
+        }
+        tracing::info!(devices = devices.len(), "device states restored");
+        let (changes, _) = broadcast::channel(4096);
+        Ok(Self {
+            machine,
+            store,
+            copy,
+            devices: Mutex::new(devices),
+            children: Mutex::new((u64::MAX, HashMap::new())),
+            changes,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Device>> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Name and parent id of a device, from the inventory copy.
+    fn identity(&self, device_id: &str) -> (String, String) {
+        self.copy
+            .read()
+            .ok()
+            .and_then(|c| {
+                c.devices
+                    .get(device_id)
+                    .map(|d| (d.name.clone(), d.parent_device_id.clone()))
+            })
+            .unwrap_or_else(|| (device_id.to_string(), String::new()))
+    }
+
+    fn children_of(&self, parent_id: &str) -> Vec<String> {
+        let Ok(copy) = self.copy.read() else {
+            return Vec::new();
+        };
+        let mut cache = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != copy.revision {
+            let mut index: HashMap<String, Vec<String>> = HashMap::new();
+            for device in copy
+                .devices
+                .values()
+                .filter(|d| !d.parent_device_id.is_empty())
+            {
+                index
+                    .entry(device.parent_device_id.clone())
+                    .or_default()
+                    .push(device.id.clone());
+            }
+            *cache = (copy.revision, index);
+        }
+        cache.1.get(parent_id).cloned().unwrap_or_default()
+    }
+
+    /// Feeds stored results to the state machine and persists what changed.
+    pub async fn evaluate(&self, rows: &[ProbeRow], now: SystemTime) -> Result<(), sqlx::Error> {
+        let mut touched: Vec<Uuid> = Vec::new();
+        let mut changes: Vec<ChangeRow> = Vec::new();
+        {
+            let mut devices = self.lock();
+            for row in rows {
+                let id = row.device_id;
+                let (name, parent_id) = self.identity(&id.to_string());
+                let parent = Uuid::parse_str(&parent_id).ok();
+                let parent_memory = parent.and_then(|p| {
+                    devices
+                        .get(&p)
+                        .map(|d| (d.memory.clone(), self.identity(&parent_id).0))
+                });
+                let device = devices.entry(id).or_insert_with(|| Device {
+                    memory: DeviceMemory::new(now),
+                    row: empty_row(id, now),
+                });
+                let view = parent_memory
+                    .as_ref()
+                    .map(|(memory, parent_name)| memory.as_parent(parent_name));
+                let step = self.machine.on_result(
+                    &mut device.memory,
+                    Probe::from_result(&row.result),
+                    view,
+                    now,
+                );
+                record(device, &step, Some(row), &name, &mut changes);
+                touched.push(id);
+                if step.held.is_none() {
+                    // This device's result of the cycle is in: its held
+                    // children can be judged now.
+                    let view_memory = device.memory.clone();
+                    for child in self.children_of(&id.to_string()) {
+                        let Ok(child_id) = Uuid::parse_str(&child) else {
+                            continue;
+                        };
+                        let Some(child_device) = devices.get_mut(&child_id) else {
+                            continue;
+                        };
+                        if child_device.memory.held().is_none() {
+                            continue;
+                        }
+                        let step = self.machine.release(
+                            &mut child_device.memory,
+                            Some(view_memory.as_parent(&name)),
+                            now,
+                        );
+                        let child_name = self.identity(&child).0;
+                        record(child_device, &step, None, &child_name, &mut changes);
+                        touched.push(child_id);
+                    }
+                }
+            }
+        }
+        self.persist(touched, changes).await
+    }
+
+    /// Releases holds whose time ran out (the parent's result never came).
+    pub async fn release_expired(&self, now: SystemTime) -> Result<(), sqlx::Error> {
+        let mut touched = Vec::new();
+        let mut changes = Vec::new();
+        {
+            let mut devices = self.lock();
+            let expired: Vec<Uuid> = devices
+                .iter()
+                .filter(|(_, d)| d.memory.held().is_some_and(|h| h.until <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                let (name, parent_id) = self.identity(&id.to_string());
+                let parent = Uuid::parse_str(&parent_id)
+                    .ok()
+                    .and_then(|p| devices.get(&p).map(|d| d.memory.clone()));
+                let parent_name = self.identity(&parent_id).0;
+                let Some(device) = devices.get_mut(&id) else {
+                    continue;
+                };
+                let step = self.machine.release(
+                    &mut device.memory,
+                    parent.as_ref().map(|m| m.as_parent(&parent_name)),
+                    now,
+                );
+                record(device, &step, None, &name, &mut changes);
+                touched.push(id);
+            }
+        }
+        self.persist(touched, changes).await
+    }
+
+    async fn persist(
+        &self,
+        mut touched: Vec<Uuid>,
+        changes: Vec<ChangeRow>,
+    ) -> Result<(), sqlx::Error> {
+        if touched.is_empty() {
+            return Ok(());
+        }
+        touched.sort();
+        touched.dedup();
+        let states: Vec<StateRow> = {
+            let devices = self.lock();
+            touched
+                .iter()
+                .filter_map(|id| devices.get(id).map(|d| d.row.clone()))
+                .collect()
+        };
+        self.store.save_states(&states, &changes).await?;
+        for change in &changes {
+            metrics::counter!("alerting_state_changes_total", "to" => change.to.as_str_name())
+                .increment(1);
+            let (name, parent) = self.identity(&change.device_id.to_string());
+            let _ = self.changes.send(v1::StateChange {
+                device_id: change.device_id.to_string(),
+                device_name: name,
+                from_state: change.from as i32,
+                to_state: change.to as i32,
+                maintenance: change.maintenance,
+                reason: change.reason.clone(),
+                changed_at: Some(timestamp(change.changed_at)),
+                cycle_id: change.cycle_id,
+                parent_device_id: parent,
+                ..Default::default()
+            });
+        }
+        Ok(())
+    }
+
+    /// Every device's current row.
+    pub fn statuses(&self) -> Vec<StateRow> {
+        self.lock().values().map(|d| d.row.clone()).collect()
+    }
+
+    pub fn status(&self, id: Uuid) -> Option<StateRow> {
+        self.lock().get(&id).map(|d| d.row.clone())
+    }
+}
+
+fn empty_row(device_id: Uuid, now: SystemTime) -> StateRow {
+    StateRow {
+        device_id,
+        state: v1::DeviceState::Unknown,
+        since: now.into(),
+        reason: "never probed".into(),
+        maintenance: false,
+        last_probe_at: None,
+        last_outcome: 0,
+        last_loss_percent: None,
+        last_rtt_avg_us: None,
+        last_cycle_id: 0,
+        consecutive_failures: 0,
+        memory: serde_json::Value::Null,
+    }
+}
+
+/// Applies a step to the device's row and collects its transitions.
+fn record(
+    device: &mut Device,
+    step: &Step,
+    probe: Option<&ProbeRow>,
+    name: &str,
+    changes: &mut Vec<ChangeRow>,
+) {
+    let row = &mut device.row;
+    if let Some(probe) = probe {
+        row.last_probe_at = Some(probe.probed_at);
+        row.last_outcome = probe.result.outcome;
+        row.last_loss_percent = Some(probe.result.loss_percent);
+        row.last_rtt_avg_us = probe.result.rtt_avg_us;
+        row.last_cycle_id = probe.result.cycle_id;
+    }
+    row.state = v1::DeviceState::from(step.state);
+    row.maintenance = step.maintenance;
+    row.since = device.memory.since().into();
+    row.consecutive_failures = device.memory.consecutive_failures();
+    row.memory = serde_json::to_value(&device.memory).unwrap_or(serde_json::Value::Null);
+    for event in &step.events {
+        if let EventKind::StateChanged { from, to } = event.kind {
+            row.reason = event.reason.clone();
+            tracing::info!(device = name, from = from.as_str(), to = to.as_str(), reason = %event.reason, "device state changed");
+            changes.push(ChangeRow {
+                device_id: row.device_id,
+                from: v1::DeviceState::from(from),
+                to: v1::DeviceState::from(to),
+                maintenance: event.muted,
+                reason: event.reason.clone(),
+                changed_at: DateTime::<Utc>::from(event.at),
+                cycle_id: event.cycle_id,
+            });
+        }
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}

@@ -1,0 +1,335 @@
+//! Alerting's device state through its real gRPC API, with the inventory
+//! (in-process, on PostgreSQL) giving names and parents: results in, states
+//! and transitions out — a branch router's outage makes its devices
+//! UNREACHABLE, not DOWN.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use netward_shared::client::{PeerChannel, connect};
+use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::proto::v1::import_devices_request::Item;
+use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
+use netward_shared::server::Listeners;
+use netward_shared::testkit::{TestDatabase, eventually};
+use tokio_util::sync::CancellationToken;
+
+struct Stack {
+    database: TestDatabase,
+    alerting: AlertingServiceClient<PeerChannel>,
+    ids: HashMap<String, String>,
+    stop: CancellationToken,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start(devices: &[(&str, &str, &str)]) -> Stack {
+    let database = TestDatabase::create().await.unwrap();
+    let stop = CancellationToken::new();
+    let env = |extra: &[(&str, String)]| {
+        let mut env = HashMap::from([(
+            "NETWARD_DATABASE_URL".to_string(),
+            database.url().to_string(),
+        )]);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env
+    };
+    let inventory_listeners = Listeners::local().await.unwrap();
+    let inventory_url = format!("http://{}", inventory_listeners.grpc_addr());
+    let config = ConfigLoader::new(Target::Inventory)
+        .env(env(&[]))
+        .load()
+        .unwrap();
+    let inventory_stop = stop.clone();
+    tokio::spawn(async move {
+        netward_inventory::run(
+            &config,
+            inventory_listeners,
+            inventory_stop.cancelled_owned(),
+        )
+        .await
+        .unwrap();
+    });
+    let mut inventory = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
+    let rows: Vec<v1::ImportRow> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, (name, site, parent))| v1::ImportRow {
+            line: i as u32 + 2,
+            name: name.to_string(),
+            ip: format!("127.40.0.{}", i + 1),
+            site: site.to_string(),
+            parent: parent.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let messages = vec![
+        v1::ImportDevicesRequest {
+            item: Some(Item::Options(v1::ImportOptions::default())),
+        },
+        v1::ImportDevicesRequest {
+            item: Some(Item::Rows(v1::ImportRows { rows })),
+        },
+    ];
+    let imported = eventually("the inventory imports", Duration::from_secs(20), || {
+        let mut inventory = inventory.clone();
+        let messages = messages.clone();
+        async move {
+            inventory
+                .import_devices(futures::stream::iter(messages))
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner();
+    assert_eq!(imported.failed, 0);
+    let listed = inventory
+        .list_devices(v1::ListDevicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: HashMap<String, String> = listed.devices.into_iter().map(|d| (d.name, d.id)).collect();
+
+    let alerting_listeners = Listeners::local().await.unwrap();
+    let alerting_url = format!("http://{}", alerting_listeners.grpc_addr());
+    let config = ConfigLoader::new(Target::Alerting)
+        .env(env(&[("NETWARD_INVENTORY_URL", inventory_url.clone())]))
+        .load()
+        .unwrap();
+    let alerting_stop = stop.clone();
+    tokio::spawn(async move {
+        netward_alerting::run(&config, alerting_listeners, alerting_stop.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    let alerting = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    // Ready when it knows the inventory's devices.
+    let any = ids.values().next().unwrap().clone();
+    eventually(
+        "alerting follows the inventory",
+        Duration::from_secs(20),
+        || {
+            let mut alerting = alerting.clone();
+            let any = any.clone();
+            async move {
+                let request = v1::GetDeviceStatusRequest { device_id: any };
+                let call = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    alerting.get_device_status(request),
+                );
+                call.await.ok()?.ok().map(|_| ())
+            }
+        },
+    )
+    .await;
+    Stack {
+        database,
+        alerting,
+        ids,
+        stop,
+    }
+}
+
+struct Ingest {
+    tx: tokio::sync::mpsc::UnboundedSender<v1::IngestRequest>,
+    rx: tonic::Streaming<v1::IngestResponse>,
+    sequence: u64,
+}
+
+impl Ingest {
+    async fn open(stack: &Stack) -> Ingest {
+        let mut client = stack.alerting.clone();
+        let (tx, out) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(v1::IngestRequest {
+            msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
+                executor_id: "test".into(),
+                kind: v1::ExecutorKind::Ping as i32,
+                version: String::new(),
+            })),
+        })
+        .unwrap();
+        let rx = client
+            .ingest(tokio_stream::wrappers::UnboundedReceiverStream::new(out))
+            .await
+            .unwrap()
+            .into_inner();
+        Ingest {
+            tx,
+            rx,
+            sequence: 0,
+        }
+    }
+
+    /// Sends one batch of results for `(device id, answered)` and waits for its ack.
+    async fn results(&mut self, cycle: u64, results: &[(&str, bool)]) {
+        self.sequence += 1;
+        let probes = results
+            .iter()
+            .map(|(id, ok)| v1::ProbeResult {
+                device_id: id.to_string(),
+                cycle_id: cycle,
+                sent: if *ok { 3 } else { 5 },
+                received: if *ok { 3 } else { 0 },
+                loss_percent: if *ok { 0.0 } else { 100.0 },
+                rtt_avg_us: ok.then_some(120),
+                outcome: if *ok {
+                    v1::ProbeOutcome::Ok
+                } else {
+                    v1::ProbeOutcome::Timeout
+                } as i32,
+                ..Default::default()
+            })
+            .collect();
+        let batch = v1::ResultBatch {
+            sequence: self.sequence,
+            batch_uid: uuid::Uuid::new_v4().to_string(),
+            cycle_id: cycle,
+            probes,
+            ..Default::default()
+        };
+        self.tx
+            .send(v1::IngestRequest {
+                msg: Some(v1::ingest_request::Msg::Batch(batch)),
+            })
+            .unwrap();
+        let ack = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(ack.msg, Some(v1::ingest_response::Msg::Ack(_))),
+            "{ack:?}"
+        );
+    }
+}
+
+async fn statuses(stack: &Stack) -> (HashMap<String, (i32, String)>, v1::StateCounts) {
+    let mut alerting = stack.alerting.clone();
+    let listed = alerting
+        .list_device_statuses(v1::ListDeviceStatusesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let by_name = listed
+        .statuses
+        .into_iter()
+        .map(|s| (s.device_name, (s.state, s.state_reason)))
+        .collect();
+    (by_name, listed.counts.unwrap())
+}
+
+#[tokio::test]
+async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
+    let stack = start(&[
+        ("br1-rtr", "br1", ""),
+        ("br1-atm", "br1", "br1-rtr"),
+        ("br1-ap", "br1", "br1-rtr"),
+        ("br2-rtr", "br2", ""),
+    ])
+    .await;
+    let id = |name: &str| stack.ids[name].clone();
+    let (_, counts) = statuses(&stack).await;
+    assert_eq!(
+        (counts.total, counts.unknown),
+        (4, 4),
+        "never probed: UNKNOWN"
+    );
+
+    let mut ingest = Ingest::open(&stack).await;
+    let all = ["br1-rtr", "br1-atm", "br1-ap", "br2-rtr"].map(id);
+    ingest
+        .results(
+            1,
+            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
+        )
+        .await;
+    let (_, counts) = statuses(&stack).await;
+    assert_eq!(counts.up, 4, "{counts:?}");
+
+    // Cycle 2: the branch router and everything behind it go silent; the
+    // children's results arrive before the router's (they wait for it).
+    ingest
+        .results(2, &[(&id("br1-atm"), false), (&id("br1-ap"), false)])
+        .await;
+    ingest
+        .results(2, &[(&id("br1-rtr"), false), (&id("br2-rtr"), false)])
+        .await;
+    let (states, counts) = eventually("the outage is judged", Duration::from_secs(10), || async {
+        let (states, counts) = statuses(&stack).await;
+        (counts.down == 2 && counts.unreachable == 2).then_some((states, counts))
+    })
+    .await;
+    assert_eq!(states["br1-rtr"].0, v1::DeviceState::Down as i32);
+    assert_eq!(states["br1-atm"].0, v1::DeviceState::Unreachable as i32);
+    assert!(
+        states["br1-atm"].1.contains("br1-rtr"),
+        "the reason names the parent: {:?}",
+        states["br1-atm"]
+    );
+    assert_eq!(states["br2-rtr"].0, v1::DeviceState::Down as i32);
+    assert_eq!(counts.up, 0);
+
+    // Every transition is a row, with its reason and cycle.
+    let changes: Vec<(i16, i16, i64)> = sqlx::query_as(
+        "SELECT from_state, to_state, cycle_id FROM alerting.state_changes ORDER BY id",
+    )
+    .fetch_all(stack.database.pool())
+    .await
+    .unwrap();
+    let to_down = changes
+        .iter()
+        .filter(|c| c.1 == v1::DeviceState::Down as i16)
+        .count();
+    let to_unreachable = changes
+        .iter()
+        .filter(|c| c.1 == v1::DeviceState::Unreachable as i16)
+        .count();
+    assert_eq!((to_down, to_unreachable), (2, 2), "{changes:?}");
+    assert!(changes.iter().filter(|c| c.2 == 2).count() == 4);
+
+    // The router answers twice (up_after = 2), then so do its devices.
+    ingest
+        .results(
+            3,
+            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
+        )
+        .await;
+    ingest
+        .results(
+            4,
+            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
+        )
+        .await;
+    eventually(
+        "everything is UP again",
+        Duration::from_secs(10),
+        || async {
+            let (_, counts) = statuses(&stack).await;
+            (counts.up == 4).then_some(())
+        },
+    )
+    .await;
+    let mut alerting = stack.alerting.clone();
+    let status = alerting
+        .get_device_status(v1::GetDeviceStatusRequest {
+            device_id: id("br1-rtr"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        (status.state, status.last_cycle_id),
+        (v1::DeviceState::Up as i32, 4)
+    );
+    assert_eq!(status.site_name, "br1");
+}
