@@ -169,7 +169,6 @@ impl Ingest {
 
     /// Sends one batch of results for `(device id, answered)` and waits for its ack.
     async fn results(&mut self, cycle: u64, results: &[(&str, bool)]) {
-        self.sequence += 1;
         let probes = results
             .iter()
             .map(|(id, ok)| v1::ProbeResult {
@@ -187,6 +186,20 @@ impl Ingest {
                 ..Default::default()
             })
             .collect();
+        self.batch(cycle, probes).await;
+    }
+
+    /// Sends a batch of results and waits for its ack, and for its evaluation
+    /// (which follows the ack on the same stream) by a round trip of an
+    /// empty batch.
+    async fn batch(&mut self, cycle: u64, probes: Vec<v1::ProbeResult>) {
+        for probes in [probes, Vec::new()] {
+            self.send(cycle, probes).await;
+        }
+    }
+
+    async fn send(&mut self, cycle: u64, probes: Vec<v1::ProbeResult>) {
+        self.sequence += 1;
         let batch = v1::ResultBatch {
             sequence: self.sequence,
             batch_uid: uuid::Uuid::new_v4().to_string(),
@@ -295,6 +308,54 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
     assert_eq!((to_down, to_unreachable), (2, 2), "{changes:?}");
     assert!(changes.iter().filter(|c| c.2 == 2).count() == 4);
 
+    // One alert per outage: the two routers, none for the devices behind br1-rtr.
+    let mut alerting = stack.alerting.clone();
+    let open = alerting
+        .list_alerts(v1::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    let mut alerted: Vec<&str> = open.iter().map(|a| a.device_name.as_str()).collect();
+    alerted.sort();
+    assert_eq!(alerted, ["br1-rtr", "br2-rtr"], "{open:?}");
+    assert!(
+        open.iter()
+            .all(|a| a.rule_kind == v1::RuleKind::DeviceDown as i32
+                && a.severity == v1::Severity::Critical as i32
+                && a.state == v1::AlertState::Firing as i32
+                && a.cycle_id == 2)
+    );
+    let router_alert = open
+        .iter()
+        .find(|a| a.device_name == "br1-rtr")
+        .unwrap()
+        .clone();
+    let acked = alerting
+        .ack_alert(v1::AckAlertRequest {
+            id: router_alert.id.clone(),
+            acknowledged_by: "noc-oncall".into(),
+            comment: "ISP ticket 4711".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alert
+        .unwrap();
+    assert_eq!(
+        (acked.state, acked.acknowledged_by.as_str()),
+        (v1::AlertState::Acknowledged as i32, "noc-oncall")
+    );
+    let nobody = alerting
+        .ack_alert(v1::AckAlertRequest {
+            id: router_alert.id.clone(),
+            acknowledged_by: String::new(),
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nobody.code(), tonic::Code::InvalidArgument);
+
     // The router answers twice (up_after = 2), then so do its devices.
     ingest
         .results(
@@ -332,4 +393,97 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
         (v1::DeviceState::Up as i32, 4)
     );
     assert_eq!(status.site_name, "br1");
+
+    // Recovery resolves the alerts (the acknowledged one too).
+    let open = alerting
+        .list_alerts(v1::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(open.total_count, 0, "{open:?}");
+    let resolved = alerting
+        .get_alert(v1::GetAlertRequest {
+            id: router_alert.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alert
+        .unwrap();
+    assert_eq!(resolved.state, v1::AlertState::Resolved as i32);
+    assert!(resolved.resolved_at.is_some());
+}
+
+#[tokio::test]
+async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
+    let stack = start(&[("lossy-ap", "br9", "")]).await;
+    let id = stack.ids["lossy-ap"].clone();
+    let mut ingest = Ingest::open(&stack).await;
+    let mut alerting = stack.alerting.clone();
+    let lossy = |cycle: u64| v1::ProbeResult {
+        device_id: id.clone(),
+        cycle_id: cycle,
+        sent: 3,
+        received: 2,
+        loss_percent: 33.3,
+        rtt_avg_us: Some(900),
+        outcome: v1::ProbeOutcome::Ok as i32,
+        ..Default::default()
+    };
+    for cycle in 1..=4 {
+        ingest.batch(cycle, vec![lossy(cycle)]).await;
+        let open = alerting
+            .list_alerts(v1::ListAlertsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let expected = if cycle >= 3 { 1 } else { 0 };
+        assert_eq!(open.total_count, expected, "after cycle {cycle}: {open:?}");
+    }
+    let open = alerting
+        .list_alerts(v1::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(open[0].rule_kind, v1::RuleKind::PacketLoss as i32);
+    assert!(open[0].summary.contains("33.3 %"), "{}", open[0].summary);
+    // Still UP: loss is not an outage.
+    let status = alerting
+        .get_device_status(v1::GetDeviceStatusRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, v1::DeviceState::Up as i32);
+    // A clean probe resolves it.
+    let mut clean = lossy(5);
+    clean.received = 3;
+    clean.loss_percent = 0.0;
+    ingest.batch(5, vec![clean]).await;
+    let open = alerting
+        .list_alerts(v1::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(open.total_count, 0);
+    let rules = alerting
+        .list_rules(v1::ListRulesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rules;
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "device-down",
+            "device-flapping",
+            "high-latency",
+            "packet-loss"
+        ]
+    );
 }

@@ -14,7 +14,7 @@ use netward_shared::proto::v1;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::state::{DeviceMemory, EventKind, Probe, State, StateMachine, Step};
+use crate::state::{DeviceMemory, Event, EventKind, Probe, State, StateMachine, Step};
 use crate::store::{AlertingStore, ChangeRow, ProbeRow, StateRow};
 
 /// What the evaluator keeps per device besides the state machine's memory.
@@ -100,10 +100,16 @@ impl Evaluator {
         cache.1.get(parent_id).cloned().unwrap_or_default()
     }
 
-    /// Feeds stored results to the state machine and persists what changed.
-    pub async fn evaluate(&self, rows: &[ProbeRow], now: SystemTime) -> Result<(), sqlx::Error> {
+    /// Feeds stored results to the state machine and persists what changed;
+    /// returns the alert events (fire, resolve) for the alert engine.
+    pub async fn evaluate(
+        &self,
+        rows: &[ProbeRow],
+        now: SystemTime,
+    ) -> Result<Vec<(Uuid, Event)>, sqlx::Error> {
         let mut touched: Vec<Uuid> = Vec::new();
         let mut changes: Vec<ChangeRow> = Vec::new();
+        let mut alerts: Vec<(Uuid, Event)> = Vec::new();
         {
             let mut devices = self.lock();
             for row in rows {
@@ -129,6 +135,7 @@ impl Evaluator {
                     now,
                 );
                 record(device, &step, Some(row), &name, &mut changes);
+                collect(id, &step, &mut alerts);
                 touched.push(id);
                 if step.held.is_none() {
                     // This device's result of the cycle is in: its held
@@ -151,18 +158,25 @@ impl Evaluator {
                         );
                         let child_name = self.identity(&child).0;
                         record(child_device, &step, None, &child_name, &mut changes);
+                        collect(child_id, &step, &mut alerts);
                         touched.push(child_id);
                     }
                 }
             }
         }
-        self.persist(touched, changes).await
+        self.persist(touched, changes).await?;
+        Ok(alerts)
     }
 
-    /// Releases holds whose time ran out (the parent's result never came).
-    pub async fn release_expired(&self, now: SystemTime) -> Result<(), sqlx::Error> {
+    /// Releases holds whose time ran out (the parent's result never came);
+    /// returns the alert events.
+    pub async fn release_expired(
+        &self,
+        now: SystemTime,
+    ) -> Result<Vec<(Uuid, Event)>, sqlx::Error> {
         let mut touched = Vec::new();
         let mut changes = Vec::new();
+        let mut alerts = Vec::new();
         {
             let mut devices = self.lock();
             let expired: Vec<Uuid> = devices
@@ -185,10 +199,12 @@ impl Evaluator {
                     now,
                 );
                 record(device, &step, None, &name, &mut changes);
+                collect(id, &step, &mut alerts);
                 touched.push(id);
             }
         }
-        self.persist(touched, changes).await
+        self.persist(touched, changes).await?;
+        Ok(alerts)
     }
 
     async fn persist(
@@ -290,6 +306,18 @@ fn record(
                 changed_at: DateTime::<Utc>::from(event.at),
                 cycle_id: event.cycle_id,
             });
+        }
+    }
+}
+
+/// The step's alert events, for the alert engine.
+fn collect(device: Uuid, step: &Step, alerts: &mut Vec<(Uuid, Event)>) {
+    for event in &step.events {
+        if matches!(
+            event.kind,
+            EventKind::AlertFire(_) | EventKind::AlertResolve(_)
+        ) {
+            alerts.push((device, event.clone()));
         }
     }
 }

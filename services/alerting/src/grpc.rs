@@ -11,6 +11,7 @@ use netward_shared::proto::v1::alerting_service_server::AlertingService;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::alerts::AlertEngine;
 use crate::evaluate::Evaluator;
 use crate::ingest::{IngestError, Ingestor};
 use crate::store::StateRow;
@@ -22,6 +23,7 @@ type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>
 pub struct AlertingGrpc {
     ingestor: Arc<Ingestor>,
     evaluator: Arc<Evaluator>,
+    alerts: Arc<AlertEngine>,
     copy: SharedCopy,
     /// Ends open Ingest streams when the server shuts down.
     shutdown: CancellationToken,
@@ -31,12 +33,14 @@ impl AlertingGrpc {
     pub fn new(
         ingestor: Arc<Ingestor>,
         evaluator: Arc<Evaluator>,
+        alerts: Arc<AlertEngine>,
         copy: SharedCopy,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             ingestor,
             evaluator,
+            alerts,
             copy,
             shutdown,
         }
@@ -138,6 +142,7 @@ impl AlertingService for AlertingGrpc {
         tracing::info!(executor_id = %hello.executor_id, "ingest stream opened");
         let ingestor = self.ingestor.clone();
         let evaluator = self.evaluator.clone();
+        let alerts = self.alerts.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -202,13 +207,20 @@ impl AlertingService for AlertingGrpc {
                 {
                     return;
                 }
-                // Then the state: stored rows, in order, once each.
-                if !evaluate.is_empty()
-                    && let Err(error) = evaluator
-                        .evaluate(&evaluate, std::time::SystemTime::now())
-                        .await
-                {
-                    tracing::warn!(%error, "persisting device states failed");
+                // Then state and alerts: stored rows, in order, once each.
+                if !evaluate.is_empty() {
+                    let span = tracing::info_span!("alerting.evaluate", results = evaluate.len());
+                    let outcome = async {
+                        let events = evaluator
+                            .evaluate(&evaluate, std::time::SystemTime::now())
+                            .await?;
+                        alerts.on_events(&events, &evaluate).await?;
+                        alerts.on_probes(&evaluate).await
+                    };
+                    use tracing::Instrument as _;
+                    if let Err(error) = outcome.instrument(span).await {
+                        tracing::warn!(%error, "persisting device states or alerts failed");
+                    }
                 }
             }
         });
@@ -341,23 +353,84 @@ impl AlertingService for AlertingGrpc {
 
     async fn list_alerts(
         &self,
-        _r: Request<v1::ListAlertsRequest>,
+        request: Request<v1::ListAlertsRequest>,
     ) -> Result<Response<v1::ListAlertsResponse>, Status> {
-        Err(later("ListAlerts"))
+        let r = request.into_inner();
+        let size = match r.page_size {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let mut alerts = self
+            .alerts
+            .list(r.include_resolved, 10_000)
+            .await
+            .map_err(|e| netward_shared::status::internal("listing alerts", &e))?;
+        alerts.retain(|a| {
+            (r.states.is_empty() || r.states.contains(&a.state))
+                && (r.severities.is_empty() || r.severities.contains(&a.severity))
+                && (r.site_id.is_empty() || a.site_id == r.site_id)
+                && (r.device_id.is_empty() || a.device_id == r.device_id)
+                && (r.rule_id.is_empty() || a.rule_id == r.rule_id)
+                && (r.rule_kind == 0 || a.rule_kind == r.rule_kind)
+        });
+        let total_count = alerts.len() as u64;
+        alerts.truncate(size as usize);
+        Ok(Response::new(v1::ListAlertsResponse {
+            alerts,
+            next_page_token: String::new(),
+            total_count,
+        }))
     }
 
     async fn get_alert(
         &self,
-        _r: Request<v1::GetAlertRequest>,
+        request: Request<v1::GetAlertRequest>,
     ) -> Result<Response<v1::GetAlertResponse>, Status> {
-        Err(later("GetAlert"))
+        let id = request.into_inner().id;
+        let uuid = uuid::Uuid::parse_str(&id)
+            .map_err(|_| invalid_argument(&[FieldViolation::new("id", &id, "not a UUID")]))?;
+        let alert = self
+            .alerts
+            .get(uuid)
+            .await
+            .map_err(|e| netward_shared::status::internal("reading an alert", &e))?
+            .ok_or_else(|| Status::not_found(format!("alert {id} not found")))?;
+        Ok(Response::new(v1::GetAlertResponse { alert: Some(alert) }))
     }
 
     async fn ack_alert(
         &self,
-        _r: Request<v1::AckAlertRequest>,
+        request: Request<v1::AckAlertRequest>,
     ) -> Result<Response<v1::AckAlertResponse>, Status> {
-        Err(later("AckAlert"))
+        let r = request.into_inner();
+        let mut violations = Vec::new();
+        if uuid::Uuid::parse_str(&r.id).is_err() {
+            violations.push(FieldViolation::new("id", &r.id, "not a UUID"));
+        }
+        if r.acknowledged_by.trim().is_empty() || r.acknowledged_by.len() > 128 {
+            violations.push(FieldViolation::new(
+                "acknowledged_by",
+                &r.acknowledged_by,
+                "who acknowledges: 1-128 characters",
+            ));
+        }
+        if r.comment.len() > 1024 {
+            violations.push(FieldViolation::new(
+                "comment",
+                r.comment.len(),
+                "at most 1024 characters",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        let alert = self
+            .alerts
+            .ack(&r.id, &r.acknowledged_by, &r.comment)
+            .await
+            .map_err(|e| netward_shared::status::internal("acknowledging an alert", &e))?
+            .ok_or_else(|| Status::failed_precondition(format!("alert {} is not open", r.id)))?;
+        Ok(Response::new(v1::AckAlertResponse { alert: Some(alert) }))
     }
 
     async fn create_rule(
@@ -369,9 +442,16 @@ impl AlertingService for AlertingGrpc {
 
     async fn get_rule(
         &self,
-        _r: Request<v1::GetRuleRequest>,
+        request: Request<v1::GetRuleRequest>,
     ) -> Result<Response<v1::GetRuleResponse>, Status> {
-        Err(later("GetRule"))
+        let id = request.into_inner().id;
+        let rule = self
+            .alerts
+            .rules()
+            .into_iter()
+            .find(|r| r.id == id || r.name == id)
+            .ok_or_else(|| Status::not_found(format!("rule {id} not found")))?;
+        Ok(Response::new(v1::GetRuleResponse { rule: Some(rule) }))
     }
 
     async fn update_rule(
@@ -390,9 +470,20 @@ impl AlertingService for AlertingGrpc {
 
     async fn list_rules(
         &self,
-        _r: Request<v1::ListRulesRequest>,
+        request: Request<v1::ListRulesRequest>,
     ) -> Result<Response<v1::ListRulesResponse>, Status> {
-        Err(later("ListRules"))
+        let r = request.into_inner();
+        let rules = self
+            .alerts
+            .rules()
+            .into_iter()
+            .filter(|rule| r.kind == 0 || rule.kind == r.kind)
+            .filter(|rule| r.enabled.is_none_or(|e| rule.enabled.unwrap_or(true) == e))
+            .collect();
+        Ok(Response::new(v1::ListRulesResponse {
+            rules,
+            next_page_token: String::new(),
+        }))
     }
 
     async fn create_silence(

@@ -5,6 +5,7 @@
 //! into rows exactly once and acks after the commit; `store/` keeps them in
 //! daily partitions with a retention and one-minute rollups.
 
+pub mod alerts;
 pub mod evaluate;
 mod grpc;
 pub mod ingest;
@@ -20,6 +21,7 @@ use netward_shared::proto::v1::alerting_service_server::AlertingServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
 use serde::Deserialize;
 
+use crate::alerts::AlertEngine;
 use crate::evaluate::Evaluator;
 use crate::ingest::Ingestor;
 use crate::state::{StateConfig, StateMachine};
@@ -88,6 +90,7 @@ pub async fn run(
     ingestor.maintain(chrono::Utc::now()).await?;
     let machine = StateMachine::new(section.state.clone())?;
     let copy: netward_shared::inventory_copy::SharedCopy = Default::default();
+    let alerts = Arc::new(AlertEngine::start(store.pool().clone(), copy.clone()).await?);
     let evaluator = Arc::new(Evaluator::restore(machine, store, copy.clone()).await?);
 
     let server = GrpcServer::new(Target::Alerting, ServerOptions::from_config(&config.common));
@@ -109,6 +112,7 @@ pub async fn run(
     ));
     // Children whose parent's result never came are judged when their hold runs out.
     let holds = evaluator.clone();
+    let holds_alerts = alerts.clone();
     let holds_stop = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -117,7 +121,12 @@ pub async fn run(
                 () = holds_stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(error) = holds.release_expired(std::time::SystemTime::now()).await {
+            let released = holds.release_expired(std::time::SystemTime::now()).await;
+            let outcome = match released {
+                Ok(events) => holds_alerts.on_events(&events, &[]).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
                 tracing::warn!(%error, "persisting released holds failed");
             }
         }
@@ -138,8 +147,9 @@ pub async fn run(
             }
         }
     });
-    let service = AlertingServiceServer::new(AlertingGrpc::new(ingestor, evaluator, copy, stop))
-        .max_decoding_message_size(64 * 1024 * 1024);
+    let service =
+        AlertingServiceServer::new(AlertingGrpc::new(ingestor, evaluator, alerts, copy, stop))
+            .max_decoding_message_size(64 * 1024 * 1024);
     server
         .add_service(service)
         .serve(listeners, shutdown)
