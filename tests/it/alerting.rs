@@ -30,6 +30,36 @@ impl Drop for Stack {
 }
 
 async fn start(devices: &[(&str, &str, &str)]) -> Stack {
+    start_with(devices, None).await
+}
+
+/// A webhook receiver: every body it gets, as JSON.
+async fn webhook() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let recorded = recorded.clone();
+            async move {
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, bodies)
+}
+
+async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Option<&str>) -> Stack {
     let database = TestDatabase::create().await.unwrap();
     let stop = CancellationToken::new();
     let env = |extra: &[(&str, String)]| {
@@ -99,10 +129,19 @@ async fn start(devices: &[(&str, &str, &str)]) -> Stack {
 
     let alerting_listeners = Listeners::local().await.unwrap();
     let alerting_url = format!("http://{}", alerting_listeners.grpc_addr());
-    let config = ConfigLoader::new(Target::Alerting)
-        .env(env(&[("NETWARD_INVENTORY_URL", inventory_url.clone())]))
-        .load()
+    let mut loader = ConfigLoader::new(Target::Alerting)
+        .env(env(&[("NETWARD_INVENTORY_URL", inventory_url.clone())]));
+    if let Some(url) = webhook_url {
+        let file =
+            std::env::temp_dir().join(format!("netward-alerting-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &file,
+            format!("[[alerting.notify.webhooks]]\nname = \"noc\"\nurl = \"{url}\"\n"),
+        )
         .unwrap();
+        loader = loader.file(&file);
+    }
+    let config = loader.load().unwrap();
     let alerting_stop = stop.clone();
     tokio::spawn(async move {
         netward_alerting::run(&config, alerting_listeners, alerting_stop.cancelled_owned())
@@ -241,12 +280,16 @@ async fn statuses(stack: &Stack) -> (HashMap<String, (i32, String)>, v1::StateCo
 
 #[tokio::test]
 async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
-    let stack = start(&[
-        ("br1-rtr", "br1", ""),
-        ("br1-atm", "br1", "br1-rtr"),
-        ("br1-ap", "br1", "br1-rtr"),
-        ("br2-rtr", "br2", ""),
-    ])
+    let (hook, bodies) = webhook().await;
+    let stack = start_with(
+        &[
+            ("br1-rtr", "br1", ""),
+            ("br1-atm", "br1", "br1-rtr"),
+            ("br1-ap", "br1", "br1-rtr"),
+            ("br2-rtr", "br2", ""),
+        ],
+        Some(&hook),
+    )
     .await;
     let id = |name: &str| stack.ids[name].clone();
     let (_, counts) = statuses(&stack).await;
@@ -393,6 +436,43 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
         (v1::DeviceState::Up as i32, 4)
     );
     assert_eq!(status.site_name, "br1");
+
+    // The webhook got each firing, then each resolve, with the measurement.
+    let delivered = eventually(
+        "the webhook gets 4 notifications",
+        Duration::from_secs(15),
+        || {
+            let bodies = bodies.lock().unwrap().clone();
+            async move { (bodies.len() >= 4).then_some(bodies) }
+        },
+    )
+    .await;
+    let firing: Vec<&serde_json::Value> = delivered
+        .iter()
+        .filter(|b| b["state"] == "firing")
+        .collect();
+    assert_eq!(firing.len(), 2, "{delivered:?}");
+    let router = firing
+        .iter()
+        .find(|b| b["device_name"] == "br1-rtr")
+        .unwrap();
+    assert_eq!(router["severity"], "critical");
+    assert_eq!(router["rule_kind"], "DEVICE_DOWN");
+    assert_eq!(router["site"], "br1");
+    assert_eq!(router["measurement"]["loss_percent"], 100.0);
+    assert_eq!(router["measurement"]["cycle_id"], 2);
+    assert_eq!(
+        delivered
+            .iter()
+            .filter(|b| b["state"] == "resolved")
+            .count(),
+        2
+    );
+    assert!(
+        delivered
+            .iter()
+            .all(|b| b["device_name"] != "br1-atm" && b["device_name"] != "br1-ap")
+    );
 
     // Recovery resolves the alerts (the acknowledged one too).
     let open = alerting

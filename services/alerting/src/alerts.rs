@@ -5,7 +5,7 @@
 //! (rule, device, interface), FIRING → ACKNOWLEDGED → RESOLVED.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use netward_shared::inventory_copy::SharedCopy;
@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::notify::{self, AlertPayload, Measurement, Notification, NotificationEvent, Notifier};
 use crate::state::{AlertKind, Event, EventKind};
 use crate::store::ProbeRow;
 
@@ -79,6 +80,8 @@ fn default_rules() -> Vec<v1::Rule> {
 
 pub struct AlertEngine {
     pool: PgPool,
+    /// Delivers what `write` puts in the outbox (in the alert's transaction).
+    notifier: Option<Arc<Notifier>>,
     copy: SharedCopy,
     rules: RwLock<Vec<v1::Rule>>,
     /// Open alerts by (rule id, device id).
@@ -96,7 +99,11 @@ enum Change {
 
 impl AlertEngine {
     /// Seeds the default rules on a fresh database, loads rules and open alerts.
-    pub async fn start(pool: PgPool, copy: SharedCopy) -> Result<Self, sqlx::Error> {
+    pub async fn start(
+        pool: PgPool,
+        copy: SharedCopy,
+        notifier: Option<Arc<Notifier>>,
+    ) -> Result<Self, sqlx::Error> {
         let builtin: i64 = sqlx::query_scalar("SELECT count(*) FROM rules WHERE builtin")
             .fetch_one(&pool)
             .await?;
@@ -129,6 +136,7 @@ impl AlertEngine {
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             pool,
+            notifier,
             copy,
             rules: RwLock::new(rules),
             open: Mutex::new(open),
@@ -368,8 +376,21 @@ impl AlertEngine {
                     .await?;
                 }
             }
+            // The notification commits with the alert change, or neither
+            // does: a crash in between loses nothing. Maintenance mutes it.
+            let alert = match change {
+                Change::Open(alert) | Change::Update(alert) => alert,
+            };
+            if let Some(notifier) = &self.notifier
+                && !alert.maintenance
+            {
+                notify::enqueue(&mut tx, notifier.config(), &self.notification(alert)).await?;
+            }
         }
         tx.commit().await?;
+        if let Some(notifier) = &self.notifier {
+            notifier.wake();
+        }
         for change in changes {
             let (alert, kind) = match change {
                 Change::Open(alert) => (alert, "firing"),
@@ -385,6 +406,60 @@ impl AlertEngine {
         metrics::gauge!("alerting_alerts_open")
             .set(self.open.lock().map(|o| o.len()).unwrap_or(0) as f64);
         Ok(())
+    }
+
+    fn notification(&self, alert: &v1::Alert) -> Notification {
+        let resolved = alert.state == v1::AlertState::Resolved as i32;
+        let event = if resolved {
+            NotificationEvent::Resolved
+        } else {
+            NotificationEvent::Firing
+        };
+        let parent =
+            (!alert.parent_device_id.is_empty()).then(|| self.device(&alert.parent_device_id).name);
+        let severity = v1::Severity::try_from(alert.severity)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("SEVERITY_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default();
+        let kind = v1::RuleKind::try_from(alert.rule_kind)
+            .map(|k| k.as_str_name().trim_start_matches("RULE_KIND_").to_string())
+            .unwrap_or_default();
+        let alert_id = Uuid::parse_str(&alert.id).unwrap_or_default();
+        Notification {
+            alert_id,
+            event,
+            payload: AlertPayload {
+                alert_id,
+                rule_name: alert.rule_name.clone(),
+                rule_kind: kind,
+                severity,
+                state: event,
+                device_id: Uuid::parse_str(&alert.device_id).unwrap_or_default(),
+                device_name: alert.device_name.clone(),
+                ip: alert.ip_address.clone(),
+                site: alert.site_name.clone(),
+                region: alert.region.clone(),
+                parent_device_name: parent,
+                summary: alert.summary.clone(),
+                started_at: alert
+                    .started_at
+                    .as_ref()
+                    .map(from_ts)
+                    .unwrap_or_else(Utc::now),
+                resolved_at: alert.resolved_at.as_ref().map(from_ts),
+                measurement: Measurement {
+                    loss_percent: alert.loss_percent,
+                    rtt_avg_ms: alert.rtt_avg_us.map(|us| f64::from(us) / 1000.0),
+                    cycle_id: (alert.cycle_id > 0).then_some(alert.cycle_id),
+                },
+                suppressed_reason: (!alert.suppression_reason.is_empty())
+                    .then(|| alert.suppression_reason.clone()),
+                labels: alert.labels.clone().into_iter().collect(),
+            },
+        }
     }
 
     /// Acknowledges an open alert (who and why); acked alerts still resolve.

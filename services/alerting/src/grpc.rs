@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::alerts::AlertEngine;
 use crate::evaluate::Evaluator;
 use crate::ingest::{IngestError, Ingestor};
+use crate::notify::{ListFilter, Notifier};
 use crate::store::StateRow;
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::status::{FieldViolation, invalid_argument};
@@ -24,6 +25,7 @@ pub struct AlertingGrpc {
     ingestor: Arc<Ingestor>,
     evaluator: Arc<Evaluator>,
     alerts: Arc<AlertEngine>,
+    notifier: Arc<Notifier>,
     copy: SharedCopy,
     /// Ends open Ingest streams when the server shuts down.
     shutdown: CancellationToken,
@@ -34,6 +36,7 @@ impl AlertingGrpc {
         ingestor: Arc<Ingestor>,
         evaluator: Arc<Evaluator>,
         alerts: Arc<AlertEngine>,
+        notifier: Arc<Notifier>,
         copy: SharedCopy,
         shutdown: CancellationToken,
     ) -> Self {
@@ -41,6 +44,7 @@ impl AlertingGrpc {
             ingestor,
             evaluator,
             alerts,
+            notifier,
             copy,
             shutdown,
         }
@@ -516,9 +520,17 @@ impl AlertingService for AlertingGrpc {
 
     async fn list_notifications(
         &self,
-        _r: Request<v1::ListNotificationsRequest>,
+        request: Request<v1::ListNotificationsRequest>,
     ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
-        Err(later("ListNotifications"))
+        let request = request.into_inner();
+        let filter = ListFilter::try_from(&request)
+            .map_err(|e| invalid_argument(&[FieldViolation::new(e.field, "", e.reason.clone())]))?;
+        let page = self
+            .notifier
+            .list(&filter)
+            .await
+            .map_err(|e| netward_shared::status::internal("listing notifications", &e))?;
+        Ok(Response::new(page.into()))
     }
 
     async fn get_availability(

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod evaluate;
 mod grpc;
 pub mod ingest;
+pub mod notify;
 pub mod state;
 pub mod store;
 
@@ -41,6 +42,8 @@ pub struct AlertingConfig {
     pub rollup_retention: Duration,
     /// The device state machine (`[alerting.state]`).
     pub state: StateConfig,
+    /// Notification channels (`[alerting.notify]`: webhooks, Alertmanager).
+    pub notify: notify::NotifyConfig,
 }
 
 impl Default for AlertingConfig {
@@ -49,6 +52,7 @@ impl Default for AlertingConfig {
             retention: Duration::from_secs(7 * 86_400),
             rollup_retention: Duration::from_secs(400 * 86_400),
             state: StateConfig::default(),
+            notify: notify::NotifyConfig::default(),
         }
     }
 }
@@ -65,6 +69,8 @@ pub enum Error {
     State(#[from] state::InvalidStateConfig),
     #[error("inventory client: {0}")]
     Client(#[from] netward_shared::client::ClientError),
+    #[error("invalid [alerting.notify]: {0}")]
+    Notify(#[from] notify::InvalidNotifyConfig),
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -90,11 +96,18 @@ pub async fn run(
     ingestor.maintain(chrono::Utc::now()).await?;
     let machine = StateMachine::new(section.state.clone())?;
     let copy: netward_shared::inventory_copy::SharedCopy = Default::default();
-    let alerts = Arc::new(AlertEngine::start(store.pool().clone(), copy.clone()).await?);
+    let notifier = Arc::new(notify::Notifier::new(
+        store.pool().clone(),
+        section.notify.clone(),
+    )?);
+    let alerts = Arc::new(
+        AlertEngine::start(store.pool().clone(), copy.clone(), Some(notifier.clone())).await?,
+    );
     let evaluator = Arc::new(Evaluator::restore(machine, store, copy.clone()).await?);
 
     let server = GrpcServer::new(Target::Alerting, ServerOptions::from_config(&config.common));
     let stop = server.shutdown_token();
+    tokio::spawn(notifier.clone().run(stop.clone()));
     // Names, sites and parents come from the inventory.
     let inventory =
         netward_shared::proto::v1::inventory_service_client::InventoryServiceClient::new(
@@ -147,9 +160,10 @@ pub async fn run(
             }
         }
     });
-    let service =
-        AlertingServiceServer::new(AlertingGrpc::new(ingestor, evaluator, alerts, copy, stop))
-            .max_decoding_message_size(64 * 1024 * 1024);
+    let service = AlertingServiceServer::new(AlertingGrpc::new(
+        ingestor, evaluator, alerts, notifier, copy, stop,
+    ))
+    .max_decoding_message_size(64 * 1024 * 1024);
     server
         .add_service(service)
         .serve(listeners, shutdown)
