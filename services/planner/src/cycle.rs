@@ -862,6 +862,9 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
             load(a)
                 .total_cmp(&load(b))
                 .then(a.batches.len().cmp(&b.batches.len()))
+                // Among idle executors, the one that has done least so far:
+                // work spreads instead of always landing on the same one.
+                .then(a.completed.cmp(&b.completed))
                 .then_with(|| a.id.cmp(&b.id))
         })
         .map(|e| e.session);
