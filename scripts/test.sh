@@ -24,12 +24,15 @@ if (($# == 0)); then
     # Inside the namespace the host's 127.0.0.1 services are out of reach:
     # PostgreSQL is reached through its unix socket.
     set +e
-    deploy/lab/lab.sh -- env \
-      NETWARD_TEST_DATABASE_URL="postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres" \
-      cargo test --offline --locked --no-fail-fast -p netward-ping-executor --test it 2>&1 | tee -a "$log"
-    lab_status=${PIPESTATUS[0]}
+    for tests in "-p netward-ping-executor --test it" "-p netward --test it lab_"; do
+      # shellcheck disable=SC2086 # the words are cargo arguments
+      deploy/lab/lab.sh -- env \
+        NETWARD_TEST_DATABASE_URL="postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres" \
+        cargo test --offline --locked --no-fail-fast $tests 2>&1 | tee -a "$log"
+      lab_status=${PIPESTATUS[0]}
+      ((lab_status == 0)) || status=$lab_status
+    done
     set -e
-    ((lab_status == 0)) || status=$lab_status
   else
     echo "network-lab tests not run: they need root (a network namespace and nftables)"
   fi

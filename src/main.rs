@@ -45,6 +45,10 @@ enum Command {
     Sites(cli::SitesCommand),
     /// Batch size and count for a device count, as the planner decides them (GetSizing)
     Sizing(cli::SizingArgs),
+    /// Device counts per state and the devices not UP, as alerting holds them (ListDeviceStatuses)
+    Status(cli::StatusArgs),
+    /// Open alerts (--all: resolved too) as a table or JSON lines; `alerts ack ID` acknowledges one
+    Alerts(cli::AlertsArgs),
 }
 
 /// `netward planner` runs the target; `netward planner status` is a client
@@ -170,6 +174,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Devices(command) => cli::devices(command).await,
         Command::Sites(command) => cli::sites(command).await,
         Command::Sizing(args) => cli::sizing(args).await,
+        Command::Status(args) => cli::status(args).await,
+        Command::Alerts(args) => cli::alerts(args).await,
     }
 }
 

@@ -1,8 +1,10 @@
 //! The operator verbs (`netward devices …`, `netward sites …`, `netward
-//! sizing`, `netward planner status`): clients of the inventory's and the
-//! planner's gRPC APIs that print tables, JSON lines or CSV. The flags and
-//! the dispatch live here, each verb in its own module.
+//! sizing`, `netward planner status`, `netward status`, `netward alerts …`):
+//! clients of the inventory's, the planner's and alerting's gRPC APIs that
+//! print tables, JSON lines or CSV. The flags and the dispatch live here,
+//! each verb in its own module.
 
+mod alerting;
 mod csv_format;
 mod devices;
 mod generate;
@@ -45,6 +47,24 @@ pub enum PlannerCommand {
     Status(planner::StatusArgs),
 }
 
+/// `netward alerts` lists; `netward alerts ack ID` acknowledges: the
+/// listing's flags and the verb exclude each other.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    verb: Option<AlertsCommand>,
+    #[command(flatten)]
+    list: alerting::ListArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Acknowledge an open alert (AckAlert) by its id or an unambiguous prefix of it
+    Ack(alerting::AckArgs),
+}
+
+pub use alerting::StatusArgs;
 pub use planner::SizingArgs;
 
 pub async fn devices(command: DevicesCommand) -> anyhow::Result<()> {
@@ -71,6 +91,17 @@ pub async fn planner(command: PlannerCommand) -> anyhow::Result<()> {
 
 pub async fn sizing(args: SizingArgs) -> anyhow::Result<()> {
     planner::sizing(args).await
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    alerting::status(args).await
+}
+
+pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
+    match args.verb {
+        Some(AlertsCommand::Ack(args)) => alerting::ack(args).await,
+        None => alerting::list(args.list).await,
+    }
 }
 
 /// Where the inventory is and how to authenticate: every verb that calls it takes these.

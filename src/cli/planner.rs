@@ -493,7 +493,8 @@ fn kind_text(kind: i32) -> &'static str {
 }
 
 /// How long ago `at` was, in the largest whole unit: `2s ago`, `5m ago`.
-fn age(at: Option<&Timestamp>, now: SystemTime) -> String {
+/// Also the alerting verbs' SINCE and STARTED columns.
+pub(super) fn age(at: Option<&Timestamp>, now: SystemTime) -> String {
     let Some(at) = at.and_then(|at| SystemTime::try_from(*at).ok()) else {
         return "never".to_string();
     };

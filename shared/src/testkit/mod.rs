@@ -8,6 +8,7 @@
 //! (`postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres`).
 
 pub mod ingest;
+pub mod lab;
 
 use std::future::Future;
 use std::str::FromStr;

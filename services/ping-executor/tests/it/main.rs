@@ -2,5 +2,4 @@
 //! lab (deploy/lab/lab.sh): outside it they print why and pass.
 #![allow(clippy::unwrap_used)]
 
-mod lab;
 mod probe;

@@ -10,7 +10,7 @@ use netward_ping_executor::icmp::{
     Pinger, PingerConfig, ProbeFailure, ProbeOutcome, ProbeSpec, SocketKind, SocketMode,
 };
 
-use crate::lab::{self, Rule};
+use netward_shared::testkit::lab::{self, Rule};
 
 fn range(second: u8, third: u8, hosts: u8) -> Vec<IpAddr> {
     (1..=hosts)

@@ -100,12 +100,21 @@ impl Drop for Rule {
     }
 }
 
+/// The match for echo requests to `cidr`: one loopback range, or a set of
+/// them (`{ 127.0.0.2, 127.0.0.3 }`) of one family.
 fn requests(cidr: &str) -> String {
-    assert!(
-        cidr.starts_with("127.") || cidr.starts_with("::1"),
-        "the lab only shapes loopback: {cidr}"
-    );
-    if cidr.contains(':') {
+    let members: Vec<&str> = cidr
+        .trim_matches(|c| c == '{' || c == '}' || c == ' ')
+        .split(',')
+        .map(str::trim)
+        .collect();
+    for member in &members {
+        assert!(
+            member.starts_with("127.") || member.starts_with("::1"),
+            "the lab only shapes loopback: {member}"
+        );
+    }
+    if members.iter().any(|m| m.contains(':')) {
         format!("ip6 daddr {cidr} icmpv6 type echo-request")
     } else {
         format!("ip daddr {cidr} icmp type echo-request")
@@ -116,7 +125,7 @@ fn nft(args: &[&str]) -> String {
     let out = Command::new("nft")
         .args(args)
         .output()
-        .expect("running nft");
+        .expect("nft runs (apt-get install nftables)");
     assert!(
         out.status.success(),
         "nft {args:?} failed: {}",
