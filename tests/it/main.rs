@@ -8,5 +8,6 @@ mod alerting;
 mod contract;
 mod executor;
 mod inventory_cli;
+mod lab_e2e;
 mod planner;
 mod support;

@@ -14,6 +14,7 @@ use netward_shared::proto::v1;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::live::{LiveDevice, LiveState};
 use crate::state::{DeviceMemory, Event, EventKind, Probe, State, StateMachine, Step};
 use crate::store::{AlertingStore, ChangeRow, ProbeRow, StateRow};
 
@@ -32,10 +33,22 @@ pub struct Evaluator {
     /// Parent id → children ids, rebuilt when the inventory revision moves.
     children: Mutex<(u64, HashMap<String, Vec<String>>)>,
     pub changes: broadcast::Sender<v1::StateChange>,
+    live: Option<Arc<LiveState>>,
 }
 
 impl Evaluator {
     /// Rebuilds every device's memory from PostgreSQL.
+    pub async fn restore_with_live(
+        machine: StateMachine,
+        store: Arc<dyn AlertingStore>,
+        copy: SharedCopy,
+        live: Arc<LiveState>,
+    ) -> Result<Self, sqlx::Error> {
+        let mut evaluator = Self::restore(machine, store, copy).await?;
+        evaluator.live = Some(live);
+        Ok(evaluator)
+    }
+
     pub async fn restore(
         machine: StateMachine,
         store: Arc<dyn AlertingStore>,
@@ -58,6 +71,7 @@ impl Evaluator {
             devices: Mutex::new(devices),
             children: Mutex::new((u64::MAX, HashMap::new())),
             changes,
+            live: None,
         })
     }
 
@@ -225,6 +239,18 @@ impl Evaluator {
                 .collect()
         };
         self.store.save_states(&states, &changes).await?;
+        // After the commit, the live copy of what changed (Redis, or its
+        // in-process stand-in); never blocking, never the source of truth.
+        if let Some(live) = &self.live
+            && !changes.is_empty()
+        {
+            let changed: Vec<LiveDevice> = states
+                .iter()
+                .filter(|row| changes.iter().any(|c| c.device_id == row.device_id))
+                .map(|row| self.live_device(row))
+                .collect();
+            live.publish(&changed).await;
+        }
         for change in &changes {
             metrics::counter!("alerting_state_changes_total", "to" => change.to.as_str_name())
                 .increment(1);
@@ -243,6 +269,58 @@ impl Evaluator {
             });
         }
         Ok(())
+    }
+
+    /// The live (Redis) form of a stored state.
+    pub fn live_device(&self, row: &StateRow) -> LiveDevice {
+        let id = row.device_id.to_string();
+        let (name, site) = self
+            .copy
+            .read()
+            .ok()
+            .and_then(|c| {
+                c.devices
+                    .get(&id)
+                    .map(|d| (d.name.clone(), d.site_name.clone()))
+            })
+            .unwrap_or_else(|| (id.clone(), String::new()));
+        LiveDevice {
+            device_id: id,
+            device_name: name,
+            site,
+            state: row
+                .state
+                .as_str_name()
+                .trim_start_matches("DEVICE_STATE_")
+                .to_string(),
+            reason: row.reason.clone(),
+            since: row.since,
+            maintenance: row.maintenance,
+            last_probe_at: row.last_probe_at,
+            last_loss_percent: row.last_loss_percent,
+            last_rtt_avg_us: row.last_rtt_avg_us.map(u64::from),
+            cycle_id: row.last_cycle_id,
+        }
+    }
+
+    /// Rewrites the live copy of every device (at start: Redis holds nothing
+    /// that cannot be rebuilt from PostgreSQL).
+    pub async fn rebuild_live(&self) {
+        if let Some(live) = &self.live {
+            let all: Vec<LiveDevice> = self
+                .statuses()
+                .iter()
+                .map(|row| self.live_device(row))
+                .collect();
+            live.rebuild(&all).await;
+        }
+    }
+
+    /// Retries live writes missed while Redis was away.
+    pub async fn retry_live(&self) {
+        if let Some(live) = &self.live {
+            live.publish(&[]).await;
+        }
     }
 
     /// Every device's current row.

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod evaluate;
 mod grpc;
 pub mod ingest;
+pub mod live;
 pub mod notify;
 pub mod state;
 pub mod store;
@@ -69,6 +70,8 @@ pub enum Error {
     State(#[from] state::InvalidStateConfig),
     #[error("inventory client: {0}")]
     Client(#[from] netward_shared::client::ClientError),
+    #[error("redis: {0}")]
+    Live(#[from] live::LiveError),
     #[error("invalid [alerting.notify]: {0}")]
     Notify(#[from] notify::InvalidNotifyConfig),
     #[error(transparent)]
@@ -103,7 +106,13 @@ pub async fn run(
     let alerts = Arc::new(
         AlertEngine::start(store.pool().clone(), copy.clone(), Some(notifier.clone())).await?,
     );
-    let evaluator = Arc::new(Evaluator::restore(machine, store, copy.clone()).await?);
+    // Live state goes to Redis when one is configured, else stays in process.
+    let live = Arc::new(match &config.common.redis_url {
+        Some(url) => live::LiveState::redis(url.expose(), live::DEFAULT_PREFIX)?,
+        None => live::LiveState::memory(),
+    });
+    let evaluator =
+        Arc::new(Evaluator::restore_with_live(machine, store, copy.clone(), live).await?);
 
     let server = GrpcServer::new(Target::Alerting, ServerOptions::from_config(&config.common));
     let stop = server.shutdown_token();
@@ -129,6 +138,10 @@ pub async fn run(
     let holds_stop = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // Once the inventory copy has names, the live copy is rebuilt whole.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        holds.rebuild_live().await;
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 () = holds_stop.cancelled() => return,
@@ -141,6 +154,10 @@ pub async fn run(
             };
             if let Err(error) = outcome {
                 tracing::warn!(%error, "persisting released holds failed");
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(20) {
+                holds.retry_live().await;
             }
         }
     });

@@ -418,19 +418,15 @@ impl Scheduler {
         {
             return Some(plan.clone());
         }
-        let depths = depths(&copy.devices);
-        let mut eligible: Vec<&v1::Device> = copy
-            .devices
-            .values()
+        // Each parent right before its children (depth-first): a batch never
+        // holds a device whose parent is in a later batch of its group, and a
+        // branch router is probed in the same batch as the devices behind it,
+        // moments apart — so when a branch goes dark mid-cycle, its router's
+        // result of that cycle already says so when its children's arrive.
+        let eligible: Vec<&v1::Device> = tree_order(&copy.devices)
+            .into_iter()
             .filter(|d| eligible(d, kind))
             .collect();
-        // Parents first: a batch never holds a device whose parent is in a
-        // later batch of the same selector group.
-        eligible.sort_unstable_by(|a, b| {
-            let da = depths.get(a.id.as_str()).copied().unwrap_or(0);
-            let db = depths.get(b.id.as_str()).copied().unwrap_or(0);
-            da.cmp(&db).then_with(|| a.name.cmp(&b.name))
-        });
         let mut selectors: Vec<Arc<BTreeMap<String, String>>> = Vec::new();
         let mut group_of: HashMap<BTreeMap<String, String>, usize> = HashMap::new();
         let devices = eligible
@@ -983,34 +979,52 @@ pub fn timestamp(at: SystemTime) -> prost_types::Timestamp {
     }
 }
 
-/// Each device's depth below its topmost ancestor (0 = no parent), for
-/// parent-first ordering. Cycles (which the inventory refuses) and chains
-/// deeper than 64 stop counting.
-fn depths(devices: &HashMap<String, v1::Device>) -> HashMap<&str, u32> {
-    let mut depths: HashMap<&str, u32> = HashMap::with_capacity(devices.len());
+/// Devices in depth-first pre-order of the parent tree (roots and siblings
+/// by name): every device after its parent, each subtree contiguous.
+/// Devices caught in a parent cycle (which the inventory refuses) or below
+/// a missing parent come as roots.
+fn tree_order(devices: &HashMap<String, v1::Device>) -> Vec<&v1::Device> {
+    let mut children: HashMap<&str, Vec<&v1::Device>> = HashMap::new();
+    let mut roots: Vec<&v1::Device> = Vec::new();
     for device in devices.values() {
-        let mut chain: Vec<&str> = Vec::new();
-        let mut at = device;
-        let base = loop {
-            if let Some(&known) = depths.get(at.id.as_str()) {
-                break known;
-            }
-            chain.push(at.id.as_str());
-            match devices.get(&at.parent_device_id) {
-                Some(parent) if chain.len() < 64 && !chain.contains(&parent.id.as_str()) => {
-                    at = parent
-                }
-                _ => break 0,
-            }
-        };
-        // chain[last] is the topmost device not yet known.
-        let top_known = depths.contains_key(at.id.as_str()) && !chain.contains(&at.id.as_str());
-        let first = if top_known { base + 1 } else { 0 };
-        for (depth, id) in (first..).zip(chain.into_iter().rev()) {
-            depths.insert(id, depth);
+        if devices.contains_key(&device.parent_device_id) && device.parent_device_id != device.id {
+            children
+                .entry(device.parent_device_id.as_str())
+                .or_default()
+                .push(device);
+        } else {
+            roots.push(device);
         }
     }
-    depths
+    for list in children.values_mut() {
+        list.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    }
+    roots.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let mut order = Vec::with_capacity(devices.len());
+    let mut seen: std::collections::HashSet<&str> =
+        std::collections::HashSet::with_capacity(devices.len());
+    let mut stack: Vec<&v1::Device> = Vec::new();
+    for root in roots {
+        stack.push(root);
+        while let Some(device) = stack.pop() {
+            if !seen.insert(device.id.as_str()) {
+                continue;
+            }
+            order.push(device);
+            if let Some(list) = children.get(device.id.as_str()) {
+                // Reversed, so the first child by name is visited first.
+                stack.extend(list.iter().rev().copied());
+            }
+        }
+    }
+    // Whatever a cycle kept unreachable from any root.
+    let mut rest: Vec<&v1::Device> = devices
+        .values()
+        .filter(|d| !seen.contains(d.id.as_str()))
+        .collect();
+    rest.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    order.extend(rest);
+    order
 }
 
 #[cfg(test)]
@@ -1027,32 +1041,31 @@ mod tests {
     }
 
     #[test]
-    fn depths_count_from_the_top() {
+    fn tree_order_puts_each_parent_right_before_its_subtree() {
         let devices: HashMap<String, v1::Device> = [
             device("core", ""),
-            device("rtr", "core"),
-            device("sw", "rtr"),
-            device("atm", "sw"),
+            device("rtr-b", "core"),
+            device("rtr-a", "core"),
+            device("a-sw", "rtr-a"),
+            device("a-atm", "a-sw"),
+            device("b-ap", "rtr-b"),
             device("lonely", ""),
             device("orphan", "missing"),
+            device("loop-1", "loop-2"),
+            device("loop-2", "loop-1"),
         ]
         .into_iter()
         .map(|d| (d.id.clone(), d))
         .collect();
-        let depths = depths(&devices);
-        let got: Vec<(&str, u32)> = ["core", "rtr", "sw", "atm", "lonely", "orphan"]
+        let order: Vec<&str> = tree_order(&devices)
             .iter()
-            .map(|id| (*id, depths[id]))
+            .map(|d| d.name.as_str())
             .collect();
         assert_eq!(
-            got,
+            order,
             [
-                ("core", 0),
-                ("rtr", 1),
-                ("sw", 2),
-                ("atm", 3),
-                ("lonely", 0),
-                ("orphan", 0)
+                "core", "rtr-a", "a-sw", "a-atm", "rtr-b", "b-ap", "lonely", "orphan", "loop-1",
+                "loop-2"
             ]
         );
     }
