@@ -310,6 +310,19 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
     let (_, counts) = statuses(&stack).await;
     assert_eq!(counts.up, 4, "{counts:?}");
 
+    // Watchers see what follows as it happens.
+    let mut watcher = stack.alerting.clone();
+    let mut state_stream = watcher
+        .watch_device_states(v1::WatchDeviceStatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut alert_stream = watcher
+        .watch_alerts(v1::WatchAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
     // Cycle 2: the branch router and everything behind it go silent; the
     // children's results arrive before the router's (they wait for it).
     ingest
@@ -332,6 +345,36 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
     );
     assert_eq!(states["br2-rtr"].0, v1::DeviceState::Down as i32);
     assert_eq!(counts.up, 0);
+    let mut watched = Vec::new();
+    while watched.len() < 4 {
+        let change = tokio::time::timeout(Duration::from_secs(10), state_stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .change
+            .unwrap();
+        watched.push((change.device_name, change.to_state));
+    }
+    watched.sort();
+    assert_eq!(
+        watched,
+        [
+            ("br1-ap".to_string(), v1::DeviceState::Unreachable as i32),
+            ("br1-atm".to_string(), v1::DeviceState::Unreachable as i32),
+            ("br1-rtr".to_string(), v1::DeviceState::Down as i32),
+            ("br2-rtr".to_string(), v1::DeviceState::Down as i32),
+        ]
+    );
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), alert_stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.event, v1::AlertEventKind::Fired as i32);
+        assert!(event.alert.unwrap().device_name.ends_with("-rtr"));
+    }
 
     // Every transition is a row, with its reason and cycle.
     let changes: Vec<(i16, i16, i64)> = sqlx::query_as(

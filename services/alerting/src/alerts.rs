@@ -398,9 +398,16 @@ impl AlertEngine {
             };
             tracing::info!(alert_id = %alert.id, rule = %alert.rule_name, device = %alert.device_name, kind, summary = %alert.summary, "alert {kind}");
             metrics::counter!("alerting_alerts_total", "event" => kind).increment(1);
+            let event = if kind == "firing" {
+                v1::AlertEventKind::Fired
+            } else {
+                v1::AlertEventKind::Resolved
+            };
             let _ = self.events.send(v1::WatchAlertsResponse {
+                event: event as i32,
                 alert: Some(alert),
-                ..Default::default()
+                at: Some(ts(Utc::now())),
+                trace_context: Some(netward_shared::trace_context::current()),
             });
         }
         metrics::gauge!("alerting_alerts_open")
@@ -493,6 +500,12 @@ impl AlertEngine {
         {
             *entry = alert.clone();
         }
+        let _ = self.events.send(v1::WatchAlertsResponse {
+            event: v1::AlertEventKind::Acknowledged as i32,
+            alert: Some(alert.clone()),
+            at: Some(ts(now)),
+            trace_context: Some(netward_shared::trace_context::current()),
+        });
         Ok(Some(alert))
     }
 

@@ -255,9 +255,21 @@ impl Evaluator {
             metrics::counter!("alerting_state_changes_total", "to" => change.to.as_str_name())
                 .increment(1);
             let (name, parent) = self.identity(&change.device_id.to_string());
+            let (site_id, site_name) = self
+                .copy
+                .read()
+                .ok()
+                .and_then(|c| {
+                    c.devices
+                        .get(&change.device_id.to_string())
+                        .map(|d| (d.site_id.clone(), d.site_name.clone()))
+                })
+                .unwrap_or_default();
             let _ = self.changes.send(v1::StateChange {
                 device_id: change.device_id.to_string(),
                 device_name: name,
+                site_id,
+                site_name,
                 from_state: change.from as i32,
                 to_state: change.to as i32,
                 maintenance: change.maintenance,
@@ -265,7 +277,6 @@ impl Evaluator {
                 changed_at: Some(timestamp(change.changed_at)),
                 cycle_id: change.cycle_id,
                 parent_device_id: parent,
-                ..Default::default()
             });
         }
         Ok(())

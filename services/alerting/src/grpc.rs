@@ -544,18 +544,57 @@ impl AlertingService for AlertingGrpc {
 
     async fn watch_alerts(
         &self,
-        _r: Request<v1::WatchAlertsRequest>,
+        request: Request<v1::WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
-        Err(later("WatchAlerts"))
+        let r = request.into_inner();
+        let shutdown = self.shutdown.clone();
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.alerts.events.subscribe());
+        let events = tokio_stream::StreamExt::filter_map(events, move |event| match event {
+            Ok(event) => {
+                let alert = event.alert.as_ref()?;
+                let wanted = (r.severities.is_empty() || r.severities.contains(&alert.severity))
+                    && (r.site_id.is_empty() || alert.site_id == r.site_id)
+                    && (r.device_id.is_empty() || alert.device_id == r.device_id);
+                wanted.then_some(Ok(event))
+            }
+            Err(_) => Some(Err(Status::data_loss(
+                "watcher too slow: alert events were dropped",
+            ))),
+        });
+        let events =
+            futures::StreamExt::take_until(events, async move { shutdown.cancelled().await });
+        Ok(Response::new(Box::pin(events)))
     }
 
     type WatchDeviceStatesStream = Events<v1::WatchDeviceStatesResponse>;
 
     async fn watch_device_states(
         &self,
-        _r: Request<v1::WatchDeviceStatesRequest>,
+        request: Request<v1::WatchDeviceStatesRequest>,
     ) -> Result<Response<Self::WatchDeviceStatesStream>, Status> {
-        Err(later("WatchDeviceStates"))
+        let r = request.into_inner();
+        let shutdown = self.shutdown.clone();
+        let changes =
+            tokio_stream::wrappers::BroadcastStream::new(self.evaluator.changes.subscribe());
+        let changes = tokio_stream::StreamExt::filter_map(changes, move |change| match change {
+            Ok(change) => {
+                let wanted = (r.site_id.is_empty() || change.site_id == r.site_id)
+                    && (r.device_id.is_empty() || change.device_id == r.device_id)
+                    && (r.states.is_empty() || r.states.contains(&change.to_state));
+                wanted.then(|| {
+                    Ok(v1::WatchDeviceStatesResponse {
+                        change: Some(change),
+                        trace_context: None,
+                    })
+                })
+            }
+            Err(_) => Some(Err(Status::data_loss(
+                "watcher too slow: state changes were dropped",
+            ))),
+        });
+        let changes =
+            futures::StreamExt::take_until(changes, async move { shutdown.cancelled().await });
+        Ok(Response::new(Box::pin(changes)))
     }
 
     async fn list_interfaces(
