@@ -535,6 +535,45 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
         .unwrap();
     assert_eq!(resolved.state, v1::AlertState::Resolved as i32);
     assert!(resolved.resolved_at.is_some());
+
+    // History: the router's rollups and transitions.
+    let history = alerting
+        .get_device_history(v1::GetDeviceHistoryRequest {
+            device_id: id("br1-rtr"),
+            step: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let probes: u32 = history.points.iter().map(|p| p.probe_count).sum();
+    let sent: u64 = history.points.iter().map(|p| p.packets_sent).sum();
+    let received: u64 = history.points.iter().map(|p| p.packets_received).sum();
+    assert_eq!((probes, sent, received), (4, 14, 9), "{history:?}");
+    let transitions: Vec<i32> = history.state_changes.iter().map(|c| c.to_state).collect();
+    assert_eq!(
+        transitions,
+        [
+            v1::DeviceState::Up as i32,
+            v1::DeviceState::Down as i32,
+            v1::DeviceState::Up as i32
+        ]
+    );
+    let bad_step = alerting
+        .get_device_history(v1::GetDeviceHistoryRequest {
+            device_id: id("br1-rtr"),
+            step: Some(prost_types::Duration {
+                seconds: 90,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_step.code(), tonic::Code::InvalidArgument);
 }
 
 #[tokio::test]

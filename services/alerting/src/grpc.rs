@@ -350,9 +350,92 @@ impl AlertingService for AlertingGrpc {
 
     async fn get_device_history(
         &self,
-        _r: Request<v1::GetDeviceHistoryRequest>,
+        request: Request<v1::GetDeviceHistoryRequest>,
     ) -> Result<Response<v1::GetDeviceHistoryResponse>, Status> {
-        Err(later("GetDeviceHistory"))
+        let r = request.into_inner();
+        let device = uuid::Uuid::parse_str(&r.device_id).map_err(|_| {
+            invalid_argument(&[FieldViolation::new("device_id", &r.device_id, "not a UUID")])
+        })?;
+        let now = chrono::Utc::now();
+        let time = |ts: Option<prost_types::Timestamp>| {
+            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        };
+        let end = time(r.end_time).unwrap_or(now);
+        let start = time(r.start_time).unwrap_or(end - chrono::TimeDelta::hours(1));
+        let step = r.step.map(|d| d.seconds).filter(|s| *s > 0).unwrap_or(60);
+        let mut violations = Vec::new();
+        if start >= end {
+            violations.push(FieldViolation::new(
+                "start_time",
+                start,
+                "must be before end_time",
+            ));
+        }
+        if step < 60 || step % 60 != 0 {
+            violations.push(FieldViolation::new(
+                "step",
+                step,
+                "whole minutes, at least 60 s (rollups are per minute)",
+            ));
+        }
+        if (end - start).num_seconds() / step.max(1) > 10_000 {
+            violations.push(FieldViolation::new(
+                "step",
+                step,
+                "at most 10,000 points: widen the step",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        let store = self.ingestor.store();
+        let rows = store
+            .history(device, start, end, step)
+            .await
+            .map_err(|e| netward_shared::status::internal("reading history", &e))?;
+        let changes = store
+            .changes(device, start, end)
+            .await
+            .map_err(|e| netward_shared::status::internal("reading state changes", &e))?;
+        let points = rows
+            .into_iter()
+            .map(|row| v1::HistoryPoint {
+                time: Some(ts(row.time)),
+                probe_count: row.probes,
+                packets_sent: row.packets_sent,
+                packets_received: row.packets_received,
+                loss_percent: if row.packets_sent == 0 {
+                    0.0
+                } else {
+                    100.0 * (1.0 - row.packets_received as f64 / row.packets_sent as f64)
+                },
+                rtt_min_us: row.rtt_min_us,
+                rtt_avg_us: row.rtt_avg_us,
+                rtt_max_us: row.rtt_max_us,
+            })
+            .collect();
+        let state_changes = changes
+            .into_iter()
+            .map(|c| v1::StateChange {
+                device_id: c.device_id.to_string(),
+                from_state: c.from as i32,
+                to_state: c.to as i32,
+                maintenance: c.maintenance,
+                reason: c.reason,
+                changed_at: Some(ts(c.changed_at)),
+                cycle_id: c.cycle_id,
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(v1::GetDeviceHistoryResponse {
+            device_id: r.device_id,
+            step: Some(prost_types::Duration {
+                seconds: step,
+                nanos: 0,
+            }),
+            points,
+            state_changes,
+        }))
     }
 
     async fn list_alerts(

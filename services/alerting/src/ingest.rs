@@ -56,6 +56,11 @@ impl Ingestor {
         }
     }
 
+    /// The store it writes to (queries read it too).
+    pub fn store(&self) -> &Arc<dyn AlertingStore> {
+        &self.store
+    }
+
     pub async fn ingest(
         &self,
         batch: &v1::ResultBatch,

@@ -59,8 +59,28 @@ pub struct ChangeRow {
     pub cycle_id: u64,
 }
 
+/// One step of a device's history, summed from its one-minute rollups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub time: DateTime<Utc>,
+    pub probes: u32,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub rtt_min_us: Option<u32>,
+    pub rtt_avg_us: Option<u32>,
+    pub rtt_max_us: Option<u32>,
+}
+
 #[async_trait]
 pub trait AlertingStore: Send + Sync + 'static {
+    /// A device's rollups in [from, to), summed per `step_seconds` (≥ 60).
+    async fn history(
+        &self,
+        device_id: uuid::Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_seconds: i64,
+    ) -> StoreResult<Vec<HistoryRow>>;
     /// Upserts current states and appends transitions, in one transaction.
     async fn save_states(&self, states: &[StateRow], changes: &[ChangeRow]) -> StoreResult<()>;
     /// Every stored state (to rebuild memory at start, and for queries).

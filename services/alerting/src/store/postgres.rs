@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use netward_shared::proto::v1;
 
-use super::{AlertingStore, ChangeRow, ProbeRow, StateRow, StoreResult, Stored};
+use super::{AlertingStore, ChangeRow, HistoryRow, ProbeRow, StateRow, StoreResult, Stored};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -85,6 +85,52 @@ fn state_of(code: i16) -> v1::DeviceState {
 
 #[async_trait]
 impl AlertingStore for PgStore {
+    async fn history(
+        &self,
+        device_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_seconds: i64,
+    ) -> StoreResult<Vec<HistoryRow>> {
+        type Row = (
+            DateTime<Utc>,
+            i64,
+            i64,
+            i64,
+            Option<i32>,
+            Option<i32>,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT to_timestamp(floor(extract(epoch FROM minute) / $4) * $4) AS bucket, \
+                    sum(probes)::int8, sum(packets_sent)::int8, sum(packets_received)::int8, \
+                    min(rtt_min_us), max(rtt_max_us), sum(rtt_sum_us)::int8, sum(rtt_samples)::int8 \
+             FROM probe_rollups WHERE device_id = $1 AND minute >= $2 AND minute < $3 \
+             GROUP BY bucket ORDER BY bucket",
+        )
+        .bind(device_id)
+        .bind(from)
+        .bind(to)
+        .bind(step_seconds.max(60) as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(time, probes, sent, received, min, max, sum, samples)| HistoryRow {
+                    time,
+                    probes: probes.max(0) as u32,
+                    packets_sent: sent.max(0) as u64,
+                    packets_received: received.max(0) as u64,
+                    rtt_min_us: min.map(|v| v.max(0) as u32),
+                    rtt_avg_us: (samples > 0).then(|| (sum / samples).max(0) as u32),
+                    rtt_max_us: max.map(|v| v.max(0) as u32),
+                },
+            )
+            .collect())
+    }
+
     async fn save_states(&self, states: &[StateRow], changes: &[ChangeRow]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         if !states.is_empty() {
