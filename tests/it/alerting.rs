@@ -574,6 +574,40 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
         .await
         .unwrap_err();
     assert_eq!(bad_step.code(), tonic::Code::InvalidArgument);
+
+    // Availability from the transitions: one outage each, all recovered.
+    let router = alerting
+        .get_availability(v1::GetAvailabilityRequest {
+            target: Some(v1::get_availability_request::Target::DeviceId(id(
+                "br1-rtr",
+            ))),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((router.incidents, router.device_count), (1, 1));
+    assert!(
+        router.uptime_percent < 100.0 && router.uptime_percent > 0.0,
+        "{router:?}"
+    );
+    assert!(router.mttr.unwrap().seconds >= 0);
+    let site_id = status.site_id.clone();
+    let site = alerting
+        .get_availability(v1::GetAvailabilityRequest {
+            target: Some(v1::get_availability_request::Target::SiteId(site_id)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (site.name.as_str(), site.device_count, site.incidents),
+        ("br1", 3, 3),
+        "{site:?}"
+    );
+    assert!(site.unreachable_time.unwrap().nanos > 0 || site.unreachable_time.unwrap().seconds > 0);
+    assert_eq!(site.devices.len(), 3);
 }
 
 #[tokio::test]

@@ -618,9 +618,135 @@ impl AlertingService for AlertingGrpc {
 
     async fn get_availability(
         &self,
-        _r: Request<v1::GetAvailabilityRequest>,
+        request: Request<v1::GetAvailabilityRequest>,
     ) -> Result<Response<v1::GetAvailabilityResponse>, Status> {
-        Err(later("GetAvailability"))
+        use crate::availability::{Figures, Transition, figures};
+        let r = request.into_inner();
+        let now = chrono::Utc::now();
+        let time = |ts: Option<prost_types::Timestamp>| {
+            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        };
+        let end = time(r.end_time).unwrap_or(now);
+        let start = time(r.start_time).unwrap_or(end - chrono::TimeDelta::hours(24));
+        if start >= end || (end - start) > chrono::TimeDelta::days(400) {
+            return Err(invalid_argument(&[FieldViolation::new(
+                "start_time",
+                start,
+                "must be before end_time, at most 400 days before it",
+            )]));
+        }
+        // The devices to cover, with their names.
+        let (device_id, site_id, name, devices): (String, String, String, Vec<(String, String)>) =
+            match r.target {
+                Some(v1::get_availability_request::Target::DeviceId(id)) => {
+                    uuid::Uuid::parse_str(&id).map_err(|_| {
+                        invalid_argument(&[FieldViolation::new("device_id", &id, "not a UUID")])
+                    })?;
+                    let name = self
+                        .copy
+                        .read()
+                        .ok()
+                        .and_then(|c| c.devices.get(&id).map(|d| d.name.clone()))
+                        .unwrap_or_else(|| id.clone());
+                    (id.clone(), String::new(), name.clone(), vec![(id, name)])
+                }
+                Some(v1::get_availability_request::Target::SiteId(site)) => {
+                    let (site_name, devices) = self
+                        .copy
+                        .read()
+                        .map(|c| {
+                            let devices: Vec<(String, String)> = c
+                                .devices
+                                .values()
+                                .filter(|d| d.site_id == site)
+                                .map(|d| (d.id.clone(), d.name.clone()))
+                                .collect();
+                            let name = c
+                                .devices
+                                .values()
+                                .find(|d| d.site_id == site)
+                                .map(|d| d.site_name.clone());
+                            (name, devices)
+                        })
+                        .unwrap_or_default();
+                    let Some(site_name) = site_name else {
+                        return Err(Status::not_found(format!(
+                            "site {site} has no devices in the inventory"
+                        )));
+                    };
+                    (String::new(), site.clone(), site_name, devices)
+                }
+                None => {
+                    return Err(invalid_argument(&[FieldViolation::new(
+                        "target",
+                        "",
+                        "give device_id or site_id",
+                    )]));
+                }
+            };
+        let store = self.ingestor.store();
+        let mut total = Figures::default();
+        let mut per_device = Vec::new();
+        for (id, device_name) in &devices {
+            let Ok(uuid) = uuid::Uuid::parse_str(id) else {
+                continue;
+            };
+            let earlier = store
+                .changes(uuid, start - chrono::TimeDelta::days(400), start)
+                .await
+                .map_err(|e| netward_shared::status::internal("reading state changes", &e))?;
+            let within = store
+                .changes(uuid, start, end)
+                .await
+                .map_err(|e| netward_shared::status::internal("reading state changes", &e))?;
+            let transition = |c: &crate::store::ChangeRow| Transition {
+                at: c.changed_at,
+                to: c.to,
+                maintenance: c.maintenance,
+            };
+            let before = earlier.last().map(transition);
+            let changes: Vec<Transition> = within.iter().map(transition).collect();
+            let f = figures(before, &changes, start, end);
+            total.add(&f);
+            per_device.push((id.clone(), device_name.clone(), f));
+        }
+        let duration = |d: std::time::Duration| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        };
+        per_device.sort_by(|a, b| b.2.down.cmp(&a.2.down).then_with(|| a.1.cmp(&b.1)));
+        let site_devices = if site_id.is_empty() {
+            Vec::new()
+        } else {
+            per_device
+                .iter()
+                .map(|(id, name, f)| v1::DeviceAvailability {
+                    device_id: id.clone(),
+                    device_name: name.clone(),
+                    uptime_percent: f.uptime_percent(),
+                    downtime: Some(duration(f.down)),
+                    incidents: f.incidents,
+                    mttr: Some(duration(f.mttr())),
+                })
+                .collect()
+        };
+        Ok(Response::new(v1::GetAvailabilityResponse {
+            device_id,
+            site_id,
+            name,
+            start_time: Some(ts(start)),
+            end_time: Some(ts(end)),
+            uptime_percent: total.uptime_percent(),
+            downtime: Some(duration(total.down)),
+            unreachable_time: Some(duration(total.unreachable)),
+            maintenance_time: Some(duration(total.maintenance)),
+            unknown_time: Some(duration(total.unknown)),
+            incidents: total.incidents,
+            mttr: Some(duration(total.mttr())),
+            longest_outage: Some(duration(total.longest_outage)),
+            device_count: devices.len() as u32,
+            devices: site_devices,
+        }))
     }
 
     type WatchAlertsStream = Events<v1::WatchAlertsResponse>;

@@ -6,6 +6,7 @@
 //! daily partitions with a retention and one-minute rollups.
 
 pub mod alerts;
+pub mod availability;
 pub mod evaluate;
 mod grpc;
 pub mod ingest;

@@ -1,0 +1,195 @@
+//! Availability from state changes: uptime, downtime (DOWN or
+//! UNREACHABLE), incidents and MTTR over a range. Pure: the caller reads
+//! the transitions, this walks them. UNKNOWN and maintenance time are left
+//! out of the monitored time, so a device that was never probed or was in
+//! planned work is not counted as down.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use netward_shared::proto::v1::DeviceState;
+
+/// One transition: from `at` on, the device is `to` (with `maintenance`).
+#[derive(Debug, Clone, Copy)]
+pub struct Transition {
+    pub at: DateTime<Utc>,
+    pub to: DeviceState,
+    pub maintenance: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub up: Duration,
+    pub down: Duration,
+    pub unreachable: Duration,
+    pub maintenance: Duration,
+    pub unknown: Duration,
+    pub incidents: u32,
+    /// Durations of the outages that began and ended in the range.
+    pub recoveries: Vec<Duration>,
+    pub longest_outage: Duration,
+}
+
+impl Figures {
+    /// Uptime in percent of the monitored time; 100 when nothing was monitored.
+    pub fn uptime_percent(&self) -> f64 {
+        let monitored = (self.up + self.down).as_secs_f64();
+        if monitored == 0.0 {
+            100.0
+        } else {
+            100.0 * self.up.as_secs_f64() / monitored
+        }
+    }
+
+    pub fn mttr(&self) -> Duration {
+        if self.recoveries.is_empty() {
+            Duration::ZERO
+        } else {
+            self.recoveries.iter().sum::<Duration>() / self.recoveries.len() as u32
+        }
+    }
+
+    pub fn add(&mut self, other: &Figures) {
+        self.up += other.up;
+        self.down += other.down;
+        self.unreachable += other.unreachable;
+        self.maintenance += other.maintenance;
+        self.unknown += other.unknown;
+        self.incidents += other.incidents;
+        self.recoveries.extend(other.recoveries.iter().copied());
+        self.longest_outage = self.longest_outage.max(other.longest_outage);
+    }
+}
+
+fn is_out(state: DeviceState) -> bool {
+    matches!(state, DeviceState::Down | DeviceState::Unreachable)
+}
+
+/// Walks [start, end): `before` is the state at `start` (the last
+/// transition before it, if any), `changes` the transitions in the range,
+/// oldest first.
+pub fn figures(
+    before: Option<Transition>,
+    changes: &[Transition],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Figures {
+    let mut figures = Figures::default();
+    let mut current = before.map_or((DeviceState::Unknown, false), |t| (t.to, t.maintenance));
+    let mut at = start;
+    // When the ongoing outage began, if it began in the range.
+    let mut outage_began: Option<DateTime<Utc>> = None;
+    let mut outage_open = is_out(current.0);
+    let close = |figures: &mut Figures,
+                 from: DateTime<Utc>,
+                 to: DateTime<Utc>,
+                 (state, maintenance): (DeviceState, bool)| {
+        let span = (to - from).to_std().unwrap_or_default();
+        if maintenance {
+            figures.maintenance += span;
+            return;
+        }
+        match state {
+            DeviceState::Down => figures.down += span,
+            DeviceState::Unreachable => {
+                figures.down += span;
+                figures.unreachable += span;
+            }
+            DeviceState::Up | DeviceState::Flapping => figures.up += span,
+            DeviceState::Unknown | DeviceState::Unspecified => figures.unknown += span,
+        }
+    };
+    for change in changes.iter().filter(|c| c.at >= start && c.at < end) {
+        close(&mut figures, at, change.at, current);
+        let was_out = is_out(current.0);
+        let now_out = is_out(change.to);
+        if now_out && !was_out {
+            figures.incidents += 1;
+            outage_began = Some(change.at);
+            outage_open = true;
+        } else if was_out && !now_out && outage_open {
+            if let Some(began) = outage_began.take() {
+                let span = (change.at - began).to_std().unwrap_or_default();
+                figures.recoveries.push(span);
+                figures.longest_outage = figures.longest_outage.max(span);
+            }
+            outage_open = false;
+        }
+        current = (change.to, change.maintenance);
+        at = change.at;
+    }
+    close(&mut figures, at, end, current);
+    if let Some(began) = outage_began {
+        figures.longest_outage = figures
+            .longest_outage
+            .max((end - began).to_std().unwrap_or_default());
+    }
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).unwrap()
+    }
+
+    fn change(minute: i64, to: DeviceState) -> Transition {
+        Transition {
+            at: t(minute),
+            to,
+            maintenance: false,
+        }
+    }
+
+    #[test]
+    fn an_hour_with_two_outages() {
+        let before = Some(change(-10, DeviceState::Up));
+        let changes = [
+            change(10, DeviceState::Down),
+            change(20, DeviceState::Up),
+            change(40, DeviceState::Unreachable),
+            change(46, DeviceState::Up),
+        ];
+        let f = figures(before, &changes, t(0), t(60));
+        assert_eq!(f.down, Duration::from_secs(16 * 60));
+        assert_eq!(f.unreachable, Duration::from_secs(6 * 60));
+        assert_eq!(f.up, Duration::from_secs(44 * 60));
+        assert_eq!(f.incidents, 2);
+        assert_eq!(f.mttr(), Duration::from_secs(8 * 60));
+        assert_eq!(f.longest_outage, Duration::from_secs(10 * 60));
+        assert!((f.uptime_percent() - 100.0 * 44.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unknown_and_maintenance_are_not_monitored_time() {
+        let changes = [
+            change(30, DeviceState::Up),
+            Transition {
+                at: t(40),
+                to: DeviceState::Down,
+                maintenance: true,
+            },
+            change(50, DeviceState::Up),
+        ];
+        let f = figures(None, &changes, t(0), t(60));
+        assert_eq!(f.unknown, Duration::from_secs(30 * 60));
+        assert_eq!(f.maintenance, Duration::from_secs(10 * 60));
+        assert_eq!(f.uptime_percent(), 100.0);
+        assert_eq!(figures(None, &[], t(0), t(60)).uptime_percent(), 100.0);
+    }
+
+    #[test]
+    fn an_outage_still_open_counts_as_down_but_not_in_mttr() {
+        let f = figures(
+            Some(change(-5, DeviceState::Up)),
+            &[change(50, DeviceState::Down)],
+            t(0),
+            t(60),
+        );
+        assert_eq!((f.incidents, f.mttr()), (1, Duration::ZERO));
+        assert_eq!(f.down, Duration::from_secs(10 * 60));
+        assert_eq!(f.longest_outage, Duration::from_secs(10 * 60));
+    }
+}
