@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::notify::{self, AlertPayload, Measurement, Notification, NotificationEvent, Notifier};
 use crate::state::{AlertKind, Event, EventKind};
 use crate::store::ProbeRow;
+use crate::timestamp as ts;
 
 /// The seed system's rules, created when no built-in rule exists.
 fn default_rules() -> Vec<v1::Rule> {
@@ -534,13 +535,6 @@ impl AlertEngine {
             .fetch_optional(&self.pool)
             .await?;
         Ok(body.and_then(|b| v1::Alert::decode(b.as_slice()).ok()))
-    }
-}
-
-fn ts(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 

@@ -137,7 +137,7 @@ impl Evaluator {
                 });
                 let device = devices.entry(id).or_insert_with(|| Device {
                     memory: DeviceMemory::new(now),
-                    row: empty_row(id, now),
+                    row: StateRow::unknown(id, now.into()),
                 });
                 let view = parent_memory
                     .as_ref()
@@ -274,7 +274,7 @@ impl Evaluator {
                 to_state: change.to as i32,
                 maintenance: change.maintenance,
                 reason: change.reason.clone(),
-                changed_at: Some(timestamp(change.changed_at)),
+                changed_at: Some(crate::timestamp(change.changed_at)),
                 cycle_id: change.cycle_id,
                 parent_device_id: parent,
             });
@@ -344,23 +344,6 @@ impl Evaluator {
     }
 }
 
-fn empty_row(device_id: Uuid, now: SystemTime) -> StateRow {
-    StateRow {
-        device_id,
-        state: v1::DeviceState::Unknown,
-        since: now.into(),
-        reason: "never probed".into(),
-        maintenance: false,
-        last_probe_at: None,
-        last_outcome: 0,
-        last_loss_percent: None,
-        last_rtt_avg_us: None,
-        last_cycle_id: 0,
-        consecutive_failures: 0,
-        memory: serde_json::Value::Null,
-    }
-}
-
 /// Applies a step to the device's row and collects its transitions.
 fn record(
     device: &mut Device,
@@ -408,12 +391,5 @@ fn collect(device: Uuid, step: &Step, alerts: &mut Vec<(Uuid, Event)>) {
         ) {
             alerts.push((device, event.clone()));
         }
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }

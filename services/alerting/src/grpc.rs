@@ -16,6 +16,7 @@ use crate::evaluate::Evaluator;
 use crate::ingest::{IngestError, Ingestor};
 use crate::notify::{ListFilter, Notifier};
 use crate::store::StateRow;
+use crate::timestamp as ts;
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::status::{FieldViolation, invalid_argument};
 
@@ -92,31 +93,6 @@ impl AlertingGrpc {
             last_cycle_id: row.last_cycle_id,
             ..Default::default()
         }
-    }
-}
-
-/// The status of a device alerting has no row for yet.
-fn unknown_row(device_id: uuid::Uuid) -> StateRow {
-    StateRow {
-        device_id,
-        state: v1::DeviceState::Unknown,
-        since: chrono::Utc::now(),
-        reason: "never probed".into(),
-        maintenance: false,
-        last_probe_at: None,
-        last_outcome: 0,
-        last_loss_percent: None,
-        last_rtt_avg_us: None,
-        last_cycle_id: 0,
-        consecutive_failures: 0,
-        memory: serde_json::Value::Null,
-    }
-}
-
-fn ts(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 
@@ -248,7 +224,7 @@ impl AlertingService for AlertingGrpc {
             .unwrap_or(false);
         let row = match self.evaluator.status(uuid) {
             Some(row) => row,
-            None if known => unknown_row(uuid),
+            None if known => StateRow::unknown(uuid, chrono::Utc::now()),
             None => {
                 return Err(Status::not_found(format!(
                     "device {id} is neither in the inventory nor probed"
@@ -291,9 +267,12 @@ impl AlertingService for AlertingGrpc {
         let mut statuses: Vec<v1::DeviceStatus> = ids
             .into_iter()
             .map(|id| {
-                let row = rows
-                    .remove(&id)
-                    .unwrap_or_else(|| unknown_row(uuid::Uuid::parse_str(&id).unwrap_or_default()));
+                let row = rows.remove(&id).unwrap_or_else(|| {
+                    StateRow::unknown(
+                        uuid::Uuid::parse_str(&id).unwrap_or_default(),
+                        chrono::Utc::now(),
+                    )
+                });
                 self.status(&row)
             })
             .filter(|s| {

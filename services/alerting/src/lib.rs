@@ -79,6 +79,14 @@ pub enum Error {
     Server(#[from] ServerError),
 }
 
+/// A protobuf timestamp of an instant (one helper for every module here).
+pub(crate) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
 /// Runs the alerting target on `listeners` until `shutdown` completes.
 pub async fn run(
     config: &LoadedConfig,

@@ -1084,18 +1084,11 @@ impl From<OutboxRow> for v1::Notification {
             state: row.state as i32,
             attempts: row.attempts,
             last_error: row.last_error,
-            next_attempt_at: (!finished).then(|| timestamp(row.next_attempt_at)),
-            created_at: Some(timestamp(row.created_at)),
-            delivered_at: row.delivered_at.map(timestamp),
+            next_attempt_at: (!finished).then(|| crate::timestamp(row.next_attempt_at)),
+            created_at: Some(crate::timestamp(row.created_at)),
+            delivered_at: row.delivered_at.map(crate::timestamp),
             device_id: row.device_id,
             rule_name: row.rule_name,
         }
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }

@@ -47,6 +47,26 @@ pub struct StateRow {
     pub memory: serde_json::Value,
 }
 
+impl StateRow {
+    /// A device alerting has no result for yet: UNKNOWN since `since`.
+    pub fn unknown(device_id: uuid::Uuid, since: DateTime<Utc>) -> Self {
+        Self {
+            device_id,
+            state: v1::DeviceState::Unknown,
+            since,
+            reason: "never probed".into(),
+            maintenance: false,
+            last_probe_at: None,
+            last_outcome: 0,
+            last_loss_percent: None,
+            last_rtt_avg_us: None,
+            last_cycle_id: 0,
+            consecutive_failures: 0,
+            memory: serde_json::Value::Null,
+        }
+    }
+}
+
 /// One state transition.
 #[derive(Debug, Clone)]
 pub struct ChangeRow {
