@@ -381,20 +381,10 @@ impl Inventory {
         }
 
         // Site.
-        let site_key = if !device.site_id.is_empty() {
-            Uuid::parse_str(&device.site_id)
-                .ok()
-                .map(Key::Id)
-                .or_else(|| {
-                    v.add("device.site_id", &device.site_id, "not a UUID");
-                    None
-                })
-        } else if !device.site_name.is_empty() {
-            Some(Key::Name(device.site_name.clone()))
-        } else {
+        let site_key = reference(&mut v, "device.site", &device.site_id, &device.site_name);
+        if device.site_id.is_empty() && device.site_name.is_empty() {
             v.add("device.site_id", "", "required (give site_id or site_name)");
-            None
-        };
+        }
         if let Some(key) = site_key {
             match self
                 .store
@@ -415,23 +405,12 @@ impl Inventory {
         }
 
         // Parent: must exist, must not be the device itself or below it.
-        let parent_key = if !device.parent_device_id.is_empty() {
-            Uuid::parse_str(&device.parent_device_id)
-                .ok()
-                .map(Key::Id)
-                .or_else(|| {
-                    v.add(
-                        "device.parent_device_id",
-                        &device.parent_device_id,
-                        "not a UUID",
-                    );
-                    None
-                })
-        } else if !device.parent_device_name.is_empty() {
-            Some(Key::Name(device.parent_device_name.clone()))
-        } else {
-            None
-        };
+        let parent_key = reference(
+            &mut v,
+            "device.parent_device",
+            &device.parent_device_id,
+            &device.parent_device_name,
+        );
         let mut parent_id = None;
         if let Some(key) = parent_key {
             match self
@@ -465,30 +444,19 @@ impl Inventory {
 
         // SNMP credential: required when SNMP is enabled; versions must agree.
         if let Some(snmp) = device.snmp.as_mut() {
-            let credential_key = if !snmp.credential_id.is_empty() {
-                Uuid::parse_str(&snmp.credential_id)
-                    .ok()
-                    .map(Key::Id)
-                    .or_else(|| {
-                        v.add(
-                            "device.snmp.credential_id",
-                            &snmp.credential_id,
-                            "not a UUID",
-                        );
-                        None
-                    })
-            } else if !snmp.credential_name.is_empty() {
-                Some(Key::Name(snmp.credential_name.clone()))
-            } else {
-                if snmp.enabled {
-                    v.add(
-                        "device.snmp.credential_id",
-                        "",
-                        "required when SNMP is enabled",
-                    );
-                }
-                None
-            };
+            let credential_key = reference(
+                &mut v,
+                "device.snmp.credential",
+                &snmp.credential_id,
+                &snmp.credential_name,
+            );
+            if snmp.enabled && snmp.credential_id.is_empty() && snmp.credential_name.is_empty() {
+                v.add(
+                    "device.snmp.credential_id",
+                    "",
+                    "required when SNMP is enabled",
+                );
+            }
             if let Some(key) = credential_key {
                 match self
                     .store
@@ -1053,6 +1021,25 @@ fn key_text(key: &Key) -> String {
     match key {
         Key::Id(id) => id.to_string(),
         Key::Name(name) => name.clone(),
+    }
+}
+
+/// A reference given by id or by name (the id wins): `{prefix}_id` must be
+/// a UUID. `None` when neither is given, or the id is not a UUID (then a
+/// violation is recorded).
+fn reference(v: &mut Violations, prefix: &str, id: &str, name: &str) -> Option<Key> {
+    if !id.is_empty() {
+        match Uuid::parse_str(id) {
+            Ok(id) => Some(Key::Id(id)),
+            Err(_) => {
+                v.add(format!("{prefix}_id"), id, "not a UUID");
+                None
+            }
+        }
+    } else if !name.is_empty() {
+        Some(Key::Name(name.to_string()))
+    } else {
+        None
     }
 }
 
