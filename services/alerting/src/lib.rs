@@ -12,6 +12,7 @@ mod grpc;
 pub mod ingest;
 pub mod live;
 pub mod notify;
+pub mod snmp;
 pub mod state;
 pub mod store;
 
