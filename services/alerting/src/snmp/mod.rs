@@ -1,5 +1,7 @@
 //! The pure core of SNMP monitoring in alerting: counter rates between two
-//! polls of an interface (`rates`). No database, no gRPC: storage, rules and
-//! RPCs build on it.
+//! polls of an interface (`rates`) and what an interface is for — ISP uplink,
+//! trunk, access, server link — (`classify`). No database, no gRPC: storage,
+//! rules and RPCs build on these.
 
+pub mod classify;
 pub mod rates;
