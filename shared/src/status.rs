@@ -3,6 +3,7 @@
 //! standard form), and one classification of database errors that each
 //! service maps onto its own error enum.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use tonic::{Code, Status};
@@ -130,5 +131,92 @@ mod tests {
         let bad_request = details.bad_request().expect("bad request details");
         assert_eq!(bad_request.field_violations.len(), 2);
         assert_eq!(bad_request.field_violations[1].field, "device.snmp.port");
+    }
+}
+
+/// Collects violations while a message is checked.
+#[derive(Debug, Default)]
+pub struct Violations(pub Vec<FieldViolation>);
+
+impl Violations {
+    pub fn add(
+        &mut self,
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) {
+        self.0.push(FieldViolation::new(field, value, reason));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A required, trimmed, bounded name-like text.
+    pub fn name(&mut self, field: &str, value: &str, max: usize) {
+        if value.trim().is_empty() {
+            self.add(field, value, "required");
+        } else if value.trim() != value {
+            self.add(field, value, "must not start or end with white space");
+        } else if value.chars().count() > max {
+            self.add(field, value, format!("at most {max} characters"));
+        } else if value.chars().any(char::is_control) {
+            self.add(field, value, "must not contain control characters");
+        }
+    }
+
+    /// An optional bounded free text.
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        if value.chars().count() > max {
+            self.add(field, value, format!("at most {max} characters"));
+        } else if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            self.add(field, value, "must not contain control characters");
+        }
+    }
+
+    pub fn range(&mut self, field: &str, value: Option<u32>, min: u32, max: u32) {
+        if let Some(value) = value
+            && !(min..=max).contains(&value)
+        {
+            self.add(field, value, format!("must be {min}..={max}"));
+        }
+    }
+
+    /// Tag-like maps: at most 32 entries, keys of [A-Za-z0-9_.-]{1,64},
+    /// values of at most 256 characters.
+    pub fn labels(&mut self, field: &str, map: &HashMap<String, String>) {
+        if map.len() > 32 {
+            self.add(field, map.len(), "at most 32 entries");
+        }
+        for (key, value) in map {
+            let key_ok = !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !key_ok {
+                self.add(
+                    format!("{field}.key"),
+                    key,
+                    "1-64 characters of A-Z a-z 0-9 _ . -",
+                );
+            }
+            if value.chars().count() > 256 || value.chars().any(char::is_control) {
+                self.add(
+                    format!("{field}[{key}]"),
+                    value,
+                    "at most 256 characters, no control characters",
+                );
+            }
+        }
+    }
+
+    pub fn enum_value<E: TryFrom<i32>>(&mut self, field: &str, value: i32) {
+        if E::try_from(value).is_err() {
+            self.add(field, value, "unknown enum value");
+        }
     }
 }

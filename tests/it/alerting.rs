@@ -16,10 +16,10 @@ use netward_shared::server::Listeners;
 use netward_shared::testkit::{TestDatabase, eventually};
 use tokio_util::sync::CancellationToken;
 
-struct Stack {
+pub(crate) struct Stack {
     database: TestDatabase,
-    alerting: AlertingServiceClient<PeerChannel>,
-    ids: HashMap<String, String>,
+    pub(crate) alerting: AlertingServiceClient<PeerChannel>,
+    pub(crate) ids: HashMap<String, String>,
     stop: CancellationToken,
 }
 
@@ -34,7 +34,7 @@ async fn start(devices: &[(&str, &str, &str)]) -> Stack {
 }
 
 /// A webhook receiver: every body it gets, as JSON.
-async fn webhook() -> (
+pub(crate) async fn webhook() -> (
     String,
     std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 ) {
@@ -59,7 +59,7 @@ async fn webhook() -> (
     (url, bodies)
 }
 
-async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Option<&str>) -> Stack {
+pub(crate) async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Option<&str>) -> Stack {
     let database = TestDatabase::create().await.unwrap();
     let stop = CancellationToken::new();
     let env = |extra: &[(&str, String)]| {
@@ -176,14 +176,14 @@ async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Option<&str>) -
     }
 }
 
-struct Ingest {
+pub(crate) struct Ingest {
     tx: tokio::sync::mpsc::UnboundedSender<v1::IngestRequest>,
     rx: tonic::Streaming<v1::IngestResponse>,
     sequence: u64,
 }
 
 impl Ingest {
-    async fn open(stack: &Stack) -> Ingest {
+    pub(crate) async fn open(stack: &Stack) -> Ingest {
         let mut client = stack.alerting.clone();
         let (tx, out) = tokio::sync::mpsc::unbounded_channel();
         tx.send(v1::IngestRequest {
@@ -207,7 +207,7 @@ impl Ingest {
     }
 
     /// Sends one batch of results for `(device id, answered)` and waits for its ack.
-    async fn results(&mut self, cycle: u64, results: &[(&str, bool)]) {
+    pub(crate) async fn results(&mut self, cycle: u64, results: &[(&str, bool)]) {
         let probes = results
             .iter()
             .map(|(id, ok)| v1::ProbeResult {
@@ -231,7 +231,7 @@ impl Ingest {
     /// Sends a batch of results and waits for its ack, and for its evaluation
     /// (which follows the ack on the same stream) by a round trip of an
     /// empty batch.
-    async fn batch(&mut self, cycle: u64, probes: Vec<v1::ProbeResult>) {
+    pub(crate) async fn batch(&mut self, cycle: u64, probes: Vec<v1::ProbeResult>) {
         for probes in [probes, Vec::new()] {
             self.send(cycle, probes).await;
         }
@@ -263,7 +263,7 @@ impl Ingest {
     }
 }
 
-async fn statuses(stack: &Stack) -> (HashMap<String, (i32, String)>, v1::StateCounts) {
+pub(crate) async fn statuses(stack: &Stack) -> (HashMap<String, (i32, String)>, v1::StateCounts) {
     let mut alerting = stack.alerting.clone();
     let listed = alerting
         .list_device_statuses(v1::ListDeviceStatusesRequest::default())

@@ -2,7 +2,9 @@
 //! defaults); an alert opens when the state machine fires one (device down,
 //! flapping) or a measurement rule's threshold holds for N probes (latency,
 //! loss), and resolves when the condition ends — one open alert per
-//! (rule, device, interface), FIRING → ACKNOWLEDGED → RESOLVED.
+//! (rule, device, interface), FIRING → ACKNOWLEDGED → RESOLVED. Silences
+//! and maintenance windows decide whether a change is notified; the
+//! notification commits in the alert change's transaction (the outbox).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,68 +18,16 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::notify::{self, AlertPayload, Measurement, Notification, NotificationEvent, Notifier};
+use crate::rules::{self, default_rules};
+use crate::scope;
+use crate::silences::Silences;
 use crate::state::{AlertKind, Event, EventKind};
 use crate::store::ProbeRow;
 use crate::timestamp as ts;
 
-/// The seed system's rules, created when no built-in rule exists.
-fn default_rules() -> Vec<v1::Rule> {
-    let rule = |name: &str,
-                kind: v1::RuleKind,
-                severity: v1::Severity,
-                threshold: f64,
-                consecutive: u32,
-                description: &str| v1::Rule {
-        id: Uuid::new_v4().to_string(),
-        name: name.into(),
-        description: description.into(),
-        kind: kind as i32,
-        scope: Some(v1::Scope {
-            kind: v1::ScopeKind::Global as i32,
-            value: String::new(),
-        }),
-        severity: severity as i32,
-        threshold,
-        consecutive,
-        enabled: Some(true),
-        builtin: true,
-        ..Default::default()
-    };
-    vec![
-        rule(
-            "device-down",
-            v1::RuleKind::DeviceDown,
-            v1::Severity::Critical,
-            0.0,
-            1,
-            "the device answers no probe",
-        ),
-        rule(
-            "device-flapping",
-            v1::RuleKind::DeviceFlapping,
-            v1::Severity::High,
-            0.0,
-            0,
-            "the device keeps going up and down",
-        ),
-        rule(
-            "high-latency",
-            v1::RuleKind::HighLatency,
-            v1::Severity::Medium,
-            200.0,
-            3,
-            "average RTT above 200 ms for 3 probes",
-        ),
-        rule(
-            "packet-loss",
-            v1::RuleKind::PacketLoss,
-            v1::Severity::Medium,
-            10.0,
-            3,
-            "packet loss above 10 % for 3 probes",
-        ),
-    ]
-}
+/// An open alert's identity: (rule id, device id, interface; empty for a
+/// device alert).
+type OpenKey = (String, String, String);
 
 pub struct AlertEngine {
     pool: PgPool,
@@ -85,17 +35,45 @@ pub struct AlertEngine {
     notifier: Option<Arc<Notifier>>,
     copy: SharedCopy,
     rules: RwLock<Vec<v1::Rule>>,
-    /// Open alerts by (rule id, device id).
-    open: Mutex<HashMap<(String, String), v1::Alert>>,
+    silences: Arc<Silences>,
+    /// Open alerts by (rule id, device id, interface).
+    open: Mutex<HashMap<OpenKey, v1::Alert>>,
     /// Consecutive probes over a measurement rule's threshold.
     streaks: Mutex<HashMap<(String, String), u32>>,
     pub events: broadcast::Sender<v1::WatchAlertsResponse>,
 }
 
-/// A change to write: a new alert, or an update of an open one.
+/// A change to write.
 enum Change {
+    /// A new alert: notified unless suppressed.
     Open(v1::Alert),
-    Update(v1::Alert),
+    /// An alert resolved: notified when its firing was, and nothing mutes it now.
+    Resolve(v1::Alert),
+    /// Its suppression changed: notified as firing when it never was.
+    Touch(v1::Alert),
+}
+
+impl Change {
+    fn alert(&self) -> &v1::Alert {
+        match self {
+            Change::Open(alert) | Change::Resolve(alert) | Change::Touch(alert) => alert,
+        }
+    }
+}
+
+/// Why a rule change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("rule {0} not found")]
+    NotFound(String),
+    #[error("a rule named {0:?} already exists")]
+    NameTaken(String),
+    #[error("rule {0} is built in: disable it instead of deleting it")]
+    Builtin(String),
+    #[error("invalid rule")]
+    Invalid(Vec<netward_shared::status::FieldViolation>),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 impl AlertEngine {
@@ -132,14 +110,16 @@ impl AlertEngine {
         let open = open
             .iter()
             .filter_map(|b| v1::Alert::decode(b.as_slice()).ok())
-            .map(|a| ((a.rule_id.clone(), a.device_id.clone()), a))
+            .map(|a| (key_of(&a), a))
             .collect();
         let (events, _) = broadcast::channel(1024);
+        let silences = Arc::new(Silences::load(pool.clone()).await?);
         Ok(Self {
             pool,
             notifier,
             copy,
             rules: RwLock::new(rules),
+            silences,
             open: Mutex::new(open),
             streaks: Mutex::new(HashMap::new()),
             events,
@@ -150,34 +130,137 @@ impl AlertEngine {
         self.rules.read().map(|r| r.clone()).unwrap_or_default()
     }
 
+    pub fn silences(&self) -> &Arc<Silences> {
+        &self.silences
+    }
+
+    fn channel_names(&self) -> Vec<String> {
+        self.notifier
+            .as_ref()
+            .map(|n| n.config().channel_names())
+            .unwrap_or_default()
+    }
+
+    fn inventory(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, netward_shared::inventory_copy::InventoryCopy> {
+        self.copy.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks and stores a new rule; it applies from the next result on.
+    pub async fn create_rule(&self, input: &v1::Rule) -> Result<v1::Rule, RuleError> {
+        let checked = rules::check(input, &self.inventory(), &self.channel_names());
+        let mut rule = checked.map_err(RuleError::Invalid)?;
+        let now = ts(Utc::now());
+        rule.id = Uuid::new_v4().to_string();
+        rule.builtin = false;
+        rule.created_at = Some(now);
+        rule.updated_at = Some(now);
+        sqlx::query("INSERT INTO rules (id, name, kind, enabled, builtin, body) VALUES ($1, $2, $3, $4, false, $5)")
+            .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
+            .bind(&rule.name)
+            .bind(rule.kind as i16)
+            .bind(rule.enabled.unwrap_or(true))
+            .bind(rule.encode_to_vec())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| name_taken(e, &rule.name))?;
+        if let Ok(mut rules) = self.rules.write() {
+            rules.push(rule.clone());
+        }
+        tracing::info!(rule = %rule.name, id = %rule.id, "rule created");
+        Ok(rule)
+    }
+
+    /// Changes the masked fields of a rule. Disabling it resolves its open
+    /// alerts (nothing watches their condition any more).
+    pub async fn update_rule(
+        &self,
+        update: &v1::Rule,
+        mask: &[String],
+    ) -> Result<v1::Rule, RuleError> {
+        let current = self
+            .rules()
+            .into_iter()
+            .find(|r| rules::matches(r, &update.id))
+            .ok_or_else(|| RuleError::NotFound(update.id.clone()))?;
+        let merged = rules::merge(&current, update, mask).map_err(RuleError::Invalid)?;
+        let mut rule = rules::check(&merged, &self.inventory(), &self.channel_names())
+            .map_err(RuleError::Invalid)?;
+        rule.id = current.id.clone();
+        rule.kind = current.kind;
+        rule.builtin = current.builtin;
+        rule.created_at = current.created_at;
+        rule.updated_at = Some(ts(Utc::now()));
+        sqlx::query("UPDATE rules SET name = $2, enabled = $3, body = $4 WHERE id = $1")
+            .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
+            .bind(&rule.name)
+            .bind(rule.enabled.unwrap_or(true))
+            .bind(rule.encode_to_vec())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| name_taken(e, &rule.name))?;
+        if let Ok(mut rules) = self.rules.write()
+            && let Some(slot) = rules.iter_mut().find(|r| r.id == rule.id)
+        {
+            *slot = rule.clone();
+        }
+        tracing::info!(rule = %rule.name, id = %rule.id, "rule updated");
+        if !rule.enabled.unwrap_or(true) {
+            self.close_alerts_of(&rule.id, "rule disabled").await?;
+        }
+        Ok(rule)
+    }
+
+    /// Deletes a rule (built-in ones can only be disabled) and resolves its
+    /// open alerts.
+    pub async fn delete_rule(&self, id: &str) -> Result<(), RuleError> {
+        let rule = self
+            .rules()
+            .into_iter()
+            .find(|r| rules::matches(r, id))
+            .ok_or_else(|| RuleError::NotFound(id.to_string()))?;
+        if rule.builtin {
+            return Err(RuleError::Builtin(rule.name));
+        }
+        sqlx::query("DELETE FROM rules WHERE id = $1")
+            .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
+            .execute(&self.pool)
+            .await?;
+        if let Ok(mut rules) = self.rules.write() {
+            rules.retain(|r| r.id != rule.id);
+        }
+        tracing::info!(rule = %rule.name, id = %rule.id, "rule deleted");
+        self.close_alerts_of(&rule.id, "rule deleted").await?;
+        Ok(())
+    }
+
+    /// Resolves every open alert of a rule, saying why.
+    async fn close_alerts_of(&self, rule_id: &str, why: &str) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
+        let changes = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<OpenKey> = open.keys().filter(|k| k.0 == rule_id).cloned().collect();
+            keys.iter()
+                .filter_map(|k| open.remove(k))
+                .map(|mut alert| {
+                    alert.summary = format!("{} ({why})", alert.summary);
+                    let device = self.device(&alert.device_id);
+                    self.resolved(alert, &device, now)
+                })
+                .collect()
+        };
+        self.write(changes).await
+    }
+
     /// The enabled rule of `kind` that applies to the device, most specific
     /// scope first: device, tag, site, device type, global.
     fn rule_for(&self, kind: v1::RuleKind, device: &v1::Device) -> Option<v1::Rule> {
         let rules = self.rules.read().ok()?;
-        let specificity = |scope: &v1::Scope| -> Option<u8> {
-            let value = scope.value.as_str();
-            match v1::ScopeKind::try_from(scope.kind).ok()? {
-                v1::ScopeKind::Device => (value == device.id || value == device.name).then_some(5),
-                v1::ScopeKind::Tag => {
-                    let (k, v) = value.split_once('=')?;
-                    (device.tags.get(k).map(String::as_str) == Some(v)).then_some(4)
-                }
-                v1::ScopeKind::Site => {
-                    (value == device.site_id || value == device.site_name).then_some(3)
-                }
-                v1::ScopeKind::DeviceType => {
-                    let name = v1::DeviceType::try_from(device.device_type)
-                        .ok()?
-                        .as_str_name();
-                    (value == name).then_some(2)
-                }
-                v1::ScopeKind::Global | v1::ScopeKind::Unspecified => Some(1),
-            }
-        };
         rules
             .iter()
             .filter(|r| r.kind == kind as i32 && r.enabled.unwrap_or(true))
-            .filter_map(|r| Some((specificity(r.scope.as_ref()?)?, r)))
+            .filter_map(|r| Some((scope::specificity(r.scope.as_ref()?, device)?, r)))
             .max_by_key(|(s, _)| *s)
             .map(|(_, r)| r.clone())
     }
@@ -225,9 +308,55 @@ impl AlertEngine {
             cycle_id: probe.map(|p| p.result.cycle_id).unwrap_or_default(),
             threshold: rule.threshold,
             maintenance: muted,
+            labels: rule.labels.clone(),
             updated_at: Some(ts(at)),
             ..Default::default()
         }
+    }
+
+    /// Decides whether notifications for `alert` are muted at `at`: by a
+    /// silence or maintenance window that matches it now, or because it
+    /// fired during maintenance (then for good).
+    fn mute(&self, alert: &mut v1::Alert, device: &v1::Device, at: DateTime<Utc>) {
+        match self.silences.muting(device, &alert.rule_id, at) {
+            Some(silence) => {
+                alert.suppressed = true;
+                alert.suppression_reason = silence.reason();
+                alert.silence_id = silence.id.to_string();
+            }
+            None => {
+                alert.suppressed = alert.maintenance;
+                alert.silence_id.clear();
+                alert.suppression_reason = if alert.maintenance {
+                    "fired during maintenance".into()
+                } else {
+                    String::new()
+                };
+            }
+        }
+    }
+
+    /// Takes the open alerts of `kind` on a device out of `open`, whatever
+    /// rule raised them (the rule may have been changed since).
+    fn take_open(
+        open: &mut HashMap<OpenKey, v1::Alert>,
+        kind: v1::RuleKind,
+        device_id: &str,
+    ) -> Vec<v1::Alert> {
+        let keys: Vec<OpenKey> = open
+            .iter()
+            .filter(|(k, a)| k.1 == device_id && k.2.is_empty() && a.rule_kind == kind as i32)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| open.remove(k)).collect()
+    }
+
+    fn resolved(&self, mut alert: v1::Alert, device: &v1::Device, at: DateTime<Utc>) -> Change {
+        alert.state = v1::AlertState::Resolved as i32;
+        alert.resolved_at = Some(ts(at));
+        alert.updated_at = Some(ts(at));
+        self.mute(&mut alert, device, at);
+        Change::Resolve(alert)
     }
 
     /// Opens or resolves alerts for the state machine's alert events.
@@ -250,14 +379,20 @@ impl AlertEngine {
                     AlertKind::DeviceFlapping => v1::RuleKind::DeviceFlapping,
                 };
                 let device = self.device(&device_id.to_string());
-                let Some(rule) = self.rule_for(rule_kind, &device) else {
-                    continue;
+                // A resolve needs no rule: it closes whatever is open.
+                let rule = match self.rule_for(rule_kind, &device) {
+                    Some(rule) => rule,
+                    None if !fire => v1::Rule::default(),
+                    None => continue,
                 };
                 let at = DateTime::<Utc>::from(event.at);
-                let key = (rule.id.clone(), device.id.clone());
                 let probe = probes.iter().rev().find(|p| p.device_id == *device_id);
-                if fire && !open.contains_key(&key) {
-                    let alert = self.new_alert(
+                if fire {
+                    let key = (rule.id.clone(), device.id.clone(), String::new());
+                    if open.contains_key(&key) {
+                        continue;
+                    }
+                    let mut alert = self.new_alert(
                         &rule,
                         &device,
                         format!("{}: {}", device.name, event.reason),
@@ -265,13 +400,13 @@ impl AlertEngine {
                         at,
                         event.muted,
                     );
+                    self.mute(&mut alert, &device, at);
                     open.insert(key, alert.clone());
                     changes.push(Change::Open(alert));
-                } else if !fire && let Some(mut alert) = open.remove(&key) {
-                    alert.state = v1::AlertState::Resolved as i32;
-                    alert.resolved_at = Some(ts(at));
-                    alert.updated_at = Some(ts(at));
-                    changes.push(Change::Update(alert));
+                } else {
+                    for alert in Self::take_open(&mut open, rule_kind, &device.id) {
+                        changes.push(self.resolved(alert, &device, at));
+                    }
                 }
             }
         }
@@ -302,8 +437,10 @@ impl AlertEngine {
                     let (Some(rule), Some(value)) = (self.rule_for(kind, &device), value) else {
                         continue;
                     };
-                    let key = (rule.id.clone(), device.id.clone());
-                    let streak = streaks.entry(key.clone()).or_default();
+                    let key = (rule.id.clone(), device.id.clone(), String::new());
+                    let streak = streaks
+                        .entry((rule.id.clone(), device.id.clone()))
+                        .or_default();
                     if value > rule.threshold {
                         *streak += 1;
                         if *streak >= rule.consecutive.max(1) && !open.contains_key(&key) {
@@ -325,16 +462,14 @@ impl AlertEngine {
                                 false,
                             );
                             alert.value = Some(value);
+                            self.mute(&mut alert, &device, probe.probed_at);
                             open.insert(key, alert.clone());
                             changes.push(Change::Open(alert));
                         }
                     } else {
                         *streak = 0;
-                        if let Some(mut alert) = open.remove(&key) {
-                            alert.state = v1::AlertState::Resolved as i32;
-                            alert.resolved_at = Some(ts(probe.probed_at));
-                            alert.updated_at = Some(ts(probe.probed_at));
-                            changes.push(Change::Update(alert));
+                        for alert in Self::take_open(&mut open, kind, &device.id) {
+                            changes.push(self.resolved(alert, &device, probe.probed_at));
                         }
                     }
                 }
@@ -349,43 +484,58 @@ impl AlertEngine {
         }
         let mut tx = self.pool.begin().await?;
         for change in &changes {
-            match change {
-                Change::Open(alert) => {
-                    sqlx::query(
-                        "INSERT INTO alerts (id, rule_id, device_id, interface, state, severity, started_at, body) \
-                         VALUES ($1, $2, $3, '', $4, $5, $6, $7)",
-                    )
-                    .bind(Uuid::parse_str(&alert.id).unwrap_or_default())
-                    .bind(Uuid::parse_str(&alert.rule_id).unwrap_or_default())
-                    .bind(Uuid::parse_str(&alert.device_id).unwrap_or_default())
-                    .bind(alert.state as i16)
-                    .bind(alert.severity as i16)
-                    .bind(alert.started_at.as_ref().map(from_ts).unwrap_or_else(Utc::now))
-                    .bind(alert.encode_to_vec())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Change::Update(alert) => {
-                    sqlx::query(
-                        "UPDATE alerts SET state = $2, resolved_at = $3, body = $4 WHERE id = $1",
-                    )
-                    .bind(Uuid::parse_str(&alert.id).unwrap_or_default())
-                    .bind(alert.state as i16)
-                    .bind(alert.resolved_at.as_ref().map(from_ts))
-                    .bind(alert.encode_to_vec())
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            let alert = change.alert();
+            let id = Uuid::parse_str(&alert.id).unwrap_or_default();
+            if let Change::Open(_) = change {
+                sqlx::query(
+                    "INSERT INTO alerts (id, rule_id, device_id, interface, state, severity, started_at, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(id)
+                .bind(Uuid::parse_str(&alert.rule_id).unwrap_or_default())
+                .bind(Uuid::parse_str(&alert.device_id).unwrap_or_default())
+                .bind(key_of(alert).2)
+                .bind(alert.state as i16)
+                .bind(alert.severity as i16)
+                .bind(alert.started_at.as_ref().map(from_ts).unwrap_or_else(Utc::now))
+                .bind(alert.encode_to_vec())
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE alerts SET state = $2, resolved_at = $3, body = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(alert.state as i16)
+                .bind(alert.resolved_at.as_ref().map(from_ts))
+                .bind(alert.encode_to_vec())
+                .execute(&mut *tx)
+                .await?;
             }
             // The notification commits with the alert change, or neither
-            // does: a crash in between loses nothing. Maintenance mutes it.
-            let alert = match change {
-                Change::Open(alert) | Change::Update(alert) => alert,
+            // does: a crash in between loses nothing. A muted change sends
+            // nothing; a resolve only follows a firing that was sent, and a
+            // firing is sent once (late, when a silence ends before the alert).
+            let Some(notifier) = &self.notifier else {
+                continue;
             };
-            if let Some(notifier) = &self.notifier
-                && !alert.maintenance
-            {
-                notify::enqueue(&mut tx, notifier.config(), &self.notification(alert)).await?;
+            if alert.suppressed {
+                continue;
+            }
+            let notify = match change {
+                Change::Open(_) => true,
+                Change::Resolve(_) => fired_notified(&mut tx, id).await?,
+                Change::Touch(_) => !fired_notified(&mut tx, id).await?,
+            };
+            if notify {
+                let channels = self.channels_of(&alert.rule_id);
+                notify::enqueue_to(
+                    &mut tx,
+                    notifier.config(),
+                    &self.notification(alert),
+                    &channels,
+                )
+                .await?;
             }
         }
         tx.commit().await?;
@@ -393,17 +543,13 @@ impl AlertEngine {
             notifier.wake();
         }
         for change in changes {
-            let (alert, kind) = match change {
-                Change::Open(alert) => (alert, "firing"),
-                Change::Update(alert) => (alert, "resolved"),
+            let (alert, kind, event) = match change {
+                Change::Open(alert) => (alert, "firing", v1::AlertEventKind::Fired),
+                Change::Resolve(alert) => (alert, "resolved", v1::AlertEventKind::Resolved),
+                Change::Touch(alert) => (alert, "updated", v1::AlertEventKind::Updated),
             };
-            tracing::info!(alert_id = %alert.id, rule = %alert.rule_name, device = %alert.device_name, kind, summary = %alert.summary, "alert {kind}");
+            tracing::info!(alert_id = %alert.id, rule = %alert.rule_name, device = %alert.device_name, kind, summary = %alert.summary, suppressed = alert.suppressed, "alert {kind}");
             metrics::counter!("alerting_alerts_total", "event" => kind).increment(1);
-            let event = if kind == "firing" {
-                v1::AlertEventKind::Fired
-            } else {
-                v1::AlertEventKind::Resolved
-            };
             let _ = self.events.send(v1::WatchAlertsResponse {
                 event: event as i32,
                 alert: Some(alert),
@@ -414,6 +560,41 @@ impl AlertEngine {
         metrics::gauge!("alerting_alerts_open")
             .set(self.open.lock().map(|o| o.len()).unwrap_or(0) as f64);
         Ok(())
+    }
+
+    /// The channels a rule notifies (empty = every channel).
+    fn channels_of(&self, rule_id: &str) -> Vec<String> {
+        self.rules
+            .read()
+            .ok()
+            .and_then(|rules| {
+                rules
+                    .iter()
+                    .find(|r| r.id == rule_id)
+                    .map(|r| r.channels.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Re-decides the suppression of every open alert at `now` (a silence
+    /// began or ended, a window opened or closed): an alert whose silence
+    /// ended is notified as firing then, if it never was.
+    pub async fn refresh_suppression(&self, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        let mut changes = Vec::new();
+        {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            for alert in open.values_mut() {
+                let device = self.device(&alert.device_id);
+                let mut next = alert.clone();
+                self.mute(&mut next, &device, now);
+                if next.suppressed != alert.suppressed || next.silence_id != alert.silence_id {
+                    next.updated_at = Some(ts(now));
+                    *alert = next.clone();
+                    changes.push(Change::Touch(next));
+                }
+            }
+        }
+        self.write(changes).await
     }
 
     fn notification(&self, alert: &v1::Alert) -> Notification {
@@ -497,7 +678,7 @@ impl AlertEngine {
             .execute(&self.pool)
             .await?;
         if let Ok(mut open) = self.open.lock()
-            && let Some(entry) = open.get_mut(&(alert.rule_id.clone(), alert.device_id.clone()))
+            && let Some(entry) = open.get_mut(&key_of(&alert))
         {
             *entry = alert.clone();
         }
@@ -536,6 +717,35 @@ impl AlertEngine {
             .await?;
         Ok(body.and_then(|b| v1::Alert::decode(b.as_slice()).ok()))
     }
+}
+
+/// A unique violation on the rule name is the caller's mistake.
+fn name_taken(error: sqlx::Error, name: &str) -> RuleError {
+    match netward_shared::status::classify_sqlx(&error) {
+        netward_shared::status::DbErrorKind::UniqueViolation(_) => {
+            RuleError::NameTaken(name.to_string())
+        }
+        _ => RuleError::Database(error),
+    }
+}
+
+/// The open-alert key of an alert.
+fn key_of(alert: &v1::Alert) -> OpenKey {
+    (
+        alert.rule_id.clone(),
+        alert.device_id.clone(),
+        alert.if_index.map(|i| i.to_string()).unwrap_or_default(),
+    )
+}
+
+/// Whether a firing notification of the alert is in the outbox (sent or due).
+async fn fired_notified(tx: &mut sqlx::PgConnection, alert_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM notification_outbox WHERE alert_id = $1 AND event = 'firing')",
+    )
+    .bind(alert_id)
+    .fetch_one(&mut *tx)
+    .await
 }
 
 fn from_ts(ts: &prost_types::Timestamp) -> DateTime<Utc> {

@@ -221,6 +221,46 @@ impl Evaluator {
         Ok(alerts)
     }
 
+    /// Sets the maintenance flag of every device to whether it is in
+    /// `in_maintenance` (device → the window's reason), persisting each
+    /// flip as a `state_changes` row with the state unchanged.
+    pub async fn apply_maintenance(
+        &self,
+        in_maintenance: &HashMap<Uuid, String>,
+        now: SystemTime,
+    ) -> Result<(), sqlx::Error> {
+        let mut touched = Vec::new();
+        let mut changes = Vec::new();
+        {
+            let mut devices = self.lock();
+            // A device under a window that was never probed gets its row now.
+            for id in in_maintenance.keys() {
+                devices.entry(*id).or_insert_with(|| Device {
+                    memory: DeviceMemory::new(now),
+                    row: StateRow::unknown(*id, now.into()),
+                });
+            }
+            for (id, device) in devices.iter_mut() {
+                let reason = in_maintenance.get(id);
+                if device.memory.maintenance() == reason.is_some() {
+                    continue;
+                }
+                let mut step =
+                    self.machine
+                        .set_maintenance(&mut device.memory, reason.is_some(), now);
+                if let Some(reason) = reason {
+                    for event in &mut step.events {
+                        event.reason = format!("{reason} started");
+                    }
+                }
+                let name = self.identity(&id.to_string()).0;
+                record(device, &step, None, &name, &mut changes);
+                touched.push(*id);
+            }
+        }
+        self.persist(touched, changes).await
+    }
+
     async fn persist(
         &self,
         mut touched: Vec<Uuid>,
@@ -366,6 +406,19 @@ fn record(
     row.consecutive_failures = device.memory.consecutive_failures();
     row.memory = serde_json::to_value(&device.memory).unwrap_or(serde_json::Value::Null);
     for event in &step.events {
+        if let EventKind::MaintenanceChanged { maintenance } = event.kind {
+            let state = v1::DeviceState::from(step.state);
+            tracing::info!(device = name, maintenance, reason = %event.reason, "device maintenance changed");
+            changes.push(ChangeRow {
+                device_id: row.device_id,
+                from: state,
+                to: state,
+                maintenance,
+                reason: event.reason.clone(),
+                changed_at: DateTime::<Utc>::from(event.at),
+                cycle_id: 0,
+            });
+        }
         if let EventKind::StateChanged { from, to } = event.kind {
             row.reason = event.reason.clone();
             tracing::info!(device = name, from = from.as_str(), to = to.as_str(), reason = %event.reason, "device state changed");

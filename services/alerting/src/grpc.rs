@@ -11,10 +11,11 @@ use netward_shared::proto::v1::alerting_service_server::AlertingService;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::alerts::AlertEngine;
+use crate::alerts::{AlertEngine, RuleError};
 use crate::evaluate::Evaluator;
 use crate::ingest::{IngestError, Ingestor};
 use crate::notify::{ListFilter, Notifier};
+use crate::silences::{ListFilter as SilenceFilter, Silence};
 use crate::store::StateRow;
 use crate::timestamp as ts;
 use netward_shared::inventory_copy::SharedCopy;
@@ -49,6 +50,12 @@ impl AlertingGrpc {
             copy,
             shutdown,
         }
+    }
+
+    async fn apply_silences(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), Status> {
+        crate::apply_silences(&self.evaluator, &self.alerts, &self.copy, now)
+            .await
+            .map_err(|e| netward_shared::status::internal("applying silences", &e))
     }
 
     /// A stored state with the device's names from the inventory copy.
@@ -94,6 +101,55 @@ impl AlertingGrpc {
             ..Default::default()
         }
     }
+}
+
+/// A rule change refused, as the caller should read it.
+fn rule_status(error: RuleError) -> Status {
+    match error {
+        RuleError::NotFound(_) => Status::not_found(error.to_string()),
+        RuleError::NameTaken(_) => Status::already_exists(error.to_string()),
+        RuleError::Builtin(_) => Status::failed_precondition(error.to_string()),
+        RuleError::Invalid(violations) => invalid_argument(&violations),
+        RuleError::Database(e) => netward_shared::status::internal("changing a rule", &e),
+    }
+}
+
+fn parse_id(id: &str) -> Result<uuid::Uuid, Status> {
+    uuid::Uuid::parse_str(id)
+        .map_err(|_| invalid_argument(&[FieldViolation::new("id", id, "not a UUID")]))
+}
+
+/// Page size (0 = 100, at most 1000) and the offset a page token carries.
+fn page(token: &str, size: u32) -> Result<(usize, usize), Status> {
+    let offset = if token.is_empty() {
+        0
+    } else {
+        token.parse::<usize>().map_err(|_| {
+            invalid_argument(&[FieldViolation::new(
+                "page_token",
+                token,
+                "not a token from a previous response",
+            )])
+        })?
+    };
+    let size = match size {
+        0 => 100,
+        n => n.min(1000) as usize,
+    };
+    Ok((offset, size))
+}
+
+/// One page of `items` and the token of the next (empty on the last page).
+fn page_of<T>(items: Vec<T>, offset: usize, size: usize) -> (Vec<T>, String) {
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(offset).take(size).collect();
+    let next = offset + page.len();
+    let token = if next < total {
+        next.to_string()
+    } else {
+        String::new()
+    };
+    (page, token)
 }
 
 fn later(rpc: &str) -> Status {
@@ -422,13 +478,10 @@ impl AlertingService for AlertingGrpc {
         request: Request<v1::ListAlertsRequest>,
     ) -> Result<Response<v1::ListAlertsResponse>, Status> {
         let r = request.into_inner();
-        let size = match r.page_size {
-            0 => 100,
-            n => n.min(1000),
-        };
+        let (offset, size) = page(&r.page_token, r.page_size)?;
         let mut alerts = self
             .alerts
-            .list(r.include_resolved, 10_000)
+            .list(r.include_resolved, 100_000)
             .await
             .map_err(|e| netward_shared::status::internal("listing alerts", &e))?;
         alerts.retain(|a| {
@@ -440,10 +493,10 @@ impl AlertingService for AlertingGrpc {
                 && (r.rule_kind == 0 || a.rule_kind == r.rule_kind)
         });
         let total_count = alerts.len() as u64;
-        alerts.truncate(size as usize);
+        let (alerts, next_page_token) = page_of(alerts, offset, size);
         Ok(Response::new(v1::ListAlertsResponse {
             alerts,
-            next_page_token: String::new(),
+            next_page_token,
             total_count,
         }))
     }
@@ -501,9 +554,14 @@ impl AlertingService for AlertingGrpc {
 
     async fn create_rule(
         &self,
-        _r: Request<v1::CreateRuleRequest>,
+        request: Request<v1::CreateRuleRequest>,
     ) -> Result<Response<v1::CreateRuleResponse>, Status> {
-        Err(later("CreateRule"))
+        let rule = request
+            .into_inner()
+            .rule
+            .ok_or_else(|| invalid_argument(&[FieldViolation::new("rule", "unset", "required")]))?;
+        let rule = self.alerts.create_rule(&rule).await.map_err(rule_status)?;
+        Ok(Response::new(v1::CreateRuleResponse { rule: Some(rule) }))
     }
 
     async fn get_rule(
@@ -515,23 +573,42 @@ impl AlertingService for AlertingGrpc {
             .alerts
             .rules()
             .into_iter()
-            .find(|r| r.id == id || r.name == id)
+            .find(|r| crate::rules::matches(r, &id))
             .ok_or_else(|| Status::not_found(format!("rule {id} not found")))?;
         Ok(Response::new(v1::GetRuleResponse { rule: Some(rule) }))
     }
 
     async fn update_rule(
         &self,
-        _r: Request<v1::UpdateRuleRequest>,
+        request: Request<v1::UpdateRuleRequest>,
     ) -> Result<Response<v1::UpdateRuleResponse>, Status> {
-        Err(later("UpdateRule"))
+        let r = request.into_inner();
+        let rule = r
+            .rule
+            .ok_or_else(|| invalid_argument(&[FieldViolation::new("rule", "unset", "required")]))?;
+        if rule.id.is_empty() {
+            return Err(invalid_argument(&[FieldViolation::new(
+                "rule.id",
+                "",
+                "required: the id (or name) of the rule to change",
+            )]));
+        }
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let rule = self
+            .alerts
+            .update_rule(&rule, &mask)
+            .await
+            .map_err(rule_status)?;
+        Ok(Response::new(v1::UpdateRuleResponse { rule: Some(rule) }))
     }
 
     async fn delete_rule(
         &self,
-        _r: Request<v1::DeleteRuleRequest>,
+        request: Request<v1::DeleteRuleRequest>,
     ) -> Result<Response<v1::DeleteRuleResponse>, Status> {
-        Err(later("DeleteRule"))
+        let id = request.into_inner().id;
+        self.alerts.delete_rule(&id).await.map_err(rule_status)?;
+        Ok(Response::new(v1::DeleteRuleResponse {}))
     }
 
     async fn list_rules(
@@ -539,45 +616,136 @@ impl AlertingService for AlertingGrpc {
         request: Request<v1::ListRulesRequest>,
     ) -> Result<Response<v1::ListRulesResponse>, Status> {
         let r = request.into_inner();
-        let rules = self
+        let (offset, size) = page(&r.page_token, r.page_size)?;
+        let mut rules: Vec<v1::Rule> = self
             .alerts
             .rules()
             .into_iter()
             .filter(|rule| r.kind == 0 || rule.kind == r.kind)
             .filter(|rule| r.enabled.is_none_or(|e| rule.enabled.unwrap_or(true) == e))
             .collect();
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        let (rules, next_page_token) = page_of(rules, offset, size);
         Ok(Response::new(v1::ListRulesResponse {
             rules,
-            next_page_token: String::new(),
+            next_page_token,
         }))
     }
 
     async fn create_silence(
         &self,
-        _r: Request<v1::CreateSilenceRequest>,
+        request: Request<v1::CreateSilenceRequest>,
     ) -> Result<Response<v1::CreateSilenceResponse>, Status> {
-        Err(later("CreateSilence"))
+        let input = request.into_inner().silence.ok_or_else(|| {
+            invalid_argument(&[FieldViolation::new("silence", "unset", "required")])
+        })?;
+        let now = chrono::Utc::now();
+        let silence = {
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            Silence::create(&input, &copy, now).map_err(|v| invalid_argument(&v))?
+        };
+        if !silence.body.rule_id.is_empty()
+            && !self
+                .alerts
+                .rules()
+                .iter()
+                .any(|r| r.id == silence.body.rule_id)
+        {
+            return Err(invalid_argument(&[FieldViolation::new(
+                "silence.rule_id",
+                &silence.body.rule_id,
+                "no such rule",
+            )]));
+        }
+        let silence = self
+            .alerts
+            .silences()
+            .insert(silence)
+            .await
+            .map_err(|e| netward_shared::status::internal("storing a silence", &e))?;
+        tracing::info!(id = %silence.id, maintenance = silence.maintenance(), by = %silence.body.created_by, "silence created");
+        self.apply_silences(now).await?;
+        Ok(Response::new(v1::CreateSilenceResponse {
+            silence: Some(silence.view(now)),
+        }))
     }
 
     async fn get_silence(
         &self,
-        _r: Request<v1::GetSilenceRequest>,
+        request: Request<v1::GetSilenceRequest>,
     ) -> Result<Response<v1::GetSilenceResponse>, Status> {
-        Err(later("GetSilence"))
+        let id = request.into_inner().id;
+        let silence = self
+            .alerts
+            .silences()
+            .get(parse_id(&id)?)
+            .await
+            .map_err(|e| netward_shared::status::internal("reading a silence", &e))?
+            .ok_or_else(|| Status::not_found(format!("silence {id} not found")))?;
+        Ok(Response::new(v1::GetSilenceResponse {
+            silence: Some(silence.view(chrono::Utc::now())),
+        }))
     }
 
     async fn list_silences(
         &self,
-        _r: Request<v1::ListSilencesRequest>,
+        request: Request<v1::ListSilencesRequest>,
     ) -> Result<Response<v1::ListSilencesResponse>, Status> {
-        Err(later("ListSilences"))
+        let r = request.into_inner();
+        let (offset, size) = page(r.page_token.as_str(), r.page_size)?;
+        let device = if r.device_id.is_empty() {
+            None
+        } else {
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            Some(copy.devices.get(&r.device_id).cloned().ok_or_else(|| {
+                invalid_argument(&[FieldViolation::new(
+                    "device_id",
+                    &r.device_id,
+                    "no such device in the inventory",
+                )])
+            })?)
+        };
+        let now = chrono::Utc::now();
+        let filter = SilenceFilter {
+            include_expired: r.include_expired,
+            maintenance: r.maintenance,
+        };
+        let all = self
+            .alerts
+            .silences()
+            .list(&filter, now)
+            .await
+            .map_err(|e| netward_shared::status::internal("listing silences", &e))?;
+        let matching: Vec<v1::Silence> = all
+            .iter()
+            .filter(|s| device.as_ref().is_none_or(|d| s.covers(d)))
+            .map(|s| s.view(now))
+            .collect();
+        let (silences, next_page_token) = page_of(matching, offset, size);
+        Ok(Response::new(v1::ListSilencesResponse {
+            silences,
+            next_page_token,
+        }))
     }
 
     async fn delete_silence(
         &self,
-        _r: Request<v1::DeleteSilenceRequest>,
+        request: Request<v1::DeleteSilenceRequest>,
     ) -> Result<Response<v1::DeleteSilenceResponse>, Status> {
-        Err(later("DeleteSilence"))
+        let id = request.into_inner().id;
+        let now = chrono::Utc::now();
+        let silence = self
+            .alerts
+            .silences()
+            .expire(parse_id(&id)?, now)
+            .await
+            .map_err(|e| netward_shared::status::internal("ending a silence", &e))?
+            .ok_or_else(|| Status::not_found(format!("silence {id} not found")))?;
+        tracing::info!(id = %silence.id, "silence ended");
+        self.apply_silences(now).await?;
+        Ok(Response::new(v1::DeleteSilenceResponse {
+            silence: Some(silence.view(now)),
+        }))
     }
 
     async fn list_notifications(

@@ -12,6 +12,9 @@ mod grpc;
 pub mod ingest;
 pub mod live;
 pub mod notify;
+pub mod rules;
+pub mod scope;
+pub mod silences;
 pub mod snmp;
 pub mod state;
 pub mod store;
@@ -86,6 +89,32 @@ pub(crate) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Times
         seconds: at.timestamp(),
         nanos: at.timestamp_subsec_nanos() as i32,
     }
+}
+
+/// Brings silences to bear at `now`: the maintenance flag of every device
+/// under an open maintenance window, the suppression of open alerts. Run
+/// every few seconds (windows open and close by the clock) and right after
+/// a silence changes. Waits for the first inventory snapshot, so a restart
+/// does not clear every flag before the devices are known.
+pub(crate) async fn apply_silences(
+    evaluator: &Evaluator,
+    alerts: &AlertEngine,
+    copy: &netward_shared::inventory_copy::SharedCopy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    let in_maintenance = {
+        let copy = copy.read().unwrap_or_else(|p| p.into_inner());
+        if !copy.synced {
+            return Ok(());
+        }
+        alerts.silences().in_maintenance(&copy, now)
+    };
+    evaluator
+        .apply_maintenance(&in_maintenance, now.into())
+        .await?;
+    alerts.refresh_suppression(now).await?;
+    alerts.silences().prune(now);
+    Ok(())
 }
 
 /// Runs the alerting target on `listeners` until `shutdown` completes.
@@ -168,6 +197,28 @@ pub async fn run(
             ticks += 1;
             if ticks.is_multiple_of(20) {
                 holds.retry_live().await;
+            }
+        }
+    });
+    // Silences and maintenance windows open and close by the clock.
+    let (silenced, silenced_alerts, silenced_copy, silenced_stop) = (
+        evaluator.clone(),
+        alerts.clone(),
+        copy.clone(),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = silenced_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = chrono::Utc::now();
+            if let Err(error) =
+                apply_silences(&silenced, &silenced_alerts, &silenced_copy, now).await
+            {
+                tracing::warn!(%error, "applying silences failed; retrying");
             }
         }
     });

@@ -87,6 +87,11 @@ impl Default for NotifyConfig {
 }
 
 impl NotifyConfig {
+    /// Every configured channel name (rules may name them).
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels().map(|(name, _)| name.to_string()).collect()
+    }
+
     /// Every channel name with its kind, webhooks first.
     fn channels(&self) -> impl Iterator<Item = (&str, v1::ChannelKind)> {
         let webhooks = self

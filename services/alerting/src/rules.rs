@@ -1,0 +1,460 @@
+//! Rules are data: the seeded defaults (the seed system's list), the check
+//! of a rule given over gRPC (every field named when wrong), and the merge
+//! of an update under its field mask.
+
+use netward_shared::inventory_copy::InventoryCopy;
+use netward_shared::proto::v1;
+use netward_shared::status::{FieldViolation, Violations};
+use uuid::Uuid;
+
+use crate::scope;
+
+/// The seed system's rules, created when no built-in rule exists.
+pub fn default_rules() -> Vec<v1::Rule> {
+    let rule = |name: &str,
+                kind: v1::RuleKind,
+                severity: v1::Severity,
+                threshold: f64,
+                consecutive: u32,
+                description: &str| v1::Rule {
+        id: Uuid::new_v4().to_string(),
+        name: name.into(),
+        description: description.into(),
+        kind: kind as i32,
+        scope: Some(v1::Scope {
+            kind: v1::ScopeKind::Global as i32,
+            value: String::new(),
+        }),
+        severity: severity as i32,
+        threshold,
+        consecutive,
+        enabled: Some(true),
+        builtin: true,
+        ..Default::default()
+    };
+    vec![
+        rule(
+            "device-down",
+            v1::RuleKind::DeviceDown,
+            v1::Severity::Critical,
+            0.0,
+            1,
+            "the device answers no probe",
+        ),
+        rule(
+            "device-flapping",
+            v1::RuleKind::DeviceFlapping,
+            v1::Severity::High,
+            0.0,
+            0,
+            "the device keeps going up and down",
+        ),
+        rule(
+            "high-latency",
+            v1::RuleKind::HighLatency,
+            v1::Severity::Medium,
+            200.0,
+            3,
+            "average RTT above 200 ms for 3 probes",
+        ),
+        rule(
+            "packet-loss",
+            v1::RuleKind::PacketLoss,
+            v1::Severity::Medium,
+            10.0,
+            3,
+            "packet loss above 10 % for 3 probes",
+        ),
+    ]
+}
+
+/// Kinds evaluated per interface (they may filter on interface roles).
+fn per_interface(kind: v1::RuleKind) -> bool {
+    matches!(
+        kind,
+        v1::RuleKind::InterfaceDown
+            | v1::RuleKind::IspLinkDown
+            | v1::RuleKind::IspLinkFlapping
+            | v1::RuleKind::InterfaceUtilisation
+            | v1::RuleKind::InterfaceErrors
+    )
+}
+
+const DAY_SECONDS: i64 = 86_400;
+
+fn duration_ok(d: &prost_types::Duration) -> bool {
+    (0..=DAY_SECONDS).contains(&d.seconds)
+        && (0..1_000_000_000).contains(&d.nanos)
+        && !(d.seconds == DAY_SECONDS && d.nanos > 0)
+}
+
+/// Checks a rule's own fields and returns it normalised (scope by id,
+/// `enabled` set). `channels` are the configured channel names. Identity
+/// and output-only fields are left to the caller.
+pub fn check(
+    rule: &v1::Rule,
+    copy: &InventoryCopy,
+    channels: &[String],
+) -> Result<v1::Rule, Vec<FieldViolation>> {
+    let mut v = Violations::default();
+    let mut out = rule.clone();
+    v.name("rule.name", &rule.name, 128);
+    v.text("rule.description", &rule.description, 1024);
+    let kind = v1::RuleKind::try_from(rule.kind)
+        .ok()
+        .filter(|k| *k != v1::RuleKind::Unspecified);
+    if kind.is_none() {
+        v.add("rule.kind", rule.kind, "required: a RULE_KIND_* value");
+    }
+    let kind = kind.unwrap_or(v1::RuleKind::Unspecified);
+    out.scope = Some(match &rule.scope {
+        None => v1::Scope {
+            kind: v1::ScopeKind::Global as i32,
+            value: String::new(),
+        },
+        Some(given) => scope::normalize("rule.scope", given, copy).unwrap_or_else(|violation| {
+            v.0.push(violation);
+            given.clone()
+        }),
+    });
+    if v1::Severity::try_from(rule.severity)
+        .ok()
+        .is_none_or(|s| s == v1::Severity::Unspecified)
+    {
+        v.add(
+            "rule.severity",
+            rule.severity,
+            "required: a SEVERITY_* value",
+        );
+    }
+    if !rule.threshold.is_finite() || rule.threshold < 0.0 {
+        v.add("rule.threshold", rule.threshold, "a finite number >= 0");
+    } else if matches!(
+        kind,
+        v1::RuleKind::PacketLoss | v1::RuleKind::InterfaceUtilisation
+    ) && rule.threshold > 100.0
+    {
+        v.add("rule.threshold", rule.threshold, "a percentage: 0..=100");
+    }
+    v.range("rule.consecutive", Some(rule.consecutive), 0, 100);
+    for (field, value) in [
+        ("rule.for_duration", &rule.for_duration),
+        ("rule.window", &rule.window),
+    ] {
+        if let Some(d) = value
+            && !duration_ok(d)
+        {
+            v.add(field, format!("{}s", d.seconds), "from 0 to 24 h");
+        }
+    }
+    if kind == v1::RuleKind::SnmpThreshold {
+        if rule.snmp_metric.is_empty() && rule.snmp_oid.is_empty() {
+            v.add(
+                "rule.snmp_metric",
+                "",
+                "an SNMP_THRESHOLD rule needs snmp_metric (or snmp_oid)",
+            );
+        }
+        v.text("rule.snmp_metric", &rule.snmp_metric, 128);
+        let numeric = rule
+            .snmp_oid
+            .split('.')
+            .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()));
+        if !rule.snmp_oid.is_empty() && !numeric {
+            v.add(
+                "rule.snmp_oid",
+                &rule.snmp_oid,
+                "a numeric OID, e.g. 1.3.6.1.4.1.9.9.109.1.1.1.1.8",
+            );
+        }
+    } else {
+        for (field, value) in [
+            ("rule.snmp_metric", &rule.snmp_metric),
+            ("rule.snmp_oid", &rule.snmp_oid),
+        ] {
+            if !value.is_empty() {
+                v.add(field, value, "only for RULE_KIND_SNMP_THRESHOLD");
+            }
+        }
+    }
+    v.enum_value::<v1::ThresholdDirection>("rule.direction", rule.direction);
+    if !rule.interface_roles.is_empty() && !per_interface(kind) {
+        v.add(
+            "rule.interface_roles",
+            rule.interface_roles.len(),
+            "only for interface rule kinds",
+        );
+    }
+    for role in &rule.interface_roles {
+        if v1::InterfaceRole::try_from(*role)
+            .ok()
+            .is_none_or(|r| r == v1::InterfaceRole::Unspecified)
+        {
+            v.add("rule.interface_roles", role, "an INTERFACE_ROLE_* value");
+        }
+    }
+    for channel in &rule.channels {
+        if !channels.contains(channel) {
+            v.add(
+                "rule.channels",
+                channel,
+                format!(
+                    "not a configured channel ([alerting.notify] has: {})",
+                    channels.join(", ")
+                ),
+            );
+        }
+    }
+    v.labels("rule.labels", &rule.labels);
+    out.enabled = Some(rule.enabled.unwrap_or(true));
+    if v.is_empty() { Ok(out) } else { Err(v.0) }
+}
+
+/// Fields an update may name (the proto's names); `kind` is fixed at
+/// creation and the rest is output only.
+const MUTABLE: &[&str] = &[
+    "name",
+    "description",
+    "scope",
+    "severity",
+    "threshold",
+    "consecutive",
+    "for_duration",
+    "window",
+    "snmp_metric",
+    "snmp_oid",
+    "direction",
+    "interface_roles",
+    "enabled",
+    "channels",
+    "labels",
+];
+
+/// Applies the masked fields of `update` to `current` (empty mask = every
+/// mutable field).
+pub fn merge(
+    current: &v1::Rule,
+    update: &v1::Rule,
+    mask: &[String],
+) -> Result<v1::Rule, Vec<FieldViolation>> {
+    let bad: Vec<FieldViolation> = mask
+        .iter()
+        .filter(|p| !MUTABLE.contains(&p.as_str()))
+        .map(|p| {
+            let why = if p == "kind" {
+                "fixed after creation: create a new rule".to_string()
+            } else {
+                format!("not a mutable rule field ({})", MUTABLE.join(", "))
+            };
+            FieldViolation::new("update_mask", p, why)
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(bad);
+    }
+    let all = mask.is_empty();
+    let wants = |field: &str| all || mask.iter().any(|p| p == field);
+    let mut out = current.clone();
+    macro_rules! take {
+        ($($field:ident),*) => {
+            $(if wants(stringify!($field)) {
+                out.$field = update.$field.clone();
+            })*
+        };
+    }
+    take!(
+        name,
+        description,
+        scope,
+        severity,
+        threshold,
+        consecutive,
+        for_duration,
+        window,
+        snmp_metric,
+        snmp_oid,
+        direction,
+        interface_roles,
+        channels,
+        labels
+    );
+    if wants("enabled") {
+        out.enabled = Some(update.enabled.unwrap_or(true));
+    }
+    Ok(out)
+}
+
+/// A rule id given in a request (a UUID, or the rule's unique name).
+pub fn matches(rule: &v1::Rule, id: &str) -> bool {
+    rule.id == id || rule.name == id || Uuid::parse_str(id).is_ok_and(|u| u.to_string() == rule.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> v1::Rule {
+        v1::Rule {
+            name: "branch latency".into(),
+            kind: v1::RuleKind::HighLatency as i32,
+            severity: v1::Severity::High as i32,
+            threshold: 150.0,
+            consecutive: 3,
+            ..Default::default()
+        }
+    }
+
+    fn fields(result: Result<v1::Rule, Vec<FieldViolation>>) -> Vec<String> {
+        result
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_rule_is_global_and_enabled() {
+        let checked = check(&rule(), &InventoryCopy::default(), &[]).unwrap();
+        assert_eq!(checked.scope.unwrap().kind, v1::ScopeKind::Global as i32);
+        assert_eq!(checked.enabled, Some(true));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let copy = InventoryCopy::default();
+        let cases: Vec<(v1::Rule, &[&str])> = vec![
+            (
+                v1::Rule {
+                    name: String::new(),
+                    ..rule()
+                },
+                &["rule.name"],
+            ),
+            (v1::Rule { kind: 0, ..rule() }, &["rule.kind"]),
+            (v1::Rule { kind: 99, ..rule() }, &["rule.kind"]),
+            (
+                v1::Rule {
+                    severity: 0,
+                    ..rule()
+                },
+                &["rule.severity"],
+            ),
+            (
+                v1::Rule {
+                    threshold: -1.0,
+                    ..rule()
+                },
+                &["rule.threshold"],
+            ),
+            (
+                v1::Rule {
+                    threshold: f64::NAN,
+                    ..rule()
+                },
+                &["rule.threshold"],
+            ),
+            (
+                v1::Rule {
+                    kind: v1::RuleKind::PacketLoss as i32,
+                    threshold: 120.0,
+                    ..rule()
+                },
+                &["rule.threshold"],
+            ),
+            (
+                v1::Rule {
+                    consecutive: 101,
+                    ..rule()
+                },
+                &["rule.consecutive"],
+            ),
+            (
+                v1::Rule {
+                    for_duration: Some(prost_types::Duration {
+                        seconds: 90_000,
+                        nanos: 0,
+                    }),
+                    ..rule()
+                },
+                &["rule.for_duration"],
+            ),
+            (
+                v1::Rule {
+                    snmp_metric: "cpu.load".into(),
+                    ..rule()
+                },
+                &["rule.snmp_metric"],
+            ),
+            (
+                v1::Rule {
+                    kind: v1::RuleKind::SnmpThreshold as i32,
+                    ..rule()
+                },
+                &["rule.snmp_metric"],
+            ),
+            (
+                v1::Rule {
+                    kind: v1::RuleKind::SnmpThreshold as i32,
+                    snmp_oid: "1.3.x".into(),
+                    ..rule()
+                },
+                &["rule.snmp_oid"],
+            ),
+            (
+                v1::Rule {
+                    interface_roles: vec![v1::InterfaceRole::IspUplink as i32],
+                    ..rule()
+                },
+                &["rule.interface_roles"],
+            ),
+            (
+                v1::Rule {
+                    channels: vec!["pager".into()],
+                    ..rule()
+                },
+                &["rule.channels"],
+            ),
+            (
+                v1::Rule {
+                    scope: Some(v1::Scope {
+                        kind: v1::ScopeKind::Site as i32,
+                        value: "nowhere".into(),
+                    }),
+                    ..rule()
+                },
+                &["rule.scope.value"],
+            ),
+        ];
+        for (rule, want) in cases {
+            assert_eq!(
+                fields(check(&rule, &copy, &["noc".into()])),
+                want,
+                "{rule:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_takes_only_masked_fields_and_refuses_kind() {
+        let current = v1::Rule {
+            id: "x".into(),
+            enabled: Some(true),
+            ..rule()
+        };
+        let update = v1::Rule {
+            threshold: 300.0,
+            name: "other".into(),
+            enabled: Some(false),
+            ..Default::default()
+        };
+        let merged = merge(&current, &update, &["threshold".into(), "enabled".into()]).unwrap();
+        assert_eq!(merged.threshold, 300.0);
+        assert_eq!(merged.name, "branch latency");
+        assert_eq!(merged.enabled, Some(false));
+        assert_eq!(
+            fields(merge(&current, &update, &["kind".into(), "builtin".into()])),
+            ["update_mask", "update_mask"]
+        );
+    }
+}

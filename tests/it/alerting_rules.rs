@@ -1,0 +1,488 @@
+//! Rules and silences managed over alerting's real gRPC API, with the
+//! inventory (in-process, on PostgreSQL) giving names and sites and a real
+//! HTTP server as the webhook: a rule created for one site takes over from
+//! the global one, deleting it resolves its alerts; a silence mutes
+//! notifications (and lets a still-open alert through when it ends), a
+//! maintenance window sets the device's flag and sends no resolve.
+
+use std::time::Duration;
+
+use netward_shared::proto::v1;
+use netward_shared::testkit::eventually;
+use tonic::Code;
+
+use crate::alerting::{Ingest, start_with, statuses, webhook};
+
+fn field_violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+async fn open_alerts(stack: &crate::alerting::Stack) -> Vec<v1::Alert> {
+    stack
+        .alerting
+        .clone()
+        .list_alerts(v1::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts
+}
+
+fn latency_probe(device_id: &str, cycle: u64, rtt_ms: u32) -> v1::ProbeResult {
+    v1::ProbeResult {
+        device_id: device_id.to_string(),
+        cycle_id: cycle,
+        sent: 3,
+        received: 3,
+        rtt_avg_us: Some(rtt_ms * 1000),
+        outcome: v1::ProbeOutcome::Ok as i32,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn rules_are_created_changed_and_deleted_over_grpc() {
+    let stack = start_with(&[("br1-rtr", "br1", ""), ("br2-rtr", "br2", "")], None).await;
+    let mut alerting = stack.alerting.clone();
+
+    // Bad input names every bad field and stores nothing.
+    let bad = alerting
+        .create_rule(v1::CreateRuleRequest {
+            rule: Some(v1::Rule {
+                name: String::new(),
+                kind: v1::RuleKind::PacketLoss as i32,
+                threshold: 150.0,
+                consecutive: 500,
+                scope: Some(v1::Scope {
+                    kind: v1::ScopeKind::Site as i32,
+                    value: "atlantis".into(),
+                }),
+                channels: vec!["pager".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    assert_eq!(
+        field_violations(&bad),
+        [
+            "rule.name",
+            "rule.scope.value",
+            "rule.severity",
+            "rule.threshold",
+            "rule.consecutive",
+            "rule.channels"
+        ]
+    );
+    let rules_before = alerting
+        .list_rules(v1::ListRulesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rules;
+    assert_eq!(rules_before.len(), 4, "only the seeded rules");
+
+    // A tighter latency rule for branch 1, by site name.
+    let created = alerting
+        .create_rule(v1::CreateRuleRequest {
+            rule: Some(v1::Rule {
+                name: "br1 latency".into(),
+                kind: v1::RuleKind::HighLatency as i32,
+                severity: v1::Severity::High as i32,
+                threshold: 50.0,
+                consecutive: 2,
+                scope: Some(v1::Scope {
+                    kind: v1::ScopeKind::Site as i32,
+                    value: "br1".into(),
+                }),
+                labels: [("team".to_string(), "branch-ops".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rule
+        .unwrap();
+    assert!(!created.builtin);
+    assert_eq!(created.enabled, Some(true));
+    let scope = created.scope.clone().unwrap();
+    assert_ne!(scope.value, "br1", "stored by site id, not name");
+    let taken = alerting
+        .create_rule(v1::CreateRuleRequest {
+            rule: Some(v1::Rule {
+                id: String::new(),
+                ..created.clone()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    // Update under a mask; `kind` cannot change.
+    let updated = alerting
+        .update_rule(v1::UpdateRuleRequest {
+            rule: Some(v1::Rule {
+                id: created.id.clone(),
+                threshold: 60.0,
+                name: "ignored".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["threshold".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rule
+        .unwrap();
+    assert_eq!(
+        (updated.threshold, updated.name.as_str()),
+        (60.0, "br1 latency")
+    );
+    let kind = alerting
+        .update_rule(v1::UpdateRuleRequest {
+            rule: Some(v1::Rule {
+                id: created.id.clone(),
+                kind: v1::RuleKind::PacketLoss as i32,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["kind".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(field_violations(&kind), ["update_mask"]);
+
+    // Pages of two.
+    let first = alerting
+        .list_rules(v1::ListRulesRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.rules.len(), 2);
+    let second = alerting
+        .list_rules(v1::ListRulesRequest {
+            page_size: 10,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.rules.len(), 3);
+    assert!(second.next_page_token.is_empty());
+
+    // 80 ms twice: the site rule (60 ms, 2 probes) fires for br1, the
+    // global one (200 ms) does not for br2.
+    let (br1, br2) = (stack.ids["br1-rtr"].clone(), stack.ids["br2-rtr"].clone());
+    let mut ingest = Ingest::open(&stack).await;
+    for cycle in 1..=2 {
+        ingest
+            .batch(
+                cycle,
+                vec![
+                    latency_probe(&br1, cycle, 80),
+                    latency_probe(&br2, cycle, 80),
+                ],
+            )
+            .await;
+    }
+    let open = open_alerts(&stack).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].rule_id, created.id);
+    assert_eq!(open[0].device_name, "br1-rtr");
+    assert_eq!(open[0].severity, v1::Severity::High as i32);
+    assert_eq!(open[0].labels["team"], "branch-ops");
+
+    // Built-in rules are disabled, not deleted; deleting ours resolves its alert.
+    let builtin = rules_before.iter().find(|r| r.builtin).unwrap();
+    let refused = alerting
+        .delete_rule(v1::DeleteRuleRequest {
+            id: builtin.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    alerting
+        .delete_rule(v1::DeleteRuleRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(open_alerts(&stack).await.is_empty());
+    let resolved = alerting
+        .get_alert(v1::GetAlertRequest {
+            id: open[0].id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alert
+        .unwrap();
+    assert_eq!(resolved.state, v1::AlertState::Resolved as i32);
+    assert!(resolved.summary.ends_with("(rule deleted)"), "{resolved:?}");
+    let gone = alerting
+        .get_rule(v1::GetRuleRequest { id: created.id })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn silences_mute_notifications_and_maintenance_windows_flag_devices() {
+    let (hook, bodies) = webhook().await;
+    let stack = start_with(
+        &[
+            ("atm-1", "br1", ""),
+            ("atm-2", "br1", ""),
+            ("rtr-3", "br2", ""),
+        ],
+        Some(&hook),
+    )
+    .await;
+    let mut alerting = stack.alerting.clone();
+    let id = |name: &str| stack.ids[name].clone();
+    let device = |name: &str| v1::Scope {
+        kind: v1::ScopeKind::Device as i32,
+        value: name.to_string(),
+    };
+    let now = std::time::SystemTime::now();
+    let in_an_hour = prost_types::Timestamp::from(now + Duration::from_secs(3600));
+
+    // A bad window names its fields.
+    let bad = alerting
+        .create_silence(v1::CreateSilenceRequest {
+            silence: Some(v1::Silence {
+                matchers: vec![device("no-such-device")],
+                recurrence: Some(v1::Recurrence {
+                    kind: v1::RecurrenceKind::Weekly as i32,
+                    weekdays: vec![v1::Weekday::Sunday as i32],
+                    start_time: "2am".into(),
+                    duration: Some(prost_types::Duration {
+                        seconds: 3600,
+                        nanos: 0,
+                    }),
+                    timezone: "Asia/Tbilisi".into(),
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        field_violations(&bad),
+        [
+            "silence.matchers[0].value",
+            "silence.created_by",
+            "silence.recurrence.start_time"
+        ]
+    );
+
+    // atm-1 silenced; rtr-3 under a maintenance window (by device type and site).
+    let silence = alerting
+        .create_silence(v1::CreateSilenceRequest {
+            silence: Some(v1::Silence {
+                matchers: vec![device("atm-1")],
+                ends_at: Some(in_an_hour),
+                created_by: "noc-oncall".into(),
+                comment: "ATM vendor visit".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .silence
+        .unwrap();
+    assert!(silence.active && !silence.expired, "{silence:?}");
+    let window = alerting
+        .create_silence(v1::CreateSilenceRequest {
+            silence: Some(v1::Silence {
+                matchers: vec![v1::Scope {
+                    kind: v1::ScopeKind::Site as i32,
+                    value: "br2".into(),
+                }],
+                ends_at: Some(in_an_hour),
+                maintenance: true,
+                created_by: "noc-oncall".into(),
+                comment: "router swap".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .silence
+        .unwrap();
+    let status = |name: &str| {
+        let mut alerting = stack.alerting.clone();
+        let device_id = id(name);
+        async move {
+            alerting
+                .get_device_status(v1::GetDeviceStatusRequest { device_id })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap()
+        }
+    };
+    assert!(status("rtr-3").await.maintenance, "flag set at creation");
+    assert!(
+        !status("atm-1").await.maintenance,
+        "a plain silence sets no flag"
+    );
+    let listed = alerting
+        .list_silences(v1::ListSilencesRequest {
+            device_id: id("rtr-3"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .silences;
+    assert_eq!(
+        listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [window.id.as_str()]
+    );
+
+    // All three go down: three alerts, one notification (atm-2).
+    let mut ingest = Ingest::open(&stack).await;
+    let all = ["atm-1", "atm-2", "rtr-3"].map(id);
+    ingest
+        .results(
+            1,
+            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
+        )
+        .await;
+    ingest
+        .results(
+            2,
+            &all.iter().map(|d| (d.as_str(), false)).collect::<Vec<_>>(),
+        )
+        .await;
+    let open = open_alerts(&stack).await;
+    assert_eq!(open.len(), 3, "{open:?}");
+    let alert = |name: &str| open.iter().find(|a| a.device_name == name).unwrap().clone();
+    let (atm1, rtr3) = (alert("atm-1"), alert("rtr-3"));
+    assert!(atm1.suppressed && !atm1.maintenance, "{atm1:?}");
+    assert_eq!(atm1.silence_id, silence.id);
+    assert!(
+        atm1.suppression_reason.contains("ATM vendor visit"),
+        "{atm1:?}"
+    );
+    assert!(rtr3.suppressed && rtr3.maintenance, "{rtr3:?}");
+    assert!(!alert("atm-2").suppressed);
+    let firing_for = |name: &str| {
+        bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["device_name"] == name && b["state"] == "firing")
+            .count()
+    };
+    eventually(
+        "atm-2's firing is delivered",
+        Duration::from_secs(15),
+        || {
+            let delivered = firing_for("atm-2");
+            async move { (delivered == 1).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!((firing_for("atm-1"), firing_for("rtr-3")), (0, 0));
+
+    // The silence ends while atm-1 is still down: its firing goes out now, once.
+    let ended = alerting
+        .delete_silence(v1::DeleteSilenceRequest {
+            id: silence.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .silence
+        .unwrap();
+    assert!(ended.expired && !ended.active, "{ended:?}");
+    eventually(
+        "atm-1's late firing is delivered",
+        Duration::from_secs(15),
+        || {
+            let delivered = firing_for("atm-1");
+            async move { (delivered == 1).then_some(()) }
+        },
+    )
+    .await;
+
+    // Recovery: resolves for atm-1 and atm-2; none for rtr-3 (it fired in
+    // maintenance), even after the window has ended.
+    for cycle in 3..=4 {
+        ingest
+            .results(
+                cycle,
+                &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
+            )
+            .await;
+    }
+    assert!(open_alerts(&stack).await.is_empty());
+    alerting
+        .delete_silence(v1::DeleteSilenceRequest {
+            id: window.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !status("rtr-3").await.maintenance,
+        "flag cleared when the window ends"
+    );
+    let resolved_for = |name: &str| {
+        bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["device_name"] == name && b["state"] == "resolved")
+            .count()
+    };
+    eventually("resolves are delivered", Duration::from_secs(15), || {
+        let delivered = (resolved_for("atm-1"), resolved_for("atm-2"));
+        async move { (delivered == (1, 1)).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((firing_for("rtr-3"), resolved_for("rtr-3")), (0, 0));
+    assert_eq!(firing_for("atm-1"), 1, "still exactly once");
+
+    // The window is in rtr-3's history: flag on, then off, state unchanged.
+    let history = alerting
+        .get_device_history(v1::GetDeviceHistoryRequest {
+            device_id: id("rtr-3"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let reasons: Vec<(bool, String)> = history
+        .state_changes
+        .iter()
+        .map(|c| (c.maintenance, c.reason.clone()))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|(on, why)| *on && why.contains("router swap")),
+        "{reasons:?}"
+    );
+    assert!(reasons.last().is_some_and(|(on, _)| !on), "{reasons:?}");
+    let (_, counts) = statuses(&stack).await;
+    assert_eq!((counts.up, counts.maintenance), (3, 0), "{counts:?}");
+}
