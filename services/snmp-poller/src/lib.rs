@@ -1,31 +1,207 @@
-//! The SNMP poller: holds a `Work` stream to the planner (kind SNMP), polls
-//! each assignment's agents, and streams samples to alerting. Stateless.
+//! The SNMP poller: holds a `Work` stream to the planner(s) (kind SNMP),
+//! polls each assignment's agents concurrently, each within its own
+//! deadline, and streams samples to alerting. Stateless but for a memory
+//! of per-device choices (see `poll.rs`); what it has not delivered yet
+//! lives in a bounded buffer until alerting acks it.
 //!
-//! Today the target starts, serves health, reflection and `/metrics`, and
-//! shuts down cleanly; its own gRPC API is mounted by the issue that builds it.
+//! `snmp.rs` is the SNMP layer (async-snmp behind the poller's own trait),
+//! `walk.rs` the table walks, `profile.rs` the profiles, `poll.rs` one
+//! device's poll, `work.rs` the planner side, `grpc.rs` its own
+//! `ExecutorService`.
 
+mod grpc;
+pub mod poll;
+pub mod profile;
+pub mod snmp;
+pub mod walk;
+pub mod work;
+
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
-use netward_shared::config::{LoadedConfig, Target};
+use netward_shared::config::{ConfigError, LoadedConfig, Target};
+use netward_shared::delivery::{DeliveryConfig, ResultSender};
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::executor_service_server::ExecutorServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::poll::Poller;
+use crate::profile::Profiles;
+use crate::snmp::SnmpEngine;
+use crate::work::{Identity, SnmpExecutor};
+
+/// The `[snmp_poller]` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SnmpPollerConfig {
+    /// Name registered with the planner; keep it stable across restarts.
+    /// Default `snmp-<hostname>`.
+    pub executor_id: String,
+    /// Devices in flight at most; the planner never assigns more.
+    pub capacity: u32,
+    /// Devices polled at the same moment at most, over all batches (each
+    /// holds a few outstanding requests); the others wait their turn.
+    pub concurrency: usize,
+    /// Labels the planner matches against devices' executor selectors.
+    pub labels: HashMap<String, String>,
+    /// Samples per `ResultBatch` message.
+    pub results_per_message: usize,
+    /// Unacked result batches kept at most when alerting is away.
+    pub buffer_batches: usize,
+    /// On SIGTERM: how long running batches, then unacked results, may take.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// A directory of custom profiles (`*.toml`, format in PROFILES.md);
+    /// unset = the built-in profiles only.
+    pub profiles_dir: Option<PathBuf>,
+}
+
+impl Default for SnmpPollerConfig {
+    fn default() -> Self {
+        Self {
+            executor_id: format!("snmp-{}", hostname()),
+            capacity: 20_000,
+            concurrency: 2_000,
+            labels: HashMap::new(),
+            results_per_message: 100,
+            buffer_batches: 2_000,
+            drain_timeout: Duration::from_secs(30),
+            profiles_dir: None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Profiles(#[from] profile::ProfileError),
+    #[error("snmp: {0}")]
+    Snmp(#[from] snmp::SnmpError),
+    #[error("alerting client: {0}")]
+    Client(#[from] netward_shared::client::ClientError),
+    #[error(transparent)]
     Server(#[from] ServerError),
 }
 
-/// Runs the snmp-poller target on `listeners` until `shutdown` completes.
+/// Runs the snmp-poller target on `listeners` until `shutdown` completes,
+/// then drains: refuses new work, finishes running batches, and waits for
+/// alerting to ack their results (each within `drain_timeout`).
 pub async fn run(
     config: &LoadedConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let section: SnmpPollerConfig = config.section()?;
+    // Bad profiles stop the start: better than polling the wrong objects.
+    let profiles = Profiles::load(section.profiles_dir.as_deref())?;
+    netward_shared::metrics::handle();
+    let poller = Arc::new(Poller::new(SnmpEngine::new().await?, profiles));
+    // Delivery and the work streams outlive the gRPC server: they stop only
+    // after the drain below.
+    let delivery_stop = CancellationToken::new();
+    let work_stop = CancellationToken::new();
+    let sender = ResultSender::start(
+        DeliveryConfig {
+            executor_id: section.executor_id.clone(),
+            kind: v1::ExecutorKind::Snmp,
+            alerting_url: config.common.alerting_url.clone(),
+            token: config.common.token.clone(),
+            buffer_batches: section.buffer_batches,
+        },
+        delivery_stop.clone(),
+    )?;
+    let executor = Arc::new(SnmpExecutor::new(
+        Identity {
+            executor_id: section.executor_id.clone(),
+            capacity: section.capacity.max(1),
+            labels: section.labels.clone(),
+            hostname: hostname(),
+        },
+        poller,
+        sender.clone(),
+        config.common.token.clone(),
+        section.results_per_message.max(1),
+        section.concurrency.max(1),
+    ));
+    // Several planners (a leader and standbys) may be listed, comma-separated:
+    // the poller holds a stream to each, and only the leader sends work.
+    for url in config
+        .common
+        .planner_url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        tokio::spawn(
+            executor
+                .clone()
+                .hold_work_stream(url.to_string(), work_stop.clone()),
+        );
+    }
+
+    let service = ExecutorServiceServer::new(grpc::PollerGrpc::new(
+        executor.clone(),
+        section.buffer_batches as u32,
+    ));
     GrpcServer::new(
         Target::SnmpPoller,
         ServerOptions::from_config(&config.common),
     )
+    .add_service(service)
     .serve(listeners, shutdown)
     .await?;
+
+    executor.draining.store(true, Ordering::Release);
+    executor.batches.close();
+    tracing::info!(batches = executor.batches.len(), "draining running batches");
+    if tokio::time::timeout(section.drain_timeout, executor.batches.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            batches = executor.batches.len(),
+            "batches still running after the drain timeout"
+        );
+    }
+    work_stop.cancel();
+    if !sender.drain(section.drain_timeout).await {
+        tracing::warn!(
+            unacked = sender.stats().buffered,
+            "result batches not acked by alerting before exit"
+        );
+    }
+    delivery_stop.cancel();
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub(crate) fn timestamp(at: SystemTime) -> prost_types::Timestamp {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+pub(crate) fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
+    let seconds = u64::try_from(ts.seconds).ok()?;
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
 }
