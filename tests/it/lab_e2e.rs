@@ -326,6 +326,26 @@ async fn the_core_loop_in_the_lab() {
         stored as f64 / elapsed
     );
     assert_eq!(stored as u64, sent, "stored vs sent");
+    // Write throughput: results stored per second of time spent writing
+    // (alerting's own histogram of batch writes), i.e. what the same
+    // writer would sustain if batches arrived back to back.
+    let metrics = crate::support::http_get(alerting.metrics_addr, "/metrics").await;
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in alerting's /metrics"))
+    };
+    let (write_seconds, writes) = (
+        metric("alerting_write_seconds_sum"),
+        metric("alerting_write_seconds_count"),
+    );
+    println!(
+        "lab e2e: ingest wrote {stored} results in {writes:.0} transactions, {write_seconds:.2} s writing: \
+         {:.0} results/s of write time, {:.1} ms per transaction",
+        stored as f64 / write_seconds,
+        1000.0 * write_seconds / writes
+    );
 
     let (status, log) = planner.stop().await;
     assert!(status.success(), "{log}");

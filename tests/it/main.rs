@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod alerting;
+mod alerting_crash;
 mod alerting_rules;
 mod contract;
 mod executor;

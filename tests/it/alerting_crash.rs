@@ -1,0 +1,249 @@
+//! A crash between an alert change and its delivery loses nothing and
+//! sends nothing twice: the real alerting process commits a DOWN alert and
+//! its webhook notification (the outbox), cannot deliver it (nothing
+//! listens yet), is killed with SIGKILL, and once restarted delivers the
+//! notification exactly once to a real HTTP server.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netward_shared::client::connect;
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::proto::v1::import_devices_request::Item;
+use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
+use netward_shared::testkit::{TestDatabase, eventually};
+
+use crate::support::Netward;
+
+/// One ingest stream: sends one batch and waits for its ack.
+async fn ingest_one(alerting_url: &str, probe: v1::ProbeResult) {
+    let mut client = AlertingServiceClient::new(connect(alerting_url, None).unwrap());
+    let batch = v1::ResultBatch {
+        executor_id: "crash-test".into(),
+        kind: v1::ExecutorKind::Ping as i32,
+        sequence: 1,
+        batch_uid: uuid::Uuid::new_v4().to_string(),
+        cycle_id: probe.cycle_id,
+        probes: vec![probe],
+        ..Default::default()
+    };
+    let messages = vec![
+        v1::IngestRequest {
+            msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
+                executor_id: "crash-test".into(),
+                kind: v1::ExecutorKind::Ping as i32,
+                version: String::new(),
+            })),
+        },
+        v1::IngestRequest {
+            msg: Some(v1::ingest_request::Msg::Batch(batch)),
+        },
+    ];
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for message in messages {
+        tx.send(message).unwrap();
+    }
+    let mut acks = client
+        .ingest(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ack.msg, Some(v1::ingest_response::Msg::Ack(_))),
+        "{ack:?}"
+    );
+    drop(tx);
+}
+
+#[tokio::test]
+async fn a_notification_survives_a_kill_between_commit_and_delivery() {
+    let database = TestDatabase::create().await.unwrap();
+    let db = database.url().to_string();
+    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let mut inventory_client = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
+    let imported = inventory_client
+        .import_devices(futures::stream::iter(vec![
+            v1::ImportDevicesRequest {
+                item: Some(Item::Options(v1::ImportOptions::default())),
+            },
+            v1::ImportDevicesRequest {
+                item: Some(Item::Rows(v1::ImportRows {
+                    rows: vec![v1::ImportRow {
+                        line: 2,
+                        name: "br7-rtr".into(),
+                        ip: "127.41.0.1".into(),
+                        site: "br7".into(),
+                        ..Default::default()
+                    }],
+                })),
+            },
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(imported.created, 1);
+    let device_id = inventory_client
+        .list_devices(v1::ListDevicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .devices[0]
+        .id
+        .clone();
+
+    // The webhook's port is free (connections refused) until after the kill.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = std::env::temp_dir().join(format!("netward-crash-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &config,
+        format!(
+            "[alerting.notify]\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\nmax_attempts = 100\n\n\
+             [[alerting.notify.webhooks]]\nname = \"noc\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let config_path = config.to_str().unwrap().to_string();
+    let args = [
+        "--database-url",
+        &db,
+        "--inventory-url",
+        &inventory_url,
+        "--config",
+        &config_path,
+    ];
+    let alerting = Netward::start("alerting", &args).await;
+    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    eventually("alerting knows the device", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let device_id = device_id.clone();
+        async move {
+            let status = client
+                .get_device_status(v1::GetDeviceStatusRequest { device_id })
+                .await
+                .ok()?
+                .into_inner()
+                .status?;
+            (status.device_name == "br7-rtr").then_some(())
+        }
+    })
+    .await;
+
+    ingest_one(
+        &alerting_url,
+        v1::ProbeResult {
+            device_id: device_id.clone(),
+            cycle_id: 1,
+            sent: 5,
+            received: 0,
+            loss_percent: 100.0,
+            outcome: v1::ProbeOutcome::Timeout as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Evaluation follows the ack.
+    let alert = eventually("the DOWN alert opens", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_alerts(v1::ListAlertsRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .alerts
+                .pop()
+        }
+    })
+    .await;
+    // The notification is committed and has failed at least once.
+    let tried = eventually("a delivery attempt fails", Duration::from_secs(15), || {
+        let mut client = client.clone();
+        let alert_id = alert.id.clone();
+        async move {
+            let listed = client
+                .list_notifications(v1::ListNotificationsRequest {
+                    alert_id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let row = listed.notifications.into_iter().next()?;
+            (row.attempts >= 1).then_some(row)
+        }
+    })
+    .await;
+    assert_eq!(
+        tried.state,
+        v1::NotificationState::Retrying as i32,
+        "{tried:?}"
+    );
+    assert!(!tried.last_error.is_empty(), "{tried:?}");
+    alerting.kill().await;
+
+    // Now the receiver is up; a new alerting process takes over the outbox.
+    let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let recorded = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let recorded = recorded.clone();
+            async move {
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let restarted = Netward::start("alerting", &args).await;
+    eventually("the notification arrives", Duration::from_secs(20), || {
+        let count = bodies.lock().unwrap().len();
+        async move { (count >= 1).then_some(()) }
+    })
+    .await;
+    // Several retry periods later it has still arrived only once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["alert_id"], alert.id.as_str());
+    assert_eq!(bodies[0]["state"], "firing");
+    assert_eq!(bodies[0]["device_name"], "br7-rtr");
+    let mut client = AlertingServiceClient::new(
+        connect(&format!("http://{}", restarted.grpc_addr), None).unwrap(),
+    );
+    let row = client
+        .list_notifications(v1::ListNotificationsRequest {
+            alert_id: alert.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert_eq!(row.len(), 1);
+    assert_eq!(
+        row[0].state,
+        v1::NotificationState::Delivered as i32,
+        "{row:?}"
+    );
+    server.abort();
+    let _ = std::fs::remove_file(&config);
+}
