@@ -247,9 +247,9 @@ impl Poller {
         )
         .await;
 
-        memory.max_repetitions = repetitions.current();
+        memory.max_repetitions = repetitions.for_next_poll();
         self.memory.put(&key, memory);
-        hints.max_repetitions = repetitions.current();
+        hints.max_repetitions = repetitions.for_next_poll();
         if plan.auto {
             hints.resolved_profile = gathered.profile.clone();
         }

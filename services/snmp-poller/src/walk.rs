@@ -23,13 +23,17 @@ pub const MAX_ROWS_PER_COLUMN: usize = 65_536;
 
 /// GETBULK `max_repetitions` for one agent: halved on tooBig or a timeout,
 /// grown back (doubled) after an answer that filled the request, never
-/// above the value that last failed in this poll. The value at the end of a
-/// poll is reported in the hints and starts the next poll.
+/// above the value that last failed in this poll. The next poll starts from
+/// [`Repetitions::for_next_poll`]: no more than the longest table seen needs,
+/// so an agent with two interfaces is not asked for ten rows of each column
+/// (agents spend CPU on every binding, wasted or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repetitions {
     current: u32,
     /// One below the smallest value that failed in this poll.
     ceiling: u32,
+    /// Most rows of one column in a walk that ran to its end; None until one did.
+    longest_table: Option<usize>,
 }
 
 impl Repetitions {
@@ -39,7 +43,25 @@ impl Repetitions {
         Self {
             current: start.clamp(MIN_REPETITIONS, MAX_REPETITIONS),
             ceiling: MAX_REPETITIONS,
+            longest_table: None,
         }
+    }
+
+    /// The start value for the next poll (reported in the hints): the
+    /// current value, or one more than the longest table when that is less
+    /// (one more, so the answer also shows the table's end).
+    pub fn for_next_poll(&self) -> u32 {
+        match self.longest_table {
+            Some(rows) => {
+                let fits = u32::try_from(rows + 1).unwrap_or(MAX_REPETITIONS);
+                self.current.min(fits).max(MIN_REPETITIONS)
+            }
+            None => self.current,
+        }
+    }
+
+    fn saw_table(&mut self, rows: usize) {
+        self.longest_table = Some(self.longest_table.unwrap_or(0).max(rows));
     }
 
     pub fn current(&self) -> u32 {
@@ -114,6 +136,8 @@ pub async fn walk<S: Session>(
     loop {
         let active: Vec<usize> = (0..state.len()).filter(|&i| !state[i].done).collect();
         if active.is_empty() {
+            let longest = walked.columns.iter().map(Vec::len).max().unwrap_or(0);
+            repetitions.saw_table(longest);
             return walked;
         }
         if Instant::now() >= deadline {
@@ -522,6 +546,11 @@ pub(crate) mod tests {
         assert_eq!(reps.current(), 19, "never back to the value that failed");
         reps.answered(false);
         assert_eq!(reps.current(), 19, "a short answer does not grow it");
+        // The next poll asks for no more rows than the longest table had.
+        reps.saw_table(2);
+        assert_eq!(reps.for_next_poll(), 3);
+        reps.saw_table(48);
+        assert_eq!(reps.for_next_poll(), 19);
         let mut low = Repetitions::new(1);
         assert!(!low.shrink());
         assert_eq!(Repetitions::new(500).current(), MAX_REPETITIONS);
