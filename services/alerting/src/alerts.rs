@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
 use prost::Message as _;
@@ -38,8 +38,8 @@ pub struct AlertEngine {
     silences: Arc<Silences>,
     /// Open alerts by (rule id, device id, interface).
     open: Mutex<HashMap<OpenKey, v1::Alert>>,
-    /// Consecutive probes over a measurement rule's threshold.
-    streaks: Mutex<HashMap<(String, String), u32>>,
+    /// Consecutive breaching observations per (rule, device, subject, kind).
+    streaks: Mutex<HashMap<(String, String, String, i32), u32>>,
     pub events: broadcast::Sender<v1::WatchAlertsResponse>,
 }
 
@@ -83,19 +83,28 @@ impl AlertEngine {
         copy: SharedCopy,
         notifier: Option<Arc<Notifier>>,
     ) -> Result<Self, sqlx::Error> {
-        let builtin: i64 = sqlx::query_scalar("SELECT count(*) FROM rules WHERE builtin")
-            .fetch_one(&pool)
-            .await?;
-        if builtin == 0 {
-            for rule in default_rules() {
-                sqlx::query("INSERT INTO rules (id, name, kind, enabled, builtin, body) VALUES ($1, $2, $3, true, true, $4) ON CONFLICT (name) DO NOTHING")
+        // Each default is seeded once, when no built-in rule of its kind
+        // and name exists (renamed built-ins are not seeded again).
+        let seeded: Vec<(i16, String)> =
+            sqlx::query_as("SELECT kind, name FROM rules WHERE builtin")
+                .fetch_all(&pool)
+                .await?;
+        // Threshold rules are told apart by name (one per metric), the
+        // others by kind.
+        let missing = default_rules().into_iter().filter(|rule| {
+            !seeded.iter().any(|(kind, name)| {
+                *kind == rule.kind as i16
+                    && (rule.kind != v1::RuleKind::SnmpThreshold as i32 || *name == rule.name)
+            })
+        });
+        for rule in missing {
+            sqlx::query("INSERT INTO rules (id, name, kind, enabled, builtin, body) VALUES ($1, $2, $3, true, true, $4) ON CONFLICT (name) DO NOTHING")
                     .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
                     .bind(&rule.name)
                     .bind(rule.kind as i16)
                     .bind(rule.encode_to_vec())
                     .execute(&pool)
                     .await?;
-            }
         }
         let rules: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM rules ORDER BY name")
             .fetch_all(&pool)
@@ -128,6 +137,19 @@ impl AlertEngine {
 
     pub fn rules(&self) -> Vec<v1::Rule> {
         self.rules.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Open alerts per ifIndex of a device.
+    pub fn open_per_interface(&self, device_id: &str) -> HashMap<u32, u32> {
+        let mut counts = HashMap::new();
+        if let Ok(open) = self.open.lock() {
+            for alert in open.values().filter(|a| a.device_id == device_id) {
+                if let Some(index) = alert.if_index {
+                    *counts.entry(index).or_default() += 1;
+                }
+            }
+        }
+        counts
     }
 
     pub fn silences(&self) -> &Arc<Silences> {
@@ -336,16 +358,18 @@ impl AlertEngine {
         }
     }
 
-    /// Takes the open alerts of `kind` on a device out of `open`, whatever
-    /// rule raised them (the rule may have been changed since).
+    /// Takes the open alerts of `kind` on a device's subject (`""` = the
+    /// device itself) out of `open`, whatever rule raised them (the rule
+    /// may have been changed since).
     fn take_open(
         open: &mut HashMap<OpenKey, v1::Alert>,
         kind: v1::RuleKind,
         device_id: &str,
+        subject: &str,
     ) -> Vec<v1::Alert> {
         let keys: Vec<OpenKey> = open
             .iter()
-            .filter(|(k, a)| k.1 == device_id && k.2.is_empty() && a.rule_kind == kind as i32)
+            .filter(|(k, a)| k.1 == device_id && k.2 == subject && a.rule_kind == kind as i32)
             .map(|(k, _)| k.clone())
             .collect();
         keys.iter().filter_map(|k| open.remove(k)).collect()
@@ -404,7 +428,7 @@ impl AlertEngine {
                     open.insert(key, alert.clone());
                     changes.push(Change::Open(alert));
                 } else {
-                    for alert in Self::take_open(&mut open, rule_kind, &device.id) {
+                    for alert in Self::take_open(&mut open, rule_kind, &device.id, "") {
                         changes.push(self.resolved(alert, &device, at));
                     }
                 }
@@ -417,62 +441,103 @@ impl AlertEngine {
     /// opens an alert; one probe back under it resolves. A probe that got no
     /// reply at all is the down rule's business, not the loss rule's.
     pub async fn on_probes(&self, probes: &[ProbeRow]) -> Result<(), sqlx::Error> {
+        let mut observations = Vec::new();
+        for probe in probes.iter().filter(|p| p.result.received > 0) {
+            let latency = probe.result.rtt_avg_us.map(|us| f64::from(us) / 1000.0);
+            let loss = Some(probe.result.loss_percent);
+            for (kind, value, unit) in [
+                (v1::RuleKind::HighLatency, latency, "ms"),
+                (v1::RuleKind::PacketLoss, loss, "%"),
+            ] {
+                if let Some(value) = value {
+                    observations.push(Observation {
+                        kind,
+                        device_id: probe.device_id.to_string(),
+                        subject: Subject::Device,
+                        measure: Measure::Value(value, unit),
+                        at: probe.probed_at,
+                        cycle_id: probe.result.cycle_id,
+                        probe: Some(probe.clone()),
+                    });
+                }
+            }
+        }
+        self.observe(&observations).await
+    }
+
+    /// The enabled rule of `kind` for this device and subject, most
+    /// specific scope first (rules that do not apply to the subject — an
+    /// interface of another role, another SNMP metric — are left out).
+    fn rule_for_subject(
+        &self,
+        kind: v1::RuleKind,
+        device: &v1::Device,
+        subject: &Subject,
+    ) -> Option<v1::Rule> {
+        let rules = self.rules.read().ok()?;
+        rules
+            .iter()
+            .filter(|r| r.kind == kind as i32 && r.enabled.unwrap_or(true))
+            .filter(|r| subject.applies(r))
+            .filter_map(|r| Some((scope::specificity(r.scope.as_ref()?, device)?, r)))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Measurement rules: each observation breaches its rule or not; a
+    /// breach held for `consecutive` observations opens an alert, the first
+    /// observation without one resolves it.
+    pub async fn observe(&self, observations: &[Observation]) -> Result<(), sqlx::Error> {
         let mut changes = Vec::new();
         {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             let mut streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
-            for probe in probes {
-                let result = &probe.result;
-                if result.received == 0 {
+            for o in observations {
+                let device = self.device(&o.device_id);
+                let subject_key = o.subject.key();
+                let rule = self.rule_for_subject(o.kind, &device, &o.subject);
+                let verdict = rule.as_ref().and_then(|rule| o.verdict(rule));
+                let (Some(rule), Some((value, detail))) = (rule, verdict) else {
+                    streaks.retain(|k, _| {
+                        !(k.1 == device.id && k.2 == subject_key && k.3 == o.kind as i32)
+                    });
+                    for alert in Self::take_open(&mut open, o.kind, &device.id, &subject_key) {
+                        changes.push(self.resolved(alert, &device, o.at));
+                    }
+                    continue;
+                };
+                let streak = streaks
+                    .entry((
+                        rule.id.clone(),
+                        device.id.clone(),
+                        subject_key.clone(),
+                        o.kind as i32,
+                    ))
+                    .or_default();
+                *streak += 1;
+                let key = (rule.id.clone(), device.id.clone(), subject_key.clone());
+                if *streak < rule.consecutive.max(1) || open.contains_key(&key) {
                     continue;
                 }
-                let device = self.device(&probe.device_id.to_string());
-                for (kind, value) in [
-                    (
-                        v1::RuleKind::HighLatency,
-                        result.rtt_avg_us.map(|us| f64::from(us) / 1000.0),
-                    ),
-                    (v1::RuleKind::PacketLoss, Some(result.loss_percent)),
-                ] {
-                    let (Some(rule), Some(value)) = (self.rule_for(kind, &device), value) else {
-                        continue;
-                    };
-                    let key = (rule.id.clone(), device.id.clone(), String::new());
-                    let streak = streaks
-                        .entry((rule.id.clone(), device.id.clone()))
-                        .or_default();
-                    if value > rule.threshold {
-                        *streak += 1;
-                        if *streak >= rule.consecutive.max(1) && !open.contains_key(&key) {
-                            let unit = if kind == v1::RuleKind::HighLatency {
-                                "ms"
-                            } else {
-                                "%"
-                            };
-                            let summary = format!(
-                                "{}: {value:.1} {unit} > {} {unit} for {} probes",
-                                device.name, rule.threshold, streak
-                            );
-                            let mut alert = self.new_alert(
-                                &rule,
-                                &device,
-                                summary,
-                                Some(probe),
-                                probe.probed_at,
-                                false,
-                            );
-                            alert.value = Some(value);
-                            self.mute(&mut alert, &device, probe.probed_at);
-                            open.insert(key, alert.clone());
-                            changes.push(Change::Open(alert));
-                        }
-                    } else {
-                        *streak = 0;
-                        for alert in Self::take_open(&mut open, kind, &device.id) {
-                            changes.push(self.resolved(alert, &device, probe.probed_at));
-                        }
-                    }
-                }
+                let what = if matches!(o.kind, v1::RuleKind::HighLatency | v1::RuleKind::PacketLoss)
+                {
+                    "probes"
+                } else {
+                    "polls"
+                };
+                let summary = if *streak > 1 {
+                    format!("{}: {detail} for {streak} {what}", device.name)
+                } else {
+                    format!("{}: {detail}", device.name)
+                };
+                let mut alert =
+                    self.new_alert(&rule, &device, summary, o.probe.as_ref(), o.at, false);
+                alert.value = value;
+                alert.cycle_id = o.cycle_id;
+                o.subject.label(&mut alert);
+                self.mute(&mut alert, &device, o.at);
+                open.insert(key, alert.clone());
+                changes.push(Change::Open(alert));
             }
         }
         self.write(changes).await
@@ -731,11 +796,240 @@ fn name_taken(error: sqlx::Error, name: &str) -> RuleError {
 
 /// The open-alert key of an alert.
 fn key_of(alert: &v1::Alert) -> OpenKey {
-    (
-        alert.rule_id.clone(),
-        alert.device_id.clone(),
-        alert.if_index.map(|i| i.to_string()).unwrap_or_default(),
-    )
+    let subject = match (alert.if_index, alert.labels.get("metric")) {
+        (Some(index), _) => index.to_string(),
+        (None, Some(metric)) => format!(
+            "{metric}/{}",
+            alert.labels.get("instance").map_or("", String::as_str)
+        ),
+        (None, None) => String::new(),
+    };
+    (alert.rule_id.clone(), alert.device_id.clone(), subject)
+}
+
+/// What a measurement rule is evaluated on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// The device as a whole (latency, loss, reboots).
+    Device,
+    /// One interface, with its classification.
+    Interface {
+        if_index: u32,
+        if_name: String,
+        role: v1::InterfaceRole,
+        isp_name: String,
+        monitored: bool,
+    },
+    /// One instance of an SNMP value (`name` from the profile, or its OID).
+    Value {
+        name: String,
+        oid: String,
+        instance: String,
+    },
+}
+
+impl Subject {
+    /// The third part of an open alert's key.
+    fn key(&self) -> String {
+        match self {
+            Subject::Device => String::new(),
+            Subject::Interface { if_index, .. } => if_index.to_string(),
+            Subject::Value {
+                name,
+                oid,
+                instance,
+            } => {
+                let metric = if name.is_empty() { oid } else { name };
+                format!("{metric}/{instance}")
+            }
+        }
+    }
+
+    /// Whether a rule of the observation's kind is about this subject.
+    fn applies(&self, rule: &v1::Rule) -> bool {
+        let kind = v1::RuleKind::try_from(rule.kind).unwrap_or(v1::RuleKind::Unspecified);
+        match self {
+            Subject::Device => true,
+            Subject::Interface {
+                role, monitored, ..
+            } => {
+                let isp_only = matches!(
+                    kind,
+                    v1::RuleKind::IspLinkDown | v1::RuleKind::IspLinkFlapping
+                );
+                *monitored
+                    && (!isp_only || *role == v1::InterfaceRole::IspUplink)
+                    && (rule.interface_roles.is_empty()
+                        || rule.interface_roles.contains(&(*role as i32)))
+            }
+            Subject::Value { name, oid, .. } => {
+                if rule.snmp_metric.is_empty() {
+                    !rule.snmp_oid.is_empty()
+                        && (oid == &rule.snmp_oid
+                            || oid.starts_with(&format!("{}.", rule.snmp_oid)))
+                } else {
+                    *name == rule.snmp_metric
+                }
+            }
+        }
+    }
+
+    /// Copies the subject onto an alert.
+    fn label(&self, alert: &mut v1::Alert) {
+        match self {
+            Subject::Device => {}
+            Subject::Interface {
+                if_index,
+                if_name,
+                isp_name,
+                ..
+            } => {
+                alert.if_index = Some(*if_index);
+                alert.if_name.clone_from(if_name);
+                alert.isp_name.clone_from(isp_name);
+            }
+            Subject::Value {
+                name,
+                oid,
+                instance,
+            } => {
+                let metric = if name.is_empty() { oid } else { name };
+                alert.labels.insert("metric".into(), metric.clone());
+                alert.labels.insert("instance".into(), instance.clone());
+            }
+        }
+    }
+
+    /// How the subject reads in a summary.
+    fn describe(&self) -> String {
+        match self {
+            Subject::Device => String::new(),
+            Subject::Interface {
+                if_name,
+                if_index,
+                isp_name,
+                ..
+            } => {
+                let name = if if_name.is_empty() {
+                    format!("ifIndex {if_index}")
+                } else {
+                    if_name.clone()
+                };
+                if isp_name.is_empty() {
+                    name
+                } else {
+                    format!("{name} (ISP {isp_name})")
+                }
+            }
+            Subject::Value {
+                name,
+                oid,
+                instance,
+            } => {
+                let metric = if name.is_empty() { oid } else { name };
+                if instance.is_empty() || instance == "0" {
+                    metric.clone()
+                } else {
+                    format!("{metric}[{instance}]")
+                }
+            }
+        }
+    }
+}
+
+/// What was observed, to be judged by the rule.
+#[derive(Debug, Clone)]
+pub enum Measure {
+    /// The condition holds or not (e.g. interface admin up, oper down).
+    Holds(bool, &'static str),
+    /// A value compared with the rule's threshold in its direction, and its unit.
+    Value(f64, &'static str),
+    /// Instants of changes, counted within the rule's window (default 5 min)
+    /// against its threshold (default 3).
+    Changes(Vec<DateTime<Utc>>),
+    /// When the device last rebooted; the alert lasts the rule's
+    /// `for_duration` (default 30 min) from then.
+    RebootedAt(Option<DateTime<Utc>>),
+}
+
+/// One observation for the rules of `kind`.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub kind: v1::RuleKind,
+    pub device_id: String,
+    pub subject: Subject,
+    pub measure: Measure,
+    pub at: DateTime<Utc>,
+    pub cycle_id: u64,
+    /// The probe it came from (latency, loss), for the alert's measurement.
+    pub probe: Option<ProbeRow>,
+}
+
+fn duration_or(d: Option<&prost_types::Duration>, default: TimeDelta) -> TimeDelta {
+    d.filter(|d| d.seconds > 0 || d.nanos > 0)
+        .map(|d| TimeDelta::seconds(d.seconds) + TimeDelta::nanoseconds(i64::from(d.nanos)))
+        .unwrap_or(default)
+}
+
+impl Observation {
+    /// `Some((value, detail))` when the observation breaches `rule`.
+    fn verdict(&self, rule: &v1::Rule) -> Option<(Option<f64>, String)> {
+        let what = self.subject.describe();
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what} ")
+        };
+        match &self.measure {
+            Measure::Holds(holds, detail) => holds.then(|| (None, format!("{what}{detail}"))),
+            Measure::Value(value, unit) => {
+                let below = rule.direction == v1::ThresholdDirection::Below as i32;
+                let breach = if below {
+                    *value < rule.threshold
+                } else {
+                    *value > rule.threshold
+                };
+                let sign = if below { "<" } else { ">" };
+                breach.then(|| {
+                    (
+                        Some(*value),
+                        format!("{what}{value:.1} {unit} {sign} {} {unit}", rule.threshold),
+                    )
+                })
+            }
+            Measure::Changes(changes) => {
+                let window = duration_or(rule.window.as_ref(), TimeDelta::minutes(5));
+                let threshold = if rule.threshold > 0.0 {
+                    rule.threshold
+                } else {
+                    3.0
+                };
+                let count = changes.iter().filter(|at| **at > self.at - window).count();
+                (count as f64 >= threshold).then(|| {
+                    (
+                        Some(count as f64),
+                        format!(
+                            "{what}changed state {count} times in {} min",
+                            window.num_minutes()
+                        ),
+                    )
+                })
+            }
+            Measure::RebootedAt(at) => {
+                let lasts = duration_or(rule.for_duration.as_ref(), TimeDelta::minutes(30));
+                let at = (*at)?;
+                (self.at < at + lasts).then(|| {
+                    (
+                        None,
+                        format!(
+                            "rebooted at {} (sysUpTime went back)",
+                            at.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                    )
+                })
+            }
+        }
+    }
 }
 
 /// Whether a firing notification of the alert is in the outbox (sent or due).

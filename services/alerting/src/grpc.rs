@@ -1,6 +1,6 @@
-//! `AlertingService` over the domain. This version serves `Ingest`; the
-//! query, rule, alert and silence RPCs answer UNIMPLEMENTED until they land
-//! (their messages are final in the proto).
+//! `AlertingService` over the domain: ingest (ping results and SNMP
+//! samples), device status and history, alerts, rules, silences,
+//! notifications, availability, interfaces, and the watch streams.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::evaluate::Evaluator;
 use crate::ingest::{IngestError, Ingestor};
 use crate::notify::{ListFilter, Notifier};
 use crate::silences::{ListFilter as SilenceFilter, Silence};
+use crate::snmp::book::SnmpBook;
 use crate::store::StateRow;
 use crate::timestamp as ts;
 use netward_shared::inventory_copy::SharedCopy;
@@ -28,6 +29,7 @@ pub struct AlertingGrpc {
     evaluator: Arc<Evaluator>,
     alerts: Arc<AlertEngine>,
     notifier: Arc<Notifier>,
+    snmp: Arc<SnmpBook>,
     copy: SharedCopy,
     /// Ends open Ingest streams when the server shuts down.
     shutdown: CancellationToken,
@@ -39,6 +41,7 @@ impl AlertingGrpc {
         evaluator: Arc<Evaluator>,
         alerts: Arc<AlertEngine>,
         notifier: Arc<Notifier>,
+        snmp: Arc<SnmpBook>,
         copy: SharedCopy,
         shutdown: CancellationToken,
     ) -> Self {
@@ -47,6 +50,7 @@ impl AlertingGrpc {
             evaluator,
             alerts,
             notifier,
+            snmp,
             copy,
             shutdown,
         }
@@ -114,6 +118,11 @@ fn rule_status(error: RuleError) -> Status {
     }
 }
 
+fn parse_device(id: &str) -> Result<uuid::Uuid, Status> {
+    uuid::Uuid::parse_str(id)
+        .map_err(|_| invalid_argument(&[FieldViolation::new("device_id", id, "not a UUID")]))
+}
+
 fn parse_id(id: &str) -> Result<uuid::Uuid, Status> {
     uuid::Uuid::parse_str(id)
         .map_err(|_| invalid_argument(&[FieldViolation::new("id", id, "not a UUID")]))
@@ -150,10 +159,6 @@ fn page_of<T>(items: Vec<T>, offset: usize, size: usize) -> (Vec<T>, String) {
         String::new()
     };
     (page, token)
-}
-
-fn later(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not served by this alerting version yet"))
 }
 
 #[tonic::async_trait]
@@ -194,7 +199,7 @@ impl AlertingService for AlertingGrpc {
                     Ok(Some(_)) => continue,
                     Ok(None) | Err(_) => return,
                 };
-                let span = tracing::info_span!("alerting.ingest", batch_uid = %batch.batch_uid, results = batch.probes.len());
+                let span = tracing::info_span!("alerting.ingest", batch_uid = %batch.batch_uid, results = batch.probes.len() + batch.samples.len());
                 netward_shared::trace_context::set_parent(&span, batch.trace_context.as_ref());
                 let outcome = {
                     use tracing::Instrument as _;
@@ -204,10 +209,12 @@ impl AlertingService for AlertingGrpc {
                         .await
                 };
                 let mut evaluate = Vec::new();
+                let mut snmp = None;
                 let response = match outcome {
                     // Acked only now: the write has committed.
                     Ok(ingested) => {
                         evaluate = ingested.rows;
+                        snmp = Some(ingested.snmp);
                         v1::ingest_response::Msg::Ack(v1::IngestAck {
                             sequence: batch.sequence,
                             batch_uid: batch.batch_uid.clone(),
@@ -256,6 +263,12 @@ impl AlertingService for AlertingGrpc {
                     use tracing::Instrument as _;
                     if let Err(error) = outcome.instrument(span).await {
                         tracing::warn!(%error, "persisting device states or alerts failed");
+                    }
+                }
+                if let Some(snmp) = snmp.filter(|s| !s.duplicate && s.samples > 0) {
+                    let observations = crate::snmp::evaluate::observations(&snmp);
+                    if let Err(error) = alerts.observe(&observations).await {
+                        tracing::warn!(%error, "persisting SNMP alerts failed");
                     }
                 }
             }
@@ -955,15 +968,110 @@ impl AlertingService for AlertingGrpc {
 
     async fn list_interfaces(
         &self,
-        _r: Request<v1::ListInterfacesRequest>,
+        request: Request<v1::ListInterfacesRequest>,
     ) -> Result<Response<v1::ListInterfacesResponse>, Status> {
-        Err(later("ListInterfaces"))
+        let r = request.into_inner();
+        let device = parse_device(&r.device_id)?;
+        let device_name = self
+            .copy
+            .read()
+            .ok()
+            .and_then(|c| c.devices.get(&r.device_id).map(|d| d.name.clone()))
+            .unwrap_or_default();
+        let (polled_at, mut interfaces) = self.snmp.interfaces_of(device);
+        let open = self.alerts.open_per_interface(&r.device_id);
+        interfaces
+            .retain(|i| (r.role == 0 || i.role == r.role) && (!r.monitored_only || i.monitored));
+        for interface in &mut interfaces {
+            interface.open_alerts = open.get(&interface.if_index).copied().unwrap_or(0);
+        }
+        Ok(Response::new(v1::ListInterfacesResponse {
+            device_id: r.device_id,
+            device_name,
+            polled_at: polled_at.map(ts),
+            interfaces,
+        }))
     }
 
     async fn get_interface_history(
         &self,
-        _r: Request<v1::GetInterfaceHistoryRequest>,
+        request: Request<v1::GetInterfaceHistoryRequest>,
     ) -> Result<Response<v1::GetInterfaceHistoryResponse>, Status> {
-        Err(later("GetInterfaceHistory"))
+        let r = request.into_inner();
+        let device = parse_device(&r.device_id)?;
+        let now = chrono::Utc::now();
+        let time = |ts: Option<prost_types::Timestamp>| {
+            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        };
+        let end = time(r.end_time).unwrap_or(now);
+        let start = time(r.start_time).unwrap_or(end - chrono::TimeDelta::hours(24));
+        let span = (end - start).num_seconds().max(1);
+        // Unset: the smallest whole-minute step giving at most 1000 points.
+        let step = r
+            .step
+            .map(|d| d.seconds)
+            .filter(|s| *s > 0)
+            .unwrap_or_else(|| ((span + 999) / 1000 + 59) / 60 * 60);
+        let mut violations = Vec::new();
+        if r.if_index == 0 {
+            violations.push(FieldViolation::new("if_index", 0, "required, >= 1"));
+        }
+        if start >= end {
+            violations.push(FieldViolation::new(
+                "start_time",
+                start,
+                "must be before end_time",
+            ));
+        }
+        if (end - start) > chrono::TimeDelta::days(400) {
+            violations.push(FieldViolation::new(
+                "end_time",
+                end,
+                "at most 400 days after start_time",
+            ));
+        }
+        if step < 60 || step % 60 != 0 {
+            violations.push(FieldViolation::new(
+                "step",
+                step,
+                "whole minutes, at least 60 s",
+            ));
+        }
+        if span / step.max(1) > 10_000 {
+            violations.push(FieldViolation::new(
+                "step",
+                step,
+                "at most 10,000 points: widen the step",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        let raw_since = now
+            - chrono::TimeDelta::from_std(self.ingestor.retention())
+                .unwrap_or(chrono::TimeDelta::days(7));
+        let (step, points) = self
+            .snmp
+            .history(device, r.if_index, (start, end), step, raw_since)
+            .await
+            .map_err(|e| netward_shared::status::internal("reading interface history", &e))?;
+        let if_name = self
+            .snmp
+            .interfaces_of(device)
+            .1
+            .into_iter()
+            .find(|i| i.if_index == r.if_index)
+            .map(|i| i.if_name)
+            .unwrap_or_default();
+        Ok(Response::new(v1::GetInterfaceHistoryResponse {
+            device_id: r.device_id,
+            if_index: r.if_index,
+            if_name,
+            step: Some(prost_types::Duration {
+                seconds: step,
+                nanos: 0,
+            }),
+            points,
+        }))
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use netward_shared::proto::v1;
 
+use crate::snmp::book::{SnmpBook, SnmpStored};
 use crate::store::{AlertingStore, ProbeRow, Stored};
 
 /// Why a batch was not stored.
@@ -31,6 +32,8 @@ pub struct Ingested {
     pub rows: Vec<ProbeRow>,
     /// Results not stored: an unparsable device id, or older than the retention.
     pub skipped: u32,
+    /// What an SNMP batch changed (interfaces, devices), for the rules.
+    pub snmp: SnmpStored,
 }
 
 pub struct Ingestor {
@@ -40,6 +43,8 @@ pub struct Ingestor {
     /// Days known to have a partition (creation is idempotent; this saves
     /// a round trip per batch).
     known_days: Mutex<BTreeSet<NaiveDate>>,
+    /// Where SNMP samples go; without it SNMP batches are rejected.
+    snmp: Option<Arc<SnmpBook>>,
 }
 
 impl Ingestor {
@@ -53,7 +58,19 @@ impl Ingestor {
             retention,
             rollup_retention,
             known_days: Mutex::new(BTreeSet::new()),
+            snmp: None,
         }
+    }
+
+    /// Stores SNMP samples in `book` too.
+    pub fn with_snmp(mut self, book: Arc<SnmpBook>) -> Self {
+        self.snmp = Some(book);
+        self
+    }
+
+    /// How long raw rows are kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
     }
 
     /// The store it writes to (queries read it too).
@@ -71,12 +88,65 @@ impl Ingestor {
                 "batch_uid must be 1-128 characters".into(),
             ));
         }
-        if !batch.samples.is_empty() {
-            return Err(IngestError::Reject(
-                "SNMP samples are not stored by this alerting version".into(),
-            ));
-        }
         let oldest = now - TimeDelta::from_std(self.retention).unwrap_or(TimeDelta::days(7));
+        // Timestamps from the future are the sender's clock: stamp them now.
+        let when = |t: Option<&prost_types::Timestamp>| {
+            t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                .filter(|t| *t <= now + TimeDelta::minutes(5))
+                .unwrap_or(now)
+        };
+        if !batch.samples.is_empty() {
+            if !batch.probes.is_empty() {
+                return Err(IngestError::Reject(
+                    "a batch carries probes or samples, not both".into(),
+                ));
+            }
+            let Some(book) = &self.snmp else {
+                return Err(IngestError::Reject(
+                    "SNMP samples are not stored by this alerting instance".into(),
+                ));
+            };
+            let mut skipped = 0;
+            let samples: Vec<_> = batch
+                .samples
+                .iter()
+                .filter_map(|sample| {
+                    let id = uuid::Uuid::parse_str(&sample.device_id).ok();
+                    let at = when(sample.polled_at.as_ref());
+                    let kept = id.filter(|_| at >= oldest).map(|id| (id, at, sample));
+                    skipped += u32::from(kept.is_none());
+                    kept
+                })
+                .collect();
+            if skipped > 0 {
+                metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
+                tracing::warn!(batch_uid = %batch.batch_uid, skipped, "samples not stored: bad device id or older than the retention");
+            }
+            let days: BTreeSet<NaiveDate> =
+                samples.iter().map(|(_, at, _)| at.date_naive()).collect();
+            self.ensure_days(&days).await?;
+            let started = std::time::Instant::now();
+            let snmp = book
+                .store(&batch.batch_uid, &batch.executor_id, &samples)
+                .await?;
+            metrics::histogram!("alerting_snmp_write_seconds")
+                .record(started.elapsed().as_secs_f64());
+            if snmp.duplicate {
+                metrics::counter!("alerting_duplicate_batches_total").increment(1);
+            } else {
+                metrics::counter!("alerting_samples_stored_total")
+                    .increment(u64::from(snmp.samples));
+            }
+            return Ok(Ingested {
+                stored: Stored {
+                    rows: snmp.samples,
+                    duplicate: snmp.duplicate,
+                },
+                rows: Vec::new(),
+                skipped,
+                snmp,
+            });
+        }
         let mut rows = Vec::with_capacity(batch.probes.len());
         let mut skipped = 0;
         for result in &batch.probes {
@@ -84,12 +154,7 @@ impl Ingestor {
                 skipped += 1;
                 continue;
             };
-            let probed_at = result
-                .probed_at
-                .as_ref()
-                .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-                .filter(|t| *t <= now + TimeDelta::minutes(5))
-                .unwrap_or(now);
+            let probed_at = when(result.probed_at.as_ref());
             if probed_at < oldest {
                 skipped += 1;
                 continue;
@@ -130,6 +195,7 @@ impl Ingestor {
             stored,
             rows,
             skipped,
+            snmp: SnmpStored::default(),
         })
     }
 

@@ -50,6 +50,10 @@ pub struct AlertingConfig {
     pub state: StateConfig,
     /// Notification channels (`[alerting.notify]`: webhooks, Alertmanager).
     pub notify: notify::NotifyConfig,
+    /// Interface classification patterns (`[alerting.interfaces]`).
+    pub interfaces: snmp::classify::InterfacesConfig,
+    /// How counter rates are judged (`[alerting.rates]`: poll interval, gaps).
+    pub rates: snmp::rates::RateConfig,
 }
 
 impl Default for AlertingConfig {
@@ -59,6 +63,8 @@ impl Default for AlertingConfig {
             rollup_retention: Duration::from_secs(400 * 86_400),
             state: StateConfig::default(),
             notify: notify::NotifyConfig::default(),
+            interfaces: snmp::classify::InterfacesConfig::default(),
+            rates: snmp::rates::RateConfig::default(),
         }
     }
 }
@@ -79,6 +85,10 @@ pub enum Error {
     Live(#[from] live::LiveError),
     #[error("invalid [alerting.notify]: {0}")]
     Notify(#[from] notify::InvalidNotifyConfig),
+    #[error("invalid [alerting.interfaces]: {0}")]
+    Interfaces(#[from] snmp::classify::InvalidInterfacesConfig),
+    #[error("invalid [alerting.rates]: {0}")]
+    Rates(#[from] snmp::rates::InvalidRateConfig),
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -130,14 +140,23 @@ pub async fn run(
         .as_ref()
         .ok_or(Error::NoDatabase)?;
     let store = Arc::new(PgStore::connect(url.expose()).await?);
-    let ingestor = Arc::new(Ingestor::new(
-        store.clone(),
-        section.retention,
-        section.rollup_retention,
-    ));
-    ingestor.maintain(chrono::Utc::now()).await?;
     let machine = StateMachine::new(section.state.clone())?;
     let copy: netward_shared::inventory_copy::SharedCopy = Default::default();
+    section.rates.validate()?;
+    let snmp = Arc::new(
+        snmp::book::SnmpBook::load(
+            store.pool().clone(),
+            snmp::classify::Classifier::new(&section.interfaces)?,
+            section.rates.clone(),
+            copy.clone(),
+        )
+        .await?,
+    );
+    let ingestor = Arc::new(
+        Ingestor::new(store.clone(), section.retention, section.rollup_retention)
+            .with_snmp(snmp.clone()),
+    );
+    ingestor.maintain(chrono::Utc::now()).await?;
     let notifier = Arc::new(notify::Notifier::new(
         store.pool().clone(),
         section.notify.clone(),
@@ -239,7 +258,7 @@ pub async fn run(
         }
     });
     let service = AlertingServiceServer::new(AlertingGrpc::new(
-        ingestor, evaluator, alerts, notifier, copy, stop,
+        ingestor, evaluator, alerts, notifier, snmp, copy, stop,
     ))
     .max_decoding_message_size(64 * 1024 * 1024);
     server

@@ -65,6 +65,89 @@ pub fn default_rules() -> Vec<v1::Rule> {
             3,
             "packet loss above 10 % for 3 probes",
         ),
+        v1::Rule {
+            interface_roles: vec![
+                v1::InterfaceRole::Trunk as i32,
+                v1::InterfaceRole::ServerLink as i32,
+            ],
+            ..rule(
+                "interface-down",
+                v1::RuleKind::InterfaceDown,
+                v1::Severity::Medium,
+                0.0,
+                2,
+                "a trunk or server link admin up, oper down for 2 polls",
+            )
+        },
+        rule(
+            "isp-link-down",
+            v1::RuleKind::IspLinkDown,
+            v1::Severity::High,
+            0.0,
+            1,
+            "an ISP uplink admin up, oper down",
+        ),
+        v1::Rule {
+            window: Some(prost_types::Duration {
+                seconds: 15 * 60,
+                nanos: 0,
+            }),
+            ..rule(
+                "isp-link-flapping",
+                v1::RuleKind::IspLinkFlapping,
+                v1::Severity::Medium,
+                3.0,
+                1,
+                "an ISP uplink changed oper status 3 times in 15 min",
+            )
+        },
+        v1::Rule {
+            interface_roles: vec![
+                v1::InterfaceRole::IspUplink as i32,
+                v1::InterfaceRole::Trunk as i32,
+            ],
+            ..rule(
+                "interface-utilisation",
+                v1::RuleKind::InterfaceUtilisation,
+                v1::Severity::Medium,
+                90.0,
+                3,
+                "an ISP uplink or trunk above 90 % of its speed for 3 polls",
+            )
+        },
+        rule(
+            "interface-errors",
+            v1::RuleKind::InterfaceErrors,
+            v1::Severity::Low,
+            10.0,
+            3,
+            "more than 10 interface errors/s for 3 polls",
+        ),
+        v1::Rule {
+            for_duration: Some(prost_types::Duration {
+                seconds: 30 * 60,
+                nanos: 0,
+            }),
+            ..rule(
+                "device-rebooted",
+                v1::RuleKind::DeviceRebooted,
+                v1::Severity::Low,
+                0.0,
+                1,
+                "sysUpTime went back; open for 30 min",
+            )
+        },
+        v1::Rule {
+            snmp_metric: "cpu.load".into(),
+            ..rule(
+                "cpu-high",
+                v1::RuleKind::SnmpThreshold,
+                v1::Severity::Medium,
+                90.0,
+                3,
+                "CPU load above 90 % for 3 polls (any vendor profile)",
+            )
+        },
     ]
 }
 

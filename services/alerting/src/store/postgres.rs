@@ -55,8 +55,12 @@ impl PgStore {
     }
 }
 
-fn partition_name(day: NaiveDate) -> String {
-    format!("probe_results_{}", day.format("%Y%m%d"))
+/// The raw tables partitioned by day; their partitions are made and
+/// dropped together, `probe_results`' list standing for all.
+const PARTITIONED: [&str; 3] = ["probe_results", "snmp_samples", "interface_samples"];
+
+fn partition_of(table: &str, day: NaiveDate) -> String {
+    format!("{table}_{}", day.format("%Y%m%d"))
 }
 
 fn partition_day(name: &str) -> Option<NaiveDate> {
@@ -449,18 +453,29 @@ impl AlertingStore for PgStore {
     async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()> {
         for day in days {
             let next = day.succ_opt().unwrap_or(*day);
-            // Names and bounds are built from dates only: nothing from input.
-            let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF probe_results \
-                 FOR VALUES FROM ('{}') TO ('{}')",
-                partition_name(*day),
-                day.format("%Y-%m-%d"),
-                next.format("%Y-%m-%d")
-            );
-            if let Err(error) = sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await {
-                // Another instance may have created it a moment ago.
-                if !self.partitions().await?.contains(day) {
-                    return Err(error);
+            // The reference table last: a day is listed only when all exist.
+            for table in PARTITIONED.iter().rev() {
+                // Names and bounds are built from dates only: nothing from input.
+                let sql = format!(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {table} \
+                     FOR VALUES FROM ('{}') TO ('{}')",
+                    partition_of(table, *day),
+                    day.format("%Y-%m-%d"),
+                    next.format("%Y-%m-%d")
+                );
+                if let Err(error) = sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await {
+                    // Another instance may have created it a moment ago.
+                    let exists: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_class c \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE c.relname = $1 AND n.nspname = 'alerting')",
+                    )
+                    .bind(partition_of(table, *day))
+                    .fetch_one(&self.pool)
+                    .await?;
+                    if !exists {
+                        return Err(error);
+                    }
                 }
             }
         }
@@ -490,8 +505,10 @@ impl AlertingStore for PgStore {
         let mut dropped = Vec::new();
         for day in self.partitions().await? {
             if day < before {
-                let sql = format!("DROP TABLE IF EXISTS {}", partition_name(day));
-                sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await?;
+                for table in PARTITIONED {
+                    let sql = format!("DROP TABLE IF EXISTS {}", partition_of(table, day));
+                    sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await?;
+                }
                 dropped.push(day);
             }
         }
@@ -507,6 +524,10 @@ impl AlertingStore for PgStore {
             .bind(rollups_before)
             .execute(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM interface_rollups WHERE hour < $1")
+            .bind(rollups_before)
+            .execute(&self.pool)
+            .await?;
         Ok(dropped)
     }
 }
@@ -518,7 +539,7 @@ mod tests {
     #[test]
     fn partition_names_round_trip() {
         let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
-        assert_eq!(partition_name(day), "probe_results_20261127");
+        assert_eq!(partition_of("probe_results", day), "probe_results_20261127");
         assert_eq!(partition_day("probe_results_20261127"), Some(day));
         assert_eq!(partition_day("probe_results_default"), None);
         assert_eq!(partition_day("other_20261127"), None);
