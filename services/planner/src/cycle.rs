@@ -36,6 +36,9 @@ pub struct CycleConfig {
     pub probe: v1::ProbeSettings,
     pub snmp_timeout_ms: u32,
     pub snmp_retries: u32,
+    /// How often an SNMP device's slow-changing interface labels (names,
+    /// aliases, speeds) are read again; counters are read every poll.
+    pub snmp_label_refresh: Duration,
     /// How often executors heartbeat; three missed ones end the session.
     pub heartbeat_interval: Duration,
 }
@@ -159,6 +162,12 @@ pub struct Scheduler {
     pub credentials: Mutex<HashMap<String, v1::ResolvedCredential>>,
     /// Bumped whenever `credentials` changes, so SNMP plans are rebuilt.
     pub credentials_generation: AtomicU64,
+    /// What pollers learned per SNMP device (engine id and time,
+    /// max-repetitions, resolved profile, when labels were last read), from
+    /// `BatchDone.snmp_hints`, sent back with the device's next target so
+    /// any poller polls it without a cold start. Lost with the process: the
+    /// next poll of each device rediscovers it.
+    snmp_hints: Mutex<HashMap<String, v1::SnmpHints>>,
     /// Per kind: the eligible devices in planning order with their targets,
     /// rebuilt only when the inventory (or a credential) changed — so a
     /// cycle of 100,000 devices costs a pass over a list, not a sort.
@@ -211,6 +220,7 @@ impl Scheduler {
             cycle_events,
             credentials: Mutex::new(HashMap::new()),
             credentials_generation: AtomicU64::new(0),
+            snmp_hints: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
         }
     }
@@ -495,6 +505,31 @@ impl Scheduler {
         }
     }
 
+    /// An SNMP target with what pollers learned of its device, and whether
+    /// this poll reads the interface labels again (never read, or read
+    /// longer than `snmp_label_refresh` ago).
+    fn with_hints(&self, mut target: v1::Target) -> v1::Target {
+        let Some(snmp) = target.snmp.as_mut() else {
+            return target;
+        };
+        let hints = self
+            .snmp_hints
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&target.device_id).cloned());
+        let refreshed_at = hints
+            .as_ref()
+            .and_then(|h| h.labels_refreshed_at)
+            .and_then(|t| SystemTime::try_from(t).ok());
+        snmp.refresh_labels = refreshed_at.is_none_or(|at| {
+            SystemTime::now()
+                .duration_since(at)
+                .is_ok_and(|age| age >= self.config.snmp_label_refresh)
+        });
+        snmp.hints = hints;
+        target
+    }
+
     /// Hands every batch whose start time has come to an executor.
     pub fn dispatch_due(&self, now: Instant) {
         let mut state = self.lock();
@@ -701,6 +736,15 @@ impl Scheduler {
     }
 
     pub fn batch_done(&self, session: SessionId, done: &v1::BatchDone, now: Instant) {
+        // Hints are worth keeping even from a stale report: they describe
+        // the devices, not the batch.
+        if !done.snmp_hints.is_empty()
+            && let Ok(mut hints) = self.snmp_hints.lock()
+        {
+            for hint in &done.snmp_hints {
+                hints.insert(hint.device_id.clone(), hint.clone());
+            }
+        }
         let wall = self.wall(now);
         let mut state = self.lock();
         let Some((c, b)) = find_batch(&state, done.cycle_id, &done.batch_id) else {
@@ -893,7 +937,11 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         leader_epoch: epoch,
         start_at: Some(timestamp(scheduler.wall(batch.start_at))),
         deadline: Some(timestamp(scheduler.wall(batch.deadline))),
-        targets: batch.targets.iter().map(|t| (**t).clone()).collect(),
+        targets: batch
+            .targets
+            .iter()
+            .map(|t| scheduler.with_hints((**t).clone()))
+            .collect(),
         probe: (cycle.kind == v1::ExecutorKind::Ping).then_some(scheduler.config.probe),
         trace_context: Some(trace_context),
         batch_index: batch.index as u32,

@@ -235,7 +235,7 @@ impl PlannerService for PlannerGrpc {
             ping_interval: Some(duration(config.ping_interval)),
             snmp_interval: Some(duration(config.snmp_interval)),
             default_probe: Some(config.probe),
-            snmp_label_refresh_interval: None,
+            snmp_label_refresh_interval: Some(duration(config.snmp_label_refresh)),
         }))
     }
 

@@ -42,6 +42,9 @@ pub struct PlannerConfig {
     pub ping_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub snmp_interval: Duration,
+    /// How often interface labels (names, aliases, speeds) are read again.
+    #[serde(with = "humantime_serde")]
+    pub snmp_label_refresh_interval: Duration,
     /// Echo requests per probe (3), spacing (200 ms), reply timeout (1 s)
     /// and extra requests on total loss (2).
     pub probe_count: u32,
@@ -64,6 +67,7 @@ impl Default for PlannerConfig {
         Self {
             ping_interval: Duration::from_secs(10),
             snmp_interval: Duration::from_secs(60),
+            snmp_label_refresh_interval: Duration::from_secs(3600),
             probe_count: 3,
             probe_interval: Duration::from_millis(200),
             probe_timeout: Duration::from_secs(1),
@@ -90,6 +94,7 @@ impl PlannerConfig {
             },
             snmp_timeout_ms: self.snmp_timeout.as_millis() as u32,
             snmp_retries: self.snmp_retries,
+            snmp_label_refresh: self.snmp_label_refresh_interval,
             heartbeat_interval: self.heartbeat_interval,
         }
     }
