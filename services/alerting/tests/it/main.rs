@@ -6,3 +6,4 @@
 mod ingest;
 mod live;
 mod notify;
+mod snmp;
