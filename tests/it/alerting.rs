@@ -238,13 +238,33 @@ impl Ingest {
     }
 
     async fn send(&mut self, cycle: u64, probes: Vec<v1::ProbeResult>) {
+        self.send_batch(v1::ResultBatch {
+            cycle_id: cycle,
+            probes,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Sends a batch of SNMP samples and waits for its ack and evaluation
+    /// (as [`Ingest::batch`]).
+    pub(crate) async fn samples(&mut self, cycle: u64, samples: Vec<v1::SnmpSample>) {
+        self.send_batch(v1::ResultBatch {
+            kind: v1::ExecutorKind::Snmp as i32,
+            cycle_id: cycle,
+            samples,
+            ..Default::default()
+        })
+        .await;
+        self.send(cycle, Vec::new()).await;
+    }
+
+    async fn send_batch(&mut self, batch: v1::ResultBatch) {
         self.sequence += 1;
         let batch = v1::ResultBatch {
             sequence: self.sequence,
             batch_uid: uuid::Uuid::new_v4().to_string(),
-            cycle_id: cycle,
-            probes,
-            ..Default::default()
+            ..batch
         };
         self.tx
             .send(v1::IngestRequest {

@@ -486,3 +486,175 @@ async fn silences_mute_notifications_and_maintenance_windows_flag_devices() {
     let (_, counts) = statuses(&stack).await;
     assert_eq!((counts.up, counts.maintenance), (3, 0), "{counts:?}");
 }
+
+/// One poll of a router: sysUpTime, CPU load, and one ISP uplink with its
+/// oper status and inbound octets (HC counters, 100 Mb/s).
+fn poll(
+    device_id: &str,
+    at: std::time::SystemTime,
+    uptime_s: u32,
+    cpu: i64,
+    oper: v1::IfOperStatus,
+    in_octets: u64,
+) -> v1::SnmpSample {
+    v1::SnmpSample {
+        device_id: device_id.to_string(),
+        address: "127.0.0.1".into(),
+        polled_at: Some(at.into()),
+        sys_uptime_ticks: Some(uptime_s * 100),
+        outcome: v1::SnmpOutcome::Ok as i32,
+        profile: "cisco".into(),
+        values: vec![v1::ScalarValue {
+            oid: "1.3.6.1.4.1.9.9.109.1.1.1.1.8.1".into(),
+            name: "cpmCPUTotal1minRev".into(),
+            instance: "1".into(),
+            value: Some(v1::scalar_value::Value::Gauge32(cpu as u32)),
+            ..Default::default()
+        }],
+        interfaces: vec![v1::InterfaceSample {
+            if_index: 2,
+            if_name: "Gi0/0/1".into(),
+            if_alias: "ISP2 Silknet backup".into(),
+            admin_status: v1::IfAdminStatus::Up as i32,
+            oper_status: oper as i32,
+            speed_bps: Some(100_000_000),
+            hc: true,
+            in_octets: Some(in_octets),
+            out_octets: Some(0),
+            in_errors: Some(0),
+            out_errors: Some(0),
+            labels_refreshed: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn snmp_rules_fire_on_reboots_cpu_saturated_and_flapping_uplinks() {
+    let stack = start_with(&[("br3-rtr", "br3", "")], None).await;
+    let id = stack.ids["br3-rtr"].clone();
+    let mut ingest = Ingest::open(&stack).await;
+    let start = std::time::SystemTime::now() - Duration::from_secs(10 * 60);
+    let at = |minute: u64| start + Duration::from_secs(60 * minute);
+    let (up, down) = (v1::IfOperStatus::Up, v1::IfOperStatus::Down);
+    // 95 Mb/s in: 712,500,000 octets a minute on a 100 Mb/s link.
+    let per_minute = 95_000_000 / 8 * 60;
+    // Minutes 0-3: CPU 97 %, the uplink saturated; minutes 4-7: it flaps
+    // down/up/down/up; minute 8: the router rebooted (uptime 30 s).
+    let polls = [
+        (0, 10_000, 97, up),
+        (1, 10_060, 97, up),
+        (2, 10_120, 97, up),
+        (3, 10_180, 97, up),
+        (4, 10_240, 20, down),
+        (5, 10_300, 20, up),
+        (6, 10_360, 20, down),
+        (7, 10_420, 20, up),
+        (8, 30, 20, up),
+    ];
+    let mut octets = 0u64;
+    for (minute, uptime, cpu, oper) in polls {
+        if minute > 0 && minute <= 3 {
+            octets += per_minute;
+        }
+        let sample = poll(&id, at(minute), uptime, cpu, oper, octets);
+        ingest.samples(minute + 1, vec![sample]).await;
+        if minute == 3 {
+            let kinds: Vec<i32> = open_alerts(&stack)
+                .await
+                .iter()
+                .map(|a| a.rule_kind)
+                .collect();
+            assert!(
+                kinds.contains(&(v1::RuleKind::SnmpThreshold as i32)),
+                "{kinds:?}"
+            );
+            assert!(
+                kinds.contains(&(v1::RuleKind::InterfaceUtilisation as i32)),
+                "{kinds:?}"
+            );
+        }
+    }
+    let open = open_alerts(&stack).await;
+    let of = |kind: v1::RuleKind| open.iter().find(|a| a.rule_kind == kind as i32);
+    let flapping = of(v1::RuleKind::IspLinkFlapping).expect("a flapping alert");
+    assert_eq!(flapping.isp_name, "Silknet");
+    assert!(
+        flapping.summary.contains("changed state"),
+        "{}",
+        flapping.summary
+    );
+    let rebooted = of(v1::RuleKind::DeviceRebooted).expect("a reboot alert");
+    assert!(
+        rebooted.summary.contains("rebooted"),
+        "{}",
+        rebooted.summary
+    );
+    // CPU back to 20 % and the link idle: those resolved.
+    assert!(of(v1::RuleKind::SnmpThreshold).is_none(), "{open:?}");
+    assert!(of(v1::RuleKind::InterfaceUtilisation).is_none(), "{open:?}");
+    // The ISP link went down twice, and came back each time.
+    assert!(of(v1::RuleKind::IspLinkDown).is_none(), "{open:?}");
+    let all = stack
+        .alerting
+        .clone()
+        .list_alerts(v1::ListAlertsRequest {
+            include_resolved: true,
+            rule_kind: v1::RuleKind::IspLinkDown as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(all.len(), 2, "{all:?}");
+    let cpu = stack
+        .alerting
+        .clone()
+        .list_alerts(v1::ListAlertsRequest {
+            include_resolved: true,
+            rule_kind: v1::RuleKind::SnmpThreshold as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(cpu.len(), 1, "{cpu:?}");
+    assert_eq!(cpu[0].labels["metric"], "cpu.load");
+    assert!(cpu[0].summary.contains("97.0"), "{}", cpu[0].summary);
+
+    // The interface view: the uplink with its provider and its last rate.
+    let listed = stack
+        .alerting
+        .clone()
+        .list_interfaces(v1::ListInterfacesRequest {
+            device_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.device_name, "br3-rtr");
+    let uplink = &listed.interfaces[0];
+    assert_eq!(uplink.role, v1::InterfaceRole::IspUplink as i32);
+    assert_eq!(uplink.open_alerts, 1, "the flapping alert");
+    let history = stack
+        .alerting
+        .clone()
+        .get_interface_history(v1::GetInterfaceHistoryRequest {
+            device_id: id,
+            if_index: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let peak = history
+        .points
+        .iter()
+        .filter_map(|p| p.in_utilisation_max_percent)
+        .fold(0.0, f64::max);
+    assert!((peak - 95.0).abs() < 0.5, "{history:?}");
+}
