@@ -625,6 +625,21 @@ async fn snmp_rules_fire_on_reboots_cpu_saturated_and_flapping_uplinks() {
     assert_eq!(cpu[0].labels["metric"], "cpu.load");
     assert!(cpu[0].summary.contains("97.0"), "{}", cpu[0].summary);
 
+    // The device's status carries its last poll.
+    let status = stack
+        .alerting
+        .clone()
+        .get_device_status(v1::GetDeviceStatusRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.last_snmp_outcome, v1::SnmpOutcome::Ok as i32);
+    assert_eq!(status.sys_uptime_ticks, Some(3000));
+
     // The interface view: the uplink with its provider and its last rate.
     let listed = stack
         .alerting

@@ -65,6 +65,7 @@ impl AlertingGrpc {
     /// A stored state with the device's names from the inventory copy.
     fn status(&self, row: &StateRow) -> v1::DeviceStatus {
         let id = row.device_id.to_string();
+        let snmp = self.snmp.last_poll(row.device_id);
         let device = self
             .copy
             .read()
@@ -102,6 +103,9 @@ impl AlertingGrpc {
             last_rtt_avg_us: row.last_rtt_avg_us,
             consecutive_failures: row.consecutive_failures,
             last_cycle_id: row.last_cycle_id,
+            last_polled_at: snmp.map(|(at, _, _)| ts(at)),
+            last_snmp_outcome: snmp.map_or(0, |(_, outcome, _)| outcome),
+            sys_uptime_ticks: snmp.and_then(|(_, _, uptime)| uptime),
             ..Default::default()
         }
     }

@@ -61,9 +61,12 @@ impl Interface {
 /// The last poll of a device.
 #[derive(Debug, Clone)]
 struct Device {
+    /// The last answered poll and its sysUpTime (reboot detection).
     polled_at: DateTime<Utc>,
     uptime_ticks: Option<u32>,
     last_reboot_at: Option<DateTime<Utc>>,
+    /// The outcome of the last poll, answered or not.
+    outcome: i32,
 }
 
 /// One interface after a poll, for rule evaluation.
@@ -219,19 +222,20 @@ impl SnmpBook {
                 Some(((device, u32::try_from(index).ok()?), interface))
             })
             .collect();
-        type DeviceRow = (Uuid, DateTime<Utc>, Option<i64>, Option<DateTime<Utc>>);
+        type DeviceRow = (Uuid, DateTime<Utc>, Option<i64>, Option<DateTime<Utc>>, i16);
         let rows: Vec<DeviceRow> = sqlx::query_as(
-            "SELECT device_id, polled_at, sys_uptime_ticks, last_reboot_at FROM snmp_devices",
+            "SELECT device_id, polled_at, sys_uptime_ticks, last_reboot_at, outcome FROM snmp_devices",
         )
         .fetch_all(&pool)
         .await?;
         let devices = rows
             .into_iter()
-            .map(|(id, polled_at, uptime, last_reboot_at)| {
+            .map(|(id, polled_at, uptime, last_reboot_at, outcome)| {
                 let device = Device {
                     polled_at,
                     uptime_ticks: uptime.and_then(|u| u32::try_from(u).ok()),
                     last_reboot_at,
+                    outcome: i32::from(outcome),
                 };
                 (id, device)
             })
@@ -309,7 +313,9 @@ impl SnmpBook {
                 polled_at,
                 uptime_ticks: None,
                 last_reboot_at: None,
+                outcome: sample.outcome,
             });
+            device.outcome = sample.outcome;
             if answered && sample.sys_uptime_ticks.is_some() {
                 if let Some(prev) = &previous
                     && let Interval::Reboot = Interval::between(
@@ -521,6 +527,14 @@ impl SnmpBook {
             memory,
             deltas,
         }
+    }
+
+    /// The last poll of a device: when it last answered, the outcome of
+    /// the last poll, and the sysUpTime then.
+    pub fn last_poll(&self, device_id: Uuid) -> Option<(DateTime<Utc>, i32, Option<u32>)> {
+        let devices = self.devices.lock().ok()?;
+        let device = devices.get(&device_id)?;
+        Some((device.polled_at, device.outcome, device.uptime_ticks))
     }
 
     /// The interfaces of a device, by ifIndex, and when it was last polled.
@@ -961,7 +975,7 @@ async fn write_current(
     )
     .bind(entries.iter().map(|(id, _)| **id).collect::<Vec<_>>())
     .bind(entries.iter().map(|(_, d)| d.polled_at).collect::<Vec<_>>())
-    .bind(entries.iter().map(|(id, _)| last.get(id).map_or(0, |s| s.outcome as i16)).collect::<Vec<_>>())
+    .bind(entries.iter().map(|(_, d)| d.outcome as i16).collect::<Vec<_>>())
     .bind(entries.iter().map(|(_, d)| d.uptime_ticks.map(i64::from)).collect::<Vec<_>>())
     .bind(entries.iter().map(|(id, _)| last.get(id).map(|s| s.sys_object_id.clone()).unwrap_or_default()).collect::<Vec<_>>())
     .bind(entries.iter().map(|(id, _)| last.get(id).map(|s| s.profile.clone()).unwrap_or_default()).collect::<Vec<_>>())
