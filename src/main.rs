@@ -49,6 +49,8 @@ enum Command {
     Status(cli::StatusArgs),
     /// Open alerts (--all: resolved too) as a table or JSON lines; `alerts ack ID` acknowledges one
     Alerts(cli::AlertsArgs),
+    /// A device's SNMP interfaces with status, ISP, rates and open alerts, as alerting holds them (ListInterfaces)
+    Interfaces(cli::InterfacesArgs),
 }
 
 /// `netward planner` runs the target; `netward planner status` is a client
@@ -176,6 +178,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Sizing(args) => cli::sizing(args).await,
         Command::Status(args) => cli::status(args).await,
         Command::Alerts(args) => cli::alerts(args).await,
+        Command::Interfaces(args) => cli::interfaces(args).await,
     }
 }
 

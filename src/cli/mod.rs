@@ -1,13 +1,14 @@
 //! The operator verbs (`netward devices …`, `netward sites …`, `netward
-//! sizing`, `netward planner status`, `netward status`, `netward alerts …`):
-//! clients of the inventory's, the planner's and alerting's gRPC APIs that
-//! print tables, JSON lines or CSV. The flags and the dispatch live here,
-//! each verb in its own module.
+//! sizing`, `netward planner status`, `netward status`, `netward alerts …`,
+//! `netward interfaces DEVICE`): clients of the inventory's, the planner's
+//! and alerting's gRPC APIs that print tables, JSON lines or CSV. The flags
+//! and the dispatch live here, each verb in its own module.
 
 mod alerting;
 mod csv_format;
 mod devices;
 mod generate;
+mod interfaces;
 mod planner;
 mod sites;
 mod table;
@@ -65,6 +66,7 @@ pub enum AlertsCommand {
 }
 
 pub use alerting::StatusArgs;
+pub use interfaces::InterfacesArgs;
 pub use planner::SizingArgs;
 
 pub async fn devices(command: DevicesCommand) -> anyhow::Result<()> {
@@ -104,6 +106,10 @@ pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
     }
 }
 
+pub async fn interfaces(args: InterfacesArgs) -> anyhow::Result<()> {
+    interfaces::run(args).await
+}
+
 /// Where the inventory is and how to authenticate: every verb that calls it takes these.
 #[derive(Debug, Args)]
 pub struct InventoryArgs {
@@ -136,15 +142,16 @@ impl InventoryArgs {
         Ok(InventoryServiceClient::new(channel))
     }
 
-    /// An error for a failed call, naming the RPC, the service, and the
-    /// status code and message the operator can act on.
     fn call_failed(&self, rpc: &str, status: &Status) -> anyhow::Error {
-        anyhow::anyhow!(
-            "{rpc} at {}: {}",
-            self.inventory_url,
-            describe_status(status)
-        )
+        call_failed(rpc, &self.inventory_url, status)
     }
+}
+
+/// An error for a failed call, naming the RPC, the service's URL, and the
+/// status code and message the operator can act on
+/// (`GetDevice at http://127.0.0.1:50051: UNAVAILABLE: …`).
+fn call_failed(rpc: &str, url: &str, status: &Status) -> anyhow::Error {
+    anyhow::anyhow!("{rpc} at {url}: {}", describe_status(status))
 }
 
 /// `NOT_FOUND: unknown site "x"`. Transport failures put the useful part
