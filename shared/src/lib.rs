@@ -17,6 +17,7 @@ pub mod status;
 pub mod telemetry;
 pub mod testkit;
 pub mod trace_context;
+pub mod work;
 
 pub use prost;
 pub use tonic;

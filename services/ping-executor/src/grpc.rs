@@ -32,8 +32,8 @@ impl ExecutorService for ExecutorGrpc {
         &self,
         _request: Request<v1::GetExecutorStatusRequest>,
     ) -> Result<Response<v1::GetExecutorStatusResponse>, Status> {
-        let e = &self.executor;
-        let pinger = e.pinger.stats();
+        let e = &self.executor.state;
+        let pinger = self.executor.pinger.stats();
         let delivery = e.sender.stats();
         Ok(Response::new(v1::GetExecutorStatusResponse {
             executor_id: e.identity.executor_id.clone(),

@@ -3,7 +3,8 @@
 //! has not delivered yet lives in a bounded buffer until alerting acks it.
 //!
 //! `icmp.rs` is the probing engine (one socket per family, paced),
-//! `work.rs` the planner side, `grpc.rs` its own `ExecutorService`.
+//! `work.rs` runs the planner's batches (the `Work` stream itself is
+//! `netward_shared::work`), `grpc.rs` its own `ExecutorService`.
 
 mod grpc;
 pub mod icmp;
@@ -13,8 +14,7 @@ pub mod work;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::delivery::{DeliveryConfig, ResultSender};
@@ -23,7 +23,6 @@ use netward_shared::proto::v1::executor_service_server::ExecutorServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::icmp::{Pinger, PingerConfig};
 use crate::work::{Executor, Identity};
@@ -107,42 +106,21 @@ pub async fn run(
         },
         delivery_stop.clone(),
     )?;
-    let executor = Arc::new(Executor {
-        identity: Identity {
+    let executor = Arc::new(Executor::new(
+        Identity {
             executor_id: section.executor_id.clone(),
             capacity: section.capacity.max(1),
             labels: section.labels.clone(),
             hostname: hostname(),
         },
         pinger,
-        sender: sender.clone(),
-        token: config.common.token.clone(),
-        results_per_message: section.results_per_message.max(1),
-        started_at: SystemTime::now(),
-        max_epoch: AtomicU64::new(0),
-        in_flight_batches: AtomicU32::new(0),
-        in_flight_devices: AtomicU32::new(0),
-        completed_batches: AtomicU64::new(0),
-        stale_assignments: AtomicU64::new(0),
-        planners_connected: AtomicU32::new(0),
-        draining: AtomicBool::new(false),
-        batches: TaskTracker::new(),
-    });
+        sender,
+        config.common.token.clone(),
+        section.results_per_message.max(1),
+    ));
     // Several planners (a leader and standbys) may be listed, comma-separated:
     // the executor holds a stream to each, and only the leader sends work.
-    for url in config
-        .common
-        .planner_url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-    {
-        tokio::spawn(
-            executor
-                .clone()
-                .hold_work_stream(url.to_string(), work_stop.clone()),
-        );
-    }
+    netward_shared::work::spawn_work_streams(&executor, &config.common.planner_url, &work_stop);
 
     let service = ExecutorServiceServer::new(grpc::ExecutorGrpc::new(
         executor.clone(),
@@ -156,26 +134,10 @@ pub async fn run(
     .serve(listeners, shutdown)
     .await?;
 
-    executor.draining.store(true, Ordering::Release);
-    executor.batches.close();
-    tracing::info!(batches = executor.batches.len(), "draining running batches");
-    if tokio::time::timeout(section.drain_timeout, executor.batches.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            batches = executor.batches.len(),
-            "batches still running after the drain timeout"
-        );
-    }
-    work_stop.cancel();
-    if !sender.drain(section.drain_timeout).await {
-        let left = sender.stats().buffered;
-        tracing::warn!(
-            unacked = left,
-            "result batches not acked by alerting before exit"
-        );
-    }
+    executor
+        .state
+        .drain(section.drain_timeout, &work_stop)
+        .await;
     delivery_stop.cancel();
     Ok(())
 }

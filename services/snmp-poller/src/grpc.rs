@@ -34,7 +34,8 @@ impl ExecutorService for PollerGrpc {
         &self,
         _request: Request<v1::GetExecutorStatusRequest>,
     ) -> Result<Response<v1::GetExecutorStatusResponse>, Status> {
-        let e = &self.executor;
+        let poller = &self.executor;
+        let e = &poller.state;
         let delivery = e.sender.stats();
         Ok(Response::new(v1::GetExecutorStatusResponse {
             executor_id: e.identity.executor_id.clone(),
@@ -51,11 +52,11 @@ impl ExecutorService for PollerGrpc {
             in_flight_batches: e.in_flight_batches.load(Ordering::Acquire),
             in_flight_devices: e.in_flight_devices.load(Ordering::Acquire),
             pps_budget: 0,
-            pps_used: e.requests.per_second(),
+            pps_used: poller.requests.per_second(),
             budget_waits: 0,
-            send_errors: e.send_errors.load(Ordering::Relaxed),
+            send_errors: poller.send_errors.load(Ordering::Relaxed),
             scheduler_lag_ms: 0,
-            stray_replies: e.poller.engine.stray_replies(),
+            stray_replies: poller.poller.engine.stray_replies(),
             socket_mode: v1::IcmpSocketMode::Unspecified as i32,
             completed_batches: e.completed_batches.load(Ordering::Acquire),
             stale_assignments: e.stale_assignments.load(Ordering::Acquire),

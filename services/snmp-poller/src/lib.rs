@@ -6,8 +6,8 @@
 //!
 //! `snmp.rs` is the SNMP layer (async-snmp behind the poller's own trait),
 //! `walk.rs` the table walks, `profile.rs` the profiles, `poll.rs` one
-//! device's poll, `work.rs` the planner side, `grpc.rs` its own
-//! `ExecutorService`.
+//! device's poll, `work.rs` the planner's batches (the `Work` stream itself
+//! is `netward_shared::work`), `grpc.rs` its own `ExecutorService`.
 
 mod grpc;
 pub mod poll;
@@ -20,14 +20,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::delivery::{DeliveryConfig, ResultSender};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::executor_service_server::ExecutorServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
+pub(crate) use netward_shared::work::{system_time, timestamp};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -133,19 +133,7 @@ pub async fn run(
     ));
     // Several planners (a leader and standbys) may be listed, comma-separated:
     // the poller holds a stream to each, and only the leader sends work.
-    for url in config
-        .common
-        .planner_url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-    {
-        tokio::spawn(
-            executor
-                .clone()
-                .hold_work_stream(url.to_string(), work_stop.clone()),
-        );
-    }
+    netward_shared::work::spawn_work_streams(&executor, &config.common.planner_url, &work_stop);
 
     let service = ExecutorServiceServer::new(grpc::PollerGrpc::new(
         executor.clone(),
@@ -159,25 +147,10 @@ pub async fn run(
     .serve(listeners, shutdown)
     .await?;
 
-    executor.draining.store(true, Ordering::Release);
-    executor.batches.close();
-    tracing::info!(batches = executor.batches.len(), "draining running batches");
-    if tokio::time::timeout(section.drain_timeout, executor.batches.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            batches = executor.batches.len(),
-            "batches still running after the drain timeout"
-        );
-    }
-    work_stop.cancel();
-    if !sender.drain(section.drain_timeout).await {
-        tracing::warn!(
-            unacked = sender.stats().buffered,
-            "result batches not acked by alerting before exit"
-        );
-    }
+    executor
+        .state
+        .drain(section.drain_timeout, &work_stop)
+        .await;
     delivery_stop.cancel();
     Ok(())
 }
@@ -188,20 +161,4 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-pub(crate) fn timestamp(at: SystemTime) -> prost_types::Timestamp {
-    let since = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
-    }
-}
-
-pub(crate) fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
-    let seconds = u64::try_from(ts.seconds).ok()?;
-    let nanos = u32::try_from(ts.nanos).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
 }

@@ -1,0 +1,713 @@
+//! An executor's side of `PlannerService.Work`, the same for the ping
+//! executor and the SNMP poller: a stream to every configured planner (only
+//! the leader sends work) held with reconnect backoff, registration and
+//! heartbeats, assignments fenced by the highest leader epoch seen and
+//! checked against draining and capacity, each accepted batch run on a task
+//! of its own by the executor's [`BatchRunner`] and reported as `BatchDone`,
+//! and the drain at shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::client::{PeerChannel, connect};
+use crate::delivery::ResultSender;
+use crate::proto::v1;
+use crate::proto::v1::planner_service_client::PlannerServiceClient;
+use crate::secret::Secret;
+
+/// What an executor says about itself when it registers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub executor_id: String,
+    pub capacity: u32,
+    pub labels: HashMap<String, String>,
+    pub hostname: String,
+}
+
+/// The executor's own pacing, as each heartbeat reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pacing {
+    /// Packets per second allowed; 0 when the executor has no such budget.
+    pub pps_budget: u32,
+    /// Packets (or requests) per second sent lately.
+    pub pps_used: f64,
+}
+
+/// What one kind of executor brings to the work streams: how it runs an
+/// assignment's batch, and how busy its engine is.
+pub trait BatchRunner: Send + Sync + 'static {
+    /// The kind registered with the planner.
+    const KIND: v1::ExecutorKind;
+
+    /// The state the work streams, the batches and the status RPC share.
+    fn state(&self) -> &ExecutorState;
+
+    /// Why this executor will not run `assignment`, beyond the shared
+    /// checks (leader epoch, draining, capacity); `None` to accept it.
+    fn refuse(&self, _assignment: &v1::Assignment) -> Option<String> {
+        None
+    }
+
+    /// The engine's pacing, for heartbeats.
+    fn pacing(&self) -> Pacing;
+
+    /// Runs every target of an accepted batch from its start time, hands
+    /// the results to delivery ([`Outbox`]), and returns the report. The
+    /// in-flight counts and `completed_batches` are kept by the caller.
+    fn run(
+        self: Arc<Self>,
+        assignment: v1::Assignment,
+    ) -> impl Future<Output = v1::BatchDone> + Send;
+}
+
+/// State shared by the work streams, the batches and the status RPC.
+pub struct ExecutorState {
+    pub identity: Identity,
+    pub sender: ResultSender,
+    pub token: Option<Secret<String>>,
+    pub started_at: SystemTime,
+    /// The highest leader epoch seen: assignments below it are stale.
+    pub max_epoch: AtomicU64,
+    /// Accepted batches whose `BatchDone` is not sent yet, and their devices
+    /// (what the capacity check counts).
+    pub in_flight_batches: AtomicU32,
+    pub in_flight_devices: AtomicU32,
+    pub completed_batches: AtomicU64,
+    pub stale_assignments: AtomicU64,
+    pub planners_connected: AtomicU32,
+    /// Set at shutdown: new assignments are refused while batches drain.
+    pub draining: AtomicBool,
+    /// Running batches, so shutdown can wait for them.
+    pub batches: TaskTracker,
+}
+
+impl ExecutorState {
+    pub fn new(identity: Identity, sender: ResultSender, token: Option<Secret<String>>) -> Self {
+        Self {
+            identity,
+            sender,
+            token,
+            started_at: SystemTime::now(),
+            max_epoch: AtomicU64::new(0),
+            in_flight_batches: AtomicU32::new(0),
+            in_flight_devices: AtomicU32::new(0),
+            completed_batches: AtomicU64::new(0),
+            stale_assignments: AtomicU64::new(0),
+            planners_connected: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            batches: TaskTracker::new(),
+        }
+    }
+
+    /// The drain at shutdown, once the gRPC server has stopped: new work is
+    /// refused, running batches get `timeout` to finish and report (the
+    /// streams stay open for their `BatchDone`), then `work_stop` closes the
+    /// streams and alerting gets `timeout` to ack what is buffered. The
+    /// delivery task is the caller's to stop afterwards.
+    pub async fn drain(&self, timeout: Duration, work_stop: &CancellationToken) {
+        self.draining.store(true, Ordering::Release);
+        self.batches.close();
+        tracing::info!(batches = self.batches.len(), "draining running batches");
+        if tokio::time::timeout(timeout, self.batches.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                batches = self.batches.len(),
+                "batches still running after the drain timeout"
+            );
+        }
+        work_stop.cancel();
+        if !self.sender.drain(timeout).await {
+            tracing::warn!(
+                unacked = self.sender.stats().buffered,
+                "result batches not acked by alerting before exit"
+            );
+        }
+    }
+}
+
+/// Holds a `Work` stream to each planner of `planner_urls` (comma-separated:
+/// a leader and standbys; only the leader sends work) until `stop`.
+pub fn spawn_work_streams<R: BatchRunner>(
+    executor: &Arc<R>,
+    planner_urls: &str,
+    stop: &CancellationToken,
+) {
+    for url in planner_urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        tokio::spawn(hold_work_stream(
+            executor.clone(),
+            url.to_string(),
+            stop.clone(),
+        ));
+    }
+}
+
+/// Holds a `Work` stream to `planner_url` until `stop`, reconnecting with
+/// backoff.
+pub async fn hold_work_stream<R: BatchRunner>(
+    executor: Arc<R>,
+    planner_url: String,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            outcome = work_session(executor.clone(), &planner_url) => outcome,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(planner = %planner_url, "planner ended the work stream; reconnecting")
+            }
+            Err(reason) => {
+                tracing::warn!(planner = %planner_url, %reason, "work stream failed; reconnecting")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn work_session<R: BatchRunner>(executor: Arc<R>, planner_url: &str) -> Result<(), String> {
+    let state = executor.state();
+    let channel = connect(planner_url, state.token.as_ref()).map_err(|e| e.to_string())?;
+    let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(channel);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let register = v1::Register {
+        executor_id: state.identity.executor_id.clone(),
+        kind: R::KIND as i32,
+        capacity: state.identity.capacity,
+        labels: state.identity.labels.clone(),
+        // Every crate of the workspace has the workspace's version.
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: state.identity.hostname.clone(),
+        leader_epoch_seen: state.max_epoch.load(Ordering::Acquire),
+    };
+    let _ = out_tx.send(v1::WorkRequest {
+        msg: Some(v1::work_request::Msg::Register(register)),
+    });
+    let mut inbound = client
+        .work(UnboundedReceiverStream::new(out_rx))
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+
+    state.planners_connected.fetch_add(1, Ordering::AcqRel);
+    let connected = ConnectedGuard(&state.planners_connected);
+    // Heartbeats stop with the session, however it ends.
+    let heartbeat_stop = CancellationToken::new();
+    let _stop_heartbeats = heartbeat_stop.clone().drop_guard();
+    let mut heartbeats_started = false;
+
+    while let Some(message) = inbound
+        .message()
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+    {
+        match message.msg {
+            Some(v1::work_response::Msg::Registered(registered)) => {
+                tracing::info!(
+                    planner = %planner_url,
+                    session = %registered.session_id,
+                    leading = registered.leading,
+                    epoch = registered.leader_epoch,
+                    "registered with the planner"
+                );
+                if registered.leading {
+                    state
+                        .max_epoch
+                        .fetch_max(registered.leader_epoch, Ordering::AcqRel);
+                }
+                if !heartbeats_started {
+                    heartbeats_started = true;
+                    let every =
+                        Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(500)));
+                    tokio::spawn(heartbeats(
+                        executor.clone(),
+                        out_tx.clone(),
+                        every,
+                        heartbeat_stop.clone(),
+                    ));
+                }
+            }
+            Some(v1::work_response::Msg::Assignment(assignment)) => {
+                accept(&executor, assignment, &out_tx)
+            }
+            Some(v1::work_response::Msg::LeaderChange(change)) if change.leading => {
+                state
+                    .max_epoch
+                    .fetch_max(change.leader_epoch, Ordering::AcqRel);
+            }
+            Some(v1::work_response::Msg::LeaderChange(_)) => {}
+            Some(v1::work_response::Msg::Cancel(cancel)) => {
+                // A batch runs to its deadline at most anyway; the planner
+                // has already moved on.
+                tracing::info!(batch_id = %cancel.batch_id, reason = %cancel.reason, "planner cancelled a batch");
+            }
+            None => {}
+        }
+    }
+    drop(connected);
+    Ok(())
+}
+
+async fn heartbeats<R: BatchRunner>(
+    executor: Arc<R>,
+    out: mpsc::UnboundedSender<v1::WorkRequest>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let state = executor.state();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let pacing = executor.pacing();
+        let heartbeat = v1::Heartbeat {
+            in_flight_batches: state.in_flight_batches.load(Ordering::Acquire),
+            in_flight_devices: state.in_flight_devices.load(Ordering::Acquire),
+            pps_budget: pacing.pps_budget,
+            pps_used: pacing.pps_used,
+            unacked_result_batches: state.sender.stats().buffered as u32,
+            sent_at: Some(timestamp(SystemTime::now())),
+        };
+        if out
+            .send(v1::WorkRequest {
+                msg: Some(v1::work_request::Msg::Heartbeat(heartbeat)),
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Fencing, the executor's own checks, draining and capacity, then the
+/// batch runs on its own task and its `BatchDone` goes back on `out`.
+fn accept<R: BatchRunner>(
+    executor: &Arc<R>,
+    assignment: v1::Assignment,
+    out: &mpsc::UnboundedSender<v1::WorkRequest>,
+) {
+    let state = executor.state();
+    let reject = |reason: String| {
+        tracing::warn!(batch_id = %assignment.batch_id, epoch = assignment.leader_epoch, %reason, "assignment rejected");
+        ack(out, &assignment, Some(reason));
+    };
+    let seen = state
+        .max_epoch
+        .fetch_max(assignment.leader_epoch, Ordering::AcqRel);
+    if assignment.leader_epoch < seen {
+        state.stale_assignments.fetch_add(1, Ordering::AcqRel);
+        metrics::counter!("executor_stale_assignments_total").increment(1);
+        return reject(format!(
+            "stale leader epoch {} (seen {seen})",
+            assignment.leader_epoch
+        ));
+    }
+    if let Some(reason) = executor.refuse(&assignment) {
+        return reject(reason);
+    }
+    if state.draining.load(Ordering::Acquire) {
+        return reject("executor is shutting down".into());
+    }
+    let devices = assignment.targets.len() as u32;
+    let held = state.in_flight_devices.load(Ordering::Acquire);
+    if held + devices > state.identity.capacity {
+        return reject(format!(
+            "over capacity: {held} + {devices} > {}",
+            state.identity.capacity
+        ));
+    }
+    ack(out, &assignment, None);
+    // Counted before the task starts, so the next assignment's capacity
+    // check sees this one.
+    state.in_flight_devices.fetch_add(devices, Ordering::AcqRel);
+    state.in_flight_batches.fetch_add(1, Ordering::AcqRel);
+    let span = tracing::info_span!(
+        "executor.probe_batch",
+        cycle_id = assignment.cycle_id,
+        batch_id = %assignment.batch_id,
+        devices
+    );
+    crate::trace_context::set_parent(&span, assignment.trace_context.as_ref());
+    let executor = executor.clone();
+    let out = out.clone();
+    state.batches.spawn(
+        async move {
+            let done = executor.clone().run(assignment).await;
+            let state = executor.state();
+            state.in_flight_devices.fetch_sub(devices, Ordering::AcqRel);
+            state.in_flight_batches.fetch_sub(1, Ordering::AcqRel);
+            state.completed_batches.fetch_add(1, Ordering::AcqRel);
+            // If the stream is gone, the planner has already given the batch
+            // to another executor; the results were delivered all the same.
+            let _ = out.send(v1::WorkRequest {
+                msg: Some(v1::work_request::Msg::BatchDone(done)),
+            });
+        }
+        .instrument(span),
+    );
+}
+
+/// Keeps `planners_connected` right however a session ends.
+struct ConnectedGuard<'a>(&'a AtomicU32);
+
+impl Drop for ConnectedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn ack(
+    out: &mpsc::UnboundedSender<v1::WorkRequest>,
+    assignment: &v1::Assignment,
+    rejected: Option<String>,
+) {
+    let _ = out.send(v1::WorkRequest {
+        msg: Some(v1::work_request::Msg::AssignmentAck(v1::AssignmentAck {
+            cycle_id: assignment.cycle_id,
+            batch_id: assignment.batch_id.clone(),
+            leader_epoch: assignment.leader_epoch,
+            rejected: rejected.is_some(),
+            reject_reason: rejected.unwrap_or_default(),
+        })),
+    });
+}
+
+/// Waits for an assignment's start time, if it has one in the future; never
+/// long, whatever a skewed clock says.
+pub async fn wait_for_start(assignment: &v1::Assignment) {
+    if let Some(start_at) = assignment.start_at.as_ref().and_then(system_time)
+        && let Ok(wait) = start_at.duration_since(SystemTime::now())
+    {
+        tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+    }
+}
+
+/// A result that travels in a `ResultBatch`.
+pub trait BatchResult: Sized {
+    /// Puts `results` in `batch`'s field for their kind.
+    fn put(results: Vec<Self>, batch: &mut v1::ResultBatch);
+}
+
+impl BatchResult for v1::ProbeResult {
+    fn put(results: Vec<Self>, batch: &mut v1::ResultBatch) {
+        batch.probes = results;
+    }
+}
+
+impl BatchResult for v1::SnmpSample {
+    fn put(results: Vec<Self>, batch: &mut v1::ResultBatch) {
+        batch.samples = results;
+    }
+}
+
+/// One batch's results on their way to delivery, in `ResultBatch` messages
+/// of `per_message` results at most, each carrying the assignment's cycle,
+/// batch, leader epoch and the batch span's trace context.
+pub struct Outbox<'a, T> {
+    sender: &'a ResultSender,
+    assignment: &'a v1::Assignment,
+    trace_context: &'a v1::TraceContext,
+    per_message: usize,
+    buffered: Vec<T>,
+    messages: u32,
+}
+
+impl<'a, T: BatchResult> Outbox<'a, T> {
+    pub fn new(
+        sender: &'a ResultSender,
+        assignment: &'a v1::Assignment,
+        trace_context: &'a v1::TraceContext,
+        per_message: usize,
+    ) -> Self {
+        let per_message = per_message.max(1);
+        Self {
+            sender,
+            assignment,
+            trace_context,
+            per_message,
+            buffered: Vec::with_capacity(per_message),
+            messages: 0,
+        }
+    }
+
+    /// Adds a result; a full message is handed to delivery at once.
+    pub fn push(&mut self, result: T) {
+        self.buffered.push(result);
+        if self.buffered.len() >= self.per_message {
+            self.deliver();
+        }
+    }
+
+    /// Hands what is left to delivery; returns the messages sent in all.
+    pub fn finish(mut self) -> u32 {
+        if !self.buffered.is_empty() {
+            self.deliver();
+        }
+        self.messages
+    }
+
+    fn deliver(&mut self) {
+        let mut batch = v1::ResultBatch {
+            cycle_id: self.assignment.cycle_id,
+            batch_id: self.assignment.batch_id.clone(),
+            trace_context: Some(self.trace_context.clone()),
+            leader_epoch: self.assignment.leader_epoch,
+            ..Default::default()
+        };
+        T::put(std::mem::take(&mut self.buffered), &mut batch);
+        self.sender.send(batch);
+        self.messages += 1;
+    }
+}
+
+pub fn timestamp(at: SystemTime) -> prost_types::Timestamp {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+pub fn system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {
+    let seconds = u64::try_from(ts.seconds).ok()?;
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::delivery::DeliveryConfig;
+
+    /// A runner whose batches end when the test adds a permit.
+    struct Gated {
+        state: ExecutorState,
+        gate: Semaphore,
+        refusal: Option<String>,
+    }
+
+    impl BatchRunner for Gated {
+        const KIND: v1::ExecutorKind = v1::ExecutorKind::Ping;
+
+        fn state(&self) -> &ExecutorState {
+            &self.state
+        }
+
+        fn refuse(&self, _assignment: &v1::Assignment) -> Option<String> {
+            self.refusal.clone()
+        }
+
+        fn pacing(&self) -> Pacing {
+            Pacing::default()
+        }
+
+        async fn run(self: Arc<Self>, assignment: v1::Assignment) -> v1::BatchDone {
+            self.gate.acquire().await.unwrap().forget();
+            v1::BatchDone {
+                batch_id: assignment.batch_id,
+                devices: assignment.targets.len() as u32,
+                ..Default::default()
+            }
+        }
+    }
+
+    fn sender(stop: &CancellationToken) -> ResultSender {
+        // Nothing listens there: what is sent stays buffered.
+        ResultSender::start(
+            DeliveryConfig {
+                executor_id: "test".into(),
+                kind: v1::ExecutorKind::Ping,
+                alerting_url: "http://127.0.0.1:1".into(),
+                token: None,
+                buffer_batches: 100,
+            },
+            stop.clone(),
+        )
+        .unwrap()
+    }
+
+    fn executor(stop: &CancellationToken, capacity: u32, refusal: Option<&str>) -> Arc<Gated> {
+        Arc::new(Gated {
+            state: ExecutorState::new(
+                Identity {
+                    executor_id: "test".into(),
+                    capacity,
+                    labels: HashMap::new(),
+                    hostname: "test".into(),
+                },
+                sender(stop),
+                None,
+            ),
+            gate: Semaphore::new(0),
+            refusal: refusal.map(str::to_string),
+        })
+    }
+
+    fn assignment(batch_id: &str, epoch: u64, devices: usize) -> v1::Assignment {
+        v1::Assignment {
+            batch_id: batch_id.into(),
+            leader_epoch: epoch,
+            targets: vec![v1::Target::default(); devices],
+            ..Default::default()
+        }
+    }
+
+    /// The next message on the stream: an ack's (batch, rejected, reason),
+    /// or a BatchDone's (batch, false, "done").
+    async fn next(out_rx: &mut mpsc::UnboundedReceiver<v1::WorkRequest>) -> (String, bool, String) {
+        let message = tokio::time::timeout(Duration::from_secs(5), out_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match message.msg {
+            Some(v1::work_request::Msg::AssignmentAck(ack)) => {
+                (ack.batch_id, ack.rejected, ack.reject_reason)
+            }
+            Some(v1::work_request::Msg::BatchDone(done)) => (done.batch_id, false, "done".into()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_epochs_are_fenced_and_counted() {
+        let stop = CancellationToken::new();
+        let executor = executor(&stop, 100, None);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        executor.gate.add_permits(10);
+        accept(&executor, assignment("b5", 5, 1), &out_tx);
+        assert_eq!(next(&mut out_rx).await, ("b5".into(), false, String::new()));
+        assert_eq!(next(&mut out_rx).await, ("b5".into(), false, "done".into()));
+        accept(&executor, assignment("b4", 4, 1), &out_tx);
+        assert_eq!(
+            next(&mut out_rx).await,
+            ("b4".into(), true, "stale leader epoch 4 (seen 5)".into())
+        );
+        accept(&executor, assignment("b5b", 5, 1), &out_tx);
+        assert!(!next(&mut out_rx).await.1, "the same epoch is current");
+        let state = executor.state();
+        assert_eq!(state.stale_assignments.load(Ordering::Acquire), 1);
+        assert_eq!(state.max_epoch.load(Ordering::Acquire), 5);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn capacity_counts_running_batches_until_their_batch_done() {
+        let stop = CancellationToken::new();
+        let executor = executor(&stop, 4, None);
+        let state = executor.state();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        accept(&executor, assignment("a", 1, 3), &out_tx);
+        assert!(!next(&mut out_rx).await.1);
+        assert_eq!(state.in_flight_devices.load(Ordering::Acquire), 3);
+        assert_eq!(state.in_flight_batches.load(Ordering::Acquire), 1);
+        accept(&executor, assignment("b", 1, 2), &out_tx);
+        assert_eq!(
+            next(&mut out_rx).await,
+            ("b".into(), true, "over capacity: 3 + 2 > 4".into())
+        );
+        executor.gate.add_permits(1);
+        assert_eq!(next(&mut out_rx).await, ("a".into(), false, "done".into()));
+        assert_eq!(state.in_flight_devices.load(Ordering::Acquire), 0);
+        assert_eq!(state.in_flight_batches.load(Ordering::Acquire), 0);
+        assert_eq!(state.completed_batches.load(Ordering::Acquire), 1);
+        accept(&executor, assignment("b", 1, 2), &out_tx);
+        assert!(!next(&mut out_rx).await.1);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn refusals_and_draining_reject_and_drain_waits_for_batches() {
+        let stop = CancellationToken::new();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let picky = executor(&stop, 10, Some("wrong kind"));
+        accept(&picky, assignment("x", 1, 1), &out_tx);
+        assert_eq!(
+            next(&mut out_rx).await,
+            ("x".into(), true, "wrong kind".into())
+        );
+
+        let executor = executor(&stop, 10, None);
+        accept(&executor, assignment("running", 1, 1), &out_tx);
+        assert!(!next(&mut out_rx).await.1);
+        let work_stop = CancellationToken::new();
+        let drain = {
+            let executor = executor.clone();
+            let work_stop = work_stop.clone();
+            tokio::spawn(async move {
+                executor
+                    .state()
+                    .drain(Duration::from_secs(5), &work_stop)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        accept(&executor, assignment("late", 1, 1), &out_tx);
+        assert_eq!(
+            next(&mut out_rx).await,
+            ("late".into(), true, "executor is shutting down".into())
+        );
+        assert!(!work_stop.is_cancelled(), "streams stay open for BatchDone");
+        executor.gate.add_permits(1);
+        assert_eq!(
+            next(&mut out_rx).await,
+            ("running".into(), false, "done".into())
+        );
+        drain.await.unwrap();
+        assert!(work_stop.is_cancelled());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_outbox_sends_full_messages_and_the_rest() {
+        let stop = CancellationToken::new();
+        let sender = sender(&stop);
+        let assignment = assignment("b", 3, 0);
+        let trace_context = v1::TraceContext::default();
+        let mut outbox = Outbox::new(&sender, &assignment, &trace_context, 2);
+        for _ in 0..5 {
+            outbox.push(v1::ProbeResult::default());
+        }
+        assert_eq!(outbox.finish(), 3);
+        assert_eq!(sender.stats().buffered, 3);
+        stop.cancel();
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let at = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(system_time(&timestamp(at)), Some(at));
+        let before_epoch = prost_types::Timestamp {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert_eq!(system_time(&before_epoch), None);
+    }
+}
