@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the core loop on this machine as separate processes — inventory,
-# planner, two ping executors, alerting — against the local PostgreSQL and
+# planner, two ping executors, an SNMP poller, alerting — against the local PostgreSQL and
 # Redis, with the example inventory loaded. Until the embedded default
 # (`netward up`) and the compose stack land, this is how to watch the real
 # thing work here. Ctrl-C stops everything.
@@ -74,14 +74,17 @@ wait_healthy 127.0.0.1:50052
 NETWARD_PING_EXECUTOR__EXECUTOR_ID=ping-1 start ping-1 ping-executor
 NETWARD_PING_EXECUTOR__EXECUTOR_ID=ping-2 \
   start ping-2 ping-executor --grpc-addr 127.0.0.1:50064 --metrics-addr 127.0.0.1:9564
+NETWARD_SNMP_POLLER__EXECUTOR_ID=snmp-1 start snmp-1 snmp-poller
 wait_healthy 127.0.0.1:50054
 wait_healthy 127.0.0.1:50064
+wait_healthy 127.0.0.1:50055
 
 cat <<MSG
 netward is running (logs in $logs/). Try:
   $netward planner status
   $netward status
   $netward alerts
+  $netward interfaces DEVICE      # for a device with SNMP enabled
   grep AUTO-SCALING $logs/planner.log
 Ctrl-C stops everything.
 MSG
