@@ -184,7 +184,11 @@ pub(crate) struct Ingest {
 
 impl Ingest {
     pub(crate) async fn open(stack: &Stack) -> Ingest {
-        let mut client = stack.alerting.clone();
+        Self::over(stack.alerting.clone()).await
+    }
+
+    /// An Ingest stream on any alerting client.
+    pub(crate) async fn over(mut client: AlertingServiceClient<PeerChannel>) -> Ingest {
         let (tx, out) = tokio::sync::mpsc::unbounded_channel();
         tx.send(v1::IngestRequest {
             msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
@@ -696,9 +700,16 @@ async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
     assert_eq!(
         names,
         [
+            "cpu-high",
             "device-down",
             "device-flapping",
+            "device-rebooted",
             "high-latency",
+            "interface-down",
+            "interface-errors",
+            "interface-utilisation",
+            "isp-link-down",
+            "isp-link-flapping",
             "packet-loss"
         ]
     );

@@ -10,56 +10,9 @@ use std::time::Duration;
 use netward_shared::client::connect;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::import_devices_request::Item;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::testkit::{TestDatabase, eventually};
 
 use crate::support::Netward;
-
-/// One ingest stream: sends one batch and waits for its ack.
-async fn ingest_one(alerting_url: &str, probe: v1::ProbeResult) {
-    let mut client = AlertingServiceClient::new(connect(alerting_url, None).unwrap());
-    let batch = v1::ResultBatch {
-        executor_id: "crash-test".into(),
-        kind: v1::ExecutorKind::Ping as i32,
-        sequence: 1,
-        batch_uid: uuid::Uuid::new_v4().to_string(),
-        cycle_id: probe.cycle_id,
-        probes: vec![probe],
-        ..Default::default()
-    };
-    let messages = vec![
-        v1::IngestRequest {
-            msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
-                executor_id: "crash-test".into(),
-                kind: v1::ExecutorKind::Ping as i32,
-                version: String::new(),
-            })),
-        },
-        v1::IngestRequest {
-            msg: Some(v1::ingest_request::Msg::Batch(batch)),
-        },
-    ];
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    for message in messages {
-        tx.send(message).unwrap();
-    }
-    let mut acks = client
-        .ingest(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(ack.msg, Some(v1::ingest_response::Msg::Ack(_))),
-        "{ack:?}"
-    );
-    drop(tx);
-}
 
 #[tokio::test]
 async fn a_notification_survives_a_kill_between_commit_and_delivery() {
@@ -67,36 +20,19 @@ async fn a_notification_survives_a_kill_between_commit_and_delivery() {
     let db = database.url().to_string();
     let inventory = Netward::start("inventory", &["--database-url", &db]).await;
     let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let mut inventory_client = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
-    let imported = inventory_client
-        .import_devices(futures::stream::iter(vec![
-            v1::ImportDevicesRequest {
-                item: Some(Item::Options(v1::ImportOptions::default())),
-            },
-            v1::ImportDevicesRequest {
-                item: Some(Item::Rows(v1::ImportRows {
-                    rows: vec![v1::ImportRow {
-                        line: 2,
-                        name: "br7-rtr".into(),
-                        ip: "127.41.0.1".into(),
-                        site: "br7".into(),
-                        ..Default::default()
-                    }],
-                })),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
+    let (imported, ids) = crate::support::import(
+        &inventory_url,
+        vec![v1::ImportRow {
+            line: 2,
+            name: "br7-rtr".into(),
+            ip: "127.41.0.1".into(),
+            site: "br7".into(),
+            ..Default::default()
+        }],
+    )
+    .await;
     assert_eq!(imported.created, 1);
-    let device_id = inventory_client
-        .list_devices(v1::ListDevicesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .devices[0]
-        .id
-        .clone();
+    let device_id = ids["br7-rtr"].clone();
 
     // The webhook's port is free (connections refused) until after the kill.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -140,19 +76,21 @@ async fn a_notification_survives_a_kill_between_commit_and_delivery() {
     })
     .await;
 
-    ingest_one(
-        &alerting_url,
-        v1::ProbeResult {
-            device_id: device_id.clone(),
-            cycle_id: 1,
-            sent: 5,
-            received: 0,
-            loss_percent: 100.0,
-            outcome: v1::ProbeOutcome::Timeout as i32,
-            ..Default::default()
-        },
-    )
-    .await;
+    crate::alerting::Ingest::over(client.clone())
+        .await
+        .batch(
+            1,
+            vec![v1::ProbeResult {
+                device_id: device_id.clone(),
+                cycle_id: 1,
+                sent: 5,
+                received: 0,
+                loss_percent: 100.0,
+                outcome: v1::ProbeOutcome::Timeout as i32,
+                ..Default::default()
+            }],
+        )
+        .await;
     // Evaluation follows the ack.
     let alert = eventually("the DOWN alert opens", Duration::from_secs(10), || {
         let mut client = client.clone();

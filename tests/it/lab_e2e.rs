@@ -16,8 +16,6 @@ use chrono::{DateTime, Utc};
 use netward_shared::client::connect;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::import_devices_request::Item;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::testkit::lab::{self, Rule};
 use netward_shared::testkit::{TestDatabase, eventually};
@@ -79,19 +77,7 @@ async fn the_core_loop_in_the_lab() {
     let db = database.url().to_string();
     let inventory = Netward::start("inventory", &["--database-url", &db]).await;
     let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let mut inventory_client = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
-    let imported = inventory_client
-        .import_devices(futures::stream::iter(vec![
-            v1::ImportDevicesRequest {
-                item: Some(Item::Options(v1::ImportOptions::default())),
-            },
-            v1::ImportDevicesRequest {
-                item: Some(Item::Rows(v1::ImportRows { rows })),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
+    let (imported, _) = crate::support::import(&inventory_url, rows).await;
     assert_eq!(imported.created, 1000);
 
     let _silent_rule = Rule::down(&format!("{{ {} }}", silent.join(", ")));

@@ -12,4 +12,5 @@ mod executor;
 mod inventory_cli;
 mod lab_e2e;
 mod planner;
+mod snmp_isp;
 mod support;

@@ -829,6 +829,11 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// An SNMP value's metric: its profile name, else its OID.
+    fn metric(name: &str, oid: &str) -> String {
+        if name.is_empty() { oid } else { name }.to_string()
+    }
+
     /// The third part of an open alert's key.
     fn key(&self) -> String {
         match self {
@@ -839,8 +844,7 @@ impl Subject {
                 oid,
                 instance,
             } => {
-                let metric = if name.is_empty() { oid } else { name };
-                format!("{metric}/{instance}")
+                format!("{}/{instance}", Self::metric(name, oid))
             }
         }
     }
@@ -893,8 +897,9 @@ impl Subject {
                 oid,
                 instance,
             } => {
-                let metric = if name.is_empty() { oid } else { name };
-                alert.labels.insert("metric".into(), metric.clone());
+                alert
+                    .labels
+                    .insert("metric".into(), Self::metric(name, oid));
                 alert.labels.insert("instance".into(), instance.clone());
             }
         }
@@ -926,9 +931,9 @@ impl Subject {
                 oid,
                 instance,
             } => {
-                let metric = if name.is_empty() { oid } else { name };
+                let metric = Self::metric(name, oid);
                 if instance.is_empty() || instance == "0" {
-                    metric.clone()
+                    metric
                 } else {
                     format!("{metric}[{instance}]")
                 }

@@ -111,6 +111,76 @@ impl AlertingGrpc {
     }
 }
 
+/// The range and bucket width of a history request.
+struct HistoryRange;
+
+impl HistoryRange {
+    /// `(start, end, step seconds)` from a request's start, end and step:
+    /// end defaults to now, start to `end - default_span`, the step to the
+    /// smallest whole-minute width giving at most 1000 points; at most 400
+    /// days and 10,000 points.
+    fn check(
+        (start, end, step): (
+            Option<prost_types::Timestamp>,
+            Option<prost_types::Timestamp>,
+            Option<prost_types::Duration>,
+        ),
+        default_span: chrono::TimeDelta,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<
+        (
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+            i64,
+        ),
+        Vec<FieldViolation>,
+    > {
+        let time = |ts: Option<prost_types::Timestamp>| {
+            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        };
+        let end = time(end).unwrap_or(now);
+        let start = time(start).unwrap_or(end - default_span);
+        let span = (end - start).num_seconds().max(1);
+        let step = step
+            .map(|d| d.seconds)
+            .filter(|s| *s > 0)
+            .unwrap_or_else(|| ((span + 999) / 1000 + 59) / 60 * 60);
+        let mut violations = Vec::new();
+        if start >= end {
+            violations.push(FieldViolation::new(
+                "start_time",
+                start,
+                "must be before end_time",
+            ));
+        }
+        if end - start > chrono::TimeDelta::days(400) {
+            violations.push(FieldViolation::new(
+                "end_time",
+                end,
+                "at most 400 days after start_time",
+            ));
+        }
+        if step < 60 || step % 60 != 0 {
+            violations.push(FieldViolation::new(
+                "step",
+                step,
+                "whole minutes, at least 60 s",
+            ));
+        } else if span / step > 10_000 {
+            violations.push(FieldViolation::new(
+                "step",
+                step,
+                "at most 10,000 points: widen the step",
+            ));
+        }
+        if violations.is_empty() {
+            Ok((start, end, step))
+        } else {
+            Err(violations)
+        }
+    }
+}
+
 /// A rule change refused, as the caller should read it.
 fn rule_status(error: RuleError) -> Status {
     match error {
@@ -408,38 +478,12 @@ impl AlertingService for AlertingGrpc {
         let device = uuid::Uuid::parse_str(&r.device_id).map_err(|_| {
             invalid_argument(&[FieldViolation::new("device_id", &r.device_id, "not a UUID")])
         })?;
-        let now = chrono::Utc::now();
-        let time = |ts: Option<prost_types::Timestamp>| {
-            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        };
-        let end = time(r.end_time).unwrap_or(now);
-        let start = time(r.start_time).unwrap_or(end - chrono::TimeDelta::hours(1));
-        let step = r.step.map(|d| d.seconds).filter(|s| *s > 0).unwrap_or(60);
-        let mut violations = Vec::new();
-        if start >= end {
-            violations.push(FieldViolation::new(
-                "start_time",
-                start,
-                "must be before end_time",
-            ));
-        }
-        if step < 60 || step % 60 != 0 {
-            violations.push(FieldViolation::new(
-                "step",
-                step,
-                "whole minutes, at least 60 s (rollups are per minute)",
-            ));
-        }
-        if (end - start).num_seconds() / step.max(1) > 10_000 {
-            violations.push(FieldViolation::new(
-                "step",
-                step,
-                "at most 10,000 points: widen the step",
-            ));
-        }
-        if !violations.is_empty() {
-            return Err(invalid_argument(&violations));
-        }
+        let (start, end, step) = HistoryRange::check(
+            (r.start_time, r.end_time, r.step),
+            chrono::TimeDelta::hours(1),
+            chrono::Utc::now(),
+        )
+        .map_err(|v| invalid_argument(&v))?;
         let store = self.ingestor.store();
         let rows = store
             .history(device, start, end, step)
@@ -1004,53 +1048,22 @@ impl AlertingService for AlertingGrpc {
         let r = request.into_inner();
         let device = parse_device(&r.device_id)?;
         let now = chrono::Utc::now();
-        let time = |ts: Option<prost_types::Timestamp>| {
-            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        let range = HistoryRange::check(
+            (r.start_time, r.end_time, r.step),
+            chrono::TimeDelta::hours(24),
+            now,
+        );
+        let (start, end, step) = match range {
+            Ok(range) if r.if_index > 0 => range,
+            Ok(_) => {
+                return Err(invalid_argument(&[FieldViolation::new(
+                    "if_index",
+                    0,
+                    "required, >= 1",
+                )]));
+            }
+            Err(violations) => return Err(invalid_argument(&violations)),
         };
-        let end = time(r.end_time).unwrap_or(now);
-        let start = time(r.start_time).unwrap_or(end - chrono::TimeDelta::hours(24));
-        let span = (end - start).num_seconds().max(1);
-        // Unset: the smallest whole-minute step giving at most 1000 points.
-        let step = r
-            .step
-            .map(|d| d.seconds)
-            .filter(|s| *s > 0)
-            .unwrap_or_else(|| ((span + 999) / 1000 + 59) / 60 * 60);
-        let mut violations = Vec::new();
-        if r.if_index == 0 {
-            violations.push(FieldViolation::new("if_index", 0, "required, >= 1"));
-        }
-        if start >= end {
-            violations.push(FieldViolation::new(
-                "start_time",
-                start,
-                "must be before end_time",
-            ));
-        }
-        if (end - start) > chrono::TimeDelta::days(400) {
-            violations.push(FieldViolation::new(
-                "end_time",
-                end,
-                "at most 400 days after start_time",
-            ));
-        }
-        if step < 60 || step % 60 != 0 {
-            violations.push(FieldViolation::new(
-                "step",
-                step,
-                "whole minutes, at least 60 s",
-            ));
-        }
-        if span / step.max(1) > 10_000 {
-            violations.push(FieldViolation::new(
-                "step",
-                step,
-                "at most 10,000 points: widen the step",
-            ));
-        }
-        if !violations.is_empty() {
-            return Err(invalid_argument(&violations));
-        }
         let raw_since = now
             - chrono::TimeDelta::from_std(self.ingestor.retention())
                 .unwrap_or(chrono::TimeDelta::days(7));

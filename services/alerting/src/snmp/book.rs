@@ -271,17 +271,7 @@ impl SnmpBook {
         samples: &[(Uuid, DateTime<Utc>, &v1::SnmpSample)],
     ) -> Result<SnmpStored, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO ingested_batches (batch_uid, executor_id, results) VALUES ($1, $2, $3) \
-             ON CONFLICT (batch_uid) DO NOTHING",
-        )
-        .bind(batch_uid)
-        .bind(executor_id)
-        .bind(samples.len() as i32)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if fresh == 0 {
+        if !crate::store::claim_batch(&mut tx, batch_uid, executor_id, samples.len()).await? {
             tx.rollback().await?;
             return Ok(SnmpStored {
                 duplicate: true,

@@ -67,6 +67,27 @@ fn partition_day(name: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(name.strip_prefix("probe_results_")?, "%Y%m%d").ok()
 }
 
+/// Records a batch's idempotency key in the batch's transaction; false
+/// when it was stored before (a replay: the caller stores nothing).
+pub(crate) async fn claim_batch(
+    tx: &mut sqlx::PgConnection,
+    batch_uid: &str,
+    executor_id: &str,
+    results: usize,
+) -> Result<bool, sqlx::Error> {
+    let fresh = sqlx::query(
+        "INSERT INTO ingested_batches (batch_uid, executor_id, results) VALUES ($1, $2, $3) \
+         ON CONFLICT (batch_uid) DO NOTHING",
+    )
+    .bind(batch_uid)
+    .bind(executor_id)
+    .bind(i32::try_from(results).unwrap_or(i32::MAX))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(fresh == 1)
+}
+
 fn opt_i32(value: Option<u32>) -> Option<i32> {
     value.map(|v| v.min(i32::MAX as u32) as i32)
 }
@@ -303,17 +324,7 @@ impl AlertingStore for PgStore {
         rows: &[ProbeRow],
     ) -> StoreResult<Stored> {
         let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO ingested_batches (batch_uid, executor_id, results) VALUES ($1, $2, $3) \
-             ON CONFLICT (batch_uid) DO NOTHING",
-        )
-        .bind(batch_uid)
-        .bind(executor_id)
-        .bind(rows.len() as i32)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if fresh == 0 {
+        if !claim_batch(&mut tx, batch_uid, executor_id, rows.len()).await? {
             tx.rollback().await?;
             return Ok(Stored {
                 rows: 0,

@@ -1,0 +1,363 @@
+//! An ISP uplink going down, end to end: snmpsim serves a branch router
+//! with two ISP uplinks (the seed's Magti and Silknet, named in ifAlias);
+//! inventory, planner (SNMP every 5 s), the SNMP poller and alerting run as
+//! processes of the real binary. Swapping the agent's data file flips the
+//! Magti link to oper-down: an "ISP link down" alert fires naming the
+//! provider, `netward interfaces` shows it, and it resolves when the link
+//! comes back.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use netward_shared::client::connect;
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
+use netward_shared::testkit::{TestDatabase, eventually};
+
+use crate::support::{NETWARD, Netward};
+
+/// The router's MIB: system group, and ifTable/ifXTable rows for a LAN
+/// port and the two uplinks; `magti_oper` is ifOperStatus of ifIndex 2.
+fn record(magti_oper: u8) -> String {
+    let mut lines = vec![
+        "1.3.6.1.2.1.1.1.0|4|Cisco IOS Software, ISR4331".to_string(),
+        "1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.9.1.1861".to_string(),
+        "1.3.6.1.2.1.1.3.0|67|8640000".to_string(),
+        "1.3.6.1.2.1.1.5.0|4|tbilisi-01-rtr".to_string(),
+    ];
+    let interfaces = [
+        (1, "Gi0/0/0", "LAN to tbilisi-01-sw1", 1),
+        (2, "Gi0/0/1", "ISP1 Magti 100M", magti_oper),
+        (3, "Gi0/0/2", "ISP2 Silknet backup", 1),
+    ];
+    // ifTable columns, then ifXTable columns, each in ifIndex order (the
+    // file must be sorted by OID).
+    let table = |column: u32, value: &dyn Fn(u32, &str, &str, u8) -> String| {
+        interfaces
+            .iter()
+            .map(|(index, name, alias, oper)| {
+                format!(
+                    "1.3.6.1.2.1.2.2.1.{column}.{index}|{}",
+                    value(*index, name, alias, *oper)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    lines.push("1.3.6.1.2.1.2.1.0|2|3".into());
+    lines.extend(table(1, &|i, _, _, _| format!("2|{i}")));
+    lines.extend(table(2, &|_, name, _, _| format!("4|{name}")));
+    lines.extend(table(3, &|_, _, _, _| "2|6".into()));
+    lines.extend(table(5, &|_, _, _, _| "66|100000000".into()));
+    lines.extend(table(7, &|_, _, _, _| "2|1".into()));
+    lines.extend(table(8, &|_, _, _, oper| format!("2|{oper}")));
+    lines.extend(table(9, &|_, _, _, _| "67|100".into()));
+    for column in [10, 11, 13, 14, 16, 17, 19, 20] {
+        lines.extend(table(column, &|i, _, _, _| format!("65|{}", 1000 * i)));
+    }
+    let xtable = |column: u32, value: &dyn Fn(u32, &str, &str) -> String| {
+        interfaces
+            .iter()
+            .map(|(index, name, alias, _)| {
+                format!(
+                    "1.3.6.1.2.1.31.1.1.1.{column}.{index}|{}",
+                    value(*index, name, alias)
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    lines.extend(xtable(1, &|_, name, _| format!("4|{name}")));
+    for column in [6, 7, 10, 11] {
+        lines.extend(xtable(column, &|i, _, _| format!("70|{}", 5000 * i)));
+    }
+    lines.extend(xtable(15, &|_, _, _| "66|100".into()));
+    lines.extend(xtable(18, &|_, _, alias| format!("4|{alias}")));
+    lines.join("\n") + "\n"
+}
+
+/// snmpsim serving `dir` on a free port; killed on drop.
+struct Snmpsim {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Snmpsim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("which")
+        .arg(tool)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn snmpsim(dir: &Path) -> Snmpsim {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binary = if which("snmpsim-command-responder") {
+        "snmpsim-command-responder"
+    } else {
+        "snmpsimd"
+    };
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--data-dir={}", dir.join("data").display()))
+        .arg(format!("--cache-dir={}", dir.join("cache").display()))
+        .arg(format!("--agent-udpv4-endpoint=127.0.0.1:{port}"))
+        .arg("--logging-method=null");
+    // snmpsim refuses to run as root: it drops to nobody, who must read
+    // the data and write the index cache.
+    if is_root() {
+        command.args(["--process-user=nobody", "--process-group=nogroup"]);
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start snmpsim");
+    Snmpsim { child, port }
+}
+
+/// Replaces the data file the way an editor does (write, then rename), so
+/// snmpsim sees a whole new file and re-indexes it.
+fn write_record(dir: &Path, magti_oper: u8) {
+    let staged = dir.join("isp.snmprec.new");
+    std::fs::write(&staged, record(magti_oper)).unwrap();
+    std::fs::rename(&staged, dir.join("data/isp.snmprec")).unwrap();
+    // Readable by snmpsim's unprivileged user.
+    Command::new("chmod")
+        .args(["a+r"])
+        .arg(dir.join("data/isp.snmprec"))
+        .status()
+        .unwrap();
+}
+
+fn interfaces_cli(alerting_url: &str, device: &str) -> String {
+    let output = Command::new(NETWARD)
+        .args(["interfaces", device, "--alerting-url", alerting_url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "netward interfaces failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn an_isp_link_going_down_alerts_naming_the_provider() {
+    if !which("snmpsimd") && !which("snmpsim-command-responder") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "snmpsim is not installed (scripts/setup.sh installs it)"
+        );
+        println!("skipped: snmpsim not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("netward-isp-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(dir.join("cache")).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    write_record(&dir, 1);
+    Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    let agent = snmpsim(&dir);
+
+    let database = TestDatabase::create().await.unwrap();
+    let db = database.url().to_string();
+    let key = "5e".repeat(32);
+    let inventory = Netward::start_with_env(
+        "inventory",
+        &["--database-url", &db],
+        &[("NETWARD_SECRET_KEY", &key)],
+    )
+    .await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let mut inventory_client = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
+    inventory_client
+        .create_credential(v1::CreateCredentialRequest {
+            name: "branch-ro".into(),
+            version: v1::SnmpVersion::V2c as i32,
+            community: "isp".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (imported, ids) = crate::support::import(
+        &inventory_url,
+        vec![v1::ImportRow {
+            line: 2,
+            name: "tbilisi-01-rtr".into(),
+            ip: "127.0.0.1".into(),
+            site: "tbilisi-01".into(),
+            snmp_version: "2c".into(),
+            snmp_credential: "branch-ro".into(),
+            snmp_port: agent.port.to_string(),
+            snmp_profile: "interfaces".into(),
+            ..Default::default()
+        }],
+    )
+    .await;
+    assert_eq!(imported.created, 1, "{imported:?}");
+    let device_id = ids["tbilisi-01-rtr"].clone();
+
+    // Polls every 5 s: rates must not take a static sysUpTime for a reboot.
+    let config = dir.join("alerting.toml");
+    std::fs::write(
+        &config,
+        "[alerting.rates]\npoll_interval = \"5s\"\nuptime_slack = \"1h\"\n",
+    )
+    .unwrap();
+    let alerting = Netward::start(
+        "alerting",
+        &[
+            "--database-url",
+            &db,
+            "--inventory-url",
+            &inventory_url,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", &inventory_url],
+        &[("NETWARD_PLANNER__SNMP_INTERVAL", "5s")],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let _poller = Netward::start_with_env(
+        "snmp-poller",
+        &[
+            "--planner-url",
+            &planner_url,
+            "--alerting-url",
+            &alerting_url,
+        ],
+        &[("NETWARD_SNMP_POLLER__EXECUTOR_ID", "isp-test-poller")],
+    )
+    .await;
+    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+
+    // Both uplinks classified from ifAlias, with their providers.
+    let interfaces = eventually(
+        "the router's interfaces are polled",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            let device_id = device_id.clone();
+            async move {
+                let listed = client
+                    .list_interfaces(v1::ListInterfacesRequest {
+                        device_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (listed.interfaces.len() == 3).then_some(listed.interfaces)
+            }
+        },
+    )
+    .await;
+    let isp: Vec<(u32, &str, i32)> = interfaces
+        .iter()
+        .filter(|i| i.role == v1::InterfaceRole::IspUplink as i32)
+        .map(|i| (i.if_index, i.isp_name.as_str(), i.oper_status))
+        .collect();
+    let up = v1::IfOperStatus::Up as i32;
+    assert_eq!(
+        isp,
+        [(2, "Magti", up), (3, "Silknet", up)],
+        "{interfaces:?}"
+    );
+    assert_eq!(interfaces[1].if_name, "Gi0/0/1");
+    assert_eq!(interfaces[1].speed_bps, Some(100_000_000));
+
+    // The Magti link goes down.
+    write_record(&dir, 2);
+    let alert = eventually(
+        "an ISP link down alert fires",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_alerts(v1::ListAlertsRequest {
+                        rule_kind: v1::RuleKind::IspLinkDown as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .alerts
+                    .pop()
+            }
+        },
+    )
+    .await;
+    assert_eq!(alert.isp_name, "Magti", "{alert:?}");
+    assert_eq!(alert.if_index, Some(2));
+    assert_eq!(alert.if_name, "Gi0/0/1");
+    assert!(alert.summary.contains("ISP Magti"), "{}", alert.summary);
+    assert_eq!(alert.severity, v1::Severity::High as i32);
+    let all = client
+        .clone()
+        .list_alerts(v1::ListAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(all.len(), 1, "only the ISP link alert: {all:?}");
+
+    // The CLI shows the link down, by device name.
+    let table = interfaces_cli(&alerting_url, &device_id);
+    let magti = table
+        .lines()
+        .find(|l| l.contains("Gi0/0/1"))
+        .unwrap_or_else(|| panic!("no Gi0/0/1 row:\n{table}"));
+    assert!(
+        magti.contains("Magti") && magti.contains("up/down"),
+        "{table}"
+    );
+
+    // Back up: the alert resolves.
+    write_record(&dir, 1);
+    eventually("the alert resolves", Duration::from_secs(60), || {
+        let mut client = client.clone();
+        let id = alert.id.clone();
+        async move {
+            let alert = client
+                .get_alert(v1::GetAlertRequest { id })
+                .await
+                .ok()?
+                .into_inner()
+                .alert?;
+            (alert.state == v1::AlertState::Resolved as i32).then_some(())
+        }
+    })
+    .await;
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
