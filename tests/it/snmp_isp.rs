@@ -358,6 +358,45 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
         }
     })
     .await;
+
+    // An operator's override in inventory wins over the patterns: the LAN
+    // port becomes a third uplink (a new provider), from the next poll on.
+    inventory_client
+        .set_interface_override(v1::SetInterfaceOverrideRequest {
+            interface_override: Some(v1::InterfaceOverride {
+                device_id: device_id.clone(),
+                if_index: 1,
+                role: v1::InterfaceRole::IspUplink as i32,
+                isp_name: "Geocell".into(),
+                comment: "temporary LTE uplink".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let lan = eventually("the override applies", Duration::from_secs(60), || {
+        let mut client = client.clone();
+        let device_id = device_id.clone();
+        async move {
+            let listed = client
+                .list_interfaces(v1::ListInterfacesRequest {
+                    device_id,
+                    role: v1::InterfaceRole::IspUplink as i32,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            listed.interfaces.into_iter().find(|i| i.if_index == 1)
+        }
+    })
+    .await;
+    assert_eq!(lan.isp_name, "Geocell");
+    assert_eq!(lan.classification_confidence, 1.0);
+    assert_eq!(
+        lan.classification_source,
+        v1::ClassificationSource::Override as i32
+    );
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

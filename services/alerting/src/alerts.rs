@@ -38,8 +38,8 @@ pub struct AlertEngine {
     silences: Arc<Silences>,
     /// Open alerts by (rule id, device id, interface).
     open: Mutex<HashMap<OpenKey, v1::Alert>>,
-    /// Consecutive breaching observations per (rule, device, subject, kind).
-    streaks: Mutex<HashMap<(String, String, String, i32), u32>>,
+    /// Consecutive breaching observations per (device, subject, rule kind).
+    streaks: Mutex<HashMap<(String, String, i32), u32>>,
     pub events: broadcast::Sender<v1::WatchAlertsResponse>,
 }
 
@@ -359,20 +359,26 @@ impl AlertEngine {
     }
 
     /// Takes the open alerts of `kind` on a device's subject (`""` = the
-    /// device itself) out of `open`, whatever rule raised them (the rule
-    /// may have been changed since).
+    /// device itself) out of `open`, whatever rule of the kind raised them
+    /// (the rule may have been changed since). Looks up one key per rule of
+    /// the kind: this runs for every observation of every interface.
     fn take_open(
+        &self,
         open: &mut HashMap<OpenKey, v1::Alert>,
         kind: v1::RuleKind,
         device_id: &str,
         subject: &str,
     ) -> Vec<v1::Alert> {
-        let keys: Vec<OpenKey> = open
+        let Ok(rules) = self.rules.read() else {
+            return Vec::new();
+        };
+        rules
             .iter()
-            .filter(|(k, a)| k.1 == device_id && k.2 == subject && a.rule_kind == kind as i32)
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.iter().filter_map(|k| open.remove(k)).collect()
+            .filter(|r| r.kind == kind as i32)
+            .filter_map(|r| {
+                open.remove(&(r.id.clone(), device_id.to_string(), subject.to_string()))
+            })
+            .collect()
     }
 
     fn resolved(&self, mut alert: v1::Alert, device: &v1::Device, at: DateTime<Utc>) -> Change {
@@ -428,7 +434,7 @@ impl AlertEngine {
                     open.insert(key, alert.clone());
                     changes.push(Change::Open(alert));
                 } else {
-                    for alert in Self::take_open(&mut open, rule_kind, &device.id, "") {
+                    for alert in self.take_open(&mut open, rule_kind, &device.id, "") {
                         changes.push(self.resolved(alert, &device, at));
                     }
                 }
@@ -498,21 +504,14 @@ impl AlertEngine {
                 let rule = self.rule_for_subject(o.kind, &device, &o.subject);
                 let verdict = rule.as_ref().and_then(|rule| o.verdict(rule));
                 let (Some(rule), Some((value, detail))) = (rule, verdict) else {
-                    streaks.retain(|k, _| {
-                        !(k.1 == device.id && k.2 == subject_key && k.3 == o.kind as i32)
-                    });
-                    for alert in Self::take_open(&mut open, o.kind, &device.id, &subject_key) {
+                    streaks.remove(&(device.id.clone(), subject_key.clone(), o.kind as i32));
+                    for alert in self.take_open(&mut open, o.kind, &device.id, &subject_key) {
                         changes.push(self.resolved(alert, &device, o.at));
                     }
                     continue;
                 };
                 let streak = streaks
-                    .entry((
-                        rule.id.clone(),
-                        device.id.clone(),
-                        subject_key.clone(),
-                        o.kind as i32,
-                    ))
+                    .entry((device.id.clone(), subject_key.clone(), o.kind as i32))
                     .or_default();
                 *streak += 1;
                 let key = (rule.id.clone(), device.id.clone(), subject_key.clone());

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use netward_shared::proto::v1;
 
-pub(crate) use postgres::claim_batch;
 pub use postgres::PgStore;
+pub(crate) use postgres::claim_batch;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
