@@ -652,6 +652,16 @@ async fn snmp_rules_fire_on_reboots_cpu_saturated_and_flapping_uplinks() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.device_name, "br3-rtr");
+    let unknown = stack
+        .alerting
+        .clone()
+        .list_interfaces(v1::ListInterfacesRequest {
+            device_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     let uplink = &listed.interfaces[0];
     assert_eq!(uplink.role, v1::InterfaceRole::IspUplink as i32);
     assert_eq!(uplink.open_alerts, 1, "the flapping alert");

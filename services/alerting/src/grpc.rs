@@ -1027,6 +1027,12 @@ impl AlertingService for AlertingGrpc {
             .and_then(|c| c.devices.get(&r.device_id).map(|d| d.name.clone()))
             .unwrap_or_default();
         let (polled_at, mut interfaces) = self.snmp.interfaces_of(device);
+        if device_name.is_empty() && polled_at.is_none() && interfaces.is_empty() {
+            return Err(Status::not_found(format!(
+                "device {} is neither in the inventory nor ever polled",
+                r.device_id
+            )));
+        }
         let open = self.alerts.open_per_interface(&r.device_id);
         interfaces
             .retain(|i| (r.role == 0 || i.role == r.role) && (!r.monitored_only || i.monitored));
