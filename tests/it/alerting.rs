@@ -710,6 +710,7 @@ async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
             "interface-utilisation",
             "isp-link-down",
             "isp-link-flapping",
+            "memory-high",
             "packet-loss"
         ]
     );

@@ -148,6 +148,17 @@ pub fn default_rules() -> Vec<v1::Rule> {
                 "CPU load above 90 % for 3 polls (any vendor profile)",
             )
         },
+        v1::Rule {
+            snmp_metric: "memory.used_percent".into(),
+            ..rule(
+                "memory-high",
+                v1::RuleKind::SnmpThreshold,
+                v1::Severity::Medium,
+                90.0,
+                3,
+                "memory above 90 % used for 3 polls (any vendor profile)",
+            )
+        },
     ]
 }
 

@@ -18,9 +18,51 @@ pub fn canonical_metric(name: &str) -> Option<&'static str> {
         | "fgSysCpuUsage"
         | "hpSwitchCpuStat"
         | "mtxrHlProcessorLoad" => Some("cpu.load"),
-        "fgSysMemUsage" => Some("memory.used_percent"),
+        "fgSysMemUsage" | "jnxOperatingBuffer" => Some("memory.used_percent"),
         _ => None,
     }
+}
+
+/// `memory.used_percent` per instance, from the profiles that report
+/// memory as amounts: HOST-RESOURCES (the RAM row of hrStorage: used/size),
+/// Cisco memory pools (used/(used+free)) and HP local memory
+/// (allocated/total). Vendors that report a percentage are mapped by
+/// [`canonical_metric`] instead.
+pub fn memory_percent(values: &[v1::ScalarValue]) -> Vec<(String, f64)> {
+    use std::collections::BTreeMap;
+    const HR_STORAGE_RAM: &str = "1.3.6.1.2.1.25.2.1.2";
+    let mut by_instance: BTreeMap<&str, BTreeMap<&str, &v1::ScalarValue>> = BTreeMap::new();
+    for value in values {
+        by_instance
+            .entry(value.instance.as_str())
+            .or_default()
+            .insert(value.name.as_str(), value);
+    }
+    let number =
+        |row: &BTreeMap<&str, &v1::ScalarValue>, name: &str| row.get(name).and_then(|v| numeric(v));
+    let percent = |part: f64, whole: f64| (whole > 0.0).then(|| 100.0 * part / whole);
+    by_instance
+        .into_iter()
+        .filter_map(|(instance, row)| {
+            let ram = row.get("hrStorageType").is_some_and(|t| {
+                matches!(&t.value, Some(v1::scalar_value::Value::ObjectId(oid)) if oid == HR_STORAGE_RAM)
+            });
+            let used = if ram {
+                percent(number(&row, "hrStorageUsed")?, number(&row, "hrStorageSize")?)
+            } else if let (Some(used), Some(free)) = (
+                number(&row, "ciscoMemoryPoolUsed"),
+                number(&row, "ciscoMemoryPoolFree"),
+            ) {
+                percent(used, used + free)
+            } else {
+                percent(
+                    number(&row, "hpLocalMemAllocBytes")?,
+                    number(&row, "hpLocalMemTotalBytes")?,
+                )
+            }?;
+            Some((instance.to_string(), used))
+        })
+        .collect()
 }
 
 fn down(status: &v1::InterfaceStatus) -> bool {
@@ -105,6 +147,17 @@ pub fn observations(stored: &SnmpStored) -> Vec<Observation> {
             Subject::Device,
             Measure::RebootedAt(update.last_reboot_at),
         ));
+        for (instance, used) in memory_percent(&update.values) {
+            out.push(observe(
+                v1::RuleKind::SnmpThreshold,
+                Subject::Value {
+                    name: "memory.used_percent".into(),
+                    oid: String::new(),
+                    instance,
+                },
+                Measure::Value(used, "%"),
+            ));
+        }
         for value in &update.values {
             let Some(number) = numeric(value) else {
                 continue;
@@ -125,4 +178,62 @@ pub fn observations(stored: &SnmpStored) -> Vec<Observation> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(name: &str, instance: &str, value: v1::scalar_value::Value) -> v1::ScalarValue {
+        v1::ScalarValue {
+            name: name.into(),
+            instance: instance.into(),
+            value: Some(value),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn memory_percent_from_amounts() {
+        use v1::scalar_value::Value::{Gauge32, Integer, ObjectId};
+        let values = vec![
+            // HOST-RESOURCES: row 1 is RAM (3/4 used), row 31 a disk.
+            value(
+                "hrStorageType",
+                "1",
+                ObjectId("1.3.6.1.2.1.25.2.1.2".into()),
+            ),
+            value("hrStorageSize", "1", Integer(4000)),
+            value("hrStorageUsed", "1", Integer(3000)),
+            value(
+                "hrStorageType",
+                "31",
+                ObjectId("1.3.6.1.2.1.25.2.1.4".into()),
+            ),
+            value("hrStorageSize", "31", Integer(100)),
+            value("hrStorageUsed", "31", Integer(99)),
+            // A Cisco processor pool: 900 used, 100 free.
+            value("ciscoMemoryPoolUsed", "1.1", Gauge32(900)),
+            value("ciscoMemoryPoolFree", "1.1", Gauge32(100)),
+            // An HP slot with no total: nothing.
+            value("hpLocalMemAllocBytes", "2", Gauge32(5)),
+        ];
+        assert_eq!(
+            memory_percent(&values),
+            [("1".to_string(), 75.0), ("1.1".to_string(), 90.0)]
+        );
+    }
+
+    #[test]
+    fn vendor_cpu_metrics_share_one_name() {
+        for name in [
+            "hrProcessorLoad",
+            "cpmCPUTotal1minRev",
+            "jnxOperatingCPU",
+            "fgSysCpuUsage",
+        ] {
+            assert_eq!(canonical_metric(name), Some("cpu.load"));
+        }
+        assert_eq!(canonical_metric("sysUpTime"), None);
+    }
 }
