@@ -369,6 +369,36 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
     );
     assert_eq!(states["br2-rtr"].0, v1::DeviceState::Down as i32);
     assert_eq!(counts.up, 0);
+    // Worst first (DOWN before UNREACHABLE), then by name, in pages.
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = stack
+            .alerting
+            .clone()
+            .list_device_statuses(v1::ListDeviceStatusesRequest {
+                page_size: 3,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(
+            page.statuses
+                .into_iter()
+                .map(|s| s.device_name)
+                .collect::<Vec<_>>(),
+        );
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        pages,
+        [vec!["br1-rtr", "br2-rtr", "br1-ap"], vec!["br1-atm"]]
+    );
     let mut watched = Vec::new();
     while watched.len() < 4 {
         let change = tokio::time::timeout(Duration::from_secs(10), state_stream.message())

@@ -447,17 +447,46 @@ impl AlertingService for AlertingGrpc {
         if !r.states.is_empty() {
             statuses.retain(|s| r.states.contains(&s.state));
         }
-        statuses.sort_by(|a, b| a.device_name.cmp(&b.device_name));
+        // Worst first, then by name; the page token is the (rank, name) of
+        // the last row, so a page follows on even when states change.
+        let rank = |state: i32| match v1::DeviceState::try_from(state) {
+            Ok(v1::DeviceState::Down) => 0u8,
+            Ok(v1::DeviceState::Flapping) => 1,
+            Ok(v1::DeviceState::Unreachable) => 2,
+            Ok(v1::DeviceState::Up) => 4,
+            _ => 3,
+        };
+        statuses
+            .sort_by(|a, b| (rank(a.state), &a.device_name).cmp(&(rank(b.state), &b.device_name)));
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let parsed = r
+                .page_token
+                .split_once(':')
+                .and_then(|(rank, name)| Some((rank.parse::<u8>().ok()?, name.to_string())));
+            Some(parsed.ok_or_else(|| {
+                invalid_argument(&[FieldViolation::new(
+                    "page_token",
+                    &r.page_token,
+                    "not a token from a previous response",
+                )])
+            })?)
+        };
         let total_count = statuses.len() as u64;
         let mut page: Vec<v1::DeviceStatus> = statuses
             .into_iter()
-            .filter(|s| r.page_token.is_empty() || s.device_name > r.page_token)
+            .filter(|s| {
+                after.as_ref().is_none_or(|(rank_after, name_after)| {
+                    (rank(s.state), &s.device_name) > (*rank_after, name_after)
+                })
+            })
             .take(size + 1)
             .collect();
         let next_page_token = if page.len() > size {
             page.truncate(size);
             page.last()
-                .map(|s| s.device_name.clone())
+                .map(|s| format!("{}:{}", rank(s.state), s.device_name))
                 .unwrap_or_default()
         } else {
             String::new()
