@@ -15,7 +15,7 @@ need_apt=()
 for pair in snmpd:snmpd snmpget:snmp snmpsimd:snmpsim fping:fping nft:nftables ip:iproute2 \
             protoc:protobuf-compiler pg_ctlcluster:postgresql-common psql:postgresql \
             redis-server:redis-server unshare:util-linux curl:curl \
-            prometheus-alertmanager:prometheus-alertmanager; do
+            prometheus-alertmanager:prometheus-alertmanager prometheus-snmp-exporter:prometheus-snmp-exporter; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ! -d /usr/lib/postgresql ]; then need_apt+=(postgresql); fi

@@ -1,17 +1,23 @@
 //! Benchmark of the poller against simulated agents, in one run: N agents
 //! (snmpsim endpoints on 127.0.0.1, each serving the recorded Linux full
-//! walk) polled with the `interfaces` profile as one cycle would, then
-//! net-snmp (`snmpget` + `snmpbulkwalk` of ifTable and ifXTable) on a
-//! sample of the same agents. Prints wall time, CPU (getrusage) and
-//! requests/s, and the per-agent ratios. Not a test; see README.md.
+//! walk) polled with the `interfaces` profile as one cycle would; then the
+//! same agents scraped by Prometheus snmp_exporter (Debian's
+//! `prometheus-snmp-exporter`) with an `if_mib` module, at the same
+//! concurrency; then net-snmp (`snmpget` + `snmpbulkwalk` of ifTable and
+//! ifXTable) on a sample of them. Prints wall time, CPU (getrusage for the
+//! poller, /proc/<pid>/stat for the exporter) and requests/s, and the
+//! netward/exporter and per-agent netward/net-snmp ratios. Not a test; see
+//! README.md.
 //!
 //! `cargo run --release -p netward-snmp-poller --example snmp_bench -- --agents 1000,5000`
 //! Options: `--simulators N` (snmpsim processes, default 4), `--sample N`
 //! (agents read with net-snmp, default 50), `--concurrency N` (devices polled
-//! at once, default 100: snmpsim, a Python process per few thousand agents,
-//! is the bottleneck here, and a queue of thousands of requests in front of
-//! it only turns into timeouts; real agents answer independently).
+//! or scraped at once, default 100: snmpsim, a Python process per few
+//! thousand agents, is the bottleneck here, and a queue of thousands of
+//! requests in front of it only turns into timeouts; real agents answer
+//! independently).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use netward_snmp_poller::poll::Poller;
 use netward_snmp_poller::profile::Profiles;
 use netward_snmp_poller::snmp::SnmpEngine;
 use nix::sys::resource::{UsageWho, getrusage};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
 
 const COMMUNITY: &str = "bench";
@@ -152,36 +159,253 @@ impl Simulators {
 
     /// CPU seconds the simulators used so far.
     fn cpu(&self) -> f64 {
-        // /proc reports clock ticks of USER_HZ, 100 on Linux.
-        let ticks = 100.0;
         self.children
             .iter()
-            .filter_map(|child| std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok())
-            .filter_map(|stat| {
-                // Fields after the command name: utime and stime are 14 and 15.
-                let rest = stat.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let user: f64 = fields.get(11)?.parse().ok()?;
-                let system: f64 = fields.get(12)?.parse().ok()?;
-                Some((user + system) / ticks)
-            })
+            .filter_map(|child| process_cpu(child.id()))
             .sum()
     }
 }
 
+/// CPU seconds (user + system) a process has used so far, from
+/// /proc/<pid>/stat.
+fn process_cpu(pid: u32) -> Option<f64> {
+    // /proc reports clock ticks of USER_HZ, 100 on Linux.
+    let ticks = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / ticks)
+}
+
+fn installed(name: &str) -> bool {
+    Command::new("which")
+        .arg(name)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn simulator() -> &'static str {
-    let found = |name: &str| {
-        Command::new("which")
-            .arg(name)
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if found("snmpsim-command-responder") {
+    if installed("snmpsim-command-responder") {
         "snmpsim-command-responder"
     } else {
         "snmpsimd"
     }
+}
+
+/// Prometheus snmp_exporter on a free loopback port, configured with
+/// [`if_mib_module`] only; killed on drop.
+struct Exporter {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    /// What the scrape URL adds after the module: from 0.23 on the
+    /// community is an `auth` of its own, named in the URL.
+    auth_parameter: &'static str,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Exporter {
+    fn start() -> anyhow::Result<Self> {
+        let binary = ["prometheus-snmp-exporter", "snmp_exporter"]
+            .into_iter()
+            .find(|name| installed(name))
+            .context("snmp_exporter not found (apt-get install prometheus-snmp-exporter)")?;
+        let dir = std::env::temp_dir().join(format!(
+            "netward-snmp-bench-{}-exporter",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let split_auth = exporter_version(binary) >= (0, 23);
+        let config = dir.join("snmp.yml");
+        std::fs::write(&config, if_mib_module(COMMUNITY, split_auth))?;
+        let log = dir.join("exporter.log");
+        // A free port: bound by the kernel's choice, released, then taken
+        // by the exporter (nothing else here is after loopback TCP ports).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {binary}"))?;
+        let mut exporter = Self {
+            child,
+            port,
+            dir,
+            auth_parameter: if split_auth { "&auth=bench_v2" } else { "" },
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log = || std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = exporter.child.try_wait()? {
+                bail!("{binary} exited ({status}): {}", log());
+            }
+            if Instant::now() > deadline {
+                bail!("{binary} did not listen on 127.0.0.1:{port}: {}", log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(exporter)
+    }
+
+    /// CPU seconds the exporter used so far.
+    fn cpu(&self) -> f64 {
+        process_cpu(self.child.id()).unwrap_or(0.0)
+    }
+}
+
+/// The exporter's (major, minor) version, from `--version`; (0, 0) when it
+/// does not say.
+fn exporter_version(binary: &str) -> (u32, u32) {
+    let Ok(output) = Command::new(binary).arg("--version").output() else {
+        return (0, 0);
+    };
+    // kingpin prints it on stderr: "snmp_exporter, version 0.21.0 (…)".
+    let text = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    let version = text
+        .split_whitespace()
+        .skip_while(|word| *word != "version")
+        .nth(1)
+        .unwrap_or_default();
+    let mut numbers = version.split('.').map(|n| n.parse().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+/// The exporter's `if_mib` module, as its generator renders the `if_mib` of
+/// the generator.yml Debian ships (walk `interfaces` and `ifXTable`, get
+/// sysUpTime; ifAlias, ifDescr and ifName become labels of every interface
+/// metric; ifType as an info metric), with the exporter's walk defaults
+/// (max_repetitions 25, timeout 5 s, 3 retries). Up to 0.22 the community
+/// and version are the module's; from 0.23 on they are an `auth` of their
+/// own (`split_auth`), under `auths:`, and the modules under `modules:`.
+/// Written out here because Debian's snmp.yml is empty and Debian ships no
+/// IF-MIB to generate it from.
+fn if_mib_module(community: &str, split_auth: bool) -> String {
+    const IF_TABLE: &str = "1.3.6.1.2.1.2.2.1";
+    const IF_X_TABLE: &str = "1.3.6.1.2.1.31.1.1.1";
+    // (name, column, type); ifDescr, ifName and ifAlias are the lookups.
+    let if_table = [
+        ("ifIndex", 1, "gauge"),
+        ("ifType", 3, "EnumAsInfo"),
+        ("ifMtu", 4, "gauge"),
+        ("ifSpeed", 5, "gauge"),
+        ("ifPhysAddress", 6, "PhysAddress48"),
+        ("ifAdminStatus", 7, "gauge"),
+        ("ifOperStatus", 8, "gauge"),
+        ("ifLastChange", 9, "gauge"),
+        ("ifInOctets", 10, "counter"),
+        ("ifInUcastPkts", 11, "counter"),
+        ("ifInNUcastPkts", 12, "counter"),
+        ("ifInDiscards", 13, "counter"),
+        ("ifInErrors", 14, "counter"),
+        ("ifInUnknownProtos", 15, "counter"),
+        ("ifOutOctets", 16, "counter"),
+        ("ifOutUcastPkts", 17, "counter"),
+        ("ifOutNUcastPkts", 18, "counter"),
+        ("ifOutDiscards", 19, "counter"),
+        ("ifOutErrors", 20, "counter"),
+        ("ifOutQLen", 21, "gauge"),
+    ];
+    let if_x_table = [
+        ("ifInMulticastPkts", 2, "counter"),
+        ("ifInBroadcastPkts", 3, "counter"),
+        ("ifOutMulticastPkts", 4, "counter"),
+        ("ifOutBroadcastPkts", 5, "counter"),
+        ("ifHCInOctets", 6, "counter"),
+        ("ifHCInUcastPkts", 7, "counter"),
+        ("ifHCInMulticastPkts", 8, "counter"),
+        ("ifHCInBroadcastPkts", 9, "counter"),
+        ("ifHCOutOctets", 10, "counter"),
+        ("ifHCOutUcastPkts", 11, "counter"),
+        ("ifHCOutMulticastPkts", 12, "counter"),
+        ("ifHCOutBroadcastPkts", 13, "counter"),
+        ("ifLinkUpDownTrapEnable", 14, "gauge"),
+        ("ifHighSpeed", 15, "gauge"),
+        ("ifPromiscuousMode", 16, "gauge"),
+        ("ifConnectorPresent", 17, "gauge"),
+        ("ifCounterDiscontinuityTime", 19, "gauge"),
+    ];
+    let mut yaml = String::from(
+        "if_mib:\n  \
+         walk:\n  - 1.3.6.1.2.1.2\n  - 1.3.6.1.2.1.31.1.1\n  \
+         get:\n  - 1.3.6.1.2.1.1.3.0\n  metrics:\n\
+         \x20 - {name: sysUpTime, oid: 1.3.6.1.2.1.1.3, type: gauge, help: sysUpTime}\n\
+         \x20 - {name: ifNumber, oid: 1.3.6.1.2.1.2.1, type: gauge, help: ifNumber}\n",
+    );
+    let columns = if_table
+        .iter()
+        .map(|&(name, column, kind)| (name, format!("{IF_TABLE}.{column}"), kind))
+        .chain(
+            if_x_table
+                .iter()
+                .map(|&(name, column, kind)| (name, format!("{IF_X_TABLE}.{column}"), kind)),
+        );
+    for (name, oid, kind) in columns {
+        let _ = write!(
+            yaml,
+            "  - name: {name}\n    oid: {oid}\n    type: {kind}\n    help: {name} - {oid}\n    \
+             indexes:\n    - {{labelname: ifIndex, type: gauge}}\n    lookups:\n"
+        );
+        for (label, lookup) in [
+            ("ifAlias", format!("{IF_X_TABLE}.18")),
+            ("ifDescr", format!("{IF_TABLE}.2")),
+            ("ifName", format!("{IF_X_TABLE}.1")),
+        ] {
+            let _ = writeln!(
+                yaml,
+                "    - {{labels: [ifIndex], labelname: {label}, oid: {lookup}, type: DisplayString}}"
+            );
+        }
+        if kind == "EnumAsInfo" {
+            // The IANAifType values of the recorded device, and the first.
+            yaml.push_str("    enum_values: {1: other, 6: ethernetCsmacd, 24: softwareLoopback}\n");
+        }
+    }
+    if split_auth {
+        let modules: String = yaml.lines().map(|line| format!("  {line}\n")).collect();
+        format!(
+            "auths:\n  bench_v2:\n    community: {community}\n    version: 2\nmodules:\n{modules}"
+        )
+    } else {
+        yaml + &format!("  version: 2\n  auth:\n    community: {community}\n")
+    }
+}
+
+/// One `GET` of the exporter: its status and body. HTTP/1.0, so the body
+/// ends with the connection and is never chunked.
+async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no end of the HTTP header")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no HTTP status")?;
+    Ok((status, body.to_string()))
 }
 
 fn port(agent: usize) -> u16 {
@@ -206,6 +430,19 @@ fn cpu_seconds(who: UsageWho) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn print_row(run: &Run, agent_cpu: f64, label: &str) {
+    println!(
+        "{:>6} {:>10} {:>9.2} {:>9.2} {:>10} {:>12.0} {:>12.2}  ({label})",
+        run.agents,
+        run.ok,
+        run.wall,
+        run.cpu,
+        run.requests,
+        run.requests as f64 / run.wall,
+        agent_cpu,
+    );
+}
+
 struct Run {
     wall: f64,
     cpu: f64,
@@ -216,7 +453,13 @@ struct Run {
 
 type Hints = Arc<std::sync::Mutex<std::collections::HashMap<usize, v1::SnmpHints>>>;
 
-async fn poll_all(poller: &Arc<Poller>, hints: &Hints, agents: usize, concurrency: usize) -> Run {
+async fn poll_all(
+    poller: &Arc<Poller>,
+    hints: &Hints,
+    agents: usize,
+    concurrency: usize,
+    refresh_labels: bool,
+) -> Run {
     let permits = Arc::new(Semaphore::new(concurrency));
     let cpu_before = cpu_seconds(UsageWho::RUSAGE_SELF);
     let started = Instant::now();
@@ -237,7 +480,7 @@ async fn poll_all(poller: &Arc<Poller>, hints: &Hints, agents: usize, concurrenc
                         ..Default::default()
                     }),
                     profile: "interfaces".into(),
-                    refresh_labels: true,
+                    refresh_labels,
                     ..Default::default()
                 };
                 let id = format!("agent-{agent}");
@@ -292,6 +535,65 @@ async fn poll_all(poller: &Arc<Poller>, hints: &Hints, agents: usize, concurrenc
     }
 }
 
+/// The exporter scraping every agent with `if_mib`, `concurrency` scrapes
+/// at once, as Prometheus would: one HTTP request per target. The CPU is the
+/// exporter process's; requests are its `snmp_scrape_packets_sent`.
+async fn scrape_all(exporter: &Exporter, agents: usize, concurrency: usize) -> Run {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let exporter_port = exporter.port;
+    let auth = exporter.auth_parameter;
+    let cpu_before = exporter.cpu();
+    let started = Instant::now();
+    let mut scrapes: FuturesUnordered<_> = (0..agents)
+        .map(|agent| {
+            let permits = permits.clone();
+            async move {
+                let _permit = permits.acquire_owned().await?;
+                let target = format!("127.0.0.1:{}", port(agent));
+                let path = format!("/snmp?module=if_mib{auth}&target={target}");
+                tokio::time::timeout(Duration::from_secs(120), http_get(exporter_port, &path))
+                    .await
+                    .context("no answer within 120 s")?
+            }
+        })
+        .collect();
+    let (mut requests, mut ok) = (0u64, 0usize);
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    while let Some(scrape) = scrapes.next().await {
+        let key = match scrape {
+            Ok((200, body)) => {
+                let interfaces = body
+                    .lines()
+                    .filter(|line| line.starts_with("ifHCInOctets{"))
+                    .count();
+                requests += body
+                    .lines()
+                    .find_map(|line| line.strip_prefix("snmp_scrape_packets_sent "))
+                    .and_then(|value| value.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0) as u64;
+                ok += usize::from(interfaces == 2);
+                format!("HTTP 200 {interfaces} interfaces")
+            }
+            Ok((status, body)) => format!(
+                "HTTP {status} ({})",
+                body.trim().chars().take(80).collect::<String>()
+            ),
+            Err(error) => format!("{error:#}"),
+        };
+        *outcomes.entry(key).or_default() += 1;
+    }
+    for (outcome, count) in outcomes {
+        println!("  {count:>6} × {outcome}");
+    }
+    Run {
+        wall: started.elapsed().as_secs_f64(),
+        cpu: exporter.cpu() - cpu_before,
+        requests,
+        ok,
+        agents,
+    }
+}
+
 /// net-snmp reading the same objects from `sample` agents, one after another.
 fn netsnmp(sample: usize) -> anyhow::Result<Run> {
     let cpu_before = cpu_seconds(UsageWho::RUSAGE_CHILDREN);
@@ -336,34 +638,45 @@ fn netsnmp(sample: usize) -> anyhow::Result<Run> {
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let poller = Arc::new(Poller::new(SnmpEngine::new().await?, Profiles::built_in()?));
+    let exporter = Exporter::start()?;
     println!(
         "{:>6} {:>10} {:>9} {:>9} {:>10} {:>12} {:>12}",
         "agents", "answered", "wall s", "cpu s", "requests", "requests/s", "agent cpu s"
     );
     for &agents in &args.agents {
         let simulators = Simulators::start(agents, args.simulators.max(1))?;
-        // The first cycle decides HC per interface; the second is steady state.
+        // The first cycle decides HC per interface; the second is the steady
+        // state with a label refresh (ifName, ifAlias, ifDescr, speed: what
+        // the exporter reads on every scrape); the third the steady state
+        // between label refreshes, the poller's usual cycle.
         let hints = Hints::default();
-        let first = poll_all(&poller, &hints, agents, args.concurrency).await;
+        let mut cycles = Vec::new();
+        for (label, refresh_labels) in [
+            ("first cycle", true),
+            ("steady cycle", true),
+            ("steady cycle, no label refresh", false),
+        ] {
+            let sim_before = simulators.cpu();
+            let run = poll_all(&poller, &hints, agents, args.concurrency, refresh_labels).await;
+            print_row(&run, simulators.cpu() - sim_before, label);
+            cycles.push((label, run));
+        }
+        // snmp_exporter on the same agents, at the same concurrency.
         let sim_before = simulators.cpu();
-        let run = poll_all(&poller, &hints, agents, args.concurrency).await;
-        let sim_cpu = simulators.cpu() - sim_before;
-        for (label, run) in [("first", &first), ("steady", &run)] {
+        let scraped = scrape_all(&exporter, agents, args.concurrency).await;
+        print_row(
+            &scraped,
+            simulators.cpu() - sim_before,
+            "snmp_exporter, if_mib",
+        );
+        for (label, run) in &cycles {
             println!(
-                "{:>6} {:>10} {:>9.2} {:>9.2} {:>10} {:>12.0} {:>12}  ({label} cycle)",
-                run.agents,
-                run.ok,
-                run.wall,
-                run.cpu,
-                run.requests,
-                run.requests as f64 / run.wall,
-                if label == "steady" {
-                    format!("{sim_cpu:.2}")
-                } else {
-                    "-".into()
-                },
+                "ratio netward/snmp_exporter ({label}): wall {:.3}, cpu {:.3}",
+                run.wall / scraped.wall,
+                run.cpu / scraped.cpu,
             );
         }
+        let run = &cycles[1].1;
         let sample = args.sample.min(agents);
         let reference = netsnmp(sample)?;
         println!(
