@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{FutureExt as _, Stream};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_server::AlertingService;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::alerts::{AlertEngine, RuleError};
 use crate::evaluate::Evaluator;
-use crate::ingest::{IngestError, Ingestor};
+use crate::ingest::Ingestor;
 use crate::notify::{ListFilter, Notifier};
 use crate::silences::{ListFilter as SilenceFilter, Silence};
 use crate::snmp::book::SnmpBook;
@@ -23,6 +23,10 @@ use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::status::{FieldViolation, invalid_argument};
 
 type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// At most this many batches, or results, are stored in one transaction.
+const MAX_GROUP_BATCHES: usize = 32;
+const MAX_GROUP_RESULTS: usize = 10_000;
 
 pub struct AlertingGrpc {
     ingestor: Arc<Ingestor>,
@@ -266,44 +270,47 @@ impl AlertingService for AlertingGrpc {
                     () = shutdown.cancelled() => return,
                     message = inbound.message() => message,
                 };
-                let batch = match message {
+                let first = match message {
                     Ok(Some(v1::IngestRequest {
                         msg: Some(v1::ingest_request::Msg::Batch(batch)),
                     })) => batch,
                     Ok(Some(_)) => continue,
                     Ok(None) | Err(_) => return,
                 };
-                let span = tracing::info_span!("alerting.ingest", batch_uid = %batch.batch_uid, results = batch.probes.len() + batch.samples.len());
-                netward_shared::trace_context::set_parent(&span, batch.trace_context.as_ref());
-                let outcome = {
+                // Batches that have already arrived behind it are stored
+                // with it, in one transaction: a sender with several in
+                // flight pays one commit for them all.
+                let mut batches = vec![first];
+                let mut results = batches[0].probes.len();
+                let mut ended = false;
+                while batches.len() < MAX_GROUP_BATCHES && results < MAX_GROUP_RESULTS {
+                    match inbound.message().now_or_never() {
+                        Some(Ok(Some(v1::IngestRequest {
+                            msg: Some(v1::ingest_request::Msg::Batch(batch)),
+                        }))) => {
+                            results += batch.probes.len();
+                            batches.push(batch);
+                        }
+                        Some(Ok(Some(_))) => {}
+                        Some(Ok(None) | Err(_)) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let span = tracing::info_span!("alerting.ingest", batches = batches.len(), batch_uid = %batches[0].batch_uid, results = results + batches.iter().map(|b| b.samples.len()).sum::<usize>());
+                netward_shared::trace_context::set_parent(&span, batches[0].trace_context.as_ref());
+                let outcomes = {
                     use tracing::Instrument as _;
                     ingestor
-                        .ingest(&batch, chrono::Utc::now())
+                        .ingest_all(&batches, chrono::Utc::now())
                         .instrument(span)
                         .await
                 };
-                let mut evaluate = Vec::new();
-                let mut snmp = None;
-                let response = match outcome {
-                    // Acked only now: the write has committed.
-                    Ok(ingested) => {
-                        evaluate = ingested.rows;
-                        snmp = Some(ingested.snmp);
-                        v1::ingest_response::Msg::Ack(v1::IngestAck {
-                            sequence: batch.sequence,
-                            batch_uid: batch.batch_uid.clone(),
-                            stored: ingested.stored.rows,
-                            duplicate: ingested.stored.duplicate,
-                        })
-                    }
-                    Err(IngestError::Reject(reason)) => {
-                        v1::ingest_response::Msg::Reject(v1::IngestReject {
-                            sequence: batch.sequence,
-                            batch_uid: batch.batch_uid.clone(),
-                            reason,
-                        })
-                    }
-                    Err(IngestError::Storage(error)) => {
+                let outcomes = match outcomes {
+                    Ok(outcomes) => outcomes,
+                    Err(error) => {
                         // Never ack what is not stored. Ending the stream
                         // makes the sender reconnect and replay it.
                         tracing::warn!(%error, "storage failed; ending the ingest stream unacked");
@@ -315,14 +322,35 @@ impl AlertingService for AlertingGrpc {
                         return;
                     }
                 };
-                if tx
-                    .send(Ok(v1::IngestResponse {
-                        msg: Some(response),
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return;
+                // Acked only now: the write has committed.
+                let mut evaluate = Vec::new();
+                let mut snmp = Vec::new();
+                for (batch, outcome) in batches.iter().zip(outcomes) {
+                    let response = match outcome {
+                        Ok(ingested) => {
+                            evaluate.extend(ingested.rows);
+                            snmp.push(ingested.snmp);
+                            v1::ingest_response::Msg::Ack(v1::IngestAck {
+                                sequence: batch.sequence,
+                                batch_uid: batch.batch_uid.clone(),
+                                stored: ingested.stored.rows,
+                                duplicate: ingested.stored.duplicate,
+                            })
+                        }
+                        Err(reason) => v1::ingest_response::Msg::Reject(v1::IngestReject {
+                            sequence: batch.sequence,
+                            batch_uid: batch.batch_uid.clone(),
+                            reason,
+                        }),
+                    };
+                    let sent = tx
+                        .send(Ok(v1::IngestResponse {
+                            msg: Some(response),
+                        }))
+                        .await;
+                    if sent.is_err() {
+                        return;
+                    }
                 }
                 // Then state and alerts: stored rows, in order, once each.
                 if !evaluate.is_empty() {
@@ -339,11 +367,14 @@ impl AlertingService for AlertingGrpc {
                         tracing::warn!(%error, "persisting device states or alerts failed");
                     }
                 }
-                if let Some(snmp) = snmp.filter(|s| !s.duplicate && s.samples > 0) {
-                    let observations = crate::snmp::evaluate::observations(&snmp);
+                for snmp in snmp.iter().filter(|s| !s.duplicate && s.samples > 0) {
+                    let observations = crate::snmp::evaluate::observations(snmp);
                     if let Err(error) = alerts.observe(&observations).await {
                         tracing::warn!(%error, "persisting SNMP alerts failed");
                     }
+                }
+                if ended {
+                    return;
                 }
             }
         });

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use netward_shared::proto::v1;
 
 use crate::snmp::book::{SnmpBook, SnmpStored};
-use crate::store::{AlertingStore, ProbeRow, Stored};
+use crate::store::{AlertingStore, BatchRows, ProbeRow, Stored};
 
 /// Why a batch was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +78,31 @@ impl Ingestor {
         &self.store
     }
 
+    /// Stores one batch once; see [`Ingestor::ingest_all`].
     pub async fn ingest(
         &self,
         batch: &v1::ResultBatch,
         now: DateTime<Utc>,
     ) -> Result<Ingested, IngestError> {
-        if batch.batch_uid.is_empty() || batch.batch_uid.len() > 128 {
-            return Err(IngestError::Reject(
-                "batch_uid must be 1-128 characters".into(),
-            ));
+        let mut outcomes = self.ingest_all(std::slice::from_ref(batch), now).await?;
+        match outcomes.pop() {
+            Some(Ok(ingested)) => Ok(ingested),
+            Some(Err(reason)) => Err(IngestError::Reject(reason)),
+            None => Err(IngestError::Reject("no batch".into())),
         }
+    }
+
+    /// Stores batches received together on one stream, each at most once:
+    /// the probe results of all of them in one transaction (one commit
+    /// for the lot is what keeps a busy stream fast), SNMP batches each in
+    /// its own. An invalid batch is rejected alone (`Err(reason)` in its
+    /// place); a storage failure fails the call, so none is acked and the
+    /// sender replays them all.
+    pub async fn ingest_all(
+        &self,
+        batches: &[v1::ResultBatch],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Ingested, String>>, sqlx::Error> {
         let oldest = now - TimeDelta::from_std(self.retention).unwrap_or(TimeDelta::days(7));
         // Timestamps from the future are the sender's clock: stamp them now.
         let when = |t: Option<&prost_types::Timestamp>| {
@@ -95,108 +110,141 @@ impl Ingestor {
                 .filter(|t| *t <= now + TimeDelta::minutes(5))
                 .unwrap_or(now)
         };
-        if !batch.samples.is_empty() {
-            if !batch.probes.is_empty() {
-                return Err(IngestError::Reject(
-                    "a batch carries probes or samples, not both".into(),
-                ));
+        let mut outcomes: Vec<Result<Ingested, String>> = Vec::with_capacity(batches.len());
+        // Probe batches wait for the group write: (outcome index, batch, rows, skipped).
+        let mut pending: Vec<(usize, &v1::ResultBatch, Vec<ProbeRow>, u32)> = Vec::new();
+        for batch in batches {
+            if batch.batch_uid.is_empty() || batch.batch_uid.len() > 128 {
+                outcomes.push(Err("batch_uid must be 1-128 characters".into()));
+                continue;
             }
-            let Some(book) = &self.snmp else {
-                return Err(IngestError::Reject(
-                    "SNMP samples are not stored by this alerting instance".into(),
-                ));
-            };
+            if !batch.samples.is_empty() {
+                outcomes.push(self.ingest_samples(batch, oldest, &when).await?);
+                continue;
+            }
+            let mut rows = Vec::with_capacity(batch.probes.len());
             let mut skipped = 0;
-            let samples: Vec<_> = batch
-                .samples
-                .iter()
-                .filter_map(|sample| {
-                    let id = uuid::Uuid::parse_str(&sample.device_id).ok();
-                    let at = when(sample.polled_at.as_ref());
-                    let kept = id.filter(|_| at >= oldest).map(|id| (id, at, sample));
-                    skipped += u32::from(kept.is_none());
-                    kept
-                })
-                .collect();
+            for result in &batch.probes {
+                let Ok(device_id) = uuid::Uuid::parse_str(&result.device_id) else {
+                    skipped += 1;
+                    continue;
+                };
+                let probed_at = when(result.probed_at.as_ref());
+                if probed_at < oldest {
+                    skipped += 1;
+                    continue;
+                }
+                rows.push(ProbeRow {
+                    device_id,
+                    probed_at,
+                    result: result.clone(),
+                });
+            }
             if skipped > 0 {
                 metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
-                tracing::warn!(batch_uid = %batch.batch_uid, skipped, "samples not stored: bad device id or older than the retention");
+                tracing::warn!(batch_uid = %batch.batch_uid, skipped, "results not stored: bad device id or older than the retention");
             }
-            let days: BTreeSet<NaiveDate> =
-                samples.iter().map(|(_, at, _)| at.date_naive()).collect();
-            self.ensure_days(&days).await?;
-            let started = std::time::Instant::now();
-            let snmp = book
-                .store(&batch.batch_uid, &batch.executor_id, &samples)
-                .await?;
-            metrics::histogram!("alerting_snmp_write_seconds")
-                .record(started.elapsed().as_secs_f64());
-            if snmp.duplicate {
-                metrics::counter!("alerting_duplicate_batches_total").increment(1);
-            } else {
-                metrics::counter!("alerting_samples_stored_total")
-                    .increment(u64::from(snmp.samples));
-            }
-            return Ok(Ingested {
-                stored: Stored {
-                    rows: snmp.samples,
-                    duplicate: snmp.duplicate,
-                },
-                rows: Vec::new(),
-                skipped,
-                snmp,
-            });
+            pending.push((outcomes.len(), batch, rows, skipped));
+            outcomes.push(Err(String::new()));
         }
-        let mut rows = Vec::with_capacity(batch.probes.len());
-        let mut skipped = 0;
-        for result in &batch.probes {
-            let Ok(device_id) = uuid::Uuid::parse_str(&result.device_id) else {
-                skipped += 1;
-                continue;
-            };
-            let probed_at = when(result.probed_at.as_ref());
-            if probed_at < oldest {
-                skipped += 1;
-                continue;
-            }
-            rows.push(ProbeRow {
-                device_id,
-                probed_at,
-                result: result.clone(),
-            });
+        if pending.is_empty() {
+            return Ok(outcomes);
         }
-        if skipped > 0 {
-            metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
-            tracing::warn!(batch_uid = %batch.batch_uid, skipped, "results not stored: bad device id or older than the retention");
-        }
-        let days: BTreeSet<NaiveDate> = rows.iter().map(|r| r.probed_at.date_naive()).collect();
+        let days: BTreeSet<NaiveDate> = pending
+            .iter()
+            .flat_map(|(_, _, rows, _)| rows.iter().map(|r| r.probed_at.date_naive()))
+            .collect();
         self.ensure_days(&days).await?;
         let started = std::time::Instant::now();
-        let stored = self
-            .store
-            .store_probes(&batch.batch_uid, &batch.executor_id, &rows)
-            .await?;
+        let group: Vec<BatchRows<'_>> = pending
+            .iter()
+            .map(|(_, batch, rows, _)| BatchRows {
+                batch_uid: &batch.batch_uid,
+                executor_id: &batch.executor_id,
+                rows,
+            })
+            .collect();
+        let stored = self.store.store_probe_batches(&group).await?;
         metrics::histogram!("alerting_write_seconds").record(started.elapsed().as_secs_f64());
-        if stored.duplicate {
+        metrics::histogram!("alerting_write_batches").record(pending.len() as f64);
+        for ((index, batch, mut rows, skipped), stored) in pending.into_iter().zip(stored) {
+            if stored.duplicate {
+                metrics::counter!("alerting_duplicate_batches_total").increment(1);
+                rows.clear();
+            } else {
+                metrics::counter!("alerting_results_stored_total")
+                    .increment(u64::from(stored.rows));
+            }
+            if let Some(sent_at) = batch
+                .sent_at
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            {
+                let lag = (now - sent_at).to_std().unwrap_or_default();
+                metrics::histogram!("alerting_ingest_lag_seconds").record(lag.as_secs_f64());
+            }
+            outcomes[index] = Ok(Ingested {
+                stored,
+                rows,
+                skipped,
+                snmp: SnmpStored::default(),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// One SNMP batch, in its own transaction.
+    async fn ingest_samples(
+        &self,
+        batch: &v1::ResultBatch,
+        oldest: DateTime<Utc>,
+        when: &impl Fn(Option<&prost_types::Timestamp>) -> DateTime<Utc>,
+    ) -> Result<Result<Ingested, String>, sqlx::Error> {
+        if !batch.probes.is_empty() {
+            return Ok(Err("a batch carries probes or samples, not both".into()));
+        }
+        let Some(book) = &self.snmp else {
+            return Ok(Err(
+                "SNMP samples are not stored by this alerting instance".into()
+            ));
+        };
+        let mut skipped = 0;
+        let samples: Vec<_> = batch
+            .samples
+            .iter()
+            .filter_map(|sample| {
+                let id = uuid::Uuid::parse_str(&sample.device_id).ok();
+                let at = when(sample.polled_at.as_ref());
+                let kept = id.filter(|_| at >= oldest).map(|id| (id, at, sample));
+                skipped += u32::from(kept.is_none());
+                kept
+            })
+            .collect();
+        if skipped > 0 {
+            metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
+            tracing::warn!(batch_uid = %batch.batch_uid, skipped, "samples not stored: bad device id or older than the retention");
+        }
+        let days: BTreeSet<NaiveDate> = samples.iter().map(|(_, at, _)| at.date_naive()).collect();
+        self.ensure_days(&days).await?;
+        let started = std::time::Instant::now();
+        let snmp = book
+            .store(&batch.batch_uid, &batch.executor_id, &samples)
+            .await?;
+        metrics::histogram!("alerting_snmp_write_seconds").record(started.elapsed().as_secs_f64());
+        if snmp.duplicate {
             metrics::counter!("alerting_duplicate_batches_total").increment(1);
-            rows.clear();
         } else {
-            metrics::counter!("alerting_results_stored_total").increment(u64::from(stored.rows));
+            metrics::counter!("alerting_samples_stored_total").increment(u64::from(snmp.samples));
         }
-        if let Some(sent_at) = batch
-            .sent_at
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
-        {
-            let lag = (now - sent_at).to_std().unwrap_or_default();
-            metrics::histogram!("alerting_ingest_lag_seconds").record(lag.as_secs_f64());
-        }
-        Ok(Ingested {
-            stored,
-            rows,
+        Ok(Ok(Ingested {
+            stored: Stored {
+                rows: snmp.samples,
+                duplicate: snmp.duplicate,
+            },
+            rows: Vec::new(),
             skipped,
-            snmp: SnmpStored::default(),
-        })
+            snmp,
+        }))
     }
 
     async fn ensure_days(&self, days: &BTreeSet<NaiveDate>) -> Result<(), sqlx::Error> {

@@ -13,8 +13,15 @@ pub(crate) use postgres::claim_batch;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
+/// One batch's probe rows, for a group written in one transaction.
+pub struct BatchRows<'a> {
+    pub batch_uid: &'a str,
+    pub executor_id: &'a str,
+    pub rows: &'a [ProbeRow],
+}
+
 /// What storing one `ResultBatch` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stored {
     /// Probe rows written (0 for a duplicate).
     pub rows: u32,
@@ -113,14 +120,11 @@ pub trait AlertingStore: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<ChangeRow>>;
-    /// Stores a batch's rows and their rollups in one transaction, unless its
-    /// `batch_uid` was stored before. Partitions for the rows' days must exist.
-    async fn store_probes(
-        &self,
-        batch_uid: &str,
-        executor_id: &str,
-        rows: &[ProbeRow],
-    ) -> StoreResult<Stored>;
+    /// Stores the rows and rollups of a group of batches in one
+    /// transaction, each batch unless its `batch_uid` was stored before
+    /// (then its `Stored` says duplicate). Partitions for the rows' days
+    /// must exist.
+    async fn store_probe_batches(&self, batches: &[BatchRows<'_>]) -> StoreResult<Vec<Stored>>;
     /// Creates the daily partitions of `days` that do not exist yet.
     async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()>;
     /// The days that have a partition.

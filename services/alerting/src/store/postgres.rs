@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use netward_shared::proto::v1;
 
-use super::{AlertingStore, ChangeRow, HistoryRow, ProbeRow, StateRow, StoreResult, Stored};
+use super::{
+    AlertingStore, BatchRows, ChangeRow, HistoryRow, ProbeRow, StateRow, StoreResult, Stored,
+};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -317,26 +319,44 @@ impl AlertingStore for PgStore {
             .collect())
     }
 
-    async fn store_probes(
-        &self,
-        batch_uid: &str,
-        executor_id: &str,
-        rows: &[ProbeRow],
-    ) -> StoreResult<Stored> {
+    async fn store_probe_batches(&self, batches: &[BatchRows<'_>]) -> StoreResult<Vec<Stored>> {
         let mut tx = self.pool.begin().await?;
-        if !claim_batch(&mut tx, batch_uid, executor_id, rows.len()).await? {
-            tx.rollback().await?;
-            return Ok(Stored {
-                rows: 0,
-                duplicate: true,
-            });
+        // Each batch's key first: a replayed one is a duplicate and
+        // contributes no rows.
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut fresh: Vec<(&BatchRows<'_>, &ProbeRow)> = Vec::new();
+        for group in batches {
+            if claim_batch(
+                &mut tx,
+                group.batch_uid,
+                group.executor_id,
+                group.rows.len(),
+            )
+            .await?
+            {
+                fresh.extend(group.rows.iter().map(|row| (group, row)));
+                outcomes.push(Stored {
+                    rows: u32::try_from(group.rows.len()).unwrap_or(u32::MAX),
+                    duplicate: false,
+                });
+            } else {
+                outcomes.push(Stored {
+                    rows: 0,
+                    duplicate: true,
+                });
+            }
+        }
+        if fresh.is_empty() {
+            tx.commit().await?;
+            return Ok(outcomes);
         }
 
-        let n = rows.len();
+        let n = fresh.len();
         let mut device: Vec<Uuid> = Vec::with_capacity(n);
         let mut probed_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
         let mut cycle: Vec<i64> = Vec::with_capacity(n);
         let mut batch: Vec<String> = Vec::with_capacity(n);
+        let mut executor: Vec<&str> = Vec::with_capacity(n);
         let mut sent: Vec<i16> = Vec::with_capacity(n);
         let mut received: Vec<i16> = Vec::with_capacity(n);
         let mut loss: Vec<f32> = Vec::with_capacity(n);
@@ -347,8 +367,9 @@ impl AlertingStore for PgStore {
         let mut outcome: Vec<i16> = Vec::with_capacity(n);
         let mut retries: Vec<i16> = Vec::with_capacity(n);
         let mut rollups: BTreeMap<(Uuid, DateTime<Utc>), Rollup> = BTreeMap::new();
-        for row in rows {
+        for (group, row) in fresh {
             let r = &row.result;
+            executor.push(group.executor_id);
             device.push(row.device_id);
             probed_at.push(row.probed_at);
             cycle.push(r.cycle_id.min(i64::MAX as u64) as i64);
@@ -386,11 +407,11 @@ impl AlertingStore for PgStore {
             "INSERT INTO probe_results (device_id, probed_at, cycle_id, batch_id, executor_id, sent, \
                  received, loss_percent, rtt_min_us, rtt_avg_us, rtt_max_us, rtt_stddev_us, outcome, \
                  retries_sent) \
-             SELECT d, t, c, b, $14, s, r, l, mn, av, mx, sd, o, rt \
+             SELECT d, t, c, b, e, s, r, l, mn, av, mx, sd, o, rt \
              FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int8[], $4::text[], $5::int2[], \
                          $6::int2[], $7::float4[], $8::int4[], $9::int4[], $10::int4[], $11::int4[], \
-                         $12::int2[], $13::int2[]) \
-                  AS v(d, t, c, b, s, r, l, mn, av, mx, sd, o, rt)",
+                         $12::int2[], $13::int2[], $14::text[]) \
+                  AS v(d, t, c, b, s, r, l, mn, av, mx, sd, o, rt, e)",
         )
         .bind(&device)
         .bind(&probed_at)
@@ -405,7 +426,7 @@ impl AlertingStore for PgStore {
         .bind(&rtt_stddev)
         .bind(&outcome)
         .bind(&retries)
-        .bind(executor_id)
+        .bind(&executor)
         .execute(&mut *tx)
         .await?;
 
@@ -455,10 +476,7 @@ impl AlertingStore for PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Stored {
-            rows: n as u32,
-            duplicate: false,
-        })
+        Ok(outcomes)
     }
 
     async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()> {

@@ -325,3 +325,67 @@ async fn partitions_are_made_ahead_and_dropped_past_the_retention() {
         3
     );
 }
+
+#[tokio::test]
+async fn batches_sent_back_to_back_are_stored_together_and_acked_each() {
+    let alerting = Alerting::start().await;
+    let mut stream = Stream::open(alerting.addr).await;
+    // Twenty batches of 50 without waiting, one of them sent twice and one
+    // invalid: the ones that arrive together share a transaction, and each
+    // still gets its own answer, in order.
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        sent.push(stream.send(batch(&format!("group-{n}"), &devices(50), Utc::now())));
+    }
+    let replay = stream.send(batch("group-7", &devices(50), Utc::now()));
+    let invalid = stream.send(batch("", &devices(50), Utc::now()));
+    let mut answers = Vec::new();
+    while answers.len() < 22 {
+        let answer = stream
+            .next(Duration::from_secs(20))
+            .await
+            .expect("every batch is answered");
+        answers.push(answer);
+    }
+    let sequence = |answer: &v1::ingest_response::Msg| match answer {
+        v1::ingest_response::Msg::Ack(ack) => ack.sequence,
+        v1::ingest_response::Msg::Reject(reject) => reject.sequence,
+    };
+    let order: Vec<u64> = answers.iter().map(sequence).collect();
+    let expected: Vec<u64> = sent.iter().copied().chain([replay, invalid]).collect();
+    assert_eq!(order, expected, "answers in the order sent");
+    for answer in &answers[..20] {
+        assert!(
+            matches!(answer, v1::ingest_response::Msg::Ack(ack) if ack.stored == 50 && !ack.duplicate),
+            "{answer:?}"
+        );
+    }
+    assert!(
+        matches!(&answers[20], v1::ingest_response::Msg::Ack(ack) if ack.duplicate && ack.stored == 0),
+        "{:?}",
+        answers[20]
+    );
+    assert!(
+        matches!(&answers[21], v1::ingest_response::Msg::Reject(r) if r.reason.contains("batch_uid")),
+        "{:?}",
+        answers[21]
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.probe_results")
+            .await,
+        1000
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.ingested_batches")
+            .await,
+        20
+    );
+    // A batch's key is stamped with its transaction's start: fewer distinct
+    // stamps than batches means some were written together.
+    let transactions = alerting
+        .count("SELECT count(DISTINCT received_at) FROM alerting.ingested_batches")
+        .await;
+    assert!(transactions < 20, "{transactions} transactions for 20 batches");
+}
