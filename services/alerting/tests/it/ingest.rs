@@ -387,5 +387,8 @@ async fn batches_sent_back_to_back_are_stored_together_and_acked_each() {
     let transactions = alerting
         .count("SELECT count(DISTINCT received_at) FROM alerting.ingested_batches")
         .await;
-    assert!(transactions < 20, "{transactions} transactions for 20 batches");
+    assert!(
+        transactions < 20,
+        "{transactions} transactions for 20 batches"
+    );
 }
