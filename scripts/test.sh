@@ -24,7 +24,9 @@ if (($# == 0)); then
     # Inside the namespace the host's 127.0.0.1 services are out of reach:
     # PostgreSQL is reached through its unix socket.
     set +e
-    for tests in "-p netward-ping-executor --test it" "-p netward --test it lab_"; do
+    # The end-to-end lab run prints its figures (detection latency, stored
+    # vs sent, write throughput): --nocapture keeps them in the log.
+    for tests in "-p netward-ping-executor --test it" "-p netward --test it lab_ -- --nocapture"; do
       # shellcheck disable=SC2086 # the words are cargo arguments
       deploy/lab/lab.sh -- env \
         NETWARD_TEST_DATABASE_URL="postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres" \
