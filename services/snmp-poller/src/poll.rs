@@ -412,6 +412,16 @@ impl Gathered {
 }
 
 /// The poll itself, over any [`Session`] (tests use an in-memory agent).
+///
+/// Requests: the profile's scalars ride as non-repeaters in the first
+/// GETBULK of its first walk (a device with one table: one request), except
+/// on SNMPv1 and for instances other than `.0`, which are read by GET.
+/// Under `auto` with a remembered profile (hints.resolved_profile), that
+/// profile is polled at once with the system scalars riding along, and
+/// sysObjectID confirms it after the first walk; when it picks another
+/// profile, what was read for the wrong one is dropped and the poll goes on
+/// with the right one. Without a remembered profile the system scalars are
+/// read first by GET (sysObjectID picks the rest).
 pub async fn gather<S: Session>(
     session: &S,
     profiles: &Profiles,
@@ -425,75 +435,215 @@ pub async fn gather<S: Session>(
         ..Gathered::default()
     };
     let mut fetched: HashSet<Oid> = HashSet::new();
+    let Some(system) = profiles.get(profile::SYSTEM) else {
+        unreachable!("checked at load: the system profile exists");
+    };
+    let system = system.scalars.clone();
 
-    // Under auto the system scalars come first: sysObjectID picks the rest.
-    let profile = match &plan.fixed {
-        Some(profile) => profile.clone(),
-        None => {
-            let Some(system) = profiles.get(profile::SYSTEM) else {
-                unreachable!("checked at load: the system profile exists");
-            };
-            let system = system.scalars.clone();
-            get_scalars(session, &system, deadline, &mut gathered).await;
-            fetched.extend(system.iter().map(|m| m.oid.clone()));
+    let (mut profile, mut speculative) = match &plan.fixed {
+        Some(profile) => (profile.clone(), false),
+        None => match profiles.get(&plan.remembered_profile) {
+            Some(remembered) if can_ride(session, remembered) => (remembered.clone(), true),
+            _ => {
+                get_scalars(session, &system, deadline, &mut gathered).await;
+                fetched.extend(system.iter().map(|m| m.oid.clone()));
+                if stopped(&gathered) {
+                    return finish(session, plan, gathered, deadline).await;
+                }
+                let picked = sys_object_id(&gathered)
+                    .map(|id| profiles.pick(&id))
+                    .or_else(|| profiles.get(&plan.remembered_profile))
+                    .or_else(|| profiles.get(profile::FALLBACK))
+                    .unwrap_or_else(|| unreachable!("checked at load: the fallback exists"));
+                (picked.clone(), false)
+            }
+        },
+    };
+    loop {
+        gathered.profile = profile.name.clone();
+        let mut scalars: Vec<Metric> = Vec::new();
+        if speculative {
+            scalars.extend(system.iter().cloned());
+        }
+        for metric in &profile.scalars {
+            if !fetched.contains(&metric.oid) && !scalars.iter().any(|m| m.oid == metric.oid) {
+                scalars.push(metric.clone());
+            }
+        }
+        fetched.extend(scalars.iter().map(|m| m.oid.clone()));
+        let (riders, by_get): (Vec<Metric>, Vec<Metric>) = if can_ride(session, &profile) {
+            scalars.into_iter().partition(|m| rider(&m.oid).is_some())
+        } else {
+            (Vec::new(), scalars)
+        };
+        if !by_get.is_empty() {
+            get_scalars(session, &by_get, deadline, &mut gathered).await;
             if stopped(&gathered) {
                 return finish(session, plan, gathered, deadline).await;
             }
-            let sys_object_id = gathered.values.iter().find_map(|v| match &v.value {
-                Some(v1::scalar_value::Value::ObjectId(id)) if v.oid == dotted(&SYS_OBJECT_ID) => {
-                    Oid::parse(id).ok()
+        }
+        let mut riders = Some(riders);
+
+        if !profile.columns.is_empty() {
+            let oids: Vec<Oid> = profile.columns.iter().map(|m| m.oid.clone()).collect();
+            let riding = riders.take().unwrap_or_default();
+            let (columns, unread) = walk_with(
+                session,
+                &riding,
+                &oids,
+                repetitions,
+                deadline,
+                &mut gathered,
+            )
+            .await;
+            for (metric, cells) in profile.columns.iter().zip(columns) {
+                for (instance, value) in cells {
+                    let oid = metric.oid.arcs().iter().chain(&instance).copied().collect();
+                    gathered.values.push(scalar_value(
+                        &Oid::new(oid),
+                        &metric.name,
+                        &instance,
+                        &value,
+                    ));
                 }
-                _ => None,
-            });
-            match sys_object_id {
-                Some(id) => profiles.pick(&id).clone(),
-                None => profiles
-                    .get(&plan.remembered_profile)
-                    .or_else(|| profiles.get(profile::FALLBACK))
-                    .cloned()
-                    .unwrap_or_else(|| unreachable!("checked at load: the fallback exists")),
+            }
+            if stopped(&gathered) {
+                return finish(session, plan, gathered, deadline).await;
+            }
+            if !unread.is_empty() {
+                get_scalars(session, &unread, deadline, &mut gathered).await;
+                if stopped(&gathered) {
+                    return finish(session, plan, gathered, deadline).await;
+                }
+            }
+            if speculative && let Some(picked) = confirm(profiles, &profile, &gathered) {
+                profile = switch(picked, &system, &mut gathered, &mut fetched);
+                speculative = false;
+                continue;
+            }
+            speculative = false;
+        }
+
+        if profile.interfaces {
+            let riding = riders.take().unwrap_or_default();
+            let unread = interfaces(
+                session,
+                plan,
+                memory,
+                repetitions,
+                deadline,
+                &riding,
+                &mut gathered,
+            )
+            .await;
+            if !unread.is_empty() && !stopped(&gathered) {
+                get_scalars(session, &unread, deadline, &mut gathered).await;
+            }
+            if speculative
+                && !stopped(&gathered)
+                && let Some(picked) = confirm(profiles, &profile, &gathered)
+            {
+                profile = switch(picked, &system, &mut gathered, &mut fetched);
+                speculative = false;
+                continue;
             }
         }
-    };
-    gathered.profile = profile.name.clone();
-
-    let scalars: Vec<Metric> = profile
-        .scalars
-        .iter()
-        .filter(|m| !fetched.contains(&m.oid))
-        .cloned()
-        .collect();
-    if !scalars.is_empty() {
-        get_scalars(session, &scalars, deadline, &mut gathered).await;
-        if stopped(&gathered) {
-            return finish(session, plan, gathered, deadline).await;
-        }
+        return finish(session, plan, gathered, deadline).await;
     }
+}
 
-    if !profile.columns.is_empty() {
-        let oids: Vec<Oid> = profile.columns.iter().map(|m| m.oid.clone()).collect();
-        let walked = walk::walk(session, &oids, repetitions, deadline).await;
-        let columns = absorb(&mut gathered, walked);
-        for (metric, cells) in profile.columns.iter().zip(columns) {
-            for (instance, value) in cells {
-                let oid = metric.oid.arcs().iter().chain(&instance).copied().collect();
-                gathered.values.push(scalar_value(
-                    &Oid::new(oid),
-                    &metric.name,
-                    &instance,
-                    &value,
-                ));
+/// Whether scalars can ride in a GETBULK of this profile's walks.
+fn can_ride<S: Session>(session: &S, profile: &Profile) -> bool {
+    session.version() != Version::V1 && (!profile.columns.is_empty() || profile.interfaces)
+}
+
+/// What a scalar is asked as when it rides as a non-repeater: GETNEXT of
+/// `X` answers `X.0` when the agent has it, as nothing lies between the
+/// two. Only `.0` instances ride (for another instance the OID before it is
+/// not known); the rest are read by GET.
+fn rider(oid: &Oid) -> Option<Oid> {
+    match oid.arcs() {
+        [parent @ .., 0] if parent.len() >= 2 => Some(Oid::new(parent.to_vec())),
+        _ => None,
+    }
+}
+
+/// sysObjectID as read in this poll.
+fn sys_object_id(gathered: &Gathered) -> Option<Oid> {
+    gathered.values.iter().find_map(|v| match &v.value {
+        Some(v1::scalar_value::Value::ObjectId(id)) if v.oid == dotted(&SYS_OBJECT_ID) => {
+            Oid::parse(id).ok()
+        }
+        _ => None,
+    })
+}
+
+/// Under `auto`, after the remembered profile's first walk: the profile
+/// sysObjectID picks when it is another one (None: confirmed, or
+/// sysObjectID unreadable — the remembered profile is then kept, as it
+/// would be without the guess).
+fn confirm<'a>(
+    profiles: &'a Profiles,
+    guess: &Profile,
+    gathered: &Gathered,
+) -> Option<&'a Profile> {
+    let picked = profiles.pick(&sys_object_id(gathered)?);
+    (picked.name != guess.name).then_some(picked)
+}
+
+/// The guess was wrong: keeps the system scalars, drops the rest, and
+/// returns the profile to poll instead.
+fn switch(
+    picked: &Profile,
+    system: &[Metric],
+    gathered: &mut Gathered,
+    fetched: &mut HashSet<Oid>,
+) -> Profile {
+    let keep: HashSet<String> = system.iter().map(|m| m.oid.to_string()).collect();
+    gathered.values.retain(|v| keep.contains(&v.oid));
+    gathered.interfaces.clear();
+    gathered.labels_refreshed = false;
+    gathered.notes.clear();
+    fetched.clear();
+    fetched.extend(system.iter().map(|m| m.oid.clone()));
+    picked.clone()
+}
+
+/// A walk with `riders` (scalars, `.0` instances) as non-repeaters of its
+/// first request: records their values and the walk's flags in `gathered`;
+/// returns the columns and the riders the walk could not read.
+async fn walk_with<S: Session>(
+    session: &S,
+    riders: &[Metric],
+    columns: &[Oid],
+    repetitions: &mut Repetitions,
+    deadline: Instant,
+    gathered: &mut Gathered,
+) -> (Vec<Vec<walk::Cell>>, Vec<Metric>) {
+    let asked: Vec<Oid> = riders.iter().filter_map(|m| rider(&m.oid)).collect();
+    let mut walked = walk::walk(session, &asked, columns, repetitions, deadline).await;
+    let answers = walked.riders.take();
+    let columns = absorb(gathered, walked);
+    match answers {
+        Some(answers) if answers.len() == riders.len() => {
+            gathered.only_agent_errors = false;
+            for (metric, answer) in riders.iter().zip(answers) {
+                // Anything but X.0 itself (the next object, endOfMibView)
+                // means the agent has no X.0: what a GET would call
+                // noSuchObject.
+                let value = if answer.oid == metric.oid && !answer.value.is_exception() {
+                    answer.value
+                } else {
+                    Value::NoSuchObject
+                };
+                gathered
+                    .values
+                    .push(scalar_value(&metric.oid, &metric.name, &[0], &value));
             }
+            (columns, Vec::new())
         }
-        if stopped(&gathered) {
-            return finish(session, plan, gathered, deadline).await;
-        }
+        _ => (columns, riders.to_vec()),
     }
-
-    if profile.interfaces {
-        interfaces(session, plan, memory, repetitions, deadline, &mut gathered).await;
-    }
-    finish(session, plan, gathered, deadline).await
 }
 
 /// True when the poll cannot go on (a fatal error or the deadline).
@@ -622,15 +772,17 @@ async fn get_scalars<S: Session>(
 }
 
 /// The IF-MIB part: status every poll, labels when asked, and the counter
-/// columns each interface's HC decision calls for.
+/// columns each interface's HC decision calls for. `riders` go with the
+/// first walk (see [`walk_with`]); returns those it could not read.
 async fn interfaces<S: Session>(
     session: &S,
     plan: &Plan,
     memory: &mut DeviceMemory,
     repetitions: &mut Repetitions,
     deadline: Instant,
+    riders: &[Metric],
     gathered: &mut Gathered,
-) {
+) -> Vec<Metric> {
     let hc_possible = session.version() != Version::V1;
     let decided = &memory.hc;
     let want_hc = hc_possible && (decided.is_empty() || decided.values().any(|&hc| hc));
@@ -647,8 +799,9 @@ async fn interfaces<S: Session>(
         columns.extend(COUNTERS_HC);
     }
     let mut cells: BTreeMap<IfColumn, BTreeMap<u32, Value>> = BTreeMap::new();
-    read_columns(
+    let unread = read_columns(
         session,
+        riders,
         &columns,
         repetitions,
         deadline,
@@ -679,7 +832,16 @@ async fn interfaces<S: Session>(
             extra.extend(COUNTERS_32);
         }
         if !extra.is_empty() {
-            read_columns(session, &extra, repetitions, deadline, gathered, &mut cells).await;
+            read_columns(
+                session,
+                &[],
+                &extra,
+                repetitions,
+                deadline,
+                gathered,
+                &mut cells,
+            )
+            .await;
         }
     }
     let status_complete = !gathered.cut && gathered.fatal.is_none();
@@ -779,19 +941,21 @@ async fn interfaces<S: Session>(
     } else {
         memory.hc.extend(decisions);
     }
+    unread
 }
 
+/// Walks IF-MIB columns into `cells`; returns the riders it could not read.
 async fn read_columns<S: Session>(
     session: &S,
+    riders: &[Metric],
     columns: &[IfColumn],
     repetitions: &mut Repetitions,
     deadline: Instant,
     gathered: &mut Gathered,
     cells: &mut BTreeMap<IfColumn, BTreeMap<u32, Value>>,
-) {
+) -> Vec<Metric> {
     let oids: Vec<Oid> = columns.iter().map(|c| c.oid()).collect();
-    let walked = walk::walk(session, &oids, repetitions, deadline).await;
-    let read = absorb(gathered, walked);
+    let (read, unread) = walk_with(session, riders, &oids, repetitions, deadline, gathered).await;
     for (column, rows) in columns.iter().zip(read) {
         let entry = cells.entry(*column).or_default();
         for (instance, value) in rows {
@@ -804,6 +968,7 @@ async fn read_columns<S: Session>(
             }
         }
     }
+    unread
 }
 
 /// A value as `ScalarValue` carries it.
@@ -1072,6 +1237,175 @@ mod tests {
         );
         assert_eq!(sample.values.len(), 4);
         assert!(sample.interfaces.is_empty());
+    }
+
+    fn riders_asked(agent: &FakeAgent) -> Vec<usize> {
+        agent
+            .asked_non_repeaters
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn scalars_ride_the_first_walk_so_a_small_device_costs_one_request() {
+        let profiles = Profiles::built_in().unwrap_or_else(|e| panic!("{e}"));
+        let interfaces = profiles.get("interfaces").cloned();
+        let mut agent = switch(Version::V2c, &[1, 2, 3]);
+        // No sysName: GETNEXT of sysName answers the next object instead.
+        agent
+            .mib
+            .remove(&Oid::parse("1.3.6.1.2.1.1.5.0").unwrap_or_default());
+        let mut memory = DeviceMemory::default();
+        let mut reps = Repetitions::new(0);
+        let first = gather(
+            &agent,
+            &profiles,
+            &plan(false, interfaces.as_ref()),
+            &mut memory,
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert_eq!(agent.requests_sent(), 1, "first poll: one GETBULK");
+        assert_eq!(riders_asked(&agent), [4]);
+        assert_eq!(first.interfaces.len(), 3);
+        // The next poll is sized from this one: 3 rows + the end.
+        let hint = reps.for_next_poll();
+        assert_eq!(hint, 4);
+
+        let agent = {
+            let mut agent = switch(Version::V2c, &[1, 2, 3]);
+            agent
+                .mib
+                .remove(&Oid::parse("1.3.6.1.2.1.1.5.0").unwrap_or_default());
+            agent
+        };
+        let mut reps = Repetitions::new(hint);
+        let second = gather(
+            &agent,
+            &profiles,
+            &plan(false, interfaces.as_ref()),
+            &mut memory,
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert_eq!(agent.requests_sent(), 1);
+        let asked = agent
+            .asked_repetitions
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(asked, [4]);
+        assert_eq!(reps.for_next_poll(), 4);
+        let mut sample = v1::SnmpSample::default();
+        second.into_sample(&mut sample);
+        assert_eq!(
+            sample.outcome(),
+            v1::SnmpOutcome::Ok,
+            "{}",
+            sample.error_detail
+        );
+        assert_eq!(sample.sys_uptime_ticks, Some(4242));
+        assert_eq!(sample.sys_object_id, "1.3.6.1.4.1.9.1.516");
+        let names: Vec<&str> = sample.values.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["sysDescr", "sysObjectID", "sysUpTime", "sysName"]);
+        let sys_name = &sample.values[3];
+        assert_eq!(
+            (
+                sys_name.oid.as_str(),
+                sys_name.instance.as_str(),
+                sys_name.exception()
+            ),
+            (
+                "1.3.6.1.2.1.1.5.0",
+                "0",
+                v1::SnmpValueException::NoSuchObject
+            )
+        );
+        assert_eq!(sample.interfaces.len(), 3);
+        assert!(
+            sample
+                .interfaces
+                .iter()
+                .all(|i| i.hc && i.in_octets.is_some())
+        );
+
+        // SNMPv1: no GETBULK, the scalars are read by GET.
+        let agent = switch(Version::V1, &[]);
+        let gathered = gather(
+            &agent,
+            &profiles,
+            &plan(false, interfaces.as_ref()),
+            &mut DeviceMemory::default(),
+            &mut Repetitions::new(0),
+            later(),
+        )
+        .await;
+        assert!(riders_asked(&agent).is_empty());
+        let mut sample = v1::SnmpSample::default();
+        gathered.into_sample(&mut sample);
+        assert_eq!(sample.sys_uptime_ticks, Some(4242));
+        assert_eq!(sample.interfaces.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn auto_polls_the_remembered_profile_at_once_and_corrects_a_wrong_one() {
+        let profiles = Profiles::built_in().unwrap_or_else(|e| panic!("{e}"));
+        let remembering = |name: &str| Plan {
+            remembered_profile: name.to_string(),
+            ..plan(true, None)
+        };
+        let poll = |plan: Plan| {
+            let profiles = &profiles;
+            async move {
+                let agent = switch(Version::V2c, &[1, 2, 3]);
+                let gathered = gather(
+                    &agent,
+                    profiles,
+                    &plan,
+                    &mut DeviceMemory::default(),
+                    &mut Repetitions::new(4),
+                    later(),
+                )
+                .await;
+                let mut sample = v1::SnmpSample::default();
+                gathered.into_sample(&mut sample);
+                (sample, agent.requests_sent(), riders_asked(&agent))
+            }
+        };
+        // Without a remembered profile: GET of the system scalars, then
+        // the cisco columns, then the interfaces.
+        let (cold, cold_requests, _) = poll(remembering("")).await;
+        assert_eq!((cold.profile.as_str(), cold_requests), ("cisco", 3));
+        // Remembered: the system scalars ride with the cisco columns.
+        let (warm, warm_requests, riders) = poll(remembering("cisco")).await;
+        assert_eq!((warm.profile.as_str(), warm_requests), ("cisco", 2));
+        assert_eq!(riders, [4, 0]);
+        assert_eq!(warm.values, cold.values);
+        assert_eq!(warm.interfaces, cold.interfaces);
+        assert_eq!(warm.sys_uptime_ticks, Some(4242));
+        // A wrong guess: sysObjectID says cisco after the first walk; the
+        // poll goes on as cisco, nothing read twice or left over.
+        let (fixed, _, _) = poll(remembering("juniper")).await;
+        assert_eq!(fixed.profile, "cisco");
+        assert_eq!(fixed.values, cold.values);
+        assert_eq!(fixed.interfaces, cold.interfaces);
+        assert_eq!(
+            fixed.outcome(),
+            v1::SnmpOutcome::Ok,
+            "{}",
+            fixed.error_detail
+        );
+        let (fixed, requests, _) = poll(remembering("interfaces")).await;
+        assert_eq!(fixed.profile, "cisco");
+        assert_eq!(fixed.values, cold.values);
+        assert_eq!(fixed.interfaces, cold.interfaces);
+        assert_eq!(
+            requests, 3,
+            "interfaces + system, then cisco's columns and interfaces"
+        );
     }
 
     #[test]

@@ -265,9 +265,11 @@ pub trait Session: Send + Sync {
         oids: &[Oid],
     ) -> impl Future<Output = Result<Vec<VarBind>, SnmpError>> + Send;
 
-    /// GETBULK with every OID repeating (no non-repeaters).
+    /// GETBULK: one GETNEXT of each of `non_repeaters` (answered first, in
+    /// order), then `max_repetitions` rows of `oids`.
     fn get_bulk(
         &self,
+        non_repeaters: &[Oid],
         oids: &[Oid],
         max_repetitions: u32,
     ) -> impl Future<Output = Result<Vec<VarBind>, SnmpError>> + Send;
@@ -723,11 +725,15 @@ impl Session for AgentSession {
 
     async fn get_bulk(
         &self,
+        non_repeaters: &[Oid],
         oids: &[Oid],
         max_repetitions: u32,
     ) -> Result<Vec<VarBind>, SnmpError> {
-        let oids = to_lib(oids);
-        match self.client.get_bulk(&oids, 0, max_repetitions).await {
+        let count = u32::try_from(non_repeaters.len())
+            .map_err(|_| SnmpError::Config("too many non-repeaters".into()))?;
+        let mut all = to_lib(non_repeaters);
+        all.extend(to_lib(oids));
+        match self.client.get_bulk(&all, count, max_repetitions).await {
             Ok(varbinds) => Ok(from_lib(varbinds)),
             Err(error) => Err(self.error(&error)),
         }

@@ -6,7 +6,7 @@
 
 use tokio::time::Instant;
 
-use crate::snmp::{AgentStatus, Oid, Session, SnmpError, Value, Version};
+use crate::snmp::{AgentStatus, Oid, Session, SnmpError, Value, VarBind, Version};
 
 /// Bounds of `max_repetitions` (as `SnmpHints` documents them).
 pub const MIN_REPETITIONS: u32 = 1;
@@ -78,10 +78,11 @@ impl Repetitions {
         true
     }
 
-    /// After an answer: doubles when the answer was full (the agent had
-    /// more rows than were asked for), up to the ceiling.
-    pub fn answered(&mut self, full: bool) {
-        if full {
+    /// After an answer: doubles when the answer was full and the walk goes
+    /// on (the agent had more rows than were asked for), up to the ceiling.
+    /// An answer that ended every column is no reason to ask for more.
+    pub fn answered(&mut self, full_and_more: bool) {
+        if full_and_more {
             self.current = (self.current * 2).min(self.ceiling).max(MIN_REPETITIONS);
         }
     }
@@ -103,6 +104,8 @@ pub struct Walked {
     pub notes: Vec<String>,
     /// A failure that ends the whole poll (security, timeout, send).
     pub fatal: Option<SnmpError>,
+    /// The answers to the riders (one each, in order), when they were read.
+    pub riders: Option<Vec<VarBind>>,
 }
 
 struct Column {
@@ -112,8 +115,17 @@ struct Column {
 }
 
 /// Walks `columns` of `session` until each has ended or `deadline` passes.
+///
+/// `riders` ride along in the first GETBULK as non-repeaters (one GETNEXT
+/// each, answered in `Walked::riders`), so a device's scalars and its table
+/// cost one request, not two. They stay in the request until it is
+/// answered (tooBig only shrinks the repetitions); an agent error, or an
+/// answer too short to hold them, drops them and the walk asks again
+/// without them (the caller then reads them its own way). SNMPv1 has no
+/// GETBULK: riders are left unread.
 pub async fn walk<S: Session>(
     session: &S,
+    riders: &[Oid],
     columns: &[Oid],
     repetitions: &mut Repetitions,
     deadline: Instant,
@@ -133,6 +145,8 @@ pub async fn walk<S: Session>(
     // A timeout after earlier answers is retried once with fewer
     // repetitions (a big answer may have been lost); twice in a row is fatal.
     let mut timeouts_in_a_row = 0;
+    let bulk = session.version() != Version::V1;
+    let mut riders = if bulk { riders } else { &[] };
     loop {
         let active: Vec<usize> = (0..state.len()).filter(|&i| !state[i].done).collect();
         if active.is_empty() {
@@ -145,16 +159,16 @@ pub async fn walk<S: Session>(
             return walked;
         }
         let oids: Vec<Oid> = active.iter().map(|&i| state[i].cursor.clone()).collect();
-        let bulk = session.version() != Version::V1;
         let asked = if bulk {
-            let cap = (MAX_BINDINGS_PER_BULK / oids.len() as u32).max(1);
+            let room = MAX_BINDINGS_PER_BULK.saturating_sub(riders.len() as u32);
+            let cap = (room / oids.len() as u32).max(1);
             repetitions.current().min(cap)
         } else {
             1
         };
         let request = async {
             if bulk {
-                session.get_bulk(&oids, asked).await
+                session.get_bulk(riders, &oids, asked).await
             } else {
                 session.get_next(&oids).await
             }
@@ -167,10 +181,22 @@ pub async fn walk<S: Session>(
             }
         };
         let varbinds = match answer {
-            Ok(varbinds) => {
+            Ok(mut varbinds) => {
                 timeouts_in_a_row = 0;
                 walked.answered = true;
-                varbinds
+                if !riders.is_empty() {
+                    if varbinds.len() < riders.len() {
+                        // Not even the non-repeaters: ask again without them.
+                        riders = &[];
+                        continue;
+                    }
+                    let repeaters = varbinds.split_off(riders.len());
+                    walked.riders = Some(varbinds);
+                    riders = &[];
+                    repeaters
+                } else {
+                    varbinds
+                }
             }
             Err(error) if error.is_too_big() && bulk && repetitions.shrink() => continue,
             Err(error)
@@ -192,6 +218,12 @@ pub async fn walk<S: Session>(
                 state[active[index as usize - 1]].done = true;
                 continue;
             }
+            Err(SnmpError::Agent { .. }) if !riders.is_empty() => {
+                // Perhaps a rider is what the agent refuses: the columns
+                // are asked again on their own.
+                riders = &[];
+                continue;
+            }
             Err(error @ SnmpError::Agent { .. }) => {
                 // The agent refuses these columns (genErr, noAccess, a
                 // tooBig even at one repetition): keep what was read.
@@ -208,9 +240,7 @@ pub async fn walk<S: Session>(
                 return walked;
             }
         };
-        if bulk {
-            repetitions.answered(varbinds.len() >= oids.len() * asked as usize);
-        }
+        let full = bulk && varbinds.len() >= oids.len() * asked as usize;
         if varbinds.is_empty() {
             // An empty answer would repeat forever: the columns end here.
             for &i in &active {
@@ -256,6 +286,7 @@ pub async fn walk<S: Session>(
                 ));
             }
         }
+        repetitions.answered(full && state.iter().any(|c| !c.done));
     }
 }
 
@@ -290,6 +321,10 @@ pub(crate) mod tests {
         pub timeouts: Mutex<Vec<u32>>,
         pub sent: AtomicU32,
         pub asked_repetitions: Mutex<Vec<u32>>,
+        /// Non-repeaters per GETBULK, in order.
+        pub asked_non_repeaters: Mutex<Vec<usize>>,
+        /// Non-repeaters a GETBULK answers genErr for.
+        pub refused: Vec<Oid>,
     }
 
     impl FakeAgent {
@@ -302,6 +337,8 @@ pub(crate) mod tests {
                 timeouts: Mutex::new(Vec::new()),
                 sent: AtomicU32::new(0),
                 asked_repetitions: Mutex::new(Vec::new()),
+                asked_non_repeaters: Mutex::new(Vec::new()),
+                refused: Vec::new(),
             }
         }
 
@@ -387,21 +424,31 @@ pub(crate) mod tests {
 
         async fn get_bulk(
             &self,
+            non_repeaters: &[Oid],
             oids: &[Oid],
             max_repetitions: u32,
         ) -> Result<Vec<VarBind>, SnmpError> {
             if let Ok(mut asked) = self.asked_repetitions.lock() {
                 asked.push(max_repetitions);
             }
+            if let Ok(mut riders) = self.asked_non_repeaters.lock() {
+                riders.push(non_repeaters.len());
+            }
             self.count()?;
-            if oids.len() * max_repetitions as usize > self.max_bindings {
+            if non_repeaters.len() + oids.len() * max_repetitions as usize > self.max_bindings {
                 return Err(SnmpError::Agent {
                     status: AgentStatus::TooBig,
                     index: 0,
                 });
             }
+            if let Some(i) = non_repeaters.iter().position(|o| self.refused.contains(o)) {
+                return Err(SnmpError::Agent {
+                    status: AgentStatus::Other(5),
+                    index: i as u32 + 1,
+                });
+            }
+            let mut out: Vec<VarBind> = non_repeaters.iter().map(|o| self.next(o)).collect();
             let mut cursors = oids.to_vec();
-            let mut out = Vec::new();
             for _ in 0..max_repetitions {
                 for cursor in &mut cursors {
                     let next = self.next(cursor);
@@ -449,6 +496,7 @@ pub(crate) mod tests {
             let mut reps = Repetitions::new(10);
             let walked = walk(
                 &agent,
+                &[],
                 &[oid("1.3.6.1.2.1.2.2.1.7"), oid("1.3.6.1.2.1.2.2.1.8")],
                 &mut reps,
                 later(),
@@ -480,7 +528,14 @@ pub(crate) mod tests {
                 .twists
                 .insert(oid("1.3.6.1.2.1.2.2.1.8.3"), oid("1.3.6.1.2.1.2.2.1.8.2"));
             let mut reps = Repetitions::new(4);
-            let walked = walk(&agent, &[oid("1.3.6.1.2.1.2.2.1.8")], &mut reps, later()).await;
+            let walked = walk(
+                &agent,
+                &[],
+                &[oid("1.3.6.1.2.1.2.2.1.8")],
+                &mut reps,
+                later(),
+            )
+            .await;
             let rows: Vec<u32> = walked.columns[0].iter().map(|(i, _)| i[0]).collect();
             assert_eq!(rows, [1, 2, 3]);
             assert!(walked.fatal.is_none() && !walked.cut);
@@ -505,6 +560,7 @@ pub(crate) mod tests {
         let mut reps = Repetitions::new(10);
         let walked = walk(
             &agent,
+            &[],
             &[oid("1.3.6.1.4.1.9.9.109.1.1.1.1.8")],
             &mut reps,
             later(),
@@ -521,6 +577,7 @@ pub(crate) mod tests {
         let mut reps = Repetitions::new(10);
         let walked = walk(
             &agent,
+            &[],
             &[
                 oid("1.3.6.1.2.1.31.1.1.1.18"),
                 oid("1.3.6.1.2.1.31.1.1.1.6"),
@@ -565,6 +622,7 @@ pub(crate) mod tests {
         let mut reps = Repetitions::new(40);
         let walked = walk(
             &agent,
+            &[],
             &[oid("1.3.6.1.2.1.2.2.1.10"), oid("1.3.6.1.2.1.2.2.1.16")],
             &mut reps,
             later(),
@@ -595,7 +653,14 @@ pub(crate) mod tests {
         table(&mut agent, "1.3.6.1.2.1.2.2.1.8", 30);
         agent.timeouts = Mutex::new(vec![2]);
         let mut reps = Repetitions::new(8);
-        let walked = walk(&agent, &[oid("1.3.6.1.2.1.2.2.1.8")], &mut reps, later()).await;
+        let walked = walk(
+            &agent,
+            &[],
+            &[oid("1.3.6.1.2.1.2.2.1.8")],
+            &mut reps,
+            later(),
+        )
+        .await;
         assert!(walked.fatal.is_none(), "{walked:?}");
         assert_eq!(walked.columns[0].len(), 30);
         let asked = agent
@@ -610,6 +675,7 @@ pub(crate) mod tests {
         agent.timeouts = Mutex::new(vec![2, 3]);
         let walked = walk(
             &agent,
+            &[],
             &[oid("1.3.6.1.2.1.2.2.1.8")],
             &mut Repetitions::new(8),
             later(),
@@ -624,6 +690,7 @@ pub(crate) mod tests {
         agent.timeouts = Mutex::new(vec![1]);
         let walked = walk(
             &agent,
+            &[],
             &[oid("1.3.6.1.2.1.2.2.1.8")],
             &mut Repetitions::new(8),
             later(),
@@ -631,5 +698,160 @@ pub(crate) mod tests {
         .await;
         assert!(matches!(walked.fatal, Some(SnmpError::Timeout { .. })));
         assert_eq!(agent.requests_sent(), 1);
+    }
+
+    #[tokio::test]
+    async fn riders_go_as_non_repeaters_of_the_first_request_only() {
+        let mut agent = FakeAgent::new(Version::V2c);
+        agent.set("1.3.6.1.2.1.1.3.0", Value::TimeTicks(42));
+        agent.set("1.3.6.1.2.1.1.5.0", Value::OctetString(b"sw".to_vec()));
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.7", 12);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.8", 12);
+        let mut reps = Repetitions::new(5);
+        let walked = walk(
+            &agent,
+            &[oid("1.3.6.1.2.1.1.3"), oid("1.3.6.1.2.1.1.5")],
+            &[oid("1.3.6.1.2.1.2.2.1.7"), oid("1.3.6.1.2.1.2.2.1.8")],
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert!(
+            walked.fatal.is_none() && walked.notes.is_empty(),
+            "{walked:?}"
+        );
+        let riders = walked.riders.unwrap_or_default();
+        assert_eq!(
+            riders,
+            [
+                VarBind {
+                    oid: oid("1.3.6.1.2.1.1.3.0"),
+                    value: Value::TimeTicks(42)
+                },
+                VarBind {
+                    oid: oid("1.3.6.1.2.1.1.5.0"),
+                    value: Value::OctetString(b"sw".to_vec())
+                },
+            ]
+        );
+        // The rows are the repeaters' alone: the riders are not rows.
+        assert_eq!((walked.columns[0].len(), walked.columns[1].len()), (12, 12));
+        assert_eq!(walked.columns[0][0], (vec![1], Value::Integer(1)));
+        let riders = agent
+            .asked_non_repeaters
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(riders, [2, 0], "5 rows with the riders, then 10 without");
+    }
+
+    #[tokio::test]
+    async fn riders_count_against_the_bindings_of_a_request() {
+        let mut agent = FakeAgent::new(Version::V2c);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.7", 300);
+        let riders: Vec<Oid> = (1..=6)
+            .map(|i| oid(&format!("1.3.6.1.2.1.1.{i}")))
+            .collect();
+        let mut reps = Repetitions::new(MAX_REPETITIONS);
+        // 128 columns: 256 bindings leave room for 2 rows, less 6 riders: 1.
+        let columns: Vec<Oid> = (1..=128)
+            .map(|c| oid(&format!("1.3.6.1.2.1.2.2.1.7.{c}")))
+            .collect();
+        let _ = walk(&agent, &riders, &columns, &mut reps, later()).await;
+        let asked = agent
+            .asked_repetitions
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(asked[0], 1, "{asked:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_rider_is_dropped_and_too_big_keeps_the_riders() {
+        // genErr on the combined request: the columns are asked again
+        // alone, the riders are left to the caller.
+        let mut agent = FakeAgent::new(Version::V2c);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.8", 3);
+        agent.refused = vec![oid("1.3.6.1.4.1.9.2.1.58")];
+        let mut reps = Repetitions::new(4);
+        let walked = walk(
+            &agent,
+            &[oid("1.3.6.1.2.1.1.3"), oid("1.3.6.1.4.1.9.2.1.58")],
+            &[oid("1.3.6.1.2.1.2.2.1.8")],
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert!(walked.riders.is_none());
+        assert!(
+            walked.fatal.is_none() && walked.notes.is_empty(),
+            "{walked:?}"
+        );
+        assert_eq!(walked.columns[0].len(), 3);
+        assert_eq!(agent.requests_sent(), 2);
+
+        // tooBig: fewer repetitions, the riders still aboard.
+        let mut agent = FakeAgent::new(Version::V2c);
+        agent.max_bindings = 6;
+        agent.set("1.3.6.1.2.1.1.3.0", Value::TimeTicks(7));
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.8", 3);
+        let mut reps = Repetitions::new(8);
+        let walked = walk(
+            &agent,
+            &[oid("1.3.6.1.2.1.1.3")],
+            &[oid("1.3.6.1.2.1.2.2.1.8")],
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert_eq!(
+            walked.riders.map(|r| r.len()),
+            Some(1),
+            "answered after the halving"
+        );
+        assert_eq!(walked.columns[0].len(), 3);
+        let riders = agent
+            .asked_non_repeaters
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(riders, [1, 1]);
+
+        // SNMPv1 has no GETBULK: riders are left unread.
+        let mut agent = FakeAgent::new(Version::V1);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.8", 2);
+        let walked = walk(
+            &agent,
+            &[oid("1.3.6.1.2.1.1.3")],
+            &[oid("1.3.6.1.2.1.2.2.1.8")],
+            &mut Repetitions::new(4),
+            later(),
+        )
+        .await;
+        assert!(walked.riders.is_none());
+        assert_eq!(walked.columns[0].len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_walk_sized_from_the_hint_is_one_request_and_does_not_grow() {
+        // The previous poll saw 2 rows: 3 repetitions show both and the
+        // end; the full answer ended every column, so nothing doubles.
+        let mut agent = FakeAgent::new(Version::V2c);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.7", 2);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.8", 2);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.9", 2);
+        let mut reps = Repetitions::new(3);
+        let walked = walk(
+            &agent,
+            &[],
+            &[oid("1.3.6.1.2.1.2.2.1.7"), oid("1.3.6.1.2.1.2.2.1.8")],
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert_eq!((walked.columns[0].len(), walked.columns[1].len()), (2, 2));
+        assert_eq!(agent.requests_sent(), 1);
+        assert_eq!(reps.current(), 3);
+        assert_eq!(reps.for_next_poll(), 3);
     }
 }
