@@ -135,17 +135,26 @@ fn snmpsim(dir: &Path) -> Snmpsim {
 }
 
 /// Replaces the data file the way an editor does (write, then rename), so
-/// snmpsim sees a whole new file and re-indexes it.
-fn write_record(dir: &Path, magti_oper: u8) {
+/// snmpsim sees a whole new file. snmpsim notices a change by the file's
+/// modification time in whole seconds (and rebuilds its index only when the
+/// file is newer than it), so each version is dated `version` seconds ahead
+/// of now: never the second of the version before, never older than the
+/// index.
+fn write_record(dir: &Path, magti_oper: u8, version: u64) {
     let staged = dir.join("isp.snmprec.new");
     std::fs::write(&staged, record(magti_oper)).unwrap();
-    std::fs::rename(&staged, dir.join("data/isp.snmprec")).unwrap();
-    // Readable by snmpsim's unprivileged user.
-    Command::new("chmod")
-        .args(["a+r"])
-        .arg(dir.join("data/isp.snmprec"))
+    let target = dir.join("data/isp.snmprec");
+    std::fs::rename(&staged, &target).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let touched = Command::new("touch")
+        .args(["-m", "-d", &format!("@{}", now + version)])
+        .arg(&target)
         .status()
         .unwrap();
+    assert!(touched.success());
 }
 
 fn interfaces_cli(alerting_url: &str, device: &str) -> String {
@@ -174,7 +183,7 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
     let dir = std::env::temp_dir().join(format!("netward-isp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(dir.join("cache")).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    write_record(&dir, 1);
+    write_record(&dir, 1, 0);
     Command::new("chmod")
         .args(["-R", "a+rwX"])
         .arg(&dir)
@@ -247,7 +256,7 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
     )
     .await;
     let planner_url = format!("http://{}", planner.grpc_addr);
-    let _poller = Netward::start_with_env(
+    let poller = Netward::start_with_env(
         "snmp-poller",
         &[
             "--planner-url",
@@ -296,27 +305,45 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
     assert_eq!(interfaces[1].speed_bps, Some(100_000_000));
 
     // The Magti link goes down.
-    write_record(&dir, 2);
-    let alert = eventually(
-        "an ISP link down alert fires",
-        Duration::from_secs(60),
-        || {
-            let mut client = client.clone();
-            async move {
-                client
-                    .list_alerts(v1::ListAlertsRequest {
-                        rule_kind: v1::RuleKind::IspLinkDown as i32,
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .alerts
-                    .pop()
-            }
-        },
-    )
-    .await;
+    write_record(&dir, 2, 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let alert = loop {
+        let open = client
+            .clone()
+            .list_alerts(v1::ListAlertsRequest {
+                rule_kind: v1::RuleKind::IspLinkDown as i32,
+                ..Default::default()
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().alerts.pop());
+        if let Some(alert) = open {
+            break alert;
+        }
+        if std::time::Instant::now() > deadline {
+            // Say where it stopped: did the poll see the link down at all?
+            let seen = client
+                .clone()
+                .list_interfaces(v1::ListInterfacesRequest {
+                    device_id: device_id.clone(),
+                    ..Default::default()
+                })
+                .await;
+            let tail = |log: String| {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            };
+            panic!(
+                "no ISP link down alert within 60 s\ninterfaces: {seen:?}\nrecord: {}\n\
+                 poller log:\n{}\nalerting log:\n{}\nplanner log:\n{}",
+                std::fs::read_to_string(dir.join("data/isp.snmprec")).unwrap_or_default(),
+                tail(poller.log()),
+                tail(alerting.log()),
+                tail(planner.log()),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert_eq!(alert.isp_name, "Magti", "{alert:?}");
     assert_eq!(alert.if_index, Some(2));
     assert_eq!(alert.if_name, "Gi0/0/1");
@@ -343,7 +370,7 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
     );
 
     // Back up: the alert resolves.
-    write_record(&dir, 1);
+    write_record(&dir, 1, 4);
     eventually("the alert resolves", Duration::from_secs(60), || {
         let mut client = client.clone();
         let id = alert.id.clone();
