@@ -33,8 +33,18 @@ async fn start(devices: &[(&str, &str, &str)]) -> Stack {
     start_with(devices, None).await
 }
 
-/// A webhook receiver: every body it gets, as JSON.
+/// A webhook receiver on a free port: every body it gets, as JSON.
 pub(crate) async fn webhook() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    webhook_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+}
+
+/// A webhook receiver on `listener`: every body it gets, as JSON.
+pub(crate) fn webhook_on(
+    listener: tokio::net::TcpListener,
+) -> (
     String,
     std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 ) {
@@ -53,7 +63,6 @@ pub(crate) async fn webhook() -> (
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, bodies)
@@ -232,6 +241,12 @@ impl Ingest {
         self.batch(cycle, probes).await;
     }
 
+    /// Sends one result per device, all answered or all silent.
+    pub(crate) async fn all(&mut self, cycle: u64, devices: &[String], answered: bool) {
+        let results: Vec<(&str, bool)> = devices.iter().map(|d| (d.as_str(), answered)).collect();
+        self.results(cycle, &results).await;
+    }
+
     /// Sends a batch of results and waits for its ack, and for its evaluation
     /// (which follows the ack on the same stream) by a round trip of an
     /// empty batch.
@@ -325,12 +340,7 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
 
     let mut ingest = Ingest::open(&stack).await;
     let all = ["br1-rtr", "br1-atm", "br1-ap", "br2-rtr"].map(id);
-    ingest
-        .results(
-            1,
-            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
-        )
-        .await;
+    ingest.all(1, &all, true).await;
     let (_, counts) = statuses(&stack).await;
     assert_eq!(counts.up, 4, "{counts:?}");
 
@@ -497,18 +507,8 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
     assert_eq!(nobody.code(), tonic::Code::InvalidArgument);
 
     // The router answers twice (up_after = 2), then so do its devices.
-    ingest
-        .results(
-            3,
-            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
-        )
-        .await;
-    ingest
-        .results(
-            4,
-            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
-        )
-        .await;
+    ingest.all(3, &all, true).await;
+    ingest.all(4, &all, true).await;
     eventually(
         "everything is UP again",
         Duration::from_secs(10),

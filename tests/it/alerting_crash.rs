@@ -4,7 +4,6 @@
 //! listens yet), is killed with SIGKILL, and once restarted delivers the
 //! notification exactly once to a real HTTP server.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netward_shared::client::connect;
@@ -132,25 +131,10 @@ async fn a_notification_survives_a_kill_between_commit_and_delivery() {
     alerting.kill().await;
 
     // Now the receiver is up; a new alerting process takes over the outbox.
-    let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let recorded = bodies.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let recorded = recorded.clone();
-            async move {
-                recorded
-                    .lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&body).unwrap());
-                "ok"
-            }
-        }),
-    );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (_, bodies) = crate::alerting::webhook_on(listener);
     let restarted = Netward::start("alerting", &args).await;
     eventually("the notification arrives", Duration::from_secs(20), || {
         let count = bodies.lock().unwrap().len();
@@ -182,6 +166,5 @@ async fn a_notification_survives_a_kill_between_commit_and_delivery() {
         v1::NotificationState::Delivered as i32,
         "{row:?}"
     );
-    server.abort();
     let _ = std::fs::remove_file(&config);
 }

@@ -21,6 +21,22 @@ fn field_violations(status: &tonic::Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Every alert of a kind, resolved ones too.
+async fn alerts_of(stack: &crate::alerting::Stack, kind: v1::RuleKind) -> Vec<v1::Alert> {
+    stack
+        .alerting
+        .clone()
+        .list_alerts(v1::ListAlertsRequest {
+            include_resolved: true,
+            rule_kind: kind as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts
+}
+
 async fn open_alerts(stack: &crate::alerting::Stack) -> Vec<v1::Alert> {
     stack
         .alerting
@@ -360,18 +376,8 @@ async fn silences_mute_notifications_and_maintenance_windows_flag_devices() {
     // All three go down: three alerts, one notification (atm-2).
     let mut ingest = Ingest::open(&stack).await;
     let all = ["atm-1", "atm-2", "rtr-3"].map(id);
-    ingest
-        .results(
-            1,
-            &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
-        )
-        .await;
-    ingest
-        .results(
-            2,
-            &all.iter().map(|d| (d.as_str(), false)).collect::<Vec<_>>(),
-        )
-        .await;
+    ingest.all(1, &all, true).await;
+    ingest.all(2, &all, false).await;
     let open = open_alerts(&stack).await;
     assert_eq!(open.len(), 3, "{open:?}");
     let alert = |name: &str| open.iter().find(|a| a.device_name == name).unwrap().clone();
@@ -427,12 +433,7 @@ async fn silences_mute_notifications_and_maintenance_windows_flag_devices() {
     // Recovery: resolves for atm-1 and atm-2; none for rtr-3 (it fired in
     // maintenance), even after the window has ended.
     for cycle in 3..=4 {
-        ingest
-            .results(
-                cycle,
-                &all.iter().map(|d| (d.as_str(), true)).collect::<Vec<_>>(),
-            )
-            .await;
+        ingest.all(cycle, &all, true).await;
     }
     assert!(open_alerts(&stack).await.is_empty());
     alerting
@@ -596,31 +597,9 @@ async fn snmp_rules_fire_on_reboots_cpu_saturated_and_flapping_uplinks() {
     assert!(of(v1::RuleKind::InterfaceUtilisation).is_none(), "{open:?}");
     // The ISP link went down twice, and came back each time.
     assert!(of(v1::RuleKind::IspLinkDown).is_none(), "{open:?}");
-    let all = stack
-        .alerting
-        .clone()
-        .list_alerts(v1::ListAlertsRequest {
-            include_resolved: true,
-            rule_kind: v1::RuleKind::IspLinkDown as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .alerts;
+    let all = alerts_of(&stack, v1::RuleKind::IspLinkDown).await;
     assert_eq!(all.len(), 2, "{all:?}");
-    let cpu = stack
-        .alerting
-        .clone()
-        .list_alerts(v1::ListAlertsRequest {
-            include_resolved: true,
-            rule_kind: v1::RuleKind::SnmpThreshold as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .alerts;
+    let cpu = alerts_of(&stack, v1::RuleKind::SnmpThreshold).await;
     assert_eq!(cpu.len(), 1, "{cpu:?}");
     assert_eq!(cpu[0].labels["metric"], "cpu.load");
     assert!(cpu[0].summary.contains("97.0"), "{}", cpu[0].summary);
