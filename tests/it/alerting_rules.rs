@@ -555,9 +555,40 @@ async fn snmp_rules_fire_on_reboots_cpu_saturated_and_flapping_uplinks() {
         (8, 30, 20, up),
     ];
     let mut octets = 0u64;
+    let mut window = None;
     for (minute, uptime, cpu, oper) in polls {
         if minute > 0 && minute <= 3 {
             octets += per_minute;
+        }
+        if minute == 8 {
+            // The reboot is planned: it happens in a maintenance window.
+            let created = stack
+                .alerting
+                .clone()
+                .create_silence(v1::CreateSilenceRequest {
+                    silence: Some(v1::Silence {
+                        matchers: vec![v1::Scope {
+                            kind: v1::ScopeKind::Device as i32,
+                            value: "br3-rtr".into(),
+                        }],
+                        ends_at: Some(prost_types::Timestamp::from(
+                            std::time::SystemTime::now() + Duration::from_secs(3600),
+                        )),
+                        // From just before the reboot's poll (the polls
+                        // here are dated in the past).
+                        starts_at: Some(at(7).into()),
+                        maintenance: true,
+                        created_by: "noc".into(),
+                        comment: "firmware upgrade".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .silence
+                .unwrap();
+            window = Some(created.id);
         }
         let sample = poll(&id, at(minute), uptime, cpu, oper, octets);
         ingest.samples(minute + 1, vec![sample]).await;
@@ -592,6 +623,29 @@ async fn snmp_rules_fire_on_reboots_cpu_saturated_and_flapping_uplinks() {
         "{}",
         rebooted.summary
     );
+    assert!(rebooted.maintenance && rebooted.suppressed, "{rebooted:?}");
+    // The window ends before the alert does: it stays a maintenance alert,
+    // muted for good.
+    stack
+        .alerting
+        .clone()
+        .delete_silence(v1::DeleteSilenceRequest {
+            id: window.unwrap(),
+        })
+        .await
+        .unwrap();
+    let after = stack
+        .alerting
+        .clone()
+        .get_alert(v1::GetAlertRequest {
+            id: rebooted.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alert
+        .unwrap();
+    assert!(after.maintenance && after.suppressed, "{after:?}");
     // CPU back to 20 % and the link idle: those resolved.
     assert!(of(v1::RuleKind::SnmpThreshold).is_none(), "{open:?}");
     assert!(of(v1::RuleKind::InterfaceUtilisation).is_none(), "{open:?}");

@@ -340,7 +340,29 @@ impl AlertEngine {
     /// silence or maintenance window that matches it now, or because it
     /// fired during maintenance (then for good).
     fn mute(&self, alert: &mut v1::Alert, device: &v1::Device, at: DateTime<Utc>) {
-        match self.silences.muting(device, &alert.rule_id, at) {
+        self.mute_with(alert, device, at);
+    }
+
+    /// [`Self::mute`] for an alert that opens now: one that opens under a
+    /// maintenance window is a maintenance alert for good (no notification,
+    /// not even when the window ends before it resolves).
+    fn mute_new(&self, alert: &mut v1::Alert, device: &v1::Device, at: DateTime<Utc>) {
+        if self
+            .mute_with(alert, device, at)
+            .is_some_and(|silence| silence.maintenance())
+        {
+            alert.maintenance = true;
+        }
+    }
+
+    fn mute_with(
+        &self,
+        alert: &mut v1::Alert,
+        device: &v1::Device,
+        at: DateTime<Utc>,
+    ) -> Option<crate::silences::Silence> {
+        let silence = self.silences.muting(device, &alert.rule_id, at);
+        match &silence {
             Some(silence) => {
                 alert.suppressed = true;
                 alert.suppression_reason = silence.reason();
@@ -356,6 +378,7 @@ impl AlertEngine {
                 };
             }
         }
+        silence
     }
 
     /// Takes the open alerts of `kind` on a device's subject (`""` = the
@@ -430,7 +453,7 @@ impl AlertEngine {
                         at,
                         event.muted,
                     );
-                    self.mute(&mut alert, &device, at);
+                    self.mute_new(&mut alert, &device, at);
                     open.insert(key, alert.clone());
                     changes.push(Change::Open(alert));
                 } else {
@@ -534,7 +557,7 @@ impl AlertEngine {
                 alert.value = value;
                 alert.cycle_id = o.cycle_id;
                 o.subject.label(&mut alert);
-                self.mute(&mut alert, &device, o.at);
+                self.mute_new(&mut alert, &device, o.at);
                 open.insert(key, alert.clone());
                 changes.push(Change::Open(alert));
             }
