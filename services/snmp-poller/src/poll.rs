@@ -1,6 +1,7 @@
-//! Polling one device: its profile's scalars by GET, its columns and the
-//! interface table by GETBULK walks, within the device's own deadline, into
-//! an `SnmpSample` and the `SnmpHints` to send back to the planner.
+//! Polling one device: its profile's columns and the interface table by
+//! GETBULK walks, its scalars riding in the first of them as non-repeaters
+//! (or by GET), within the device's own deadline, into an `SnmpSample` and
+//! the `SnmpHints` to send back to the planner.
 //!
 //! The poller remembers two things per device in memory: the GETBULK
 //! `max_repetitions` (also carried in the hints) and, per ifIndex, whether

@@ -14,7 +14,8 @@ use crate::snmp::Oid;
 pub const AUTO: &str = "auto";
 /// What `auto` uses when no profile claims the sysObjectID.
 pub const FALLBACK: &str = "interfaces";
-/// The profile whose scalars are read first under `auto` (it yields sysObjectID).
+/// The profile whose scalars sysObjectID comes from under `auto`: read
+/// first, or riding with the remembered profile's first walk.
 pub const SYSTEM: &str = "system";
 
 const BUILT_IN: [(&str, &str); 9] = [
@@ -66,8 +67,8 @@ struct MetricFile {
     oid: String,
 }
 
-/// One named object: a scalar instance (read by GET) or a table column
-/// (walked by GETBULK, one value per row).
+/// One named object: a scalar instance (a non-repeater of the first GETBULK,
+/// or read by GET) or a table column (walked by GETBULK, one value per row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metric {
     pub name: String,
