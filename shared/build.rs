@@ -2,7 +2,7 @@
 //! is needed to build, in Docker or anywhere else), generates the tonic/prost
 //! code, and writes the encoded descriptor set that reflection serves.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::{env, fs};
 
 use prost::Message as _;
@@ -15,7 +15,11 @@ const SECRET_MESSAGES: [&str; 3] = [
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time, not with env!(): cargo reuses a compiled build script
+    // across checkouts in other folders (CI clones into a fresh one and
+    // shares the target directory), and a path baked in at compile time
+    // would point at whichever checkout compiled it first.
+    let proto_root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let package_dir = proto_root.join("netward/v1");
     let mut files: Vec<PathBuf> = fs::read_dir(&package_dir)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))

@@ -35,7 +35,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
 
 const COMMUNITY: &str = "bench";
-const FIRST_PORT: u16 = 30_000;
+// Below the kernel's ephemeral range (32768 and up here), so no client socket
+// of another process holds one of them.
+const FIRST_PORT: u16 = 20_000;
 const RECORD: &str = "/usr/share/doc/snmpsim/examples/data/recorded/linux-full-walk.snmprec.gz";
 
 struct Args {
