@@ -336,26 +336,22 @@ impl AlertEngine {
         }
     }
 
-    /// Decides whether notifications for `alert` are muted at `at`: by a
-    /// silence or maintenance window that matches it now, or because it
-    /// fired during maintenance (then for good).
-    fn mute(&self, alert: &mut v1::Alert, device: &v1::Device, at: DateTime<Utc>) {
-        self.mute_with(alert, device, at);
-    }
-
     /// [`Self::mute`] for an alert that opens now: one that opens under a
     /// maintenance window is a maintenance alert for good (no notification,
     /// not even when the window ends before it resolves).
     fn mute_new(&self, alert: &mut v1::Alert, device: &v1::Device, at: DateTime<Utc>) {
         if self
-            .mute_with(alert, device, at)
+            .mute(alert, device, at)
             .is_some_and(|silence| silence.maintenance())
         {
             alert.maintenance = true;
         }
     }
 
-    fn mute_with(
+    /// Decides whether notifications for `alert` are muted at `at`: by a
+    /// silence or maintenance window that matches it now (returned), or
+    /// because it fired during maintenance (then for good).
+    fn mute(
         &self,
         alert: &mut v1::Alert,
         device: &v1::Device,
@@ -521,15 +517,20 @@ impl AlertEngine {
         {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             let mut streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut devices: HashMap<&str, v1::Device> = HashMap::new();
             for o in observations {
-                let device = self.device(&o.device_id);
+                // One inventory lookup per device, not per observation (a
+                // router's interfaces give several each).
+                let device: &v1::Device = devices
+                    .entry(o.device_id.as_str())
+                    .or_insert_with(|| self.device(&o.device_id));
                 let subject_key = o.subject.key();
-                let rule = self.rule_for_subject(o.kind, &device, &o.subject);
+                let rule = self.rule_for_subject(o.kind, device, &o.subject);
                 let verdict = rule.as_ref().and_then(|rule| o.verdict(rule));
                 let (Some(rule), Some((value, detail))) = (rule, verdict) else {
                     streaks.remove(&(device.id.clone(), subject_key.clone(), o.kind as i32));
                     for alert in self.take_open(&mut open, o.kind, &device.id, &subject_key) {
-                        changes.push(self.resolved(alert, &device, o.at));
+                        changes.push(self.resolved(alert, device, o.at));
                     }
                     continue;
                 };
@@ -553,11 +554,11 @@ impl AlertEngine {
                     format!("{}: {detail}", device.name)
                 };
                 let mut alert =
-                    self.new_alert(&rule, &device, summary, o.probe.as_ref(), o.at, false);
+                    self.new_alert(&rule, device, summary, o.probe.as_ref(), o.at, false);
                 alert.value = value;
                 alert.cycle_id = o.cycle_id;
                 o.subject.label(&mut alert);
-                self.mute_new(&mut alert, &device, o.at);
+                self.mute_new(&mut alert, device, o.at);
                 open.insert(key, alert.clone());
                 changes.push(Change::Open(alert));
             }
@@ -1070,5 +1071,5 @@ async fn fired_notified(tx: &mut sqlx::PgConnection, alert_id: Uuid) -> Result<b
 }
 
 fn from_ts(ts: &prost_types::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32).unwrap_or_else(Utc::now)
+    crate::from_timestamp(ts).unwrap_or_else(Utc::now)
 }

@@ -18,7 +18,7 @@ use crate::notify::{ListFilter, Notifier};
 use crate::silences::{ListFilter as SilenceFilter, Silence};
 use crate::snmp::book::SnmpBook;
 use crate::store::StateRow;
-use crate::timestamp as ts;
+use crate::{from_timestamp, timestamp as ts};
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::status::{FieldViolation, invalid_argument};
 
@@ -139,11 +139,11 @@ impl HistoryRange {
         ),
         Vec<FieldViolation>,
     > {
-        let time = |ts: Option<prost_types::Timestamp>| {
-            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        };
-        let end = time(end).unwrap_or(now);
-        let start = time(start).unwrap_or(end - default_span);
+        let end = end.as_ref().and_then(from_timestamp).unwrap_or(now);
+        let start = start
+            .as_ref()
+            .and_then(from_timestamp)
+            .unwrap_or(end - default_span);
         let span = (end - start).num_seconds().max(1);
         let step = step
             .map(|d| d.seconds)
@@ -194,6 +194,11 @@ fn rule_status(error: RuleError) -> Status {
         RuleError::Invalid(violations) => invalid_argument(&violations),
         RuleError::Database(e) => netward_shared::status::internal("changing a rule", &e),
     }
+}
+
+/// A required message field that was left unset.
+fn required(field: &str) -> Status {
+    invalid_argument(&[FieldViolation::new(field, "unset", "required")])
 }
 
 fn parse_device(id: &str) -> Result<uuid::Uuid, Status> {
@@ -388,9 +393,7 @@ impl AlertingService for AlertingGrpc {
         request: Request<v1::GetDeviceStatusRequest>,
     ) -> Result<Response<v1::GetDeviceStatusResponse>, Status> {
         let id = request.into_inner().device_id;
-        let uuid = uuid::Uuid::parse_str(&id).map_err(|_| {
-            invalid_argument(&[FieldViolation::new("device_id", &id, "not a UUID")])
-        })?;
+        let uuid = parse_device(&id)?;
         let known = self
             .copy
             .read()
@@ -535,9 +538,7 @@ impl AlertingService for AlertingGrpc {
         request: Request<v1::GetDeviceHistoryRequest>,
     ) -> Result<Response<v1::GetDeviceHistoryResponse>, Status> {
         let r = request.into_inner();
-        let device = uuid::Uuid::parse_str(&r.device_id).map_err(|_| {
-            invalid_argument(&[FieldViolation::new("device_id", &r.device_id, "not a UUID")])
-        })?;
+        let device = parse_device(&r.device_id)?;
         let (start, end, step) = HistoryRange::check(
             (r.start_time, r.end_time, r.step),
             chrono::TimeDelta::hours(1),
@@ -627,8 +628,7 @@ impl AlertingService for AlertingGrpc {
         request: Request<v1::GetAlertRequest>,
     ) -> Result<Response<v1::GetAlertResponse>, Status> {
         let id = request.into_inner().id;
-        let uuid = uuid::Uuid::parse_str(&id)
-            .map_err(|_| invalid_argument(&[FieldViolation::new("id", &id, "not a UUID")]))?;
+        let uuid = parse_id(&id)?;
         let alert = self
             .alerts
             .get(uuid)
@@ -677,10 +677,7 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::CreateRuleRequest>,
     ) -> Result<Response<v1::CreateRuleResponse>, Status> {
-        let rule = request
-            .into_inner()
-            .rule
-            .ok_or_else(|| invalid_argument(&[FieldViolation::new("rule", "unset", "required")]))?;
+        let rule = request.into_inner().rule.ok_or_else(|| required("rule"))?;
         let rule = self.alerts.create_rule(&rule).await.map_err(rule_status)?;
         Ok(Response::new(v1::CreateRuleResponse { rule: Some(rule) }))
     }
@@ -704,9 +701,7 @@ impl AlertingService for AlertingGrpc {
         request: Request<v1::UpdateRuleRequest>,
     ) -> Result<Response<v1::UpdateRuleResponse>, Status> {
         let r = request.into_inner();
-        let rule = r
-            .rule
-            .ok_or_else(|| invalid_argument(&[FieldViolation::new("rule", "unset", "required")]))?;
+        let rule = r.rule.ok_or_else(|| required("rule"))?;
         if rule.id.is_empty() {
             return Err(invalid_argument(&[FieldViolation::new(
                 "rule.id",
@@ -757,9 +752,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::CreateSilenceRequest>,
     ) -> Result<Response<v1::CreateSilenceResponse>, Status> {
-        let input = request.into_inner().silence.ok_or_else(|| {
-            invalid_argument(&[FieldViolation::new("silence", "unset", "required")])
-        })?;
+        let input = request
+            .into_inner()
+            .silence
+            .ok_or_else(|| required("silence"))?;
         let now = chrono::Utc::now();
         let silence = {
             let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
@@ -891,11 +887,12 @@ impl AlertingService for AlertingGrpc {
         use crate::availability::{Figures, Transition, figures};
         let r = request.into_inner();
         let now = chrono::Utc::now();
-        let time = |ts: Option<prost_types::Timestamp>| {
-            ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        };
-        let end = time(r.end_time).unwrap_or(now);
-        let start = time(r.start_time).unwrap_or(end - chrono::TimeDelta::hours(24));
+        let end = r.end_time.as_ref().and_then(from_timestamp).unwrap_or(now);
+        let start = r
+            .start_time
+            .as_ref()
+            .and_then(from_timestamp)
+            .unwrap_or(end - chrono::TimeDelta::hours(24));
         if start >= end || (end - start) > chrono::TimeDelta::days(400) {
             return Err(invalid_argument(&[FieldViolation::new(
                 "start_time",
@@ -907,9 +904,7 @@ impl AlertingService for AlertingGrpc {
         let (device_id, site_id, name, devices): (String, String, String, Vec<(String, String)>) =
             match r.target {
                 Some(v1::get_availability_request::Target::DeviceId(id)) => {
-                    uuid::Uuid::parse_str(&id).map_err(|_| {
-                        invalid_argument(&[FieldViolation::new("device_id", &id, "not a UUID")])
-                    })?;
+                    parse_device(&id)?;
                     let name = self
                         .copy
                         .read()

@@ -106,7 +106,7 @@ impl Ingestor {
         let oldest = now - TimeDelta::from_std(self.retention).unwrap_or(TimeDelta::days(7));
         // Timestamps from the future are the sender's clock: stamp them now.
         let when = |t: Option<&prost_types::Timestamp>| {
-            t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+            t.and_then(crate::from_timestamp)
                 .filter(|t| *t <= now + TimeDelta::minutes(5))
                 .unwrap_or(now)
         };

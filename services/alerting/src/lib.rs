@@ -93,6 +93,12 @@ pub enum Error {
     Server(#[from] ServerError),
 }
 
+/// The instant of a protobuf timestamp (negative nanos read as 0); `None`
+/// when it is out of range.
+pub(crate) fn from_timestamp(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+}
+
 /// A protobuf timestamp of an instant (one helper for every module here).
 pub(crate) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::scope;
-use crate::timestamp as ts;
+use crate::{from_timestamp, timestamp as ts};
 
 /// A weekly window: on `days`, from `start` local time in `zone`, for `length`.
 #[derive(Debug, Clone)]
@@ -43,10 +43,6 @@ pub struct Silence {
 }
 
 const MAX_WEEKLY_LENGTH: Duration = Duration::days(7);
-
-fn to_utc(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-}
 
 impl Silence {
     /// Checks a silence given over gRPC (matchers against the inventory
@@ -101,12 +97,12 @@ impl Silence {
     pub fn parse(body: v1::Silence) -> Result<Self, Vec<FieldViolation>> {
         let mut v = Violations::default();
         let id = Uuid::parse_str(&body.id).unwrap_or_default();
-        let starts_at = body.starts_at.as_ref().and_then(to_utc);
+        let starts_at = body.starts_at.as_ref().and_then(from_timestamp);
         if starts_at.is_none() {
             v.add("silence.starts_at", "", "not a valid timestamp");
         }
         let ends_at = match &body.ends_at {
-            Some(t) => match to_utc(t) {
+            Some(t) => match from_timestamp(t) {
                 Some(t) => Some(t),
                 None => {
                     v.add("silence.ends_at", "", "not a valid timestamp");
