@@ -152,7 +152,8 @@ impl From<v1::DeviceState> for State {
 pub enum Verdict {
     /// It answered (`OK`, even with some loss).
     Good,
-    /// It did not answer (`TIMEOUT`, `UNREACHABLE`), retries included.
+    /// It did not answer (`TIMEOUT`, `UNREACHABLE`), retries included, or
+    /// the path to it is gone (`NO_ROUTE`: the kernel refused to send).
     Failed,
     /// Not the device's fault (`SEND_ERROR`, `ABORTED`, `INVALID_ADDRESS`,
     /// unspecified): changes nothing, only counted.
@@ -163,7 +164,9 @@ impl Verdict {
     pub fn of(outcome: v1::ProbeOutcome) -> Self {
         match outcome {
             v1::ProbeOutcome::Ok => Verdict::Good,
-            v1::ProbeOutcome::Timeout | v1::ProbeOutcome::Unreachable => Verdict::Failed,
+            v1::ProbeOutcome::Timeout
+            | v1::ProbeOutcome::Unreachable
+            | v1::ProbeOutcome::NoRoute => Verdict::Failed,
             v1::ProbeOutcome::Unspecified
             | v1::ProbeOutcome::SendError
             | v1::ProbeOutcome::InvalidAddress
@@ -1512,6 +1515,7 @@ mod tests {
             (v1::ProbeOutcome::Ok, Verdict::Good),
             (v1::ProbeOutcome::Timeout, Verdict::Failed),
             (v1::ProbeOutcome::Unreachable, Verdict::Failed),
+            (v1::ProbeOutcome::NoRoute, Verdict::Failed),
             (v1::ProbeOutcome::SendError, Verdict::Inconclusive),
             (v1::ProbeOutcome::Aborted, Verdict::Inconclusive),
             (v1::ProbeOutcome::InvalidAddress, Verdict::Inconclusive),
