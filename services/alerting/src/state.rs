@@ -251,6 +251,12 @@ pub enum EventKind {
     MaintenanceChanged {
         maintenance: bool,
     },
+    /// The device went stale (no conclusive result for `stale_after`) or
+    /// fresh again, with its visible state unchanged (a `state_changes` row
+    /// with the same state): availability counts stale time as unmonitored.
+    StaleChanged {
+        stale: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +292,8 @@ pub struct Step {
     /// The result was inconclusive (not the device's fault) and changed
     /// nothing: count it.
     pub inconclusive: bool,
+    /// No conclusive result for `stale_after`: what the device shows is old.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,6 +325,14 @@ pub struct DeviceMemory {
     changes_us: VecDeque<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     held: Option<Held>,
+    /// When the latest conclusive (good or failed) result arrived; 0 = none
+    /// yet. Inconclusive results do not count: an executor that can only
+    /// report its own trouble is not watching the device.
+    #[serde(default)]
+    last_result_us: u64,
+    /// Set by [`StateMachine::set_stale`], cleared by the next conclusive result.
+    #[serde(default)]
+    stale: bool,
 }
 
 impl DeviceMemory {
@@ -352,6 +368,8 @@ impl DeviceMemory {
             maintenance: false,
             changes_us: changes_us.into_iter().skip(skip).collect(),
             held: None,
+            last_result_us: 0,
+            stale: false,
         }
     }
 
@@ -403,6 +421,16 @@ impl DeviceMemory {
         self.last_cycle
     }
 
+    /// When the latest conclusive result arrived (`None`: none yet).
+    pub fn last_result(&self) -> Option<SystemTime> {
+        (self.last_result_us != 0).then(|| from_micros(self.last_result_us))
+    }
+
+    /// Whether the device has had no conclusive result for `stale_after`.
+    pub fn stale(&self) -> bool {
+        self.stale
+    }
+
     /// The UP↔DOWN change instants still remembered, oldest first.
     pub fn recent_changes(&self) -> Vec<SystemTime> {
         self.changes_us.iter().copied().map(from_micros).collect()
@@ -431,6 +459,7 @@ impl DeviceMemory {
             events,
             held: self.held(),
             inconclusive,
+            stale: self.stale,
         }
     }
 
@@ -484,6 +513,19 @@ impl StateMachine {
                     )
                 });
             self.decide(memory, held.probe, parent, note, now, &mut events);
+        }
+        if probe.verdict != Verdict::Inconclusive {
+            memory.last_result_us = micros(now);
+            if memory.stale {
+                memory.stale = false;
+                events.push(Event {
+                    kind: EventKind::StaleChanged { stale: false },
+                    reason: "results again".to_owned(),
+                    at: now,
+                    cycle_id: probe.cycle_id,
+                    muted: memory.maintenance,
+                });
+            }
         }
         let mut inconclusive = false;
         match probe.verdict {
@@ -566,6 +608,42 @@ impl StateMachine {
                 cycle_id: 0,
                 muted: maintenance,
             });
+        }
+        memory.step(events, false)
+    }
+
+    /// Marks a device that has had no conclusive result for `stale_after`
+    /// (the caller's clock decides; `reason` says since when and why). An UP
+    /// device becomes UNKNOWN — green that nobody checks is a lie — and its
+    /// next result decides afresh, as for a new device. DOWN, UNREACHABLE and
+    /// FLAPPING stay as they are, their alerts open (no data is not a
+    /// recovery), only flagged stale. Nothing happens to a device already
+    /// stale; the next conclusive result clears the flag.
+    pub fn set_stale(&self, memory: &mut DeviceMemory, reason: &str, now: SystemTime) -> Step {
+        let mut events = Vec::new();
+        if memory.stale {
+            return memory.step(events, false);
+        }
+        memory.stale = true;
+        let event = |kind| Event {
+            kind,
+            reason: reason.to_owned(),
+            at: now,
+            cycle_id: 0,
+            muted: memory.maintenance,
+        };
+        if memory.state == State::Up {
+            events.push(event(EventKind::StateChanged {
+                from: State::Up,
+                to: State::Unknown,
+            }));
+            memory.state = State::Unknown;
+            memory.underlying = State::Unknown;
+            memory.since_us = micros(now);
+            memory.consecutive_failures = 0;
+            memory.consecutive_successes = 0;
+        } else {
+            events.push(event(EventKind::StaleChanged { stale: true }));
         }
         memory.step(events, false)
     }
@@ -848,6 +926,8 @@ mod tests {
         /// Release whatever the device holds.
         Release(u64, Par),
         Maint(u64, bool),
+        /// No conclusive result for `stale_after`: mark it stale.
+        Stale(u64),
     }
 
     fn view(par: Par, cycle: u64) -> Option<ParentView<'static>> {
@@ -893,6 +973,7 @@ mod tests {
                 machine.release(memory, view(par, held), at(t))
             }
             In::Maint(t, on) => machine.set_maintenance(memory, on, at(t)),
+            In::Stale(t) => machine.set_stale(memory, "no result since 12:00:00: not probed", at(t)),
         }
     }
 
@@ -917,6 +998,9 @@ mod tests {
                     }
                     EventKind::MaintenanceChanged { maintenance } => {
                         return format!("maintenance {}", if *maintenance { "on" } else { "off" });
+                    }
+                    EventKind::StaleChanged { stale } => {
+                        format!("{}", if *stale { "stale" } else { "fresh" })
                     }
                 };
                 if event.muted {
@@ -1079,6 +1163,87 @@ mod tests {
                 ],
             },
         ]);
+    }
+
+    #[test]
+    fn no_result_for_stale_after_is_not_green_and_not_a_recovery() {
+        use In::*;
+        use State::{Down, Flapping, Unknown as U, Up as Up_};
+        run(vec![
+            case(
+                "an UP device with no result becomes UNKNOWN, its next answer is news",
+                vec![
+                    (Ok(0), Up_, &["UNKNOWN>UP"], ""),
+                    (Stale(40), U, &["UP>UNKNOWN"], "no result since 12:00:00: not probed"),
+                    (Stale(41), U, &[], ""),
+                    (Ok(50), Up_, &["fresh", "UNKNOWN>UP"], "first probe answered"),
+                ],
+            ),
+            case(
+                "a stale UP device that fails when it is seen again goes DOWN at once",
+                vec![
+                    (Ok(0), Up_, &["UNKNOWN>UP"], ""),
+                    (Stale(40), U, &["UP>UNKNOWN"], ""),
+                    (Fail(50), Down, &["fresh", "UNKNOWN>DOWN", "fire DOWN"], ""),
+                ],
+            ),
+            case(
+                "a DOWN device keeps its state and its alert, flagged stale",
+                vec![
+                    (Fail(0), Down, &["UNKNOWN>DOWN", "fire DOWN"], ""),
+                    (Stale(40), Down, &["stale"], "not probed"),
+                    (Fail(50), Down, &["fresh"], ""),
+                    (Ok(60), Down, &[], ""),
+                    (Ok(70), Up_, &["DOWN>UP", "resolve DOWN"], ""),
+                ],
+            ),
+            case(
+                "a never probed device is flagged, not changed",
+                vec![(Stale(40), U, &["stale"], "")],
+            ),
+            case(
+                "inconclusive results do not keep a device fresh",
+                vec![
+                    (Ok(0), Up_, &["UNKNOWN>UP"], ""),
+                    (Inconclusive(10), Up_, &["inconclusive"], ""),
+                    (Stale(40), U, &["UP>UNKNOWN"], ""),
+                    (Inconclusive(50), U, &["inconclusive"], ""),
+                ],
+            ),
+            case(
+                "a FLAPPING device stays FLAPPING",
+                vec![
+                    (Ok(0), Up_, &["UNKNOWN>UP"], ""),
+                    (Fail(10), Down, &["UP>DOWN", "fire DOWN"], ""),
+                    (Ok(20), Down, &[], ""),
+                    (Ok(30), Up_, &["DOWN>UP", "resolve DOWN"], ""),
+                    (Fail(40), Flapping, &["UP>FLAPPING", "fire FLAPPING"], ""),
+                    (Stale(80), Flapping, &["stale"], ""),
+                ],
+            ),
+        ]);
+    }
+
+    #[test]
+    fn the_last_conclusive_result_survives_a_restart() {
+        let machine = StateMachine::new(StateConfig::default()).unwrap();
+        let mut memory = DeviceMemory::new(at(0));
+        assert_eq!(memory.last_result(), None);
+        drive(&machine, &mut memory, In::Ok(0));
+        drive(&machine, &mut memory, In::Inconclusive(10));
+        assert_eq!(memory.last_result(), Some(at(0)));
+        drive(&machine, &mut memory, In::Stale(40));
+        let json = serde_json::to_value(&memory).unwrap();
+        let restored: DeviceMemory = serde_json::from_value(json).unwrap();
+        assert_eq!(restored, memory);
+        assert!(restored.stale());
+        // Memory persisted before the field existed reads as never seen.
+        let mut old = serde_json::to_value(DeviceMemory::new(at(0))).unwrap();
+        old.as_object_mut().unwrap().remove("last_result_us");
+        old.as_object_mut().unwrap().remove("stale");
+        let old: DeviceMemory = serde_json::from_value(old).unwrap();
+        assert_eq!(old.last_result(), None);
+        assert!(!old.stale());
     }
 
     #[test]
