@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::io::{self, Write as _};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -98,6 +98,8 @@ pub struct StatusArgs {
 #[derive(Debug, Serialize)]
 struct StatusJson {
     counts: CountsJson,
+    /// Age of the oldest last conclusive result, in seconds.
+    oldest_result_age_seconds: Option<f64>,
     devices: Vec<DeviceStatusJson>,
 }
 
@@ -110,6 +112,7 @@ struct CountsJson {
     flapping: u64,
     unknown: u64,
     maintenance: u64,
+    stale: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +127,7 @@ struct DeviceStatusJson {
     parent: Option<String>,
     state: String,
     maintenance: bool,
+    stale: bool,
     state_since: Option<String>,
     state_reason: String,
     last_probe_at: Option<String>,
@@ -146,6 +150,7 @@ impl From<StateCounts> for CountsJson {
             flapping: counts.flapping,
             unknown: counts.unknown,
             maintenance: counts.maintenance,
+            stale: counts.stale,
         }
     }
 }
@@ -169,6 +174,7 @@ impl From<DeviceStatus> for DeviceStatusJson {
             site: status.site_name,
             region: status.region,
             maintenance: status.maintenance,
+            stale: status.stale,
             state_reason: status.state_reason,
             last_loss_percent: status.last_loss_percent,
             last_rtt_avg_us: status.last_rtt_avg_us,
@@ -183,6 +189,7 @@ impl From<DeviceStatus> for DeviceStatusJson {
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut client = args.alerting.client()?;
     let mut counts = None;
+    let mut oldest_result_age = None;
     let mut devices = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -201,6 +208,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         // are the picture when the listing began.
         if counts.is_none() {
             counts = page.counts;
+            oldest_result_age = page
+                .oldest_result_age
+                .and_then(|age| Duration::try_from(age).ok());
         }
         devices.extend(page.statuses);
         if page.next_page_token.is_empty() {
@@ -215,6 +225,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     if args.json {
         let status = StatusJson {
             counts: CountsJson::from(counts),
+            oldest_result_age_seconds: oldest_result_age.map(|age| age.as_secs_f64()),
             devices: devices.into_iter().map(DeviceStatusJson::from).collect(),
         };
         // Through a String: serde_json hides an I/O error's kind, and a
@@ -222,7 +233,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let line = serde_json::to_string(&status)?;
         writeln!(out, "{line}")?;
     } else {
-        write_status(&mut out, &counts, &devices, SystemTime::now())?;
+        write_status(
+            &mut out,
+            &counts,
+            oldest_result_age,
+            &devices,
+            SystemTime::now(),
+        )?;
     }
     out.flush()?;
     Ok(())
@@ -254,10 +271,11 @@ fn state_rank(state: i32) -> u8 {
 fn write_status(
     out: &mut impl io::Write,
     counts: &StateCounts,
+    oldest_result_age: Option<Duration>,
     devices: &[DeviceStatus],
     now: SystemTime,
 ) -> io::Result<()> {
-    writeln!(out, "{}", counts_line(counts))?;
+    writeln!(out, "{}", counts_line(counts, oldest_result_age))?;
     if devices.is_empty() {
         return Ok(());
     }
@@ -277,16 +295,23 @@ fn write_status(
     table.write(out)
 }
 
-fn counts_line(counts: &StateCounts) -> String {
+/// One line of counts, with how fresh the view is: stale devices (no
+/// conclusive result for `stale_after`) and the oldest result's age.
+fn counts_line(counts: &StateCounts, oldest_result_age: Option<Duration>) -> String {
+    let oldest = oldest_result_age.map_or_else(
+        || "no result yet".to_string(),
+        |age| format!("oldest result {}s ago", age.as_secs()),
+    );
     format!(
-        "total {}: up {}, down {}, unreachable {}, flapping {}, unknown {}, maintenance {}",
+        "total {}: up {}, down {}, unreachable {}, flapping {}, unknown {}, maintenance {}; stale {}, {oldest}",
         counts.total,
         counts.up,
         counts.down,
         counts.unreachable,
         counts.flapping,
         counts.unknown,
-        counts.maintenance
+        counts.maintenance,
+        counts.stale,
     )
 }
 
@@ -296,10 +321,11 @@ fn status_row(device: &DeviceStatus, now: SystemTime) -> Vec<String> {
         device.device_name.clone(),
         device.ip_address.clone(),
         device.site_name.clone(),
-        if device.maintenance {
-            format!("{state} (maintenance)")
-        } else {
-            state.to_string()
+        match (device.maintenance, device.stale) {
+            (true, true) => format!("{state} (maintenance, stale)"),
+            (true, false) => format!("{state} (maintenance)"),
+            (false, true) => format!("{state} (stale)"),
+            (false, false) => state.to_string(),
         },
         age(device.state_since.as_ref(), now),
         dash_if_empty(&device.state_reason),
@@ -738,11 +764,13 @@ mod tests {
             flapping: 1,
             unknown: 9,
             maintenance: 0,
+            stale: 3,
         };
         assert_eq!(
-            counts_line(&counts),
-            "total 900: up 850, down 20, unreachable 20, flapping 1, unknown 9, maintenance 0"
+            counts_line(&counts, Some(Duration::from_millis(12_400))),
+            "total 900: up 850, down 20, unreachable 20, flapping 1, unknown 9, maintenance 0; stale 3, oldest result 12s ago"
         );
+        assert!(counts_line(&counts, None).ends_with("; stale 3, no result yet"));
     }
 
     #[test]
@@ -756,6 +784,7 @@ mod tests {
             },
             DeviceStatus {
                 ip_address: "127.1.2.9".into(),
+                stale: true,
                 ..device("poti-002-ap1", DeviceState::Unknown, 4000)
             },
             DeviceStatus {
@@ -787,19 +816,21 @@ mod tests {
             flapping: 1,
             unknown: 1,
             maintenance: 1,
+            stale: 1,
         };
         let mut out = Vec::new();
-        write_status(&mut out, &counts, &devices, now()).unwrap();
+        let oldest = Some(Duration::from_secs(4000));
+        write_status(&mut out, &counts, oldest, &devices, now()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "total 12: up 7, down 2, unreachable 1, flapping 1, unknown 1, maintenance 1\n\
+            "total 12: up 7, down 2, unreachable 1, flapping 1, unknown 1, maintenance 1; stale 1, oldest result 4000s ago\n\
              \n\
              NAME              IP          SITE         STATE               SINCE    REASON                           LAST LOSS %\n\
              gori-001-rtr1     127.1.2.2   tbilisi-001  down                59s ago  1 failed probe                   100\n\
              tbilisi-001-rtr1  127.1.2.1   tbilisi-001  down (maintenance)  2m ago   3/3 lost, 2 retries lost         100\n\
              batumi-003-sw1    127.1.3.7   tbilisi-001  flapping            30s ago  3 changes in 5m                  33.3\n\
              tbilisi-001-sw2   127.1.2.20  tbilisi-001  unreachable         2m ago   parent tbilisi-001-rtr1 is DOWN  100\n\
-             poti-002-ap1      127.1.2.9   tbilisi-001  unknown             1h ago   -                                -\n"
+             poti-002-ap1      127.1.2.9   tbilisi-001  unknown (stale)     1h ago   -                                -\n"
         );
     }
 
@@ -811,10 +842,10 @@ mod tests {
             ..StateCounts::default()
         };
         let mut out = Vec::new();
-        write_status(&mut out, &counts, &[], now()).unwrap();
+        write_status(&mut out, &counts, None, &[], now()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "total 3: up 3, down 0, unreachable 0, flapping 0, unknown 0, maintenance 0\n"
+            "total 3: up 3, down 0, unreachable 0, flapping 0, unknown 0, maintenance 0; stale 0, no result yet\n"
         );
     }
 
@@ -827,6 +858,7 @@ mod tests {
                 down: 1,
                 ..StateCounts::default()
             }),
+            oldest_result_age_seconds: Some(2.5),
             devices: vec![DeviceStatusJson::from(DeviceStatus {
                 last_outcome: ProbeOutcome::Timeout as i32,
                 last_loss_percent: Some(100.0),
@@ -836,6 +868,8 @@ mod tests {
         let json = serde_json::to_value(status).unwrap();
         assert_eq!(json["counts"]["total"], 2);
         assert_eq!(json["counts"]["down"], 1);
+        assert_eq!(json["counts"]["stale"], 0);
+        assert_eq!(json["oldest_result_age_seconds"], 2.5);
         let device = &json["devices"][0];
         assert_eq!(device["name"], "gori-001-rtr1");
         assert_eq!(device["state"], "down");

@@ -566,6 +566,71 @@ impl AlertEngine {
         self.write(changes).await
     }
 
+    /// Monitoring gaps (see `freshness`): one alert per gap's scope opens
+    /// while the gap lasts and resolves when its scope has fresh results
+    /// again; a gap whose cause changed keeps its alert, with the new cause
+    /// in its summary. Gap alerts have no device: silences match them only
+    /// through a global scope.
+    pub async fn on_gaps(
+        &self,
+        gaps: &[crate::freshness::Gap],
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let rule = self.rules.read().ok().and_then(|rules| {
+            rules
+                .iter()
+                .find(|r| r.kind == v1::RuleKind::MonitoringGap as i32 && r.enabled.unwrap_or(true))
+                .cloned()
+        });
+        let nobody = v1::Device::default();
+        let mut changes = Vec::new();
+        {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let gap_keys: Vec<OpenKey> = open
+                .iter()
+                .filter(|(_, a)| a.rule_kind == v1::RuleKind::MonitoringGap as i32)
+                .map(|(key, _)| key.clone())
+                .collect();
+            // Gaps that closed (or whose rule is gone): resolved.
+            for key in gap_keys {
+                let scope = open[&key].labels.get("scope").cloned().unwrap_or_default();
+                let still = rule.as_ref().is_some_and(|r| r.id == key.0)
+                    && gaps.iter().any(|g| g.scope == scope);
+                if !still && let Some(alert) = open.remove(&key) {
+                    changes.push(self.resolved(alert, &nobody, now));
+                }
+            }
+            if let Some(rule) = &rule {
+                for gap in gaps {
+                    let key = (rule.id.clone(), String::new(), format!("monitoring_gap/{}", gap.scope));
+                    let summary = gap.summary();
+                    if let Some(alert) = open.get_mut(&key) {
+                        if alert.labels.get("cause") != Some(&gap.cause) {
+                            alert.labels.insert("cause".into(), gap.cause.clone());
+                            alert.summary = summary;
+                            alert.value = Some(gap.devices.len() as f64);
+                            alert.updated_at = Some(ts(now));
+                            changes.push(Change::Touch(alert.clone()));
+                        }
+                        continue;
+                    }
+                    let mut alert = self.new_alert(rule, &nobody, summary, None, now, false);
+                    alert.device_name = gap.scope_text.clone();
+                    alert.value = Some(gap.devices.len() as f64);
+                    // The open-alert key's subject (see `key_of`).
+                    alert.labels.insert("metric".into(), "monitoring_gap".into());
+                    alert.labels.insert("instance".into(), gap.scope.clone());
+                    alert.labels.insert("scope".into(), gap.scope.clone());
+                    alert.labels.insert("cause".into(), gap.cause.clone());
+                    self.mute_new(&mut alert, &nobody, now);
+                    open.insert(key, alert.clone());
+                    changes.push(Change::Open(alert));
+                }
+            }
+        }
+        self.write(changes).await
+    }
+
     async fn write(&self, changes: Vec<Change>) -> Result<(), sqlx::Error> {
         if changes.is_empty() {
             return Ok(());

@@ -1,20 +1,23 @@
 //! Availability from state changes: uptime, downtime (DOWN or
 //! UNREACHABLE), incidents and MTTR over a range. Pure: the caller reads
-//! the transitions, this walks them. UNKNOWN and maintenance time are left
-//! out of the monitored time, so a device that was never probed or was in
-//! planned work is not counted as down.
+//! the transitions, this walks them. UNKNOWN, maintenance and stale
+//! (unmonitored) time are left out of the monitored time, so a device that
+//! was never probed, was in planned work, or went unwatched is counted
+//! neither up nor down.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use netward_shared::proto::v1::DeviceState;
 
-/// One transition: from `at` on, the device is `to` (with `maintenance`).
+/// One transition: from `at` on, the device is `to` (with `maintenance`,
+/// and `stale` when nothing fresh was known of it).
 #[derive(Debug, Clone, Copy)]
 pub struct Transition {
     pub at: DateTime<Utc>,
     pub to: DeviceState,
     pub maintenance: bool,
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +27,8 @@ pub struct Figures {
     pub unreachable: Duration,
     pub maintenance: Duration,
     pub unknown: Duration,
+    /// Stale: no fresh result, whatever state it showed (not maintenance).
+    pub unmonitored: Duration,
     pub incidents: u32,
     /// Durations of the outages that began and ended in the range.
     pub recoveries: Vec<Duration>,
@@ -55,6 +60,7 @@ impl Figures {
         self.unreachable += other.unreachable;
         self.maintenance += other.maintenance;
         self.unknown += other.unknown;
+        self.unmonitored += other.unmonitored;
         self.incidents += other.incidents;
         self.recoveries.extend(other.recoveries.iter().copied());
         self.longest_outage = self.longest_outage.max(other.longest_outage);
@@ -75,7 +81,9 @@ pub fn figures(
     end: DateTime<Utc>,
 ) -> Figures {
     let mut figures = Figures::default();
-    let mut current = before.map_or((DeviceState::Unknown, false), |t| (t.to, t.maintenance));
+    let mut current = before.map_or((DeviceState::Unknown, false, false), |t| {
+        (t.to, t.maintenance, t.stale)
+    });
     let mut at = start;
     // When the ongoing outage began, if it began in the range.
     let mut outage_began: Option<DateTime<Utc>> = None;
@@ -83,10 +91,14 @@ pub fn figures(
     let close = |figures: &mut Figures,
                  from: DateTime<Utc>,
                  to: DateTime<Utc>,
-                 (state, maintenance): (DeviceState, bool)| {
+                 (state, maintenance, stale): (DeviceState, bool, bool)| {
         let span = (to - from).to_std().unwrap_or_default();
         if maintenance {
             figures.maintenance += span;
+            return;
+        }
+        if stale {
+            figures.unmonitored += span;
             return;
         }
         match state {
@@ -115,7 +127,7 @@ pub fn figures(
             }
             outage_open = false;
         }
-        current = (change.to, change.maintenance);
+        current = (change.to, change.maintenance, change.stale);
         at = change.at;
     }
     close(&mut figures, at, end, current);
@@ -140,6 +152,7 @@ mod tests {
             at: t(minute),
             to,
             maintenance: false,
+            stale: false,
         }
     }
 
@@ -170,6 +183,7 @@ mod tests {
                 at: t(40),
                 to: DeviceState::Down,
                 maintenance: true,
+                stale: false,
             },
             change(50, DeviceState::Up),
         ];
@@ -178,6 +192,29 @@ mod tests {
         assert_eq!(f.maintenance, Duration::from_secs(10 * 60));
         assert_eq!(f.uptime_percent(), 100.0);
         assert_eq!(figures(None, &[], t(0), t(60)).uptime_percent(), 100.0);
+    }
+
+    #[test]
+    fn stale_time_is_unmonitored_whatever_the_state_showed() {
+        let stale = |minute, to| Transition {
+            stale: true,
+            ..change(minute, to)
+        };
+        let changes = [
+            stale(10, DeviceState::Unknown),
+            change(20, DeviceState::Up),
+            change(30, DeviceState::Down),
+            stale(40, DeviceState::Down),
+            change(50, DeviceState::Down),
+            change(55, DeviceState::Up),
+        ];
+        let f = figures(Some(change(-5, DeviceState::Up)), &changes, t(0), t(60));
+        assert_eq!(f.unmonitored, Duration::from_secs(20 * 60));
+        assert_eq!(f.up, Duration::from_secs(25 * 60));
+        assert_eq!(f.down, Duration::from_secs(15 * 60));
+        assert_eq!(f.unknown, Duration::ZERO);
+        // One outage, from DOWN to UP, however long it went unwatched.
+        assert_eq!((f.incidents, f.mttr()), (1, Duration::from_secs(25 * 60)));
     }
 
     #[test]

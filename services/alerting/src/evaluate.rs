@@ -2,11 +2,14 @@
 //! machine with its parent's view (from the inventory copy), held children
 //! are released when their parent's result of the cycle is in (or the hold
 //! runs out), and what changed is persisted — current state and every
-//! transition — in one transaction, then announced to watchers.
+//! transition — in one transaction, then announced to watchers. It also
+//! knows how fresh each device's view is: [`Evaluator::freshness`] finds the
+//! devices with no conclusive result for `stale_after`, and
+//! [`Evaluator::mark_stale`] says so in their state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use netward_shared::inventory_copy::SharedCopy;
@@ -34,6 +37,22 @@ pub struct Evaluator {
     children: Mutex<(u64, HashMap<String, Vec<String>>)>,
     pub changes: broadcast::Sender<v1::StateChange>,
     live: Option<Arc<LiveState>>,
+    /// When this process began watching: staleness is only judged over time
+    /// it watched, so a restarted alerting does not blame every device for
+    /// its own absence.
+    watching_since: SystemTime,
+}
+
+/// How fresh the view of the monitored devices is, at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Freshness {
+    /// Devices that should have results: enabled in the inventory.
+    pub monitored: usize,
+    /// Of those, the ones with no conclusive result for `stale_after`, with
+    /// their last conclusive result (`None`: never had one).
+    pub stale: Vec<(Uuid, Option<SystemTime>)>,
+    /// The oldest last conclusive result among monitored devices that have had one.
+    pub oldest_result: Option<SystemTime>,
 }
 
 impl Evaluator {
@@ -55,11 +74,14 @@ impl Evaluator {
         copy: SharedCopy,
     ) -> Result<Self, sqlx::Error> {
         let mut devices = HashMap::new();
-        for row in store.states().await? {
-            let memory = serde_json::from_value(row.memory.clone()).unwrap_or_else(|_| {
-                DeviceMemory::restore(State::from(row.state), row.since.into(), Vec::new())
-                    .with_maintenance(row.maintenance)
-            });
+        for mut row in store.states().await? {
+            let memory: DeviceMemory = serde_json::from_value(row.memory.clone())
+                .unwrap_or_else(|_| {
+                    DeviceMemory::restore(State::from(row.state), row.since.into(), Vec::new())
+                        .with_maintenance(row.maintenance)
+                });
+            row.stale = memory.stale();
+            row.last_result_at = memory.last_result().map(DateTime::<Utc>::from);
             devices.insert(row.device_id, Device { memory, row });
         }
         tracing::info!(devices = devices.len(), "device states restored");
@@ -72,6 +94,7 @@ impl Evaluator {
             children: Mutex::new((u64::MAX, HashMap::new())),
             changes,
             live: None,
+            watching_since: SystemTime::now(),
         })
     }
 
@@ -261,6 +284,82 @@ impl Evaluator {
         self.persist(touched, changes).await
     }
 
+    /// Which monitored devices (enabled in the inventory) have had no
+    /// conclusive result for `stale_after` at `now`. A device's clock starts
+    /// at the latest of its last conclusive result, the last change of its
+    /// inventory record (a device just added or re-enabled gets its own
+    /// grace) and when this process began watching.
+    pub fn freshness(&self, now: SystemTime, stale_after: Duration) -> Freshness {
+        // The inventory copy is read and released before the devices are
+        // locked: `evaluate` takes them in the other order.
+        let monitored: Vec<(Uuid, SystemTime)> = {
+            let Ok(copy) = self.copy.read() else {
+                return Freshness::default();
+            };
+            copy.devices
+                .values()
+                .filter(|d| d.enabled.unwrap_or(true))
+                .filter_map(|d| {
+                    let id = Uuid::parse_str(&d.id).ok()?;
+                    let updated = d
+                        .updated_at
+                        .as_ref()
+                        .and_then(crate::from_timestamp)
+                        .map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
+                    Some((id, updated))
+                })
+                .collect()
+        };
+        let devices = self.lock();
+        let mut freshness = Freshness {
+            monitored: monitored.len(),
+            ..Freshness::default()
+        };
+        for (id, updated) in monitored {
+            let last = devices.get(&id).and_then(|d| d.memory.last_result());
+            if let Some(last) = last {
+                freshness.oldest_result = Some(freshness.oldest_result.map_or(last, |o| o.min(last)));
+            }
+            let clock = last
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+                .max(updated)
+                .max(self.watching_since);
+            if now.duration_since(clock).is_ok_and(|age| age > stale_after) {
+                freshness.stale.push((id, last));
+            }
+        }
+        freshness
+    }
+
+    /// Marks each device of `stale` (id, human reason) stale, unless it is
+    /// already; a device never probed gets its row now. Fresh results clear
+    /// the flag in [`Evaluator::evaluate`].
+    pub async fn mark_stale(
+        &self,
+        stale: &[(Uuid, String)],
+        now: SystemTime,
+    ) -> Result<(), sqlx::Error> {
+        let mut touched = Vec::new();
+        let mut changes = Vec::new();
+        {
+            let mut devices = self.lock();
+            for (id, reason) in stale {
+                let device = devices.entry(*id).or_insert_with(|| Device {
+                    memory: DeviceMemory::new(now),
+                    row: StateRow::unknown(*id, now.into()),
+                });
+                if device.memory.stale() {
+                    continue;
+                }
+                let step = self.machine.set_stale(&mut device.memory, reason, now);
+                let name = self.identity(&id.to_string()).0;
+                record(device, &step, None, &name, &mut changes);
+                touched.push(*id);
+            }
+        }
+        self.persist(touched, changes).await
+    }
+
     async fn persist(
         &self,
         mut touched: Vec<Uuid>,
@@ -404,6 +503,8 @@ fn record(
     row.maintenance = step.maintenance;
     row.since = device.memory.since().into();
     row.consecutive_failures = device.memory.consecutive_failures();
+    row.stale = step.stale;
+    row.last_result_at = device.memory.last_result().map(DateTime::<Utc>::from);
     row.memory = serde_json::to_value(&device.memory).unwrap_or(serde_json::Value::Null);
     for event in &step.events {
         if let EventKind::MaintenanceChanged { maintenance } = event.kind {
@@ -417,6 +518,24 @@ fn record(
                 reason: event.reason.clone(),
                 changed_at: DateTime::<Utc>::from(event.at),
                 cycle_id: 0,
+                stale: step.stale,
+            });
+        }
+        if let EventKind::StaleChanged { stale } = event.kind {
+            let state = v1::DeviceState::from(step.state);
+            // The reason shown is the freshest thing known: why it went
+            // stale, then that results came again (until the next change).
+            row.reason = event.reason.clone();
+            tracing::info!(device = name, stale, state = state.as_str_name(), reason = %event.reason, "device freshness changed");
+            changes.push(ChangeRow {
+                device_id: row.device_id,
+                from: state,
+                to: state,
+                maintenance: step.maintenance,
+                reason: event.reason.clone(),
+                changed_at: DateTime::<Utc>::from(event.at),
+                cycle_id: event.cycle_id,
+                stale,
             });
         }
         if let EventKind::StateChanged { from, to } = event.kind {
@@ -430,6 +549,7 @@ fn record(
                 reason: event.reason.clone(),
                 changed_at: DateTime::<Utc>::from(event.at),
                 cycle_id: event.cycle_id,
+                stale: step.stale,
             });
         }
     }

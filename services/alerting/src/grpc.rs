@@ -110,6 +110,8 @@ impl AlertingGrpc {
             last_polled_at: snmp.map(|(at, _, _)| ts(at)),
             last_snmp_outcome: snmp.map_or(0, |(_, outcome, _)| outcome),
             sys_uptime_ticks: snmp.and_then(|(_, _, uptime)| uptime),
+            stale: row.stale,
+            last_result_at: row.last_result_at.map(ts),
             ..Default::default()
         }
     }
@@ -477,7 +479,18 @@ impl AlertingService for AlertingGrpc {
                 _ => counts.unknown += 1,
             }
             counts.maintenance += u64::from(s.maintenance);
+            counts.stale += u64::from(s.stale);
         }
+        let now = chrono::Utc::now();
+        let oldest_result_age = statuses
+            .iter()
+            .filter_map(|s| s.last_result_at.as_ref().and_then(from_timestamp))
+            .min()
+            .map(|oldest| (now - oldest).to_std().unwrap_or_default())
+            .map(|age| prost_types::Duration {
+                seconds: age.as_secs() as i64,
+                nanos: age.subsec_nanos() as i32,
+            });
         if !r.states.is_empty() {
             statuses.retain(|s| r.states.contains(&s.state));
         }
@@ -530,6 +543,7 @@ impl AlertingService for AlertingGrpc {
             next_page_token,
             counts: Some(counts),
             total_count,
+            oldest_result_age,
         }))
     }
 
@@ -966,6 +980,7 @@ impl AlertingService for AlertingGrpc {
                 at: c.changed_at,
                 to: c.to,
                 maintenance: c.maintenance,
+                stale: c.stale,
             };
             let before = earlier.last().map(transition);
             let changes: Vec<Transition> = within.iter().map(transition).collect();
@@ -1004,6 +1019,7 @@ impl AlertingService for AlertingGrpc {
             unreachable_time: Some(duration(total.unreachable)),
             maintenance_time: Some(duration(total.maintenance)),
             unknown_time: Some(duration(total.unknown)),
+            unmonitored_time: Some(duration(total.unmonitored)),
             incidents: total.incidents,
             mttr: Some(duration(total.mttr())),
             longest_outage: Some(duration(total.longest_outage)),

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod availability;
 pub mod evaluate;
+pub mod freshness;
 mod grpc;
 pub mod ingest;
 pub mod live;
@@ -54,6 +55,11 @@ pub struct AlertingConfig {
     pub interfaces: snmp::classify::InterfacesConfig,
     /// How counter rates are judged (`[alerting.rates]`: poll interval, gaps).
     pub rates: snmp::rates::RateConfig,
+    /// A device with no conclusive probe result for this long is stale
+    /// (UNKNOWN if it was UP) and counted in a monitoring-gap alert. Unset:
+    /// 3 ping intervals, as the planner reports its interval.
+    #[serde(with = "humantime_serde::option")]
+    pub stale_after: Option<Duration>,
 }
 
 impl Default for AlertingConfig {
@@ -65,6 +71,7 @@ impl Default for AlertingConfig {
             notify: notify::NotifyConfig::default(),
             interfaces: snmp::classify::InterfacesConfig::default(),
             rates: snmp::rates::RateConfig::default(),
+            stale_after: None,
         }
     }
 }
@@ -131,6 +138,34 @@ pub(crate) async fn apply_silences(
     alerts.refresh_suppression(now).await?;
     alerts.silences().prune(now);
     Ok(())
+}
+
+/// One freshness sweep at `now`: devices with no conclusive result for
+/// `stale_after` are marked stale with their gap's cause, and the gaps are
+/// raised or resolved as alerts. The metrics say how far behind the view is.
+pub(crate) async fn sweep_freshness(
+    evaluator: &Evaluator,
+    alerts: &AlertEngine,
+    copy: &netward_shared::inventory_copy::SharedCopy,
+    view: &freshness::PlannerView,
+    stale_after: Option<Duration>,
+    now: std::time::SystemTime,
+) -> Result<(), sqlx::Error> {
+    if !copy.read().map(|c| c.synced).unwrap_or(false) {
+        return Ok(());
+    }
+    let stale_after = stale_after.unwrap_or(view.interval() * 3);
+    let fresh = evaluator.freshness(now, stale_after);
+    metrics::gauge!("alerting_monitored_devices").set(fresh.monitored as f64);
+    metrics::gauge!("alerting_stale_devices").set(fresh.stale.len() as f64);
+    let oldest = fresh
+        .oldest_result
+        .and_then(|at| now.duration_since(at).ok())
+        .unwrap_or_default();
+    metrics::gauge!("alerting_oldest_result_age_seconds").set(oldest.as_secs_f64());
+    let (gaps, reasons) = freshness::gaps(&fresh, copy, view, now);
+    evaluator.mark_stale(&reasons, now).await?;
+    alerts.on_gaps(&gaps, now.into()).await
 }
 
 /// Runs the alerting target on `listeners` until `shutdown` completes.
@@ -222,6 +257,41 @@ pub async fn run(
             ticks += 1;
             if ticks.is_multiple_of(20) {
                 holds.retry_live().await;
+            }
+        }
+    });
+    // Never blind: follow the planner, and every second mark what has had
+    // no result for `stale_after` and raise the monitoring gaps.
+    let view: freshness::SharedView = Default::default();
+    tokio::spawn(freshness::follow_planner(
+        config.common.planner_url.clone(),
+        config.common.token.clone(),
+        view.clone(),
+        stop.clone(),
+    ));
+    let (swept, swept_alerts, swept_copy, swept_stop) =
+        (evaluator.clone(), alerts.clone(), copy.clone(), stop.clone());
+    let stale_after = section.stale_after;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = swept_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let snapshot = view.read().map(|v| v.clone()).unwrap_or_default();
+            let now = std::time::SystemTime::now();
+            if let Err(error) = sweep_freshness(
+                &swept,
+                &swept_alerts,
+                &swept_copy,
+                &snapshot,
+                stale_after,
+                now,
+            )
+            .await
+            {
+                tracing::warn!(%error, "freshness sweep failed; retrying");
             }
         }
     });

@@ -159,6 +159,14 @@ pub fn default_rules() -> Vec<v1::Rule> {
                 "memory above 90 % used for 3 polls (any vendor profile)",
             )
         },
+        rule(
+            "monitoring-gap",
+            v1::RuleKind::MonitoringGap,
+            v1::Severity::High,
+            0.0,
+            0,
+            "devices have had no fresh result for stale_after: netward cannot see them",
+        ),
     ]
 }
 
@@ -231,6 +239,18 @@ pub fn check(
         v.add("rule.threshold", rule.threshold, "a percentage: 0..=100");
     }
     v.range("rule.consecutive", Some(rule.consecutive), 0, 100);
+    if kind == v1::RuleKind::MonitoringGap
+        && out
+            .scope
+            .as_ref()
+            .is_some_and(|s| s.kind != v1::ScopeKind::Global as i32)
+    {
+        v.add(
+            "rule.scope",
+            out.scope.as_ref().map_or(0, |s| s.kind),
+            "a MONITORING_GAP rule covers the whole fleet: scope must be GLOBAL",
+        );
+    }
     for (field, value) in [
         ("rule.for_duration", &rule.for_duration),
         ("rule.window", &rule.window),

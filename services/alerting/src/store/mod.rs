@@ -53,6 +53,10 @@ pub struct StateRow {
     pub consecutive_failures: u32,
     /// The state machine's memory, as JSON.
     pub memory: serde_json::Value,
+    /// No conclusive result for `stale_after` (from the memory, not a column).
+    pub stale: bool,
+    /// When the last conclusive result arrived (from the memory, not a column).
+    pub last_result_at: Option<DateTime<Utc>>,
 }
 
 impl StateRow {
@@ -71,6 +75,8 @@ impl StateRow {
             last_cycle_id: 0,
             consecutive_failures: 0,
             memory: serde_json::Value::Null,
+            stale: false,
+            last_result_at: None,
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct ChangeRow {
     pub reason: String,
     pub changed_at: DateTime<Utc>,
     pub cycle_id: u64,
+    /// From here on the device had no fresh result (unmonitored time).
+    pub stale: bool,
 }
 
 /// One step of a device's history, summed from its one-minute rollups.

@@ -222,6 +222,7 @@ impl AlertingStore for PgStore {
             let from: Vec<i16> = changes.iter().map(|c| c.from as i16).collect();
             let to: Vec<i16> = changes.iter().map(|c| c.to as i16).collect();
             let maintenance: Vec<bool> = changes.iter().map(|c| c.maintenance).collect();
+            let stale: Vec<bool> = changes.iter().map(|c| c.stale).collect();
             let reason: Vec<String> = changes.iter().map(|c| c.reason.clone()).collect();
             let at: Vec<DateTime<Utc>> = changes.iter().map(|c| c.changed_at).collect();
             let cycle: Vec<i64> = changes
@@ -229,9 +230,9 @@ impl AlertingStore for PgStore {
                 .map(|c| c.cycle_id.min(i64::MAX as u64) as i64)
                 .collect();
             sqlx::query(
-                "INSERT INTO state_changes (device_id, from_state, to_state, maintenance, reason, changed_at, cycle_id) \
+                "INSERT INTO state_changes (device_id, from_state, to_state, maintenance, reason, changed_at, cycle_id, stale) \
                  SELECT * FROM UNNEST($1::uuid[], $2::int2[], $3::int2[], $4::bool[], $5::text[], \
-                                      $6::timestamptz[], $7::int8[])",
+                                      $6::timestamptz[], $7::int8[], $8::bool[])",
             )
             .bind(&ids)
             .bind(&from)
@@ -240,6 +241,7 @@ impl AlertingStore for PgStore {
             .bind(&reason)
             .bind(&at)
             .bind(&cycle)
+            .bind(&stale)
             .execute(&mut *tx)
             .await?;
         }
@@ -283,6 +285,8 @@ impl AlertingStore for PgStore {
                     last_cycle_id: cycle.max(0) as u64,
                     consecutive_failures: failures.max(0) as u32,
                     memory,
+                    stale: false,
+                    last_result_at: None,
                 },
             )
             .collect())
@@ -294,8 +298,8 @@ impl AlertingStore for PgStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<ChangeRow>> {
-        let rows = sqlx::query_as::<_, (i16, i16, bool, String, DateTime<Utc>, i64)>(
-            "SELECT from_state, to_state, maintenance, reason, changed_at, cycle_id FROM state_changes \
+        let rows = sqlx::query_as::<_, (i16, i16, bool, String, DateTime<Utc>, i64, bool)>(
+            "SELECT from_state, to_state, maintenance, reason, changed_at, cycle_id, stale FROM state_changes \
              WHERE device_id = $1 AND changed_at >= $2 AND changed_at < $3 ORDER BY changed_at, id",
         )
         .bind(device_id)
@@ -306,7 +310,7 @@ impl AlertingStore for PgStore {
         Ok(rows
             .into_iter()
             .map(
-                |(from_state, to_state, maintenance, reason, changed_at, cycle)| ChangeRow {
+                |(from_state, to_state, maintenance, reason, changed_at, cycle, stale)| ChangeRow {
                     device_id,
                     from: state_of(from_state),
                     to: state_of(to_state),
@@ -314,6 +318,7 @@ impl AlertingStore for PgStore {
                     reason,
                     changed_at,
                     cycle_id: cycle.max(0) as u64,
+                    stale,
                 },
             )
             .collect())
