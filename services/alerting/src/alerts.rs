@@ -566,6 +566,18 @@ impl AlertEngine {
         self.write(changes).await
     }
 
+    /// Whether a monitoring-gap alert of `scope` is open.
+    pub fn gap_open(&self, scope: &str) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|a| {
+                a.rule_kind == v1::RuleKind::MonitoringGap as i32
+                    && a.labels.get("scope").map(String::as_str) == Some(scope)
+            })
+    }
+
     /// Monitoring gaps (see `freshness`): one alert per gap's scope opens
     /// while the gap lasts and resolves when its scope has fresh results
     /// again; a gap whose cause changed keeps its alert, with the new cause
@@ -602,13 +614,20 @@ impl AlertEngine {
             }
             if let Some(rule) = &rule {
                 for gap in gaps {
-                    let key = (rule.id.clone(), String::new(), format!("monitoring_gap/{}", gap.scope));
+                    let key = (
+                        rule.id.clone(),
+                        String::new(),
+                        format!("monitoring_gap/{}", gap.scope),
+                    );
                     let summary = gap.summary();
                     if let Some(alert) = open.get_mut(&key) {
-                        if alert.labels.get("cause") != Some(&gap.cause) {
+                        // Kept current as the gap grows or shrinks (not
+                        // notified again: the firing was).
+                        let count = Some(gap.devices.len() as f64);
+                        if alert.labels.get("cause") != Some(&gap.cause) || alert.value != count {
                             alert.labels.insert("cause".into(), gap.cause.clone());
                             alert.summary = summary;
-                            alert.value = Some(gap.devices.len() as f64);
+                            alert.value = count;
                             alert.updated_at = Some(ts(now));
                             changes.push(Change::Touch(alert.clone()));
                         }
@@ -618,7 +637,9 @@ impl AlertEngine {
                     alert.device_name = gap.scope_text.clone();
                     alert.value = Some(gap.devices.len() as f64);
                     // The open-alert key's subject (see `key_of`).
-                    alert.labels.insert("metric".into(), "monitoring_gap".into());
+                    alert
+                        .labels
+                        .insert("metric".into(), "monitoring_gap".into());
                     alert.labels.insert("instance".into(), gap.scope.clone());
                     alert.labels.insert("scope".into(), gap.scope.clone());
                     alert.labels.insert("cause".into(), gap.cause.clone());

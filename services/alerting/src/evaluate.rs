@@ -75,8 +75,8 @@ impl Evaluator {
     ) -> Result<Self, sqlx::Error> {
         let mut devices = HashMap::new();
         for mut row in store.states().await? {
-            let memory: DeviceMemory = serde_json::from_value(row.memory.clone())
-                .unwrap_or_else(|_| {
+            let memory: DeviceMemory =
+                serde_json::from_value(row.memory.clone()).unwrap_or_else(|_| {
                     DeviceMemory::restore(State::from(row.state), row.since.into(), Vec::new())
                         .with_maintenance(row.maintenance)
                 });
@@ -318,7 +318,8 @@ impl Evaluator {
         for (id, updated) in monitored {
             let last = devices.get(&id).and_then(|d| d.memory.last_result());
             if let Some(last) = last {
-                freshness.oldest_result = Some(freshness.oldest_result.map_or(last, |o| o.min(last)));
+                freshness.oldest_result =
+                    Some(freshness.oldest_result.map_or(last, |o| o.min(last)));
             }
             let clock = last
                 .unwrap_or(SystemTime::UNIX_EPOCH)

@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 use crate::evaluate::Freshness;
 
+/// The scope key of a gap covering the whole fleet.
+pub const FLEET: &str = "all";
+
 /// How often the planner is asked.
 pub const PLANNER_POLL: Duration = Duration::from_secs(2);
 
@@ -80,7 +83,8 @@ impl PlannerView {
             .and_then(|c| c.started_at.as_ref())
             .and_then(crate::from_timestamp)
             .map(SystemTime::from);
-        let late = opened.is_none_or(|at| now.duration_since(at).unwrap_or_default() > interval * 2);
+        let late =
+            opened.is_none_or(|at| now.duration_since(at).unwrap_or_default() > interval * 2);
         if late {
             return Some(match opened {
                 Some(at) => format!("the planner opened no ping cycle since {}", clock(at)),
@@ -278,11 +282,15 @@ impl Gap {
 /// Groups the stale devices of `freshness` by cause and scope: one gap for
 /// the whole fleet when the planner's side explains it, else one per
 /// executor selector (the unit the planner serves), each with the
-/// per-device reasons that go into their states.
+/// per-device reasons that go into their states. A fleet gap already open
+/// (`fleet_open`) keeps every stale device until none is left: an executor
+/// coming back refreshes devices over a cycle, and the gap must not split
+/// into per-selector alerts on the way out.
 pub fn gaps(
     freshness: &Freshness,
     copy: &SharedCopy,
     view: &PlannerView,
+    fleet_open: bool,
     now: SystemTime,
 ) -> (Vec<Gap>, Vec<(Uuid, String)>) {
     if freshness.stale.is_empty() {
@@ -308,9 +316,15 @@ pub fn gaps(
         (selector_of, sizes)
     };
     let mut gaps: Vec<Gap> = Vec::new();
-    match view.fleet_cause(now) {
+    let fleet_cause = view.fleet_cause(now).or_else(|| {
+        fleet_open.then(|| {
+            "results are coming back; these have none yet since the planner's side recovered"
+                .to_string()
+        })
+    });
+    match fleet_cause {
         Some(cause) => gaps.push(Gap {
-            scope: "all".into(),
+            scope: FLEET.into(),
             scope_text: "devices".into(),
             cause,
             devices: freshness.stale.iter().map(|(id, _)| *id).collect(),
@@ -329,7 +343,10 @@ pub fn gaps(
                     scope_text: if selector.is_empty() {
                         "devices with no executor selector".into()
                     } else {
-                        format!("devices with executor_selector {}", selector_text(&selector))
+                        format!(
+                            "devices with executor_selector {}",
+                            selector_text(&selector)
+                        )
                     },
                     cause: view.group_cause(&selector),
                     in_scope: group_sizes.get(&selector).copied().unwrap_or(devices.len()),
@@ -348,7 +365,11 @@ pub fn gaps(
             .iter()
             .map(|id| last.get(id).copied().flatten())
             .collect();
-        gap.since = lasts.iter().copied().collect::<Option<Vec<_>>>().and_then(|all| all.into_iter().min());
+        gap.since = lasts
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()
+            .and_then(|all| all.into_iter().min());
         for (id, last) in gap.devices.iter().zip(lasts) {
             let reason = match last {
                 Some(at) => format!("no result since {}: {}", clock(at), gap.cause),
@@ -415,7 +436,11 @@ mod tests {
         );
         let mut view = leading(100, 1);
         view.leader = false;
-        assert!(view.fleet_cause(at(100)).unwrap().contains("no planner is leading"));
+        assert!(
+            view.fleet_cause(at(100))
+                .unwrap()
+                .contains("no planner is leading")
+        );
         // The last cycle opened 3 s before t=100: late after two intervals.
         assert!(
             leading(100, 1)
@@ -426,9 +451,9 @@ mod tests {
         let mut view = leading(100, 1);
         view.error = Some("http://127.0.0.1:50052: connection refused".into());
         assert!(
-            view.fleet_cause(at(110))
-                .unwrap()
-                .contains("the planner is unreachable (http://127.0.0.1:50052: connection refused)")
+            view.fleet_cause(at(110)).unwrap().contains(
+                "the planner is unreachable (http://127.0.0.1:50052: connection refused)"
+            )
         );
         assert!(
             PlannerView::default()
@@ -447,6 +472,9 @@ mod tests {
             view.group_cause(&b),
             "no ping executor matches executor_selector site=b: its batches go unserved"
         );
-        assert!(view.group_cause(&BTreeMap::new()).contains("no results reach alerting"));
+        assert!(
+            view.group_cause(&BTreeMap::new())
+                .contains("no results reach alerting")
+        );
     }
 }

@@ -163,7 +163,8 @@ pub(crate) async fn sweep_freshness(
         .and_then(|at| now.duration_since(at).ok())
         .unwrap_or_default();
     metrics::gauge!("alerting_oldest_result_age_seconds").set(oldest.as_secs_f64());
-    let (gaps, reasons) = freshness::gaps(&fresh, copy, view, now);
+    let fleet_open = alerts.gap_open(freshness::FLEET);
+    let (gaps, reasons) = freshness::gaps(&fresh, copy, view, fleet_open, now);
     evaluator.mark_stale(&reasons, now).await?;
     alerts.on_gaps(&gaps, now.into()).await
 }
@@ -269,8 +270,12 @@ pub async fn run(
         view.clone(),
         stop.clone(),
     ));
-    let (swept, swept_alerts, swept_copy, swept_stop) =
-        (evaluator.clone(), alerts.clone(), copy.clone(), stop.clone());
+    let (swept, swept_alerts, swept_copy, swept_stop) = (
+        evaluator.clone(),
+        alerts.clone(),
+        copy.clone(),
+        stop.clone(),
+    );
     let stale_after = section.stale_after;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -973,7 +973,9 @@ mod tests {
                 machine.release(memory, view(par, held), at(t))
             }
             In::Maint(t, on) => machine.set_maintenance(memory, on, at(t)),
-            In::Stale(t) => machine.set_stale(memory, "no result since 12:00:00: not probed", at(t)),
+            In::Stale(t) => {
+                machine.set_stale(memory, "no result since 12:00:00: not probed", at(t))
+            }
         }
     }
 
@@ -1174,9 +1176,19 @@ mod tests {
                 "an UP device with no result becomes UNKNOWN, its next answer is news",
                 vec![
                     (Ok(0), Up_, &["UNKNOWN>UP"], ""),
-                    (Stale(40), U, &["UP>UNKNOWN"], "no result since 12:00:00: not probed"),
+                    (
+                        Stale(40),
+                        U,
+                        &["UP>UNKNOWN"],
+                        "no result since 12:00:00: not probed",
+                    ),
                     (Stale(41), U, &[], ""),
-                    (Ok(50), Up_, &["fresh", "UNKNOWN>UP"], "first probe answered"),
+                    (
+                        Ok(50),
+                        Up_,
+                        &["fresh", "UNKNOWN>UP"],
+                        "first probe answered",
+                    ),
                 ],
             ),
             case(

@@ -1,0 +1,263 @@
+//! Never blind, in the network lab: the only ping executor is killed. Within
+//! `stale_after` + one interval every device it probed is UNKNOWN with a
+//! reason, exactly one monitoring-gap alert fires (none per device, no DOWN
+//! alert), `netward status` says how stale the view is, and when an
+//! executor returns the devices are UP and fresh again and the gap resolves.
+//! Inventory, planner, executors and alerting run as processes of the real
+//! binary; a 2 s ping interval keeps the run short (stale_after = 6 s).
+
+use std::time::{Duration, Instant};
+
+use netward_shared::client::connect;
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::testkit::lab;
+use netward_shared::testkit::{TestDatabase, eventually};
+
+use crate::support::{NETWARD, Netward};
+
+const DEVICES: usize = 100;
+const INTERVAL: Duration = Duration::from_secs(2);
+
+async fn statuses(
+    client: &mut AlertingServiceClient<netward_shared::client::PeerChannel>,
+) -> v1::ListDeviceStatusesResponse {
+    client
+        .list_device_statuses(v1::ListDeviceStatusesRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Every alert (resolved too) that started at or after `since` (Unix seconds).
+async fn alerts(
+    client: &mut AlertingServiceClient<netward_shared::client::PeerChannel>,
+    since: i64,
+) -> Vec<v1::Alert> {
+    let all = client
+        .list_alerts(v1::ListAlertsRequest {
+            include_resolved: true,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    all.into_iter()
+        .filter(|a| a.started_at.as_ref().is_some_and(|t| t.seconds >= since))
+        .collect()
+}
+
+async fn executor(planner_url: &str, alerting_url: &str, id: &str) -> Netward {
+    Netward::start_with_env(
+        "ping-executor",
+        &["--planner-url", planner_url, "--alerting-url", alerting_url],
+        &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", id)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
+    if !lab::inside() {
+        return;
+    }
+    let rows: Vec<v1::ImportRow> = (0..DEVICES)
+        .map(|k| v1::ImportRow {
+            line: k as u32 + 2,
+            name: format!("gap-{k:03}"),
+            ip: format!("127.52.{}.{}", k / 25, k % 25 + 1),
+            site: format!("gap-site-{}", k / 25),
+            ..Default::default()
+        })
+        .collect();
+    let database = TestDatabase::create().await.unwrap();
+    let db = database.url().to_string();
+    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let (imported, _) = crate::support::import(&inventory_url, rows).await;
+    assert_eq!(imported.created, DEVICES as u64);
+    let interval = format!("{}s", INTERVAL.as_secs());
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", &inventory_url],
+        &[("NETWARD_PLANNER__PING_INTERVAL", interval.as_str())],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let alerting = Netward::start(
+        "alerting",
+        &[
+            "--database-url",
+            &db,
+            "--inventory-url",
+            &inventory_url,
+            "--planner-url",
+            &planner_url,
+        ],
+    )
+    .await;
+    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let mut client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+
+    let first = executor(&planner_url, &alerting_url, "gap-ping-1").await;
+    eventually("every device UP and fresh", Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            let listed = statuses(&mut client).await;
+            let counts = listed.counts?;
+            (counts.up == DEVICES as u64 && counts.stale == 0).then_some(())
+        }
+    })
+    .await;
+
+    // The only executor dies: nothing probes any device any more.
+    let (_, _) = first.kill().await;
+    let killed = Instant::now();
+    let killed_at = chrono::Utc::now().timestamp() - 1;
+    let stale_after = INTERVAL * 3;
+    eventually(
+        "every device UNKNOWN and stale",
+        stale_after + INTERVAL + Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move {
+                let listed = statuses(&mut client).await;
+                listed
+                    .statuses
+                    .iter()
+                    .all(|s| s.state == v1::DeviceState::Unknown as i32 && s.stale)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let went_stale = killed.elapsed();
+    println!(
+        "lab gap: every device UNKNOWN {:.1} s after the only executor was killed (stale_after {:.0} s, interval {:.0} s)",
+        went_stale.as_secs_f64(),
+        stale_after.as_secs_f64(),
+        INTERVAL.as_secs_f64()
+    );
+    assert!(
+        went_stale <= stale_after + INTERVAL + Duration::from_secs(2),
+        "took {went_stale:?}"
+    );
+    let listed = statuses(&mut client).await;
+    for status in &listed.statuses {
+        assert!(
+            status
+                .state_reason
+                .contains("no ping executor is connected to the planner"),
+            "{}: {}",
+            status.device_name,
+            status.state_reason
+        );
+        assert!(
+            status.state_reason.starts_with("no result since "),
+            "{}",
+            status.state_reason
+        );
+    }
+    let counts = listed.counts.unwrap();
+    assert_eq!((counts.stale, counts.unknown), (100, 100));
+    let age = listed.oldest_result_age.unwrap();
+    assert!(age.seconds >= 6, "oldest result {age:?}");
+
+    // Exactly one alert, and it is the gap: no DOWN, no per-device alert.
+    eventually("the gap alert", Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move { (!alerts(&mut client, killed_at).await.is_empty()).then_some(()) }
+    })
+    .await;
+    // A few more sweeps must not add any.
+    tokio::time::sleep(INTERVAL * 2).await;
+    let all = alerts(&mut client, killed_at).await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let gap = &all[0];
+    assert_eq!(gap.rule_kind, v1::RuleKind::MonitoringGap as i32);
+    assert_eq!(gap.state, v1::AlertState::Firing as i32);
+    assert_eq!(gap.device_name, "devices");
+    assert_eq!(gap.value, Some(100.0));
+    assert!(
+        gap.summary
+            .starts_with("monitoring gap: 100 of 100 devices have no fresh result since ")
+            && gap
+                .summary
+                .ends_with(": no ping executor is connected to the planner"),
+        "{}",
+        gap.summary
+    );
+
+    // What an operator sees on the command line.
+    let output = tokio::process::Command::new(NETWARD)
+        .args(["status", "--alerting-url", &alerting_url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    let first_line = text.lines().next().unwrap_or_default();
+    assert!(
+        first_line.starts_with("total 100: up 0, down 0, unreachable 0, flapping 0, unknown 100, maintenance 0; stale 100, oldest result "),
+        "{first_line}"
+    );
+    assert!(text.contains("unknown (stale)"), "{text}");
+    // And the metric a Prometheus rule would watch.
+    let metrics = crate::support::http_get(alerting.metrics_addr, "/metrics").await;
+    let stale_metric = metrics.lines().find_map(|l| {
+        l.strip_prefix("alerting_stale_devices ")?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    assert_eq!(stale_metric, Some(100.0), "{metrics}");
+    assert!(metrics.contains("alerting_oldest_result_age_seconds "));
+
+    // An executor returns: fresh and UP again, the gap resolved.
+    let second = executor(&planner_url, &alerting_url, "gap-ping-2").await;
+    eventually(
+        "every device UP and fresh again",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            async move {
+                let listed = statuses(&mut client).await;
+                let counts = listed.counts?;
+                (counts.up == DEVICES as u64 && counts.stale == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    eventually("the gap resolved", Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move {
+            let all = alerts(&mut client, killed_at).await;
+            (all.len() == 1 && all[0].state == v1::AlertState::Resolved as i32).then_some(())
+        }
+    })
+    .await;
+    // Availability: the stale time is unmonitored, not downtime.
+    let device_id = statuses(&mut client).await.statuses[0].device_id.clone();
+    let availability = client
+        .get_availability(v1::GetAvailabilityRequest {
+            target: Some(v1::get_availability_request::Target::DeviceId(device_id)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let unmonitored = availability.unmonitored_time.unwrap_or_default();
+    assert!(unmonitored.seconds >= 1, "{availability:?}");
+    assert_eq!(availability.downtime.unwrap_or_default().seconds, 0);
+    assert_eq!(availability.incidents, 0);
+
+    second.stop().await;
+    planner.stop().await;
+    alerting.stop().await;
+    inventory.stop().await;
+}
