@@ -442,9 +442,10 @@ mod tests {
                 .contains("no planner is leading")
         );
         // The last cycle opened 3 s before t=100: late after two intervals.
+        let mut view = leading(100, 1);
+        view.answered_at = Some(at(118));
         assert!(
-            leading(100, 1)
-                .fleet_cause(at(118))
+            view.fleet_cause(at(118))
                 .unwrap()
                 .contains("opened no ping cycle since")
         );
