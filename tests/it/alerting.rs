@@ -741,6 +741,7 @@ async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
             "isp-link-down",
             "isp-link-flapping",
             "memory-high",
+            "monitoring-gap",
             "packet-loss"
         ]
     );

@@ -101,7 +101,7 @@ async fn rules_are_created_changed_and_deleted_over_grpc() {
         .unwrap()
         .into_inner()
         .rules;
-    assert_eq!(rules_before.len(), 12, "only the seeded rules");
+    assert_eq!(rules_before.len(), 13, "only the seeded rules");
 
     // A tighter latency rule for branch 1, by site name.
     let created = alerting
@@ -196,7 +196,7 @@ async fn rules_are_created_changed_and_deleted_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(second.rules.len(), 11);
+    assert_eq!(second.rules.len(), 12);
     assert!(second.next_page_token.is_empty());
 
     // 80 ms twice: the site rule (60 ms, 2 probes) fires for br1, the
