@@ -124,9 +124,12 @@ fn probing(devices: usize) -> Result<(), Box<dyn std::error::Error>> {
         executor_id: "bench".into(),
         kind: v1::ExecutorKind::Ping as i32,
         capacity: devices as u32,
+        instance_token: "bench".into(),
         ..Default::default()
     };
-    let (session, _) = scheduler.register(register, "bench".into(), tx, start);
+    let (session, _) = scheduler
+        .register(register, "bench".into(), tx, start)
+        .map_err(|e| e.to_string())?;
     // A fixed pseudo-random sequence of durations: runs are comparable.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut duration = move || {

@@ -66,6 +66,9 @@ pub struct Executor {
     pub version: String,
     pub hostname: String,
     pub remote_address: String,
+    /// Random per executor process (from `Register`): a registration with
+    /// the same id and token is the same process reconnecting.
+    instance_token: String,
     tx: WorkSender,
     /// Batches handed to it and not yet done (cycle id, batch index).
     batches: HashSet<(u64, usize)>,
@@ -77,6 +80,26 @@ pub struct Executor {
     pub overruns: u64,
     pub reassigned: u64,
     pub heartbeat: v1::Heartbeat,
+}
+
+/// Why a `Work` stream's registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// Another process holds the executor id with a live session.
+    #[error(
+        "executor id {executor_id:?} is held by a live session of another process on host {hostname:?} \
+         (remote address {remote_address}, connected since {}); retry in {} s, when that session \
+         would count as dead if it stopped heartbeating, or give each process its own executor_id",
+        humantime_serde::re::humantime::format_rfc3339_seconds(*connected_since),
+        retry_after.as_secs_f64().ceil()
+    )]
+    Held {
+        executor_id: String,
+        hostname: String,
+        remote_address: String,
+        connected_since: SystemTime,
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -666,24 +689,51 @@ impl Scheduler {
         }
     }
 
-    /// A new `Work` stream registered. A live session with the same executor
-    /// id is replaced (the executor reconnected before we noticed it left).
+    /// A new `Work` stream registered. An executor id has one session at a
+    /// time. When it is held already: the same process reconnecting (same
+    /// `instance_token`, e.g. after a broken stream) takes the old session
+    /// over at once; another process is refused while the old session is
+    /// live (a heartbeat within three intervals), so two live processes
+    /// never take turns with one id, and takes over once it is silent (a
+    /// quick restart whose old stream is half-open waits that long).
     pub fn register(
         &self,
         register: v1::Register,
         remote_address: String,
         tx: WorkSender,
         now: Instant,
-    ) -> (SessionId, v1::Registered) {
-        let replaced: Vec<SessionId> = self
+    ) -> Result<(SessionId, v1::Registered), RegisterError> {
+        let silent_after = self.config.heartbeat_interval * 3;
+        let holder = self
             .lock()
             .executors
             .values()
-            .filter(|e| e.id == register.executor_id)
-            .map(|e| e.session)
-            .collect();
-        for session in replaced {
-            tracing::info!(executor_id = %register.executor_id, "executor re-registered; replacing its old session");
+            .find(|e| e.id == register.executor_id)
+            .map(|e| {
+                let same_instance = !register.instance_token.is_empty()
+                    && e.instance_token == register.instance_token;
+                let silent_for = now.saturating_duration_since(e.last_heartbeat);
+                if same_instance || silent_for > silent_after {
+                    Ok((e.session, same_instance))
+                } else {
+                    Err(RegisterError::Held {
+                        executor_id: e.id.clone(),
+                        hostname: e.hostname.clone(),
+                        remote_address: e.remote_address.clone(),
+                        connected_since: e.connected_since,
+                        // When the holder would count as dead were it to
+                        // stop heartbeating now, plus a second of margin.
+                        retry_after: silent_after - silent_for + Duration::from_secs(1),
+                    })
+                }
+            })
+            .transpose()?;
+        if let Some((session, same_instance)) = holder {
+            if same_instance {
+                tracing::info!(executor_id = %register.executor_id, "executor reconnected; its old session is taken over");
+            } else {
+                tracing::info!(executor_id = %register.executor_id, "a new process takes over the silent session of its executor id");
+            }
             self.disconnect(session);
         }
         let mut state = self.lock();
@@ -708,6 +758,7 @@ impl Scheduler {
                 version: register.version,
                 hostname: register.hostname,
                 remote_address,
+                instance_token: register.instance_token,
                 tx,
                 batches: HashSet::new(),
                 in_flight_devices: 0,
@@ -728,7 +779,7 @@ impl Scheduler {
             leading: state.leading,
             planner_instance_id: String::new(),
         };
-        (session, registered)
+        Ok((session, registered))
     }
 
     pub fn heartbeat(&self, session: SessionId, heartbeat: v1::Heartbeat, now: Instant) {
@@ -1210,8 +1261,9 @@ mod tests {
         fn new(devices: usize, takes: Option<Duration>, now: Instant) -> Sim {
             let scheduler = scheduler(devices);
             let (tx, rx) = mpsc::unbounded_channel();
-            let (session, _) =
-                scheduler.register(register("exec-1", "token-1"), "127.0.0.1:1".into(), tx, now);
+            let (session, _) = scheduler
+                .register(register("exec-1", "token-1"), "127.0.0.1:1".into(), tx, now)
+                .unwrap();
             Sim {
                 scheduler,
                 session,
@@ -1290,6 +1342,7 @@ mod tests {
             kind: v1::ExecutorKind::Ping as i32,
             capacity: 100_000,
             hostname: format!("host-{token}"),
+            instance_token: token.into(),
             ..Default::default()
         }
     }
@@ -1357,6 +1410,116 @@ mod tests {
         assert_eq!(sim.summary(ids[1]).skipped, 2000);
         assert_eq!(sim.summary(ids[2]).skipped, 2000);
         assert_eq!(sent_cycles, 7, "cycles 0, 3, 6, ... send everything");
+    }
+
+    /// Registers `id` with `token` at `now`; the session, or the refusal.
+    fn register_at(
+        scheduler: &Scheduler,
+        id: &str,
+        token: &str,
+        now: Instant,
+    ) -> Result<(SessionId, WorkReceiver), RegisterError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let remote = format!("10.0.0.{}:5000", token.len());
+        scheduler
+            .register(register(id, token), remote, tx, now)
+            .map(|(session, _)| (session, rx))
+    }
+
+    type WorkReceiver = mpsc::UnboundedReceiver<Result<v1::WorkResponse, tonic::Status>>;
+
+    fn sessions(scheduler: &Scheduler) -> Vec<(String, SessionId)> {
+        let state = scheduler.lock();
+        let mut sessions: Vec<_> = state
+            .executors
+            .values()
+            .map(|e| (e.id.clone(), e.session))
+            .collect();
+        sessions.sort();
+        sessions
+    }
+
+    #[test]
+    fn the_same_instance_reconnecting_takes_its_session_over_at_once() {
+        let scheduler = scheduler(10);
+        let t0 = Instant::now();
+        let (old, mut old_rx) = register_at(&scheduler, "ping-a", "token-1", t0).unwrap();
+        // The old stream is still there (half-open): same token, at once.
+        let (new, _new_rx) = register_at(
+            &scheduler,
+            "ping-a",
+            "token-1",
+            t0 + Duration::from_millis(10),
+        )
+        .unwrap();
+        assert_ne!(old, new);
+        assert_eq!(sessions(&scheduler), [("ping-a".to_string(), new)]);
+        // The old session's sender is gone: its outbound stream ends.
+        while let Ok(_) = old_rx.try_recv() {}
+        assert!(old_rx.is_closed());
+    }
+
+    #[test]
+    fn another_process_is_refused_while_the_holder_is_live() {
+        let scheduler = scheduler(10);
+        let t0 = Instant::now();
+        let (holder, _holder_rx) = register_at(&scheduler, "ping-a", "token-1", t0).unwrap();
+        // Heartbeats every 5 s: at t0 + 12 s the holder was heard 2 s ago.
+        scheduler.heartbeat(
+            holder,
+            v1::Heartbeat::default(),
+            t0 + Duration::from_secs(10),
+        );
+        let refused = register_at(
+            &scheduler,
+            "ping-a",
+            "token-22",
+            t0 + Duration::from_secs(12),
+        );
+        let Err(RegisterError::Held {
+            executor_id,
+            hostname,
+            remote_address,
+            retry_after,
+            ..
+        }) = refused
+        else {
+            panic!("registered: {:?}", refused.map(|(s, _)| s));
+        };
+        assert_eq!(
+            (
+                executor_id.as_str(),
+                hostname.as_str(),
+                remote_address.as_str()
+            ),
+            ("ping-a", "host-token-1", "10.0.0.7:5000")
+        );
+        // Silent for 15 s is dead: 13 s from now, plus a second.
+        assert_eq!(retry_after, Duration::from_secs(14));
+        let text = register_at(&scheduler, "ping-a", "", t0 + Duration::from_secs(12))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("held by a live session") && text.contains("retry in 14 s"),
+            "{text}"
+        );
+        assert_eq!(sessions(&scheduler), [("ping-a".to_string(), holder)]);
+        // Another id is not concerned.
+        assert!(register_at(&scheduler, "ping-b", "token-22", t0).is_ok());
+    }
+
+    #[test]
+    fn another_process_takes_over_a_silent_session() {
+        let scheduler = scheduler(10);
+        let t0 = Instant::now();
+        let (holder, _holder_rx) = register_at(&scheduler, "ping-a", "token-1", t0).unwrap();
+        let at_the_edge = t0 + Duration::from_secs(15);
+        assert!(register_at(&scheduler, "ping-a", "token-22", at_the_edge).is_err());
+        let after = at_the_edge + Duration::from_millis(1);
+        let (new, _new_rx) = register_at(&scheduler, "ping-a", "token-22", after).unwrap();
+        assert_ne!(new, holder);
+        assert_eq!(sessions(&scheduler), [("ping-a".to_string(), new)]);
     }
 
     #[test]
