@@ -1322,7 +1322,9 @@ mod tests {
             let ticks = (INTERVAL * cycles).as_millis() / STEP.as_millis();
             for tick in 0..ticks as u32 {
                 let now = t0 + STEP * tick;
-                let open = (STEP * tick).as_millis() % INTERVAL.as_millis() == 0;
+                let open = (STEP * tick)
+                    .as_millis()
+                    .is_multiple_of(INTERVAL.as_millis());
                 ids.extend(self.step(now, open));
                 each_step(self, now);
             }
@@ -1455,7 +1457,7 @@ mod tests {
         assert_ne!(old, new);
         assert_eq!(sessions(&scheduler), [("ping-a".to_string(), new)]);
         // The old session's sender is gone: its outbound stream ends.
-        while let Ok(_) = old_rx.try_recv() {}
+        while old_rx.try_recv().is_ok() {}
         assert!(old_rx.is_closed());
     }
 
