@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic_types::StatusExt as _;
 use tracing::Instrument as _;
 
 use crate::client::{PeerChannel, connect};
@@ -31,6 +32,41 @@ pub struct Identity {
     pub capacity: u32,
     pub labels: HashMap<String, String>,
     pub hostname: String,
+    /// Drawn at start, sent on every registration of this process: the
+    /// planner lets the holder of the executor id reconnect at once, and
+    /// refuses another process while the holder is live.
+    pub instance_token: String,
+}
+
+impl Identity {
+    /// An identity with a fresh instance token.
+    pub fn new(
+        executor_id: String,
+        capacity: u32,
+        labels: HashMap<String, String>,
+        hostname: String,
+    ) -> Self {
+        Self {
+            executor_id,
+            capacity,
+            labels,
+            hostname,
+            instance_token: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// The configured executor id, or when none is, `<prefix>-<hostname>-<grpc
+    /// port>`: two processes on one host cannot listen on one port, so the
+    /// id is unique per instance, and the port is configuration, so it is
+    /// stable across restarts (with an ephemeral port, `:0`, it is not: set
+    /// `executor_id` then).
+    pub fn executor_id(configured: &str, prefix: &str, hostname: &str, grpc_port: u16) -> String {
+        if configured.is_empty() {
+            format!("{prefix}-{hostname}-{grpc_port}")
+        } else {
+            configured.to_string()
+        }
+    }
 }
 
 /// The executor's own pacing, as each heartbeat reports it.
@@ -156,8 +192,43 @@ pub fn spawn_work_streams<R: BatchRunner>(
     }
 }
 
+/// How long a refused registration waits when the planner gave no hint, and
+/// at most whatever it said.
+const REFUSED_RETRY: Duration = Duration::from_secs(15);
+const REFUSED_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// How a work session ended badly.
+#[derive(Debug)]
+enum SessionError {
+    /// Connecting or the stream failed.
+    Failed(String),
+    /// The planner refused the registration: another live process holds
+    /// the executor id. Retry after `retry_after`, not sooner.
+    Refused {
+        message: String,
+        retry_after: Duration,
+    },
+}
+
+impl From<tonic::Status> for SessionError {
+    fn from(status: tonic::Status) -> Self {
+        if status.code() == tonic::Code::AlreadyExists {
+            let retry_after = status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay)
+                .unwrap_or(REFUSED_RETRY)
+                .clamp(Duration::from_secs(1), REFUSED_RETRY_MAX);
+            return Self::Refused {
+                message: status.message().to_string(),
+                retry_after,
+            };
+        }
+        Self::Failed(format!("{:?}: {}", status.code(), status.message()))
+    }
+}
+
 /// Holds a `Work` stream to `planner_url` until `stop`, reconnecting with
-/// backoff.
+/// backoff, or after the planner's hint when it refused the executor id.
 pub async fn hold_work_stream<R: BatchRunner>(
     executor: Arc<R>,
     planner_url: String,
@@ -169,25 +240,61 @@ pub async fn hold_work_stream<R: BatchRunner>(
             () = stop.cancelled() => return,
             outcome = work_session(executor.clone(), &planner_url) => outcome,
         };
-        match outcome {
+        let wait = match outcome {
             Ok(()) => {
-                tracing::info!(planner = %planner_url, "planner ended the work stream; reconnecting")
+                tracing::info!(planner = %planner_url, "planner ended the work stream; reconnecting");
+                backoff
             }
-            Err(reason) => {
-                tracing::warn!(planner = %planner_url, %reason, "work stream failed; reconnecting")
+            Err(SessionError::Failed(reason)) => {
+                tracing::warn!(planner = %planner_url, %reason, "work stream failed; reconnecting");
+                backoff
             }
-        }
+            Err(SessionError::Refused {
+                message,
+                retry_after,
+            }) => {
+                // Not hammering: a live holder keeps the id until it stops
+                // heartbeating, which is what the planner's hint waits for.
+                let identity = &executor.state().identity;
+                tracing::error!(
+                    planner = %planner_url,
+                    executor_id = %identity.executor_id,
+                    retry_in_s = retry_after.as_secs(),
+                    planner_says = %message,
+                    "executor id {} is held by another live process ({}); retrying in {} s; \
+                     set a unique executor_id ([{}] executor_id or NETWARD_{}__EXECUTOR_ID)",
+                    identity.executor_id,
+                    message,
+                    retry_after.as_secs(),
+                    config_section(R::KIND),
+                    config_section(R::KIND).to_uppercase(),
+                );
+                retry_after
+            }
+        };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-async fn work_session<R: BatchRunner>(executor: Arc<R>, planner_url: &str) -> Result<(), String> {
+/// The config section of an executor kind.
+fn config_section(kind: v1::ExecutorKind) -> &'static str {
+    match kind {
+        v1::ExecutorKind::Snmp => "snmp_poller",
+        _ => "ping_executor",
+    }
+}
+
+async fn work_session<R: BatchRunner>(
+    executor: Arc<R>,
+    planner_url: &str,
+) -> Result<(), SessionError> {
     let state = executor.state();
-    let channel = connect(planner_url, state.token.as_ref()).map_err(|e| e.to_string())?;
+    let channel = connect(planner_url, state.token.as_ref())
+        .map_err(|e| SessionError::Failed(e.to_string()))?;
     let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(channel);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let register = v1::Register {
@@ -199,14 +306,14 @@ async fn work_session<R: BatchRunner>(executor: Arc<R>, planner_url: &str) -> Re
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname: state.identity.hostname.clone(),
         leader_epoch_seen: state.max_epoch.load(Ordering::Acquire),
+        instance_token: state.identity.instance_token.clone(),
     };
     let _ = out_tx.send(v1::WorkRequest {
         msg: Some(v1::work_request::Msg::Register(register)),
     });
     let mut inbound = client
         .work(UnboundedReceiverStream::new(out_rx))
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .await?
         .into_inner();
 
     state.planners_connected.fetch_add(1, Ordering::AcqRel);
@@ -216,11 +323,7 @@ async fn work_session<R: BatchRunner>(executor: Arc<R>, planner_url: &str) -> Re
     let _stop_heartbeats = heartbeat_stop.clone().drop_guard();
     let mut heartbeats_started = false;
 
-    while let Some(message) = inbound
-        .message()
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-    {
+    while let Some(message) = inbound.message().await? {
         match message.msg {
             Some(v1::work_response::Msg::Registered(registered)) => {
                 tracing::info!(
@@ -557,12 +660,7 @@ mod tests {
     fn executor(stop: &CancellationToken, capacity: u32, refusal: Option<&str>) -> Arc<Gated> {
         Arc::new(Gated {
             state: ExecutorState::new(
-                Identity {
-                    executor_id: "test".into(),
-                    capacity,
-                    labels: HashMap::new(),
-                    hostname: "test".into(),
-                },
+                Identity::new("test".into(), capacity, HashMap::new(), "test".into()),
                 sender(stop),
                 None,
             ),

@@ -421,10 +421,17 @@ async fn batches_go_to_the_least_loaded_executor() {
         },
     )
     .await;
-    // b and c still hold their devices, so every device of the next cycle
-    // that is not in flight goes to a until it holds as many.
+    // b and c still hold their devices, so at their slots in the next cycle
+    // those are skipped, and every device not in flight goes to a until it
+    // holds as many.
     let t1 = t0 + INTERVAL;
     let cycle = scheduler.open_cycle(v1::ExecutorKind::Ping, t1).unwrap();
+    assert_eq!(
+        lab.cycle_summary(cycle).skipped,
+        0,
+        "skips happen at the slot"
+    );
+    scheduler.dispatch_due(t1 + INTERVAL);
     let held: usize = executors[1..]
         .iter()
         .flat_map(|e| e.assignments())
@@ -435,7 +442,6 @@ async fn batches_go_to_the_least_loaded_executor() {
         held,
         "b's and c's devices are in flight"
     );
-    scheduler.dispatch_due(t1 + INTERVAL);
     executors[0].wait_for(6).await;
     assert_eq!(executors[1].assignments().len(), 3);
     assert_eq!(executors[2].assignments().len(), 3);
@@ -516,8 +522,8 @@ async fn a_stalled_executor_causes_skips_and_overruns_never_a_growing_backlog() 
         overruns += lab.cycle_summary(cycle).overruns;
     }
     // Nothing is ever done: the first cycle hands out everything, the next
-    // skips everything, and batches abandoned two intervals late free their
-    // devices for a later cycle — which hands them out again.
+    // skips everything at its slots, and batches abandoned two intervals late
+    // free their devices for a later cycle — which hands them out again.
     assert_eq!(skipped[0], 0);
     assert_eq!(skipped[1], 500, "{skipped:?}");
     assert!(overruns >= 10, "{overruns} overruns");
@@ -852,11 +858,16 @@ async fn operator_rpcs_show_policy_cycles_and_executors() {
         .unwrap()
         .into_inner();
     assert_eq!(current.cycle.unwrap().cycle_id, ids[2]);
-    assert_eq!(
-        current.batches.len(),
-        0,
-        "every device of cycle 3 was still in flight"
-    );
+    // Every device of cycle 3 was still in flight at its slot: each batch is
+    // done with all its devices skipped, none sent.
+    assert_eq!(current.batches.len(), 10);
+    for batch in &current.batches {
+        assert_eq!(
+            (batch.state, batch.skipped, batch.device_count),
+            (v1::BatchState::Done as i32, 10, 0),
+            "{batch:?}"
+        );
+    }
 
     let executors = client
         .list_executors(v1::ListExecutorsRequest::default())

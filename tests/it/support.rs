@@ -32,15 +32,21 @@ impl Netward {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Netward {
+        Self::start_on("127.0.0.1:0", target, extra_args, env).await
+    }
+
+    /// As [`Netward::start_with_env`], with the gRPC server on `grpc_addr`
+    /// (to restart a process on the port its peers know).
+    pub async fn start_on(
+        grpc_addr: &str,
+        target: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Netward {
         let mut command = Command::new(NETWARD);
         command
             .arg(target)
-            .args([
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--grpc-addr", grpc_addr, "--metrics-addr", "127.0.0.1:0"])
             .args(extra_args)
             .env("NETWARD_LOG__FORMAT", "json")
             .stdin(Stdio::null())

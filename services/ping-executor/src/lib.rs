@@ -31,8 +31,10 @@ use crate::work::{Executor, Identity};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct PingExecutorConfig {
-    /// Name registered with the planner; keep it stable across restarts.
-    /// Default `ping-<hostname>`.
+    /// Name registered with the planner, unique per process and stable
+    /// across its restarts. Empty (the default) = `ping-<hostname>-<grpc
+    /// port>`: unique on a host, since two processes cannot listen on one
+    /// port, and stable while the configured port is.
     pub executor_id: String,
     /// Devices in flight at most; the planner never assigns more.
     pub capacity: u32,
@@ -53,7 +55,7 @@ pub struct PingExecutorConfig {
 impl Default for PingExecutorConfig {
     fn default() -> Self {
         Self {
-            executor_id: format!("ping-{}", hostname()),
+            executor_id: String::new(),
             capacity: 20_000,
             labels: HashMap::new(),
             packets_per_second: PingerConfig::default().packets_per_second,
@@ -96,9 +98,15 @@ pub async fn run(
     // after the drain below.
     let delivery_stop = CancellationToken::new();
     let work_stop = CancellationToken::new();
+    let executor_id = Identity::executor_id(
+        &section.executor_id,
+        "ping",
+        &hostname(),
+        listeners.grpc_addr().port(),
+    );
     let sender = ResultSender::start(
         DeliveryConfig {
-            executor_id: section.executor_id.clone(),
+            executor_id: executor_id.clone(),
             kind: v1::ExecutorKind::Ping,
             alerting_url: config.common.alerting_url.clone(),
             token: config.common.token.clone(),
@@ -107,12 +115,12 @@ pub async fn run(
         delivery_stop.clone(),
     )?;
     let executor = Arc::new(Executor::new(
-        Identity {
-            executor_id: section.executor_id.clone(),
-            capacity: section.capacity.max(1),
-            labels: section.labels.clone(),
-            hostname: hostname(),
-        },
+        Identity::new(
+            executor_id,
+            section.capacity.max(1),
+            section.labels.clone(),
+            hostname(),
+        ),
         pinger,
         sender,
         config.common.token.clone(),

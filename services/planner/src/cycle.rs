@@ -5,10 +5,14 @@
 //! chosen instants instead of sleeping; `run` calls them on real time.
 //!
 //! Invariant (why there is never a backlog): a device is in flight in at most
-//! one batch (`in_flight` is keyed by device), a device in flight is skipped
-//! by the next cycle rather than queued again, and a batch is only handed to
-//! an executor with room for it. In-flight work is therefore bounded by the
-//! device count, whatever executors or alerting do.
+//! one batch per kind (`in_flight` is keyed by kind and device); when a batch
+//! becomes due, a device of it still in flight from an earlier batch is
+//! skipped at that slot rather than queued again (and a batch left empty is
+//! done, not sent); and a batch is only handed to an executor with room for
+//! it. In-flight work is therefore bounded by the device count, whatever
+//! executors or alerting do. Every cycle plans every eligible device, cut the
+//! same way, so a device sits at the same slot each cycle: its previous probe
+//! had a whole interval to finish, and in steady state nothing is skipped.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +66,9 @@ pub struct Executor {
     pub version: String,
     pub hostname: String,
     pub remote_address: String,
+    /// Random per executor process (from `Register`): a registration with
+    /// the same id and token is the same process reconnecting.
+    instance_token: String,
     tx: WorkSender,
     /// Batches handed to it and not yet done (cycle id, batch index).
     batches: HashSet<(u64, usize)>,
@@ -73,6 +80,26 @@ pub struct Executor {
     pub overruns: u64,
     pub reassigned: u64,
     pub heartbeat: v1::Heartbeat,
+}
+
+/// Why a `Work` stream's registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// Another process holds the executor id with a live session.
+    #[error(
+        "executor id {executor_id:?} is held by a live session of another process on host {hostname:?} \
+         (remote address {remote_address}, connected since {}); retry in {} s, when that session \
+         would count as dead if it stopped heartbeating, or give each process its own executor_id",
+        humantime_serde::re::humantime::format_rfc3339_seconds(*connected_since),
+        retry_after.as_secs_f64().ceil()
+    )]
+    Held {
+        executor_id: String,
+        hostname: String,
+        remote_address: String,
+        connected_since: SystemTime,
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,12 +163,54 @@ impl Cycle {
     }
 }
 
+/// Devices in flight: per kind (a device is pinged and SNMP-polled
+/// independently), device id → (cycle id, batch index) of the batch probing
+/// it now.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    by_kind: HashMap<i32, HashMap<String, (u64, usize)>>,
+}
+
+impl InFlight {
+    /// Devices in flight, all kinds together.
+    pub fn len(&self) -> usize {
+        self.by_kind.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batch probing `device` for `kind` now, if any.
+    pub fn holder(&self, kind: v1::ExecutorKind, device: &str) -> Option<(u64, usize)> {
+        self.by_kind
+            .get(&(kind as i32))
+            .and_then(|devices| devices.get(device))
+            .copied()
+    }
+
+    fn insert(&mut self, kind: v1::ExecutorKind, device: String, batch: (u64, usize)) {
+        self.by_kind
+            .entry(kind as i32)
+            .or_default()
+            .insert(device, batch);
+    }
+
+    /// Takes `device` out of flight if `batch` is what holds it.
+    fn release(&mut self, kind: v1::ExecutorKind, device: &str, batch: (u64, usize)) {
+        if let Some(devices) = self.by_kind.get_mut(&(kind as i32))
+            && devices.get(device) == Some(&batch)
+        {
+            devices.remove(device);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct State {
     pub policy: SizingPolicy,
     pub executors: HashMap<SessionId, Executor>,
-    /// Device id → (cycle id, batch index) of the batch probing it now.
-    pub in_flight: HashMap<String, (u64, usize)>,
+    pub in_flight: InFlight,
     pub cycles: VecDeque<Cycle>,
     next_cycle: u64,
     next_session: SessionId,
@@ -208,7 +277,7 @@ impl Scheduler {
             state: Mutex::new(State {
                 policy,
                 executors: HashMap::new(),
-                in_flight: HashMap::new(),
+                in_flight: InFlight::default(),
                 cycles: VecDeque::new(),
                 next_cycle: 1,
                 next_session: 1,
@@ -272,9 +341,12 @@ impl Scheduler {
     }
 
     /// Plans a cycle of `kind` at `now`: sizes batches from the eligible
-    /// devices, skips those still in flight, orders parents first, and
-    /// spreads start times over the interval. Returns the cycle id, or
-    /// `None` when this planner does not lead or the inventory is not synced.
+    /// devices, orders parents first, and spreads start times over the
+    /// interval. Every eligible device is planned, in flight or not: whether
+    /// it is still busy is decided at its batch's slot (`assign`), when the
+    /// previous cycle's batch at the same slot has had a whole interval.
+    /// Returns the cycle id, or `None` when this planner does not lead or the
+    /// inventory is not synced.
     pub fn open_cycle(&self, kind: v1::ExecutorKind, now: Instant) -> Option<u64> {
         let planning_started = std::time::Instant::now();
         let plan = self.plan(kind)?;
@@ -285,19 +357,12 @@ impl Scheduler {
         let interval = self.config.interval(kind);
         let sizing = sizing::size(plan.devices.len() as u64, &state.policy);
 
-        // Skip what is still in flight; keep the plan's parent-first order
-        // within each selector group.
+        // Keep the plan's parent-first order within each selector group.
+        // The cut is the same every cycle while the inventory is, so each
+        // device keeps its slot.
         let mut groups: Vec<Vec<Arc<v1::Target>>> = vec![Vec::new(); plan.selectors.len()];
-        let mut skipped = 0u32;
         for planned in &plan.devices {
-            if state
-                .in_flight
-                .contains_key(planned.target.device_id.as_str())
-            {
-                skipped += 1;
-            } else {
-                groups[planned.group].push(planned.target.clone());
-            }
+            groups[planned.group].push(planned.target.clone());
         }
 
         let id = state.next_cycle;
@@ -348,7 +413,6 @@ impl Scheduler {
             parent: &cycle_span,
             cycle_id = id,
             kind = kind.as_str_name(),
-            skipped,
             batches = batches.len(),
             planning_ms = planning_time.as_secs_f64() * 1000.0,
             "{}",
@@ -359,9 +423,7 @@ impl Scheduler {
         metrics::counter!("planner_batches_total", "kind" => kind_label)
             .increment(batches.len() as u64);
         metrics::counter!("planner_devices_planned_total", "kind" => kind_label)
-            .increment(sizing.device_count - u64::from(skipped));
-        metrics::counter!("planner_skipped_total", "kind" => kind_label)
-            .increment(u64::from(skipped));
+            .increment(sizing.device_count);
         metrics::histogram!("planner_cycle_planning_seconds", "kind" => kind_label)
             .record(planning_time.as_secs_f64());
 
@@ -373,7 +435,7 @@ impl Scheduler {
             interval,
             sizing,
             batches,
-            skipped,
+            skipped: 0,
             overruns: 0,
             reassigned: 0,
             unserved: 0,
@@ -602,7 +664,7 @@ impl Scheduler {
                         &mut state.in_flight,
                         &mut state.executors,
                         session,
-                        cycle.id,
+                        (cycle.kind, cycle.id),
                         batch,
                     );
                     tracing::warn!(
@@ -627,24 +689,51 @@ impl Scheduler {
         }
     }
 
-    /// A new `Work` stream registered. A live session with the same executor
-    /// id is replaced (the executor reconnected before we noticed it left).
+    /// A new `Work` stream registered. An executor id has one session at a
+    /// time. When it is held already: the same process reconnecting (same
+    /// `instance_token`, e.g. after a broken stream) takes the old session
+    /// over at once; another process is refused while the old session is
+    /// live (a heartbeat within three intervals), so two live processes
+    /// never take turns with one id, and takes over once it is silent (a
+    /// quick restart whose old stream is half-open waits that long).
     pub fn register(
         &self,
         register: v1::Register,
         remote_address: String,
         tx: WorkSender,
         now: Instant,
-    ) -> (SessionId, v1::Registered) {
-        let replaced: Vec<SessionId> = self
+    ) -> Result<(SessionId, v1::Registered), RegisterError> {
+        let silent_after = self.config.heartbeat_interval * 3;
+        let holder = self
             .lock()
             .executors
             .values()
-            .filter(|e| e.id == register.executor_id)
-            .map(|e| e.session)
-            .collect();
-        for session in replaced {
-            tracing::info!(executor_id = %register.executor_id, "executor re-registered; replacing its old session");
+            .find(|e| e.id == register.executor_id)
+            .map(|e| {
+                let same_instance = !register.instance_token.is_empty()
+                    && e.instance_token == register.instance_token;
+                let silent_for = now.saturating_duration_since(e.last_heartbeat);
+                if same_instance || silent_for > silent_after {
+                    Ok((e.session, same_instance))
+                } else {
+                    Err(RegisterError::Held {
+                        executor_id: e.id.clone(),
+                        hostname: e.hostname.clone(),
+                        remote_address: e.remote_address.clone(),
+                        connected_since: e.connected_since,
+                        // When the holder would count as dead were it to
+                        // stop heartbeating now, plus a second of margin.
+                        retry_after: silent_after - silent_for + Duration::from_secs(1),
+                    })
+                }
+            })
+            .transpose()?;
+        if let Some((session, same_instance)) = holder {
+            if same_instance {
+                tracing::info!(executor_id = %register.executor_id, "executor reconnected; its old session is taken over");
+            } else {
+                tracing::info!(executor_id = %register.executor_id, "a new process takes over the silent session of its executor id");
+            }
             self.disconnect(session);
         }
         let mut state = self.lock();
@@ -669,6 +758,7 @@ impl Scheduler {
                 version: register.version,
                 hostname: register.hostname,
                 remote_address,
+                instance_token: register.instance_token,
                 tx,
                 batches: HashSet::new(),
                 in_flight_devices: 0,
@@ -689,7 +779,7 @@ impl Scheduler {
             leading: state.leading,
             planner_instance_id: String::new(),
         };
-        (session, registered)
+        Ok((session, registered))
     }
 
     pub fn heartbeat(&self, session: SessionId, heartbeat: v1::Heartbeat, now: Instant) {
@@ -720,14 +810,14 @@ impl Scheduler {
             return;
         }
         tracing::warn!(batch_id = %ack.batch_id, reason = %ack.reject_reason, "executor rejected a batch");
-        let cycle_id = state.cycles[c].id;
         let state = &mut *state;
-        let batch = &mut state.cycles[c].batches[b];
+        let cycle = &mut state.cycles[c];
+        let batch = &mut cycle.batches[b];
         release(
             &mut state.in_flight,
             &mut state.executors,
             session,
-            cycle_id,
+            (cycle.kind, cycle.id),
             batch,
         );
         batch.state = BatchState::Pending;
@@ -752,8 +842,8 @@ impl Scheduler {
             return;
         };
         let state = &mut *state;
-        let cycle_id = state.cycles[c].id;
-        let batch = &mut state.cycles[c].batches[b];
+        let cycle = &mut state.cycles[c];
+        let batch = &mut cycle.batches[b];
         if batch.state != BatchState::Assigned(session) {
             // Reassigned meanwhile, or abandoned: the report is stale.
             return;
@@ -762,14 +852,16 @@ impl Scheduler {
             &mut state.in_flight,
             &mut state.executors,
             session,
-            cycle_id,
+            (cycle.kind, cycle.id),
             batch,
         );
         batch.state = BatchState::Done;
         batch.done_at = Some(wall);
         batch.succeeded = done.succeeded;
         batch.failed = done.failed;
-        batch.skipped = done.skipped;
+        // Added to what the planner skipped at the batch's slot.
+        batch.skipped += done.skipped;
+        cycle.skipped += done.skipped;
         batch.duration_ms = done.duration_ms;
         if let Some(executor) = state.executors.get_mut(&session) {
             executor.completed += 1;
@@ -790,10 +882,11 @@ impl Scheduler {
             for batch in cycle.batches.iter_mut() {
                 if batch.state == BatchState::Assigned(session) {
                     for target in &batch.targets {
-                        if state.in_flight.get(&target.device_id) == Some(&(cycle.id, batch.index))
-                        {
-                            state.in_flight.remove(&target.device_id);
-                        }
+                        state.in_flight.release(
+                            cycle.kind,
+                            &target.device_id,
+                            (cycle.id, batch.index),
+                        );
                     }
                     batch.previous_executor_id = executor.id.clone();
                     batch.state = BatchState::Pending;
@@ -877,14 +970,44 @@ impl Scheduler {
     }
 }
 
-/// Gives batch `b` of cycle `c` to the least-loaded executor of the cycle's
-/// kind whose labels include the batch's selector and that has room; with
-/// none, the batch is unserved (counted, never queued).
+/// Gives batch `b` of cycle `c`, at its slot, to the least-loaded executor
+/// of the cycle's kind whose labels include the batch's selector and that
+/// has room; with none, the batch is unserved (counted, never queued).
+///
+/// First, a device still in flight in another batch (an earlier cycle's,
+/// overrunning) is skipped: counted in the batch and the cycle, dropped from
+/// the batch, never queued. A batch left empty is done without being sent.
 fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassigned: bool) {
     let epoch = state.epoch;
     let cycle = &mut state.cycles[c];
     let batch_count = cycle.batches.len() as u32;
     let batch = &mut cycle.batches[b];
+    let key = (cycle.id, batch.index);
+    let before = batch.targets.len();
+    batch.targets.retain(|t| {
+        state
+            .in_flight
+            .holder(cycle.kind, &t.device_id)
+            .is_none_or(|holder| holder == key)
+    });
+    let skipped = (before - batch.targets.len()) as u32;
+    if skipped > 0 {
+        batch.skipped += skipped;
+        cycle.skipped += skipped;
+        metrics::counter!("planner_skipped_total", "kind" => kind_label(cycle.kind))
+            .increment(u64::from(skipped));
+        tracing::warn!(
+            cycle_id = cycle.id,
+            batch_id = %batch.id,
+            skipped,
+            "devices still in flight from an earlier batch at their slot: skipped"
+        );
+    }
+    if batch.targets.is_empty() {
+        batch.state = BatchState::Done;
+        batch.done_at = Some(scheduler.wall(Instant::now()));
+        return;
+    }
     let size = batch.targets.len() as u32;
     let chosen = state
         .executors
@@ -967,22 +1090,20 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
     for target in &batch.targets {
         state
             .in_flight
-            .insert(target.device_id.clone(), (cycle.id, batch.index));
+            .insert(cycle.kind, target.device_id.clone(), key);
     }
 }
 
 /// Takes a batch's devices out of flight and off its executor's load.
 fn release(
-    in_flight: &mut HashMap<String, (u64, usize)>,
+    in_flight: &mut InFlight,
     executors: &mut HashMap<SessionId, Executor>,
     session: SessionId,
-    cycle_id: u64,
+    (kind, cycle_id): (v1::ExecutorKind, u64),
     batch: &Batch,
 ) {
     for target in &batch.targets {
-        if in_flight.get(&target.device_id) == Some(&(cycle_id, batch.index)) {
-            in_flight.remove(&target.device_id);
-        }
+        in_flight.release(kind, &target.device_id, (cycle_id, batch.index));
     }
     if let Some(executor) = executors.get_mut(&session)
         && executor.batches.remove(&(cycle_id, batch.index))
@@ -1077,7 +1198,347 @@ fn tree_order(devices: &HashMap<String, v1::Device>) -> Vec<&v1::Device> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::RwLock;
+
+    use netward_shared::inventory_copy::InventoryCopy;
+
     use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(10);
+    /// The planner loop's tick.
+    const STEP: Duration = Duration::from_millis(100);
+
+    /// A leading scheduler over `devices` devices (sites of 100: a router and
+    /// 99 devices behind it), its copy filled by hand.
+    fn scheduler(devices: usize) -> Scheduler {
+        let mut copy = InventoryCopy::default();
+        for i in 0..devices {
+            let id = format!("dev-{i:06}");
+            copy.devices.insert(
+                id.clone(),
+                v1::Device {
+                    id: id.clone(),
+                    name: id,
+                    ip_address: format!("127.1.{}.{}", i / 100 % 250, i % 100 + 1),
+                    parent_device_id: if i % 100 == 0 {
+                        String::new()
+                    } else {
+                        format!("dev-{:06}", i / 100 * 100)
+                    },
+                    ..Default::default()
+                },
+            );
+        }
+        copy.synced = true;
+        let config = crate::PlannerConfig {
+            ping_interval: INTERVAL,
+            ..Default::default()
+        };
+        let scheduler = Scheduler::new(
+            config.cycle_config(),
+            config.sizing,
+            Arc::new(RwLock::new(copy)),
+        );
+        scheduler.set_leadership(true, 1);
+        scheduler
+    }
+
+    /// One executor driven by hand: it reports each batch done `takes`
+    /// after receiving it, or never (`None`: stalled).
+    struct Sim {
+        scheduler: Scheduler,
+        session: SessionId,
+        rx: mpsc::UnboundedReceiver<Result<v1::WorkResponse, tonic::Status>>,
+        takes: Option<Duration>,
+        running: Vec<(Instant, v1::BatchDone)>,
+        /// Devices sent per cycle id.
+        probed: HashMap<u64, u32>,
+    }
+
+    impl Sim {
+        fn new(devices: usize, takes: Option<Duration>, now: Instant) -> Sim {
+            let scheduler = scheduler(devices);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (session, _) = scheduler
+                .register(register("exec-1", "token-1"), "127.0.0.1:1".into(), tx, now)
+                .unwrap();
+            Sim {
+                scheduler,
+                session,
+                rx,
+                takes,
+                running: Vec::new(),
+                probed: HashMap::new(),
+            }
+        }
+
+        /// One tick of the planner loop at `now`, opening a cycle if `open`.
+        fn step(&mut self, now: Instant, open: bool) -> Option<u64> {
+            let scheduler = &self.scheduler;
+            let session = self.session;
+            self.running.retain(|(at, done)| {
+                let due = *at <= now;
+                if due {
+                    scheduler.batch_done(session, done, now);
+                }
+                !due
+            });
+            scheduler.touch(session, now);
+            let cycle = open
+                .then(|| scheduler.open_cycle(v1::ExecutorKind::Ping, now))
+                .flatten();
+            scheduler.dispatch_due(now);
+            while let Ok(Ok(message)) = self.rx.try_recv() {
+                let Some(v1::work_response::Msg::Assignment(a)) = message.msg else {
+                    continue;
+                };
+                *self.probed.entry(a.cycle_id).or_default() += a.targets.len() as u32;
+                if let Some(takes) = self.takes {
+                    let done = v1::BatchDone {
+                        cycle_id: a.cycle_id,
+                        batch_id: a.batch_id,
+                        devices: a.targets.len() as u32,
+                        succeeded: a.targets.len() as u32,
+                        ..Default::default()
+                    };
+                    self.running.push((now + takes, done));
+                }
+            }
+            scheduler.check_timers(now);
+            cycle
+        }
+
+        /// Runs `cycles` cycles from `t0`, calling `each_step` after each tick;
+        /// returns the cycle ids.
+        fn run(
+            &mut self,
+            t0: Instant,
+            cycles: u32,
+            mut each_step: impl FnMut(&Sim, Instant),
+        ) -> Vec<u64> {
+            let mut ids = Vec::new();
+            let ticks = (INTERVAL * cycles).as_millis() / STEP.as_millis();
+            for tick in 0..ticks as u32 {
+                let now = t0 + STEP * tick;
+                let open = (STEP * tick)
+                    .as_millis()
+                    .is_multiple_of(INTERVAL.as_millis());
+                ids.extend(self.step(now, open));
+                each_step(self, now);
+            }
+            ids
+        }
+
+        fn summary(&self, cycle: u64) -> v1::CycleSummary {
+            let state = self.scheduler.lock();
+            self.scheduler
+                .summary(state.cycles.iter().find(|c| c.id == cycle).unwrap())
+        }
+    }
+
+    fn register(id: &str, token: &str) -> v1::Register {
+        v1::Register {
+            executor_id: id.into(),
+            kind: v1::ExecutorKind::Ping as i32,
+            capacity: 100_000,
+            hostname: format!("host-{token}"),
+            instance_token: token.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_busy_executor_that_keeps_up_probes_every_device_every_cycle() {
+        // 2,000 devices: 10 batches a second apart, each done 3 s after it is
+        // sent, so the previous cycle's last batches are always in flight
+        // when a cycle opens — and long done by their slot in it.
+        let t0 = Instant::now();
+        let mut sim = Sim::new(2000, Some(Duration::from_secs(3)), t0);
+        let mut most_in_flight = 0;
+        let ids = sim.run(t0, 25, |sim, _| {
+            most_in_flight = most_in_flight.max(sim.scheduler.lock().in_flight.len());
+        });
+        assert_eq!(ids.len(), 25);
+        assert!(most_in_flight > 0 && most_in_flight <= 2000);
+        for id in &ids[..24] {
+            let summary = sim.summary(*id);
+            assert_eq!(
+                (summary.skipped, sim.probed[id], summary.done_batches),
+                (0, 2000, 10),
+                "cycle {id}: {summary:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stalled_executor_causes_skips_at_the_slot_never_a_queue() {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(2000, None, t0);
+        let ids = sim.run(t0, 20, |sim, now| {
+            let state = sim.scheduler.lock();
+            assert!(
+                state.in_flight.len() <= 2000,
+                "{} in flight",
+                state.in_flight.len()
+            );
+            let executor = state.executors.values().next().unwrap();
+            assert!(executor.in_flight_devices <= 2000);
+            // Nothing waits: a batch whose slot has come is out, skipped or unserved.
+            for cycle in &state.cycles {
+                for batch in &cycle.batches {
+                    assert!(
+                        !(batch.state == BatchState::Pending && batch.start_at <= now),
+                        "batch {} queued",
+                        batch.id
+                    );
+                }
+            }
+        });
+        // A device is sent, skipped at its next slot (still in flight,
+        // overrunning), skipped again at the one after (abandoned just
+        // after that slot), then sent again: each cycle either sends a slot's
+        // devices or skips them, never both, never more.
+        let mut sent_cycles = 0;
+        for (k, id) in ids.iter().enumerate() {
+            let summary = sim.summary(*id);
+            let sent = sim.probed.get(id).copied().unwrap_or_default();
+            assert_eq!(sent + summary.skipped, 2000, "cycle {k}: {summary:?}");
+            assert!(sent == 0 || sent == 2000, "cycle {k}: {summary:?}");
+            sent_cycles += u32::from(sent == 2000);
+        }
+        assert_eq!(sim.probed[&ids[0]], 2000);
+        assert_eq!(sim.summary(ids[1]).skipped, 2000);
+        assert_eq!(sim.summary(ids[2]).skipped, 2000);
+        assert_eq!(sent_cycles, 7, "cycles 0, 3, 6, ... send everything");
+    }
+
+    /// Registers `id` with `token` at `now`; the session, or the refusal.
+    fn register_at(
+        scheduler: &Scheduler,
+        id: &str,
+        token: &str,
+        now: Instant,
+    ) -> Result<(SessionId, WorkReceiver), RegisterError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let remote = format!("10.0.0.{}:5000", token.len());
+        scheduler
+            .register(register(id, token), remote, tx, now)
+            .map(|(session, _)| (session, rx))
+    }
+
+    type WorkReceiver = mpsc::UnboundedReceiver<Result<v1::WorkResponse, tonic::Status>>;
+
+    fn sessions(scheduler: &Scheduler) -> Vec<(String, SessionId)> {
+        let state = scheduler.lock();
+        let mut sessions: Vec<_> = state
+            .executors
+            .values()
+            .map(|e| (e.id.clone(), e.session))
+            .collect();
+        sessions.sort();
+        sessions
+    }
+
+    #[test]
+    fn the_same_instance_reconnecting_takes_its_session_over_at_once() {
+        let scheduler = scheduler(10);
+        let t0 = Instant::now();
+        let (old, mut old_rx) = register_at(&scheduler, "ping-a", "token-1", t0).unwrap();
+        // The old stream is still there (half-open): same token, at once.
+        let (new, _new_rx) = register_at(
+            &scheduler,
+            "ping-a",
+            "token-1",
+            t0 + Duration::from_millis(10),
+        )
+        .unwrap();
+        assert_ne!(old, new);
+        assert_eq!(sessions(&scheduler), [("ping-a".to_string(), new)]);
+        // The old session's sender is gone: its outbound stream ends.
+        while old_rx.try_recv().is_ok() {}
+        assert!(old_rx.is_closed());
+    }
+
+    #[test]
+    fn another_process_is_refused_while_the_holder_is_live() {
+        let scheduler = scheduler(10);
+        let t0 = Instant::now();
+        let (holder, _holder_rx) = register_at(&scheduler, "ping-a", "token-1", t0).unwrap();
+        // Heartbeats every 5 s: at t0 + 12 s the holder was heard 2 s ago.
+        scheduler.heartbeat(
+            holder,
+            v1::Heartbeat::default(),
+            t0 + Duration::from_secs(10),
+        );
+        let refused = register_at(
+            &scheduler,
+            "ping-a",
+            "token-22",
+            t0 + Duration::from_secs(12),
+        );
+        let Err(RegisterError::Held {
+            executor_id,
+            hostname,
+            remote_address,
+            retry_after,
+            ..
+        }) = refused
+        else {
+            panic!("registered: {:?}", refused.map(|(s, _)| s));
+        };
+        assert_eq!(
+            (
+                executor_id.as_str(),
+                hostname.as_str(),
+                remote_address.as_str()
+            ),
+            ("ping-a", "host-token-1", "10.0.0.7:5000")
+        );
+        // Silent for 15 s is dead: 13 s from now, plus a second.
+        assert_eq!(retry_after, Duration::from_secs(14));
+        let text = register_at(&scheduler, "ping-a", "", t0 + Duration::from_secs(12))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("held by a live session") && text.contains("retry in 14 s"),
+            "{text}"
+        );
+        assert_eq!(sessions(&scheduler), [("ping-a".to_string(), holder)]);
+        // Another id is not concerned.
+        assert!(register_at(&scheduler, "ping-b", "token-22", t0).is_ok());
+    }
+
+    #[test]
+    fn another_process_takes_over_a_silent_session() {
+        let scheduler = scheduler(10);
+        let t0 = Instant::now();
+        let (holder, _holder_rx) = register_at(&scheduler, "ping-a", "token-1", t0).unwrap();
+        let at_the_edge = t0 + Duration::from_secs(15);
+        assert!(register_at(&scheduler, "ping-a", "token-22", at_the_edge).is_err());
+        let after = at_the_edge + Duration::from_millis(1);
+        let (new, _new_rx) = register_at(&scheduler, "ping-a", "token-22", after).unwrap();
+        assert_ne!(new, holder);
+        assert_eq!(sessions(&scheduler), [("ping-a".to_string(), new)]);
+    }
+
+    #[test]
+    fn in_flight_is_per_kind() {
+        let mut in_flight = InFlight::default();
+        in_flight.insert(v1::ExecutorKind::Snmp, "dev-1".into(), (1, 0));
+        assert_eq!(in_flight.holder(v1::ExecutorKind::Ping, "dev-1"), None);
+        in_flight.insert(v1::ExecutorKind::Ping, "dev-1".into(), (2, 3));
+        in_flight.release(v1::ExecutorKind::Snmp, "dev-1", (2, 3));
+        assert_eq!(in_flight.len(), 2, "only the batch holding it releases it");
+        in_flight.release(v1::ExecutorKind::Snmp, "dev-1", (1, 0));
+        assert_eq!(
+            in_flight.holder(v1::ExecutorKind::Ping, "dev-1"),
+            Some((2, 3))
+        );
+        assert_eq!(in_flight.len(), 1);
+    }
 
     fn device(id: &str, parent: &str) -> v1::Device {
         v1::Device {

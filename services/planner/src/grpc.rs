@@ -13,9 +13,10 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{BroadcastStream, UnboundedReceiverStream};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::cycle::{Scheduler, timestamp};
+use crate::cycle::{RegisterError, Scheduler, timestamp};
 use crate::lease::LeaseState;
 use crate::sizing::{self, SizingPolicy};
 
@@ -139,9 +140,10 @@ impl PlannerService for PlannerGrpc {
         };
         check_register(&register)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (session, mut registered) =
-            self.scheduler
-                .register(register, remote, tx.clone(), Instant::now());
+        let (session, mut registered) = self
+            .scheduler
+            .register(register, remote, tx.clone(), Instant::now())
+            .map_err(register_status)?;
         registered.planner_instance_id = self.instance_id.clone();
         let _ = tx.send(Ok(v1::WorkResponse {
             msg: Some(v1::work_response::Msg::Registered(registered)),
@@ -432,6 +434,20 @@ impl PlannerService for PlannerGrpc {
         }
         Ok(Response::new(response))
     }
+}
+
+/// A refused registration: `ALREADY_EXISTS` naming the holder, with the
+/// retry delay in the message and as a `google.rpc.RetryInfo` detail.
+fn register_status(error: RegisterError) -> Status {
+    let retry_after = match &error {
+        RegisterError::Held { retry_after, .. } => *retry_after,
+    };
+    tracing::warn!(%error, "registration refused");
+    Status::with_error_details(
+        Code::AlreadyExists,
+        error.to_string(),
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
 }
 
 fn policy_message(policy: &SizingPolicy) -> v1::SizingPolicy {

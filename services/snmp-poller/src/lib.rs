@@ -40,8 +40,10 @@ use crate::work::{Identity, SnmpExecutor};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct SnmpPollerConfig {
-    /// Name registered with the planner; keep it stable across restarts.
-    /// Default `snmp-<hostname>`.
+    /// Name registered with the planner, unique per process and stable
+    /// across its restarts. Empty (the default) = `snmp-<hostname>-<grpc
+    /// port>`: unique on a host, since two processes cannot listen on one
+    /// port, and stable while the configured port is.
     pub executor_id: String,
     /// Devices in flight at most; the planner never assigns more.
     pub capacity: u32,
@@ -65,7 +67,7 @@ pub struct SnmpPollerConfig {
 impl Default for SnmpPollerConfig {
     fn default() -> Self {
         Self {
-            executor_id: format!("snmp-{}", hostname()),
+            executor_id: String::new(),
             capacity: 20_000,
             concurrency: 2_000,
             labels: HashMap::new(),
@@ -108,9 +110,15 @@ pub async fn run(
     // after the drain below.
     let delivery_stop = CancellationToken::new();
     let work_stop = CancellationToken::new();
+    let executor_id = Identity::executor_id(
+        &section.executor_id,
+        "snmp",
+        &hostname(),
+        listeners.grpc_addr().port(),
+    );
     let sender = ResultSender::start(
         DeliveryConfig {
-            executor_id: section.executor_id.clone(),
+            executor_id: executor_id.clone(),
             kind: v1::ExecutorKind::Snmp,
             alerting_url: config.common.alerting_url.clone(),
             token: config.common.token.clone(),
@@ -119,12 +127,12 @@ pub async fn run(
         delivery_stop.clone(),
     )?;
     let executor = Arc::new(SnmpExecutor::new(
-        Identity {
-            executor_id: section.executor_id.clone(),
-            capacity: section.capacity.max(1),
-            labels: section.labels.clone(),
-            hostname: hostname(),
-        },
+        Identity::new(
+            executor_id,
+            section.capacity.max(1),
+            section.labels.clone(),
+            hostname(),
+        ),
         poller,
         sender.clone(),
         config.common.token.clone(),

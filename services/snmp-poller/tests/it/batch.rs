@@ -63,12 +63,7 @@ async fn a_dead_agent_does_not_hold_the_healthy_or_the_batch() {
     )
     .unwrap();
     let executor = Arc::new(SnmpExecutor::new(
-        Identity {
-            executor_id: "snmp-test".into(),
-            capacity: 100,
-            labels: Default::default(),
-            hostname: "test".into(),
-        },
+        Identity::new("snmp-test".into(), 100, Default::default(), "test".into()),
         Arc::new(poller().await),
         sender.clone(),
         None,
