@@ -11,6 +11,7 @@ mod contract;
 mod executor;
 mod inventory_cli;
 mod lab_e2e;
+mod lab_loss;
 mod planner;
 mod snmp_isp;
 mod support;
