@@ -130,7 +130,10 @@ pub(crate) async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Opti
     .into_inner();
     assert_eq!(imported.failed, 0);
     let listed = inventory
-        .list_devices(v1::ListDevicesRequest::default())
+        .list_devices(v1::ListDevicesRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -665,7 +668,7 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
 }
 
 #[tokio::test]
-async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
+async fn packet_loss_over_a_window_of_probes_alerts_once() {
     let stack = start(&[("lossy-ap", "br9", "")]).await;
     let id = stack.ids["lossy-ap"].clone();
     let mut ingest = Ingest::open(&stack).await;
@@ -680,15 +683,20 @@ async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
         outcome: v1::ProbeOutcome::Ok as i32,
         ..Default::default()
     };
-    for cycle in 1..=4 {
-        ingest.batch(cycle, vec![lossy(cycle)]).await;
-        let open = alerting
+    let open_count = |mut alerting: AlertingServiceClient<PeerChannel>| async move {
+        alerting
             .list_alerts(v1::ListAlertsRequest::default())
             .await
             .unwrap()
-            .into_inner();
-        let expected = if cycle >= 3 { 1 } else { 0 };
-        assert_eq!(open.total_count, expected, "after cycle {cycle}: {open:?}");
+            .into_inner()
+            .total_count
+    };
+    // The window is judged from 30 packets (10 probes) on.
+    for cycle in 1..=12 {
+        ingest.batch(cycle, vec![lossy(cycle)]).await;
+        let expected = if cycle >= 10 { 1 } else { 0 };
+        let open = open_count(alerting.clone()).await;
+        assert_eq!(open, expected, "after cycle {cycle}");
     }
     let open = alerting
         .list_alerts(v1::ListAlertsRequest::default())
@@ -697,7 +705,11 @@ async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
         .into_inner()
         .alerts;
     assert_eq!(open[0].rule_kind, v1::RuleKind::PacketLoss as i32);
-    assert!(open[0].summary.contains("33.3 %"), "{}", open[0].summary);
+    assert!(
+        open[0].summary.contains("33.3 %") && open[0].summary.contains("10/30"),
+        "{}",
+        open[0].summary
+    );
     // Still UP: loss is not an outage.
     let status = alerting
         .get_device_status(v1::GetDeviceStatusRequest {
@@ -709,17 +721,17 @@ async fn packet_loss_over_the_threshold_for_three_probes_alerts_once() {
         .status
         .unwrap();
     assert_eq!(status.state, v1::DeviceState::Up as i32);
-    // A clean probe resolves it.
-    let mut clean = lossy(5);
-    clean.received = 3;
-    clean.loss_percent = 0.0;
-    ingest.batch(5, vec![clean]).await;
-    let open = alerting
-        .list_alerts(v1::ListAlertsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(open.total_count, 0);
+    // Clean probes push the lossy ones out; it resolves once the window is
+    // back at 10 % (3 of 30 lost), after 7 of them.
+    for cycle in 13..=19 {
+        let mut clean = lossy(cycle);
+        clean.received = 3;
+        clean.loss_percent = 0.0;
+        ingest.batch(cycle, vec![clean]).await;
+        let expected = if cycle < 19 { 1 } else { 0 };
+        let open = open_count(alerting.clone()).await;
+        assert_eq!(open, expected, "after clean cycle {cycle}");
+    }
     let rules = alerting
         .list_rules(v1::ListRulesRequest::default())
         .await

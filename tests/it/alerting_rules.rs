@@ -73,6 +73,7 @@ async fn rules_are_created_changed_and_deleted_over_grpc() {
                 kind: v1::RuleKind::PacketLoss as i32,
                 threshold: 150.0,
                 consecutive: 500,
+                min_probes: 5,
                 scope: Some(v1::Scope {
                     kind: v1::ScopeKind::Site as i32,
                     value: "atlantis".into(),
@@ -92,6 +93,7 @@ async fn rules_are_created_changed_and_deleted_over_grpc() {
             "rule.severity",
             "rule.threshold",
             "rule.consecutive",
+            "rule.min_probes",
             "rule.channels"
         ]
     );
@@ -112,6 +114,7 @@ async fn rules_are_created_changed_and_deleted_over_grpc() {
                 severity: v1::Severity::High as i32,
                 threshold: 50.0,
                 consecutive: 2,
+                min_probes: 2,
                 scope: Some(v1::Scope {
                     kind: v1::ScopeKind::Site as i32,
                     value: "br1".into(),
@@ -199,11 +202,21 @@ async fn rules_are_created_changed_and_deleted_over_grpc() {
     assert_eq!(second.rules.len(), 12);
     assert!(second.next_page_token.is_empty());
 
-    // 80 ms twice: the site rule (60 ms, 2 probes) fires for br1, the
-    // global one (200 ms) does not for br2.
+    // 80 ms three times: the site rule (60 ms median of at least 2 probes,
+    // breached by 2 windows in a row) fires for br1, the global one (200 ms)
+    // does not for br2.
+    assert_eq!(
+        (
+            created.window_probes,
+            created.min_probes,
+            created.latency_statistic
+        ),
+        (10, 2, v1::LatencyStatistic::Median as i32),
+        "the settings that apply are shown"
+    );
     let (br1, br2) = (stack.ids["br1-rtr"].clone(), stack.ids["br2-rtr"].clone());
     let mut ingest = Ingest::open(&stack).await;
-    for cycle in 1..=2 {
+    for cycle in 1..=3 {
         ingest
             .batch(
                 cycle,
@@ -715,4 +728,95 @@ async fn snmp_rules_fire_on_reboots_cpu_saturated_and_flapping_uplinks() {
         .filter_map(|p| p.in_utilisation_max_percent)
         .fold(0.0, f64::max);
     assert!((peak - 95.0).abs() < 0.5, "{history:?}");
+}
+
+/// One probe of 3 echo requests at `loss` (0..1), retried twice when all
+/// three are lost, as the ping executor does: (sent, received).
+fn lossy_probe(rng: &mut impl rand::Rng, loss: f64) -> (u32, u32) {
+    let first = (0..3).filter(|_| !rng.random_bool(loss)).count() as u32;
+    if first > 0 {
+        return (3, first);
+    }
+    (5, (0..2).filter(|_| !rng.random_bool(loss)).count() as u32)
+}
+
+#[tokio::test]
+async fn random_loss_below_the_threshold_never_alerts_and_above_it_always_does() {
+    use rand::{Rng as _, SeedableRng as _};
+    // 100 devices losing 3 % of their packets at random and 100 losing 25 %,
+    // through the real Ingest for 100 cycles under the seeded rules. With
+    // "above 10 % for 3 probes" one packet lost in each of 3 probes fired
+    // (33 % > 10 %); on the raw count of a 10-probe window (4 lost of 30)
+    // about 4 healthy devices in 100 fired within 20 probes.
+    let names: Vec<(String, &str)> = (0..200)
+        .map(|i| {
+            let class = if i < 100 { "healthy" } else { "lossy" };
+            (format!("{class}-{i:03}"), class)
+        })
+        .collect();
+    let devices: Vec<(&str, &str, &str)> = names
+        .iter()
+        .map(|(name, site)| (name.as_str(), *site, ""))
+        .collect();
+    let stack = start_with(&devices, None).await;
+    let mut ingest = Ingest::open(&stack).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for cycle in 1..=100 {
+        let probes = names
+            .iter()
+            .map(|(name, class)| {
+                let loss = if *class == "healthy" { 0.03 } else { 0.25 };
+                let (sent, received) = lossy_probe(&mut rng, loss);
+                let answered = received > 0;
+                v1::ProbeResult {
+                    device_id: stack.ids[name].clone(),
+                    cycle_id: cycle,
+                    sent,
+                    received,
+                    loss_percent: 100.0 * f64::from(sent - received) / f64::from(sent),
+                    rtt_avg_us: answered.then(|| rng.random_range(800..5_000)),
+                    outcome: if answered {
+                        v1::ProbeOutcome::Ok
+                    } else {
+                        v1::ProbeOutcome::Timeout
+                    } as i32,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        ingest.batch(cycle, probes).await;
+    }
+    let alerts = stack
+        .alerting
+        .clone()
+        .list_alerts(v1::ListAlertsRequest {
+            include_resolved: true,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    let healthy: Vec<&v1::Alert> = alerts
+        .iter()
+        .filter(|a| a.device_name.starts_with("healthy"))
+        .collect();
+    assert!(healthy.is_empty(), "3 % loss alerted: {healthy:#?}");
+    let mut lossy: Vec<&str> = alerts
+        .iter()
+        .filter(|a| a.rule_kind == v1::RuleKind::PacketLoss as i32)
+        .map(|a| a.device_name.as_str())
+        .collect();
+    lossy.sort_unstable();
+    lossy.dedup();
+    assert_eq!(lossy.len(), 100, "25 % loss alerted on {lossy:?}");
+    let loss = alerts
+        .iter()
+        .find(|a| a.rule_kind == v1::RuleKind::PacketLoss as i32)
+        .unwrap();
+    assert!(
+        loss.value.unwrap() > 10.0 && loss.summary.contains("over the last 10 probes"),
+        "{loss:?}"
+    );
 }

@@ -13,6 +13,7 @@ mod executor_ids;
 mod inventory_cli;
 mod lab_e2e;
 mod lab_gap;
+mod lab_loss;
 mod planner;
 mod snmp_isp;
 mod support;

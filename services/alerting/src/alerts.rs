@@ -1,7 +1,8 @@
 //! Rules and alerts. Rules are data (stored, seeded with the seed system's
 //! defaults); an alert opens when the state machine fires one (device down,
-//! flapping) or a measurement rule's threshold holds for N probes (latency,
-//! loss), and resolves when the condition ends — one open alert per
+//! flapping), a latency or loss rule's window of probes breaches it, or a
+//! measurement rule's threshold holds for N polls, and resolves when the
+//! condition ends — one open alert per
 //! (rule, device, interface), FIRING → ACKNOWLEDGED → RESOLVED. Silences
 //! and maintenance windows decide whether a change is notified; the
 //! notification commits in the alert change's transaction (the outbox).
@@ -24,6 +25,7 @@ use crate::silences::Silences;
 use crate::state::{AlertKind, Event, EventKind};
 use crate::store::ProbeRow;
 use crate::timestamp as ts;
+use crate::window::{self, Judgement, ProbeWindow};
 
 /// An open alert's identity: (rule id, device id, interface; empty for a
 /// device alert).
@@ -40,6 +42,9 @@ pub struct AlertEngine {
     open: Mutex<HashMap<OpenKey, v1::Alert>>,
     /// Consecutive breaching observations per (device, subject, rule kind).
     streaks: Mutex<HashMap<(String, String, i32), u32>>,
+    /// The latest answered probes per device, for the latency and loss
+    /// rules (memory only: empty after a restart; see `window.rs`).
+    windows: Mutex<HashMap<Uuid, ProbeWindow>>,
     pub events: broadcast::Sender<v1::WatchAlertsResponse>,
 }
 
@@ -109,10 +114,24 @@ impl AlertEngine {
         let rules: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM rules ORDER BY name")
             .fetch_all(&pool)
             .await?;
-        let rules = rules
+        let mut rules: Vec<v1::Rule> = rules
             .iter()
             .filter_map(|b| v1::Rule::decode(b.as_slice()).ok())
             .collect();
+        // Built-in latency and loss rules seeded "for 3 probes" and never
+        // changed take today's window defaults (stored as protobuf bodies,
+        // so this is code, not a migration).
+        for rule in &mut rules {
+            if let Some(upgraded) = rules::upgrade_builtin(rule) {
+                sqlx::query("UPDATE rules SET body = $2 WHERE id = $1")
+                    .bind(Uuid::parse_str(&upgraded.id).unwrap_or_default())
+                    .bind(upgraded.encode_to_vec())
+                    .execute(&pool)
+                    .await?;
+                tracing::info!(rule = %upgraded.name, "built-in rule upgraded to a window of probes");
+                *rule = upgraded;
+            }
+        }
         let open: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alerts WHERE state <> 3")
             .fetch_all(&pool)
             .await?;
@@ -131,6 +150,7 @@ impl AlertEngine {
             silences,
             open: Mutex::new(open),
             streaks: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
             events,
         })
     }
@@ -462,29 +482,58 @@ impl AlertEngine {
         self.write(changes).await
     }
 
-    /// Latency and loss rules: a threshold held for `consecutive` probes
-    /// opens an alert; one probe back under it resolves. A probe that got no
-    /// reply at all is the down rule's business, not the loss rule's.
+    /// Latency and loss rules: each answered probe enters its device's
+    /// window, and the window is judged under the device's rule (see
+    /// `window.rs`): a breach for `consecutive` probes opens an alert, a
+    /// clear window resolves it, a window too small or within chance of the
+    /// threshold leaves it as it is. A probe that got no reply at all is the
+    /// down rule's business and enters no window.
     pub async fn on_probes(&self, probes: &[ProbeRow]) -> Result<(), sqlx::Error> {
         let mut observations = Vec::new();
-        for probe in probes.iter().filter(|p| p.result.received > 0) {
-            let latency = probe.result.rtt_avg_us.map(|us| f64::from(us) / 1000.0);
-            let loss = Some(probe.result.loss_percent);
-            for (kind, value, unit) in [
-                (v1::RuleKind::HighLatency, latency, "ms"),
-                (v1::RuleKind::PacketLoss, loss, "%"),
-            ] {
-                if let Some(value) = value {
-                    observations.push(Observation {
-                        kind,
-                        device_id: probe.device_id.to_string(),
-                        subject: Subject::Device,
-                        measure: Measure::Value(value, unit),
-                        at: probe.probed_at,
-                        cycle_id: probe.result.cycle_id,
-                        probe: Some(probe.clone()),
+        {
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let mut devices: HashMap<Uuid, (v1::Device, Option<v1::Rule>, Option<v1::Rule>)> =
+                HashMap::new();
+            for probe in probes {
+                let Some(sample) = window::Sample::of(&probe.result) else {
+                    continue;
+                };
+                let (device, latency_rule, loss_rule) =
+                    devices.entry(probe.device_id).or_insert_with(|| {
+                        let device = self.device(&probe.device_id.to_string());
+                        let rule = |kind| self.rule_for_subject(kind, &device, &Subject::Device);
+                        let rules = (
+                            rule(v1::RuleKind::HighLatency),
+                            rule(v1::RuleKind::PacketLoss),
+                        );
+                        (device, rules.0, rules.1)
                     });
-                }
+                // The ring holds the largest window of the device's rules.
+                let capacity = [&*latency_rule, &*loss_rule]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| window::Settings::of(r).window_probes)
+                    .max()
+                    .unwrap_or(window::DEFAULT_WINDOW_PROBES);
+                let ring = windows.entry(probe.device_id).or_default();
+                ring.push(sample, capacity);
+                let observe = |kind, judged| Observation {
+                    kind,
+                    device_id: device.id.clone(),
+                    subject: Subject::Device,
+                    measure: Measure::Window(judged),
+                    at: probe.probed_at,
+                    cycle_id: probe.result.cycle_id,
+                    probe: Some(probe.clone()),
+                };
+                observations.push(observe(
+                    v1::RuleKind::HighLatency,
+                    latency_rule.as_ref().map(|r| latency_verdict(ring, r)),
+                ));
+                observations.push(observe(
+                    v1::RuleKind::PacketLoss,
+                    loss_rule.as_ref().map(|r| loss_verdict(ring, r)),
+                ));
             }
         }
         self.observe(&observations).await
@@ -525,6 +574,9 @@ impl AlertEngine {
                     .entry(o.device_id.as_str())
                     .or_insert_with(|| self.device(&o.device_id));
                 let subject_key = o.subject.key();
+                if o.measure.held() {
+                    continue;
+                }
                 let rule = self.rule_for_subject(o.kind, device, &o.subject);
                 let verdict = rule.as_ref().and_then(|rule| o.verdict(rule));
                 let (Some(rule), Some((value, detail))) = (rule, verdict) else {
@@ -1064,6 +1116,66 @@ pub enum Measure {
     /// When the device last rebooted; the alert lasts the rule's
     /// `for_duration` (default 30 min) from then.
     RebootedAt(Option<DateTime<Utc>>),
+    /// A latency or loss window already judged under the device's rule
+    /// (`None`: no rule applies, which clears).
+    Window(Option<WindowVerdict>),
+}
+
+impl Measure {
+    /// A window that can neither fire nor resolve yet.
+    fn held(&self) -> bool {
+        matches!(self, Measure::Window(Some(w)) if w.judgement == Judgement::Hold)
+    }
+}
+
+/// A judged window: the value compared with the threshold and how it reads.
+#[derive(Debug, Clone)]
+pub struct WindowVerdict {
+    pub judgement: Judgement,
+    pub value: f64,
+    pub detail: String,
+}
+
+/// The loss window of `rule` over a device's ring.
+fn loss_verdict(ring: &ProbeWindow, rule: &v1::Rule) -> WindowVerdict {
+    let settings = window::Settings::of(rule);
+    let loss = ring.loss(settings.window_probes);
+    WindowVerdict {
+        judgement: loss.judge(rule.threshold, settings.min_packets),
+        value: loss.percent(),
+        detail: format!(
+            "packet loss {:.1} % > {} % over the last {} probes ({}/{} packets lost)",
+            loss.percent(),
+            rule.threshold,
+            loss.probes,
+            loss.lost,
+            loss.sent
+        ),
+    }
+}
+
+/// The latency window of `rule` over a device's ring.
+fn latency_verdict(ring: &ProbeWindow, rule: &v1::Rule) -> WindowVerdict {
+    let settings = window::Settings::of(rule);
+    let Some(latency) = ring.latency(settings.window_probes, settings.statistic) else {
+        return WindowVerdict {
+            judgement: Judgement::Hold,
+            value: 0.0,
+            detail: String::new(),
+        };
+    };
+    let statistic = match settings.statistic {
+        v1::LatencyStatistic::P90 => "p90",
+        _ => "median",
+    };
+    WindowVerdict {
+        judgement: latency.judge(rule.threshold, settings.min_probes),
+        value: latency.ms,
+        detail: format!(
+            "{statistic} RTT {:.1} ms > {} ms over the last {} probes",
+            latency.ms, rule.threshold, latency.probes
+        ),
+    }
 }
 
 /// One observation for the rules of `kind`.
@@ -1129,6 +1241,10 @@ impl Observation {
                     )
                 })
             }
+            Measure::Window(verdict) => verdict
+                .as_ref()
+                .filter(|v| v.judgement == Judgement::Breach)
+                .map(|v| (Some(v.value), v.detail.clone())),
             Measure::RebootedAt(at) => {
                 let lasts = duration_or(rule.for_duration.as_ref(), TimeDelta::minutes(30));
                 let at = (*at)?;

@@ -19,6 +19,7 @@ pub mod silences;
 pub mod snmp;
 pub mod state;
 pub mod store;
+pub mod window;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use netward_shared::status::{FieldViolation, Violations};
 use uuid::Uuid;
 
 use crate::scope;
+use crate::window;
 
 /// The seed system's rules, created when no built-in rule exists.
 pub fn default_rules() -> Vec<v1::Rule> {
@@ -49,22 +50,22 @@ pub fn default_rules() -> Vec<v1::Rule> {
             0,
             "the device keeps going up and down",
         ),
-        rule(
+        windowed(rule(
             "high-latency",
             v1::RuleKind::HighLatency,
             v1::Severity::Medium,
             200.0,
-            3,
-            "average RTT above 200 ms for 3 probes",
-        ),
-        rule(
+            1,
+            LATENCY_DESCRIPTION,
+        )),
+        windowed(rule(
             "packet-loss",
             v1::RuleKind::PacketLoss,
             v1::Severity::Medium,
             10.0,
-            3,
-            "packet loss above 10 % for 3 probes",
-        ),
+            1,
+            LOSS_DESCRIPTION,
+        )),
         v1::Rule {
             interface_roles: vec![
                 v1::InterfaceRole::Trunk as i32,
@@ -170,6 +171,54 @@ pub fn default_rules() -> Vec<v1::Rule> {
     ]
 }
 
+const LATENCY_DESCRIPTION: &str = "median RTT of the last 10 probes above 200 ms";
+const LOSS_DESCRIPTION: &str =
+    "packet loss above 10 % over the last 10 probes (at least 30 packets, beyond chance)";
+
+/// Kinds judged over a window of probes.
+fn windowed_kind(kind: v1::RuleKind) -> bool {
+    matches!(kind, v1::RuleKind::HighLatency | v1::RuleKind::PacketLoss)
+}
+
+/// A latency or loss rule with its window settings spelled out (a zero
+/// means the default; responses show what applies).
+fn windowed(mut rule: v1::Rule) -> v1::Rule {
+    let settings = window::Settings::of(&rule);
+    rule.window_probes = settings.window_probes;
+    if rule.kind == v1::RuleKind::PacketLoss as i32 {
+        rule.min_packets = settings.min_packets;
+    } else {
+        rule.min_probes = settings.min_probes;
+        rule.latency_statistic = settings.statistic as i32;
+    }
+    rule
+}
+
+/// The built-in latency and loss rules as seeded before they judged a
+/// window ("for 3 probes"), untouched since: they become today's defaults.
+/// Rules changed by an operator are left alone (their zero window fields
+/// mean the defaults).
+pub fn upgrade_builtin(rule: &v1::Rule) -> Option<v1::Rule> {
+    let old_description = match v1::RuleKind::try_from(rule.kind).ok()? {
+        v1::RuleKind::HighLatency => "average RTT above 200 ms for 3 probes",
+        v1::RuleKind::PacketLoss => "packet loss above 10 % for 3 probes",
+        _ => return None,
+    };
+    let untouched = rule.builtin
+        && rule.window_probes == 0
+        && rule.consecutive == 3
+        && rule.description == old_description;
+    if !untouched {
+        return None;
+    }
+    let seeded = default_rules().into_iter().find(|d| d.kind == rule.kind)?;
+    Some(v1::Rule {
+        description: seeded.description,
+        consecutive: seeded.consecutive,
+        ..windowed(rule.clone())
+    })
+}
+
 /// Kinds evaluated per interface (they may filter on interface roles).
 fn per_interface(kind: v1::RuleKind) -> bool {
     matches!(
@@ -251,6 +300,7 @@ pub fn check(
             "a MONITORING_GAP rule covers the whole fleet: scope must be GLOBAL",
         );
     }
+    check_window(&mut v, rule, kind);
     for (field, value) in [
         ("rule.for_duration", &rule.for_duration),
         ("rule.window", &rule.window),
@@ -321,7 +371,65 @@ pub fn check(
     }
     v.labels("rule.labels", &rule.labels);
     out.enabled = Some(rule.enabled.unwrap_or(true));
+    if windowed_kind(kind) {
+        out = windowed(out);
+    }
     if v.is_empty() { Ok(out) } else { Err(v.0) }
+}
+
+/// The window fields: each only for the kinds that judge a window, within
+/// its bounds (0 = the default).
+fn check_window(v: &mut Violations, rule: &v1::Rule, kind: v1::RuleKind) {
+    let loss = kind == v1::RuleKind::PacketLoss;
+    let latency = kind == v1::RuleKind::HighLatency;
+    let window_probes = window::Settings::of(rule).window_probes;
+    let fields = [
+        (
+            "rule.window_probes",
+            rule.window_probes,
+            loss || latency,
+            "RULE_KIND_HIGH_LATENCY and RULE_KIND_PACKET_LOSS",
+            window::MAX_WINDOW_PROBES,
+        ),
+        (
+            "rule.min_packets",
+            rule.min_packets,
+            loss,
+            "RULE_KIND_PACKET_LOSS",
+            window::MAX_MIN_PACKETS,
+        ),
+        (
+            "rule.min_probes",
+            rule.min_probes,
+            latency,
+            "RULE_KIND_HIGH_LATENCY",
+            window_probes,
+        ),
+    ];
+    for (field, value, applies, kinds, max) in fields {
+        if value == 0 {
+            continue;
+        }
+        if !applies {
+            v.add(field, value, format!("only for {kinds}"));
+        } else if value > max {
+            let why = if field == "rule.min_probes" {
+                format!("must be 1..={max} (window_probes: the window never holds more)")
+            } else {
+                format!("must be 1..={max}")
+            };
+            v.add(field, value, why);
+        }
+    }
+    if rule.latency_statistic != 0 && !latency {
+        v.add(
+            "rule.latency_statistic",
+            rule.latency_statistic,
+            "only for RULE_KIND_HIGH_LATENCY",
+        );
+    } else {
+        v.enum_value::<v1::LatencyStatistic>("rule.latency_statistic", rule.latency_statistic);
+    }
 }
 
 /// Fields an update may name (the proto's names); `kind` is fixed at
@@ -342,6 +450,10 @@ const MUTABLE: &[&str] = &[
     "enabled",
     "channels",
     "labels",
+    "window_probes",
+    "min_packets",
+    "min_probes",
+    "latency_statistic",
 ];
 
 /// Applies the masked fields of `update` to `current` (empty mask = every
@@ -390,7 +502,11 @@ pub fn merge(
         direction,
         interface_roles,
         channels,
-        labels
+        labels,
+        window_probes,
+        min_packets,
+        min_probes,
+        latency_statistic
     );
     if wants("enabled") {
         out.enabled = Some(update.enabled.unwrap_or(true));
@@ -539,6 +655,46 @@ mod tests {
                 },
                 &["rule.scope.value"],
             ),
+            (
+                v1::Rule {
+                    window_probes: 101,
+                    min_packets: 30,
+                    ..rule()
+                },
+                &["rule.window_probes", "rule.min_packets"],
+            ),
+            (
+                v1::Rule {
+                    window_probes: 4,
+                    min_probes: 5,
+                    latency_statistic: 7,
+                    ..rule()
+                },
+                &["rule.min_probes", "rule.latency_statistic"],
+            ),
+            (
+                v1::Rule {
+                    kind: v1::RuleKind::PacketLoss as i32,
+                    threshold: 10.0,
+                    min_packets: 10_001,
+                    min_probes: 3,
+                    latency_statistic: v1::LatencyStatistic::P90 as i32,
+                    ..rule()
+                },
+                &[
+                    "rule.min_packets",
+                    "rule.min_probes",
+                    "rule.latency_statistic",
+                ],
+            ),
+            (
+                v1::Rule {
+                    kind: v1::RuleKind::DeviceDown as i32,
+                    window_probes: 10,
+                    ..rule()
+                },
+                &["rule.window_probes"],
+            ),
         ];
         for (rule, want) in cases {
             assert_eq!(
@@ -547,6 +703,81 @@ mod tests {
                 "{rule:?}"
             );
         }
+    }
+
+    #[test]
+    fn window_rules_show_the_settings_that_apply() {
+        let checked = check(&rule(), &InventoryCopy::default(), &[]).unwrap();
+        assert_eq!(
+            (
+                checked.window_probes,
+                checked.min_probes,
+                checked.min_packets,
+                checked.latency_statistic
+            ),
+            (10, 5, 0, v1::LatencyStatistic::Median as i32)
+        );
+        let loss = v1::Rule {
+            kind: v1::RuleKind::PacketLoss as i32,
+            threshold: 5.0,
+            window_probes: 20,
+            ..rule()
+        };
+        let checked = check(&loss, &InventoryCopy::default(), &[]).unwrap();
+        assert_eq!(
+            (checked.window_probes, checked.min_packets),
+            (20, window::DEFAULT_MIN_PACKETS)
+        );
+    }
+
+    #[test]
+    fn untouched_builtins_of_old_take_the_window_defaults() {
+        let old = |kind: v1::RuleKind, description: &str| v1::Rule {
+            id: "x".into(),
+            name: "old".into(),
+            kind: kind as i32,
+            threshold: 10.0,
+            consecutive: 3,
+            description: description.into(),
+            builtin: true,
+            ..Default::default()
+        };
+        let loss = old(
+            v1::RuleKind::PacketLoss,
+            "packet loss above 10 % for 3 probes",
+        );
+        let upgraded = upgrade_builtin(&loss).unwrap();
+        assert_eq!(
+            (
+                upgraded.consecutive,
+                upgraded.window_probes,
+                upgraded.min_packets
+            ),
+            (1, 10, 30)
+        );
+        assert_eq!((upgraded.id.as_str(), upgraded.threshold), ("x", 10.0));
+        assert_eq!(upgrade_builtin(&upgraded), None, "once");
+        let changed = v1::Rule {
+            consecutive: 5,
+            ..loss.clone()
+        };
+        assert_eq!(
+            upgrade_builtin(&changed),
+            None,
+            "an operator's change stays"
+        );
+        let custom = v1::Rule {
+            builtin: false,
+            ..loss
+        };
+        assert_eq!(upgrade_builtin(&custom), None);
+        let latency = old(
+            v1::RuleKind::HighLatency,
+            "average RTT above 200 ms for 3 probes",
+        );
+        let upgraded = upgrade_builtin(&latency).unwrap();
+        assert_eq!((upgraded.window_probes, upgraded.min_probes), (10, 5));
+        assert!(upgraded.description.starts_with("median RTT"));
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! Packet loss judged over a window of probes, in the network lab: the real
+//! binary's inventory, planner, a ping executor and alerting as processes,
+//! real ICMP on loopback with nft dropping echo requests at random. 100
+//! devices lose 3 % of their packets and raise no alert of any kind; 100
+//! lose 25 % and each gets a packet-loss alert. The ping interval is 2 s;
+//! the run lasts at least 25 cycles and until every 25 % device has fired:
+//! 3-4 minutes while a device is probed only about every other 2 s cycle
+//! (45-56 probes a device in 200-240 s, issue 11 item 2).
+
+use std::time::{Duration, Instant};
+
+use netward_shared::client::connect;
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::testkit::TestDatabase;
+use netward_shared::testkit::lab::{self, Rule};
+
+use crate::support::Netward;
+
+const INTERVAL: Duration = Duration::from_secs(2);
+/// Cycles every device is probed before the 3 % ones are judged.
+const MIN_CYCLES: u32 = 25;
+/// At 25 % loss a device fires within about 5 probes of a full window (10
+/// probes), but the slowest of 100 can take 50 or more: 200 cycles bound it.
+const MAX_CYCLES: u32 = 200;
+
+fn ip(group: usize, k: usize) -> String {
+    format!("127.51.{group}.{}", k + 1)
+}
+
+#[tokio::test]
+async fn lab_random_loss_alerts_only_above_the_threshold() {
+    if !lab::inside() {
+        println!("skipped: not in the network lab (run it with deploy/lab/lab.sh)");
+        return;
+    }
+    let healthy: Vec<String> = (0..100).map(|k| ip(0, k)).collect();
+    let lossy: Vec<String> = (0..100).map(|k| ip(1, k)).collect();
+    let rows: Vec<v1::ImportRow> = healthy
+        .iter()
+        .chain(&lossy)
+        .enumerate()
+        .map(|(i, address)| v1::ImportRow {
+            line: i as u32 + 2,
+            name: format!("loss-{}", address.replace('.', "-")),
+            ip: address.clone(),
+            site: if i < 100 { "healthy" } else { "lossy" }.into(),
+            ..Default::default()
+        })
+        .collect();
+    let _three = Rule::lossy("127.51.0.0/24", 3);
+    let _quarter = Rule::lossy("127.51.1.0/24", 25);
+
+    let database = TestDatabase::create().await.unwrap();
+    let db = database.url().to_string();
+    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let (imported, _) = crate::support::import(&inventory_url, rows).await;
+    assert_eq!(imported.created, 200);
+    let alerting = Netward::start(
+        "alerting",
+        &["--database-url", &db, "--inventory-url", &inventory_url],
+    )
+    .await;
+    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", &inventory_url],
+        &[("NETWARD_PLANNER__PING_INTERVAL", "2s")],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let executor = Netward::start_with_env(
+        "ping-executor",
+        &[
+            "--planner-url",
+            &planner_url,
+            "--alerting-url",
+            &alerting_url,
+        ],
+        &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "lab-loss-1")],
+    )
+    .await;
+
+    let mut client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let started = Instant::now();
+    let alerts = loop {
+        tokio::time::sleep(INTERVAL).await;
+        let alerts = client
+            .list_alerts(v1::ListAlertsRequest {
+                include_resolved: true,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().alerts)
+            .unwrap_or_default();
+        let fired = lossy
+            .iter()
+            .filter(|address| {
+                alerts.iter().any(|a| {
+                    &a.ip_address == *address && a.rule_kind == v1::RuleKind::PacketLoss as i32
+                })
+            })
+            .count();
+        let elapsed = started.elapsed();
+        if (fired == lossy.len() && elapsed >= INTERVAL * MIN_CYCLES)
+            || elapsed >= INTERVAL * MAX_CYCLES
+        {
+            println!(
+                "lab loss: {fired}/100 devices at 25 % alerted after {:.0} s",
+                elapsed.as_secs_f64()
+            );
+            break alerts;
+        }
+    };
+    let (status, log) = executor.stop().await;
+    assert!(status.success(), "{log}");
+
+    // Probed all along: the windows were full.
+    let probes: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT i.ip_address, count(*), sum(r.sent), sum(r.sent - r.received) \
+         FROM alerting.probe_results r JOIN inventory.devices i ON i.id = r.device_id \
+         GROUP BY i.ip_address",
+    )
+    .fetch_all(database.pool())
+    .await
+    .unwrap();
+    let measured = |group: &[String]| {
+        let (sent, lost) = probes
+            .iter()
+            .filter(|(address, ..)| group.contains(address))
+            .fold((0, 0), |(s, l), (_, _, sent, lost)| (s + sent, l + lost));
+        100.0 * lost as f64 / sent.max(1) as f64
+    };
+    let fewest = probes.iter().map(|(_, n, ..)| *n).min().unwrap_or_default();
+    println!(
+        "lab loss: measured {:.1} % and {:.1} % loss, at least {fewest} probes a device",
+        measured(&healthy),
+        measured(&lossy)
+    );
+
+    let noisy: Vec<(&str, &str)> = alerts
+        .iter()
+        .filter(|a| healthy.contains(&a.ip_address))
+        .map(|a| (a.rule_name.as_str(), a.summary.as_str()))
+        .collect();
+    assert!(noisy.is_empty(), "3 % loss alerted: {noisy:?}");
+    let silent: Vec<&String> = lossy
+        .iter()
+        .filter(|address| {
+            !alerts.iter().any(|a| {
+                &a.ip_address == *address && a.rule_kind == v1::RuleKind::PacketLoss as i32
+            })
+        })
+        .collect();
+    assert!(silent.is_empty(), "25 % loss never alerted: {silent:?}");
+
+    let (status, log) = planner.stop().await;
+    assert!(status.success(), "{log}");
+    alerting.stop().await;
+    inventory.stop().await;
+}
