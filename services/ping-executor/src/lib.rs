@@ -2,7 +2,7 @@
 //! assignment with ICMP, and streams results to alerting. Stateless: what it
 //! has not delivered yet lives in a bounded buffer until alerting acks it.
 //!
-//! `icmp.rs` is the probing engine (one socket per family, paced),
+//! `icmp/` is the probing engine (one socket per family, paced),
 //! `work.rs` runs the planner's batches (the `Work` stream itself is
 //! `netward_shared::work`), `grpc.rs` its own `ExecutorService`.
 
