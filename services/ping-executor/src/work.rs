@@ -157,6 +157,7 @@ pub fn result(
         None => (v1::ProbeOutcome::Ok, String::new()),
         Some(ProbeFailure::Timeout) => (v1::ProbeOutcome::Timeout, String::new()),
         Some(ProbeFailure::Unreachable) => (v1::ProbeOutcome::Unreachable, String::new()),
+        Some(ProbeFailure::NoRoute(error)) => (v1::ProbeOutcome::NoRoute, error.clone()),
         Some(ProbeFailure::SendError(error)) => (v1::ProbeOutcome::SendError, error.clone()),
         Some(ProbeFailure::InvalidAddress) => (
             v1::ProbeOutcome::InvalidAddress,

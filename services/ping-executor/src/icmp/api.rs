@@ -79,7 +79,13 @@ pub enum ProbeFailure {
     Timeout,
     /// An ICMP destination-unreachable (or time-exceeded) came back instead.
     Unreachable,
-    /// The local stack refused to send (the fault is here, not the device's).
+    /// The kernel refused every request because the path to the device is
+    /// gone (no route, an unreachable or blackhole route, a filter on output,
+    /// a lost source address): the errno, e.g. "sendto: EHOSTUNREACH (No
+    /// route to host)". Each refused request counts as sent and lost.
+    NoRoute(String),
+    /// This host could not send for a reason of its own (the fault is here,
+    /// not the device's): inconclusive.
     SendError(String),
     /// Not a unicast address, or no socket for its family.
     InvalidAddress,
@@ -90,6 +96,7 @@ impl ProbeFailure {
         match self {
             Self::Timeout => "timeout",
             Self::Unreachable => "unreachable",
+            Self::NoRoute(_) => "no_route",
             Self::SendError(_) => "send_error",
             Self::InvalidAddress => "invalid_address",
         }
@@ -98,7 +105,9 @@ impl ProbeFailure {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProbeOutcome {
-    /// Requests sent, retries included.
+    /// Requests sent, retries included. A request the kernel refused because
+    /// the path is gone counts as sent and lost (fping's count), so such a
+    /// probe reports 100 % loss; one not sent for local trouble does not count.
     pub sent: u32,
     pub received: u32,
     /// One per reply, in the order the requests were sent.
@@ -174,7 +183,10 @@ pub struct PingerStats {
     pub stray: u64,
     /// Packets that could not be parsed.
     pub malformed: u64,
+    /// Sends that failed for this host's own trouble (inconclusive).
     pub send_errors: u64,
+    /// Sends the kernel refused because the path is gone (counted as lost).
+    pub no_route: u64,
     /// Sends that had to wait for the packets-per-second budget.
     pub budget_waits: u64,
     pub budget_wait_total: Duration,

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::packet::{PACKET_LEN, echo_request, payload_token};
 use super::parse::{IcmpMessage, Layout, parse};
-use super::socket::{ExtendedErr, Queue, send_to, storage_ip};
+use super::socket::{ExtendedErr, Queue, Refusal, refusal, refusal_detail, send_to, storage_ip};
 use super::stats::{Counters, Metrics, RecentWindow, nanos};
 use super::{PingerConfig, SocketKind};
 use crate::pacing::{Pacer, Slot};
@@ -116,6 +116,10 @@ pub(super) struct Pending {
     pub(super) token: u64,
     pub(super) sent_at: Instant,
     pub(super) tx: oneshot::Sender<PacketResult>,
+    /// Set when the kernel refused the send for a path error (its detail):
+    /// the request waits out its timeout here all the same, then counts as
+    /// lost with that detail. Its token never went out, so no reply matches.
+    pub(super) refused: Option<String>,
 }
 
 #[derive(Debug)]
@@ -123,6 +127,10 @@ pub(super) enum PacketResult {
     Reply(Duration),
     Unreachable,
     Timeout,
+    /// Refused by the kernel because the path is gone (the errno): sent and
+    /// lost, reported when its timeout has passed.
+    NoRoute(String),
+    /// Not sent for a reason of this host's own (inconclusive).
     SendError(String),
 }
 
@@ -403,23 +411,50 @@ impl Engine {
                             token,
                             sent_at,
                             tx: request.tx,
+                            refused: None,
                         },
                     );
                 }
-                Err(Errno::EAGAIN | Errno::ENOBUFS) => {
-                    // The socket (or the device queue) is full: keep the
-                    // request and try again shortly, after reading replies.
-                    self.due.push_front(request);
-                    wake = Some(Instant::now() + Duration::from_millis(1));
-                    break;
-                }
-                Err(e) => {
-                    shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                    shared.metrics.send_errors.increment(1);
-                    tracing::debug!(target_addr = %request.target, error = %e, "icmp send failed");
-                    self.done
-                        .push((request.tx, PacketResult::SendError(e.to_string())));
-                }
+                Err(e) => match refusal(e) {
+                    Refusal::Full | Refusal::Interrupted => {
+                        // The socket (or the device queue) is full: keep the
+                        // request and try again shortly, after reading replies.
+                        self.due.push_front(request);
+                        wake = Some(Instant::now() + Duration::from_millis(1));
+                        break;
+                    }
+                    Refusal::NoRoute => {
+                        shared.counters.no_route.fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.no_route.increment(1);
+                        tracing::debug!(target_addr = %request.target, error = %e, "icmp send refused: no path");
+                        // Sent and lost, as fping counts it. The probe learns
+                        // of it when the reply would have been due, so its
+                        // retries go out when they would after a timeout and
+                        // a route that comes back within the probe is seen.
+                        self.deadlines.push(Reverse((
+                            sent_at + request.timeout,
+                            token,
+                            request.target,
+                            seq,
+                        )));
+                        self.pending.insert(
+                            (request.target, seq),
+                            Pending {
+                                token,
+                                sent_at,
+                                tx: request.tx,
+                                refused: Some(refusal_detail(e)),
+                            },
+                        );
+                    }
+                    Refusal::Local => {
+                        shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.send_errors.increment(1);
+                        tracing::debug!(target_addr = %request.target, error = %e, "icmp send failed");
+                        self.done
+                            .push((request.tx, PacketResult::SendError(refusal_detail(e))));
+                    }
+                },
             }
         }
         if turn >= SENDS_PER_TURN && !self.due.is_empty() {
@@ -447,7 +482,11 @@ impl Engine {
             if self.pending.get(&key).is_some_and(|p| p.token == token)
                 && let Some(entry) = self.pending.remove(&key)
             {
-                self.done.push((entry.tx, PacketResult::Timeout));
+                let result = match entry.refused {
+                    Some(detail) => PacketResult::NoRoute(detail),
+                    None => PacketResult::Timeout,
+                };
+                self.done.push((entry.tx, result));
             }
         }
     }
@@ -543,7 +582,11 @@ impl Engine {
     /// An ICMP error quoting one of our requests: it quotes too little to
     /// check the token, so (target, sequence) decides.
     fn unreachable(&mut self, target: IpAddr, sequence: u16) {
-        if let Some(entry) = self.pending.remove(&(target.to_canonical(), sequence)) {
+        let key = (target.to_canonical(), sequence);
+        // A refused request never left: no error can be about it.
+        if self.pending.get(&key).is_some_and(|p| p.refused.is_none())
+            && let Some(entry) = self.pending.remove(&key)
+        {
             self.shared
                 .counters
                 .unreachable

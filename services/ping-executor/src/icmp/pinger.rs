@@ -164,21 +164,12 @@ impl Pinger {
             tally.add(join_all(packets).await);
             retries_sent = tally.sent - before;
         }
-        let failure = if tally.received > 0 {
-            None
-        } else if tally.unreachable > 0 {
-            Some(ProbeFailure::Unreachable)
-        } else if tally.sent == 0 {
-            Some(ProbeFailure::SendError(
-                tally.send_error.unwrap_or_else(|| "not sent".to_owned()),
-            ))
-        } else {
-            Some(ProbeFailure::Timeout)
-        };
+        let failure = tally.verdict();
         let counter = match &failure {
             None => &shared.metrics.probe_ok,
             Some(ProbeFailure::Timeout) => &shared.metrics.probe_timeout,
             Some(ProbeFailure::Unreachable) => &shared.metrics.probe_unreachable,
+            Some(ProbeFailure::NoRoute(_)) => &shared.metrics.probe_no_route,
             Some(ProbeFailure::SendError(_)) => &shared.metrics.probe_send_error,
             Some(ProbeFailure::InvalidAddress) => &shared.metrics.probe_invalid,
         };
@@ -213,6 +204,7 @@ impl Pinger {
             stray: load(&c.stray),
             malformed: load(&c.malformed),
             send_errors: load(&c.send_errors),
+            no_route: load(&c.no_route),
             budget_waits: load(&c.budget_waits),
             budget_wait_total: Duration::from_nanos(load(&c.budget_wait_ns)),
             scheduler_lag_total: Duration::from_nanos(load(&c.lag_ns)),

@@ -160,6 +160,46 @@ pub(super) fn reply_filter(v6: bool) -> Vec<SockFilter> {
     prog
 }
 
+/// What a `sendto` the kernel refused means for the packet and its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Interrupted by a signal before anything was sent: send again at once.
+    Interrupted,
+    /// Our socket or the device queue is full: keep the request and send it
+    /// again shortly (never the device's fault).
+    Full,
+    /// The path to the device is gone: no route (`EHOSTUNREACH`,
+    /// `ENETUNREACH`), an unreachable, blackhole or prohibit route or rule
+    /// (`EINVAL`, `EACCES`), a local filter on output (`EPERM`), or a source
+    /// address that disappeared (`EADDRNOTAVAIL`). The packet is sent and
+    /// lost, as fping counts it: evidence against the device's reachability.
+    NoRoute,
+    /// Anything else is this host's own trouble: inconclusive for the device.
+    Local,
+}
+
+/// Sorts a `sendto` errno into what the engine does with the packet.
+pub(super) fn refusal(errno: Errno) -> Refusal {
+    match errno {
+        Errno::EINTR => Refusal::Interrupted,
+        Errno::EAGAIN | Errno::ENOBUFS => Refusal::Full,
+        Errno::EHOSTUNREACH
+        | Errno::ENETUNREACH
+        | Errno::EINVAL
+        | Errno::EPERM
+        | Errno::EACCES
+        | Errno::EADDRNOTAVAIL => Refusal::NoRoute,
+        _ => Refusal::Local,
+    }
+}
+
+/// How a refused send reads in a probe's `error_detail`, e.g.
+/// "sendto: EHOSTUNREACH (No route to host)".
+pub(super) fn refusal_detail(errno: Errno) -> String {
+    format!("sendto: {errno:?} ({})", errno.desc())
+}
+
+/// Sends one packet; a send interrupted by a signal is sent again.
 pub(super) fn send_to(fd: i32, target: IpAddr, packet: &[u8]) -> Result<(), Errno> {
     loop {
         let result = match target {
@@ -177,7 +217,7 @@ pub(super) fn send_to(fd: i32, target: IpAddr, packet: &[u8]) -> Result<(), Errn
             ),
         };
         match result {
-            Err(Errno::EINTR) => continue,
+            Err(e) if refusal(e) == Refusal::Interrupted => continue,
             other => return other.map(|_| ()),
         }
     }
@@ -192,4 +232,33 @@ pub(super) fn storage_ip(s: &SockaddrStorage) -> Option<IpAddr> {
         return Some(IpAddr::V4(v4.ip()));
     }
     s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_errors_are_no_route_and_local_trouble_is_not() {
+        for errno in [
+            Errno::EHOSTUNREACH,
+            Errno::ENETUNREACH,
+            Errno::EINVAL,
+            Errno::EPERM,
+            Errno::EACCES,
+            Errno::EADDRNOTAVAIL,
+        ] {
+            assert_eq!(refusal(errno), Refusal::NoRoute, "{errno:?}");
+        }
+        assert_eq!(refusal(Errno::EINTR), Refusal::Interrupted);
+        assert_eq!(refusal(Errno::EAGAIN), Refusal::Full);
+        assert_eq!(refusal(Errno::ENOBUFS), Refusal::Full);
+        for errno in [Errno::EBADF, Errno::EMSGSIZE, Errno::ENOMEM, Errno::EFAULT] {
+            assert_eq!(refusal(errno), Refusal::Local, "{errno:?}");
+        }
+        assert_eq!(
+            refusal_detail(Errno::EHOSTUNREACH),
+            "sendto: EHOSTUNREACH (No route to host)"
+        );
+    }
 }
