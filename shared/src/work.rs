@@ -88,6 +88,10 @@ pub struct ExecutorState {
     pub draining: AtomicBool,
     /// Running batches, so shutdown can wait for them.
     pub batches: TaskTracker,
+    /// Cancelled at shutdown once running batches have had their grace:
+    /// runners stop probing, report every target without a verdict as
+    /// aborted (the API's "cut short by shutdown") and return at once.
+    pub abort: CancellationToken,
 }
 
 impl ExecutorState {
@@ -105,34 +109,81 @@ impl ExecutorState {
             planners_connected: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             batches: TaskTracker::new(),
+            abort: CancellationToken::new(),
         }
     }
 
-    /// The drain at shutdown, once the gRPC server has stopped: new work is
-    /// refused, running batches get `timeout` to finish and report (the
-    /// streams stay open for their `BatchDone`), then `work_stop` closes the
-    /// streams and alerting gets `timeout` to ack what is buffered. The
-    /// delivery task is the caller's to stop afterwards.
+    /// The drain at shutdown, once the gRPC server has stopped. It takes
+    /// `timeout` in all, whatever the peers do, so an executor whose planner
+    /// and alerting are gone exits promptly instead of waiting on nobody:
+    ///
+    /// 1. New work is refused (`draining`), so nothing new starts.
+    /// 2. Running batches get half of `timeout` to finish, so the probes in
+    ///    flight reach a verdict; only while alerting is connected, since
+    ///    without it their results have nowhere to go.
+    /// 3. What still runs is cut short (`abort`): runners report their
+    ///    targets without a verdict as aborted and send `BatchDone` on the
+    ///    streams, still open for it. A runner that ignores `abort` is waited
+    ///    for until the bound, then dropped with the process.
+    /// 4. `work_stop` closes the work streams: no `BatchDone` is left to send.
+    /// 5. Alerting gets the rest of the bound to ack what is buffered, while
+    ///    its ingest stream is connected (no reconnect is waited for); what is
+    ///    still unacked then is lost with the process, and logged.
+    ///
+    /// The delivery task is the caller's to stop afterwards.
     pub async fn drain(&self, timeout: Duration, work_stop: &CancellationToken) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
         self.draining.store(true, Ordering::Release);
         self.batches.close();
-        tracing::info!(batches = self.batches.len(), "draining running batches");
-        if tokio::time::timeout(timeout, self.batches.wait())
+        let alerting_connected = self.sender.stats().connected;
+        tracing::info!(
+            batches = self.batches.len(),
+            alerting_connected,
+            ?timeout,
+            "draining running batches"
+        );
+        let grace = if alerting_connected {
+            timeout / 2
+        } else {
+            Duration::ZERO
+        };
+        if tokio::time::timeout(grace, self.batches.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 batches = self.batches.len(),
-                "batches still running after the drain timeout"
+                "cutting running batches short: their targets without a verdict are reported aborted"
             );
+            self.abort.cancel();
+            if tokio::time::timeout_at(deadline, self.batches.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    batches = self.batches.len(),
+                    "batches still running at the drain bound; dropped with the process"
+                );
+            }
         }
         work_stop.cancel();
-        if !self.sender.drain(timeout).await {
+        let unacked = self
+            .sender
+            .drain_while_connected(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+        if unacked.batches > 0 {
             tracing::warn!(
-                unacked = self.sender.stats().buffered,
-                "result batches not acked by alerting before exit"
+                unacked_batches = unacked.batches,
+                unacked_results = unacked.results,
+                alerting_connected = self.sender.stats().connected,
+                "giving up result batches alerting has not acked"
             );
         }
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "drain finished"
+        );
     }
 }
 
@@ -681,6 +732,31 @@ mod tests {
             ("running".into(), false, "done".into())
         );
         drain.await.unwrap();
+        assert!(work_stop.is_cancelled());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_drain_without_alerting_cuts_batches_short_and_keeps_its_bound() {
+        let stop = CancellationToken::new();
+        let executor = executor(&stop, 10, None);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        // This runner ignores `abort`: only the bound ends the wait for it.
+        accept(&executor, assignment("stuck", 1, 1), &out_tx);
+        assert!(!next(&mut out_rx).await.1);
+        let work_stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        executor
+            .state()
+            .drain(Duration::from_millis(600), &work_stop)
+            .await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // Alerting was never connected: no grace, the batch was cut at once.
+        assert!(executor.state().abort.is_cancelled());
         assert!(work_stop.is_cancelled());
         stop.cancel();
     }

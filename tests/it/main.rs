@@ -9,6 +9,7 @@ mod alerting_crash;
 mod alerting_rules;
 mod contract;
 mod executor;
+mod executor_shutdown;
 mod inventory_cli;
 mod lab_e2e;
 mod planner;

@@ -58,9 +58,15 @@ impl BatchRunner for Executor {
 
     /// Probes every target of a batch from its start time, hands results to
     /// delivery in messages of `results_per_message`, and reports the batch.
+    /// Cut short at shutdown (`state.abort`): every target without a verdict
+    /// yet is reported `ABORTED` (inconclusive) and counted as skipped.
     async fn run(self: Arc<Self>, assignment: v1::Assignment) -> v1::BatchDone {
         let started_wall = SystemTime::now();
-        wait_for_start(&assignment).await;
+        let abort = self.state.abort.clone();
+        tokio::select! {
+            () = wait_for_start(&assignment) => {}
+            () = abort.cancelled() => {}
+        }
         let started = tokio::time::Instant::now();
         let defaults = assignment.probe.unwrap_or_default();
         // Spread the targets' first packets over a short window, so a batch
@@ -74,15 +80,25 @@ impl BatchRunner for Executor {
                 let settings = target.probe.unwrap_or(defaults);
                 let jitter = window.mul_f64(rand::rng().random::<f64>());
                 let pinger = self.pinger.clone();
+                let abort = abort.clone();
                 async move {
-                    tokio::time::sleep(jitter).await;
-                    let probed_at = SystemTime::now();
-                    let began = tokio::time::Instant::now();
-                    let outcome = match target.address.parse() {
-                        Ok(address) => pinger.probe(address, &spec(&settings)).await,
-                        Err(_) => ProbeOutcome::invalid_address(),
+                    let probe = async {
+                        tokio::time::sleep(jitter).await;
+                        let probed_at = SystemTime::now();
+                        let began = tokio::time::Instant::now();
+                        let outcome = match target.address.parse() {
+                            Ok(address) => pinger.probe(address, &spec(&settings)).await,
+                            Err(_) => ProbeOutcome::invalid_address(),
+                        };
+                        result(target, &outcome, probed_at, began.elapsed())
                     };
-                    result(target, &outcome, probed_at, began.elapsed())
+                    // Dropping a probe mid-way is safe: its packets' replies
+                    // are then simply not waited for.
+                    tokio::select! {
+                        biased;
+                        () = abort.cancelled() => aborted(target),
+                        probe = probe => probe,
+                    }
                 }
             })
             .collect();
@@ -93,19 +109,21 @@ impl BatchRunner for Executor {
             &trace_context,
             self.results_per_message,
         );
-        let (mut succeeded, mut failed) = (0u32, 0u32);
+        let (mut succeeded, mut failed, mut skipped) = (0u32, 0u32, 0u32);
         while let Some(mut probe) = pending.next().await {
             probe.cycle_id = assignment.cycle_id;
             probe.batch_id = assignment.batch_id.clone();
             if probe.outcome == v1::ProbeOutcome::Ok as i32 {
                 succeeded += 1;
+            } else if probe.outcome == v1::ProbeOutcome::Aborted as i32 {
+                skipped += 1;
             } else {
                 failed += 1;
             }
             outbox.push(probe);
         }
         let messages = outbox.finish();
-        tracing::debug!(batch_id = %assignment.batch_id, succeeded, failed, "batch done");
+        tracing::debug!(batch_id = %assignment.batch_id, succeeded, failed, skipped, "batch done");
         v1::BatchDone {
             cycle_id: assignment.cycle_id,
             batch_id: assignment.batch_id.clone(),
@@ -113,7 +131,7 @@ impl BatchRunner for Executor {
             devices: assignment.targets.len() as u32,
             succeeded,
             failed,
-            skipped: 0,
+            skipped,
             duration_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
             result_batches_sent: messages,
             trace_context: Some(trace_context),
@@ -142,6 +160,20 @@ pub fn spec(settings: &v1::ProbeSettings) -> ProbeSpec {
         interval: Duration::from_millis(or(settings.interval_ms, 200)),
         timeout: Duration::from_millis(or(settings.timeout_ms, 1000)),
         retries: settings.retries.unwrap_or(2).min(10),
+    }
+}
+
+/// The result of a target cut short by shutdown before its verdict.
+fn aborted(target: &v1::Target) -> v1::ProbeResult {
+    v1::ProbeResult {
+        device_id: target.device_id.clone(),
+        address: target.address.clone(),
+        outcome: v1::ProbeOutcome::Aborted as i32,
+        // Nothing counted as sent: loss is 100 by the API's rule.
+        loss_percent: 100.0,
+        error_detail: "cut short: the executor is shutting down".to_owned(),
+        probed_at: Some(timestamp(SystemTime::now())),
+        ..Default::default()
     }
 }
 
