@@ -89,8 +89,8 @@ pub struct ExecutorState {
     /// Running batches, so shutdown can wait for them.
     pub batches: TaskTracker,
     /// Cancelled at shutdown once running batches have had their grace:
-    /// runners stop probing, report every target without a verdict as
-    /// aborted (the API's "cut short by shutdown") and return at once.
+    /// runners stop probing, count every target without a verdict as
+    /// skipped (no result for it) and return at once with their `BatchDone`.
     pub abort: CancellationToken,
 }
 
@@ -121,14 +121,20 @@ impl ExecutorState {
     /// 2. Running batches get half of `timeout` to finish, so the probes in
     ///    flight reach a verdict; only while alerting is connected, since
     ///    without it their results have nowhere to go.
-    /// 3. What still runs is cut short (`abort`): runners report their
-    ///    targets without a verdict as aborted and send `BatchDone` on the
-    ///    streams, still open for it. A runner that ignores `abort` is waited
+    /// 3. What still runs is cut short (`abort`): runners skip their targets
+    ///    without a verdict (no result) and send `BatchDone` on the streams,
+    ///    still open for it. A runner that ignores `abort` is waited
     ///    for until the bound, then dropped with the process.
-    /// 4. `work_stop` closes the work streams: no `BatchDone` is left to send.
-    /// 5. Alerting gets the rest of the bound to ack what is buffered, while
+    /// 4. Alerting gets the rest of the bound to ack what is buffered, while
     ///    its ingest stream is connected (no reconnect is waited for); what is
     ///    still unacked then is lost with the process, and logged.
+    /// 5. `work_stop` closes the work streams. Only now: closing one resets
+    ///    it, dropping what is still queued on it, and a `BatchDone` of step
+    ///    3 lost that way has the planner hand the batch to another executor
+    ///    although its results were stored (counted twice). The ack wait
+    ///    gives the streams time to flush; with nothing to wait for, a
+    ///    `BatchDone` sent a moment before can still be lost (a half-close of
+    ///    the stream would settle it).
     ///
     /// The delivery task is the caller's to stop afterwards.
     pub async fn drain(&self, timeout: Duration, work_stop: &CancellationToken) {
@@ -154,7 +160,7 @@ impl ExecutorState {
         {
             tracing::warn!(
                 batches = self.batches.len(),
-                "cutting running batches short: their targets without a verdict are reported aborted"
+                "cutting running batches short: targets without a verdict are skipped"
             );
             self.abort.cancel();
             if tokio::time::timeout_at(deadline, self.batches.wait())
@@ -167,11 +173,12 @@ impl ExecutorState {
                 );
             }
         }
-        work_stop.cancel();
         let unacked = self
             .sender
             .drain_while_connected(deadline.saturating_duration_since(tokio::time::Instant::now()))
             .await;
+        // See step 5 for why the streams close only after the ack wait.
+        work_stop.cancel();
         if unacked.batches > 0 {
             tracing::warn!(
                 unacked_batches = unacked.batches,

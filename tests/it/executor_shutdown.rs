@@ -80,20 +80,15 @@ async fn lab_executor_exits_within_its_bound_when_planner_and_alerting_are_gone(
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|e| e["message"] == message)
     };
-    assert!(
-        event(
-            "cutting running batches short: their targets without a verdict are reported aborted"
-        )
-        .is_some(),
-        "{log}"
-    );
+    let cut = "cutting running batches short: targets without a verdict are skipped";
+    assert!(event(cut).is_some(), "{log}");
     let given_up = event("giving up result batches alerting has not acked")
         .unwrap_or_else(|| panic!("no given-up count in the log:\n{log}"));
-    // Both cycles' results: the first's probed, the second's cut short
-    // (reported aborted), one result per device each.
-    assert_eq!(given_up["unacked_results"], 200, "{given_up}");
+    // The first cycle's 100 results; the second's silent devices were cut
+    // short before a verdict, so they have none.
+    assert_eq!(given_up["unacked_results"], 100, "{given_up}");
     assert!(
-        given_up["unacked_batches"].as_u64().unwrap() >= 2,
+        given_up["unacked_batches"].as_u64().unwrap() >= 1,
         "{given_up}"
     );
 }

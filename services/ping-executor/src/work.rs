@@ -58,8 +58,9 @@ impl BatchRunner for Executor {
 
     /// Probes every target of a batch from its start time, hands results to
     /// delivery in messages of `results_per_message`, and reports the batch.
-    /// Cut short at shutdown (`state.abort`): every target without a verdict
-    /// yet is reported `ABORTED` (inconclusive) and counted as skipped.
+    /// Cut short at shutdown (`state.abort`): a target without a verdict yet
+    /// gets no result and is counted as skipped in `BatchDone`, as the SNMP
+    /// poller does (no row claims a probe that did not happen).
     async fn run(self: Arc<Self>, assignment: v1::Assignment) -> v1::BatchDone {
         let started_wall = SystemTime::now();
         let abort = self.state.abort.clone();
@@ -96,8 +97,8 @@ impl BatchRunner for Executor {
                     // are then simply not waited for.
                     tokio::select! {
                         biased;
-                        () = abort.cancelled() => aborted(target),
-                        probe = probe => probe,
+                        () = abort.cancelled() => None,
+                        probe = probe => Some(probe),
                     }
                 }
             })
@@ -110,13 +111,15 @@ impl BatchRunner for Executor {
             self.results_per_message,
         );
         let (mut succeeded, mut failed, mut skipped) = (0u32, 0u32, 0u32);
-        while let Some(mut probe) = pending.next().await {
+        while let Some(probed) = pending.next().await {
+            let Some(mut probe) = probed else {
+                skipped += 1;
+                continue;
+            };
             probe.cycle_id = assignment.cycle_id;
             probe.batch_id = assignment.batch_id.clone();
             if probe.outcome == v1::ProbeOutcome::Ok as i32 {
                 succeeded += 1;
-            } else if probe.outcome == v1::ProbeOutcome::Aborted as i32 {
-                skipped += 1;
             } else {
                 failed += 1;
             }
@@ -160,20 +163,6 @@ pub fn spec(settings: &v1::ProbeSettings) -> ProbeSpec {
         interval: Duration::from_millis(or(settings.interval_ms, 200)),
         timeout: Duration::from_millis(or(settings.timeout_ms, 1000)),
         retries: settings.retries.unwrap_or(2).min(10),
-    }
-}
-
-/// The result of a target cut short by shutdown before its verdict.
-fn aborted(target: &v1::Target) -> v1::ProbeResult {
-    v1::ProbeResult {
-        device_id: target.device_id.clone(),
-        address: target.address.clone(),
-        outcome: v1::ProbeOutcome::Aborted as i32,
-        // Nothing counted as sent: loss is 100 by the API's rule.
-        loss_percent: 100.0,
-        error_detail: "cut short: the executor is shutting down".to_owned(),
-        probed_at: Some(timestamp(SystemTime::now())),
-        ..Default::default()
     }
 }
 
