@@ -46,6 +46,14 @@ pub struct DeliveryStats {
     pub reconnects: u64,
 }
 
+/// What a sender still holds unacked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unacked {
+    pub batches: usize,
+    /// Probe results and SNMP samples in those batches.
+    pub results: usize,
+}
+
 struct Entry {
     uid: String,
     batch: v1::ResultBatch,
@@ -67,6 +75,9 @@ struct Shared {
     queued: Notify,
     /// Wakes `drain` when the buffer empties.
     emptied: Notify,
+    /// Wakes the shutdown drain when the ingest stream is lost: from then on
+    /// nobody can ack, so waiting longer would only delay the exit.
+    disconnected: Notify,
 }
 
 /// The sending half: cheap to clone, `send` never blocks.
@@ -87,6 +98,7 @@ impl ResultSender {
             buffer: Mutex::new(Buffer::default()),
             queued: Notify::new(),
             emptied: Notify::new(),
+            disconnected: Notify::new(),
         });
         tokio::spawn(deliver(shared.clone(), client, stop));
         Ok(Self { shared })
@@ -132,8 +144,47 @@ impl ResultSender {
         self.lock().stats.clone()
     }
 
-    /// Waits until every queued batch is acked, at most `timeout`; true when
-    /// nothing is left.
+    /// Batches and results not acked yet.
+    pub fn unacked(&self) -> Unacked {
+        let buffer = self.lock();
+        Unacked {
+            batches: buffer.entries.len(),
+            results: buffer
+                .entries
+                .iter()
+                .map(|e| e.batch.probes.len() + e.batch.samples.len())
+                .sum(),
+        }
+    }
+
+    /// The wait for acks at shutdown: while an ingest stream is connected
+    /// and alerting acks, waits until the buffer is empty, at most `timeout`.
+    /// Gives up at once when no stream is connected, or as soon as it is
+    /// lost: a replay needs a reconnect, which is no shutdown's business.
+    /// Returns what is left unacked (lost with the process).
+    pub async fn drain_while_connected(&self, timeout: Duration) -> Unacked {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the checks, so no wake-up falls between.
+            let emptied = self.shared.emptied.notified();
+            let disconnected = self.shared.disconnected.notified();
+            {
+                let buffer = self.lock();
+                if buffer.entries.is_empty() || !buffer.stats.connected {
+                    break;
+                }
+            }
+            tokio::select! {
+                () = emptied => {}
+                () = disconnected => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.unacked()
+    }
+
+    /// Waits until every queued batch is acked, at most `timeout`, through
+    /// reconnects; true when nothing is left.
     pub async fn drain(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -239,6 +290,7 @@ async fn deliver(
             tracing::warn!(%reason, "ingest stream lost; unacked batches will be replayed");
         }
         lock(&shared).stats.connected = false;
+        shared.disconnected.notify_waiters();
         metrics::gauge!("delivery_connected").set(0.0);
         tokio::select! {
             () = stop.cancelled() => return,

@@ -124,6 +124,10 @@ pub struct ExecutorState {
     pub draining: AtomicBool,
     /// Running batches, so shutdown can wait for them.
     pub batches: TaskTracker,
+    /// Cancelled at shutdown once running batches have had their grace:
+    /// runners stop probing, count every target without a verdict as
+    /// skipped (no result for it) and return at once with their `BatchDone`.
+    pub abort: CancellationToken,
 }
 
 impl ExecutorState {
@@ -141,34 +145,88 @@ impl ExecutorState {
             planners_connected: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             batches: TaskTracker::new(),
+            abort: CancellationToken::new(),
         }
     }
 
-    /// The drain at shutdown, once the gRPC server has stopped: new work is
-    /// refused, running batches get `timeout` to finish and report (the
-    /// streams stay open for their `BatchDone`), then `work_stop` closes the
-    /// streams and alerting gets `timeout` to ack what is buffered. The
-    /// delivery task is the caller's to stop afterwards.
+    /// The drain at shutdown, once the gRPC server has stopped. It takes
+    /// `timeout` in all, whatever the peers do, so an executor whose planner
+    /// and alerting are gone exits promptly instead of waiting on nobody:
+    ///
+    /// 1. New work is refused (`draining`), so nothing new starts.
+    /// 2. Running batches get half of `timeout` to finish, so the probes in
+    ///    flight reach a verdict; only while alerting is connected, since
+    ///    without it their results have nowhere to go.
+    /// 3. What still runs is cut short (`abort`): runners skip their targets
+    ///    without a verdict (no result) and send `BatchDone` on the streams,
+    ///    still open for it. A runner that ignores `abort` is waited
+    ///    for until the bound, then dropped with the process.
+    /// 4. Alerting gets the rest of the bound to ack what is buffered, while
+    ///    its ingest stream is connected (no reconnect is waited for); what is
+    ///    still unacked then is lost with the process, and logged.
+    /// 5. `work_stop` closes the work streams. Only now: closing one resets
+    ///    it, dropping what is still queued on it, and a `BatchDone` of step
+    ///    3 lost that way has the planner hand the batch to another executor
+    ///    although its results were stored (counted twice). The ack wait
+    ///    gives the streams time to flush; with nothing to wait for, a
+    ///    `BatchDone` sent a moment before can still be lost (a half-close of
+    ///    the stream would settle it).
+    ///
+    /// The delivery task is the caller's to stop afterwards.
     pub async fn drain(&self, timeout: Duration, work_stop: &CancellationToken) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
         self.draining.store(true, Ordering::Release);
         self.batches.close();
-        tracing::info!(batches = self.batches.len(), "draining running batches");
-        if tokio::time::timeout(timeout, self.batches.wait())
+        let alerting_connected = self.sender.stats().connected;
+        tracing::info!(
+            batches = self.batches.len(),
+            alerting_connected,
+            ?timeout,
+            "draining running batches"
+        );
+        let grace = if alerting_connected {
+            timeout / 2
+        } else {
+            Duration::ZERO
+        };
+        if tokio::time::timeout(grace, self.batches.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 batches = self.batches.len(),
-                "batches still running after the drain timeout"
+                "cutting running batches short: targets without a verdict are skipped"
             );
+            self.abort.cancel();
+            if tokio::time::timeout_at(deadline, self.batches.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    batches = self.batches.len(),
+                    "batches still running at the drain bound; dropped with the process"
+                );
+            }
         }
+        let unacked = self
+            .sender
+            .drain_while_connected(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
+        // See step 5 for why the streams close only after the ack wait.
         work_stop.cancel();
-        if !self.sender.drain(timeout).await {
+        if unacked.batches > 0 {
             tracing::warn!(
-                unacked = self.sender.stats().buffered,
-                "result batches not acked by alerting before exit"
+                unacked_batches = unacked.batches,
+                unacked_results = unacked.results,
+                alerting_connected = self.sender.stats().connected,
+                "giving up result batches alerting has not acked"
             );
         }
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "drain finished"
+        );
     }
 }
 
@@ -779,6 +837,31 @@ mod tests {
             ("running".into(), false, "done".into())
         );
         drain.await.unwrap();
+        assert!(work_stop.is_cancelled());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_drain_without_alerting_cuts_batches_short_and_keeps_its_bound() {
+        let stop = CancellationToken::new();
+        let executor = executor(&stop, 10, None);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        // This runner ignores `abort`: only the bound ends the wait for it.
+        accept(&executor, assignment("stuck", 1, 1), &out_tx);
+        assert!(!next(&mut out_rx).await.1);
+        let work_stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        executor
+            .state()
+            .drain(Duration::from_millis(600), &work_stop)
+            .await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // Alerting was never connected: no grace, the batch was cut at once.
+        assert!(executor.state().abort.is_cancelled());
         assert!(work_stop.is_cancelled());
         stop.cancel();
     }

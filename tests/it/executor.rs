@@ -30,7 +30,7 @@ fn can_ping() -> bool {
 }
 
 /// Opens a cycle whose batches are all due now, and dispatches it.
-fn run_cycle(lab: &Lab) -> u64 {
+pub(crate) fn run_cycle(lab: &Lab) -> u64 {
     let scheduler = &lab.planner.scheduler;
     let past = Instant::now() - INTERVAL;
     let cycle = scheduler.open_cycle(v1::ExecutorKind::Ping, past).unwrap();
@@ -38,7 +38,7 @@ fn run_cycle(lab: &Lab) -> u64 {
     cycle
 }
 
-async fn cycle_done(lab: &Lab, cycle: u64) -> v1::CycleSummary {
+pub(crate) async fn cycle_done(lab: &Lab, cycle: u64) -> v1::CycleSummary {
     eventually(
         &format!("cycle {cycle} completes"),
         Duration::from_secs(30),

@@ -10,6 +10,7 @@ mod alerting_rules;
 mod contract;
 mod executor;
 mod executor_ids;
+mod executor_shutdown;
 mod inventory_cli;
 mod lab_e2e;
 mod lab_gap;

@@ -2,7 +2,7 @@
 //! assignment with ICMP, and streams results to alerting. Stateless: what it
 //! has not delivered yet lives in a bounded buffer until alerting acks it.
 //!
-//! `icmp.rs` is the probing engine (one socket per family, paced),
+//! `icmp/` is the probing engine (one socket per family, paced),
 //! `work.rs` runs the planner's batches (the `Work` stream itself is
 //! `netward_shared::work`), `grpc.rs` its own `ExecutorService`.
 
@@ -47,7 +47,8 @@ pub struct PingExecutorConfig {
     pub results_per_message: usize,
     /// Unacked result batches kept at most when alerting is away.
     pub buffer_batches: usize,
-    /// On SIGTERM: how long running batches, then unacked results, may take.
+    /// On SIGTERM: how long the drain may take in all (running batches, then
+    /// acks of their results); see `ExecutorState::drain`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
 }
@@ -61,7 +62,7 @@ impl Default for PingExecutorConfig {
             packets_per_second: PingerConfig::default().packets_per_second,
             results_per_message: 500,
             buffer_batches: 10_000,
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -79,8 +80,9 @@ pub enum Error {
 }
 
 /// Runs the ping-executor target on `listeners` until `shutdown` completes,
-/// then drains: refuses new work, finishes running batches, and waits for
-/// alerting to ack their results (each within `drain_timeout`).
+/// then drains within `drain_timeout` in all: refuses new work, gives running
+/// batches a grace to finish and cuts the rest short, and waits for alerting
+/// to ack their results while it is connected (`ExecutorState::drain`).
 pub async fn run(
     config: &LoadedConfig,
     listeners: Listeners,
@@ -142,10 +144,14 @@ pub async fn run(
     .serve(listeners, shutdown)
     .await?;
 
+    // The server has stopped (its open calls had `shutdown_grace`); the work
+    // streams and delivery are still up for the drain's `BatchDone`s and acks.
     executor
         .state
         .drain(section.drain_timeout, &work_stop)
         .await;
+    // Only now: stopping delivery earlier would drop what alerting could
+    // still have acked.
     delivery_stop.cancel();
     Ok(())
 }

@@ -58,9 +58,16 @@ impl BatchRunner for Executor {
 
     /// Probes every target of a batch from its start time, hands results to
     /// delivery in messages of `results_per_message`, and reports the batch.
+    /// Cut short at shutdown (`state.abort`): a target without a verdict yet
+    /// gets no result and is counted as skipped in `BatchDone`, as the SNMP
+    /// poller does (no row claims a probe that did not happen).
     async fn run(self: Arc<Self>, assignment: v1::Assignment) -> v1::BatchDone {
         let started_wall = SystemTime::now();
-        wait_for_start(&assignment).await;
+        let abort = self.state.abort.clone();
+        tokio::select! {
+            () = wait_for_start(&assignment) => {}
+            () = abort.cancelled() => {}
+        }
         let started = tokio::time::Instant::now();
         let defaults = assignment.probe.unwrap_or_default();
         // Spread the targets' first packets over a short window, so a batch
@@ -74,15 +81,25 @@ impl BatchRunner for Executor {
                 let settings = target.probe.unwrap_or(defaults);
                 let jitter = window.mul_f64(rand::rng().random::<f64>());
                 let pinger = self.pinger.clone();
+                let abort = abort.clone();
                 async move {
-                    tokio::time::sleep(jitter).await;
-                    let probed_at = SystemTime::now();
-                    let began = tokio::time::Instant::now();
-                    let outcome = match target.address.parse() {
-                        Ok(address) => pinger.probe(address, &spec(&settings)).await,
-                        Err(_) => ProbeOutcome::invalid_address(),
+                    let probe = async {
+                        tokio::time::sleep(jitter).await;
+                        let probed_at = SystemTime::now();
+                        let began = tokio::time::Instant::now();
+                        let outcome = match target.address.parse() {
+                            Ok(address) => pinger.probe(address, &spec(&settings)).await,
+                            Err(_) => ProbeOutcome::invalid_address(),
+                        };
+                        result(target, &outcome, probed_at, began.elapsed())
                     };
-                    result(target, &outcome, probed_at, began.elapsed())
+                    // Dropping a probe mid-way is safe: its packets' replies
+                    // are then simply not waited for.
+                    tokio::select! {
+                        biased;
+                        () = abort.cancelled() => None,
+                        probe = probe => Some(probe),
+                    }
                 }
             })
             .collect();
@@ -93,8 +110,12 @@ impl BatchRunner for Executor {
             &trace_context,
             self.results_per_message,
         );
-        let (mut succeeded, mut failed) = (0u32, 0u32);
-        while let Some(mut probe) = pending.next().await {
+        let (mut succeeded, mut failed, mut skipped) = (0u32, 0u32, 0u32);
+        while let Some(probed) = pending.next().await {
+            let Some(mut probe) = probed else {
+                skipped += 1;
+                continue;
+            };
             probe.cycle_id = assignment.cycle_id;
             probe.batch_id = assignment.batch_id.clone();
             if probe.outcome == v1::ProbeOutcome::Ok as i32 {
@@ -105,7 +126,7 @@ impl BatchRunner for Executor {
             outbox.push(probe);
         }
         let messages = outbox.finish();
-        tracing::debug!(batch_id = %assignment.batch_id, succeeded, failed, "batch done");
+        tracing::debug!(batch_id = %assignment.batch_id, succeeded, failed, skipped, "batch done");
         v1::BatchDone {
             cycle_id: assignment.cycle_id,
             batch_id: assignment.batch_id.clone(),
@@ -113,7 +134,7 @@ impl BatchRunner for Executor {
             devices: assignment.targets.len() as u32,
             succeeded,
             failed,
-            skipped: 0,
+            skipped,
             duration_ms: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32,
             result_batches_sent: messages,
             trace_context: Some(trace_context),
@@ -157,6 +178,7 @@ pub fn result(
         None => (v1::ProbeOutcome::Ok, String::new()),
         Some(ProbeFailure::Timeout) => (v1::ProbeOutcome::Timeout, String::new()),
         Some(ProbeFailure::Unreachable) => (v1::ProbeOutcome::Unreachable, String::new()),
+        Some(ProbeFailure::NoRoute(error)) => (v1::ProbeOutcome::NoRoute, error.clone()),
         Some(ProbeFailure::SendError(error)) => (v1::ProbeOutcome::SendError, error.clone()),
         Some(ProbeFailure::InvalidAddress) => (
             v1::ProbeOutcome::InvalidAddress,

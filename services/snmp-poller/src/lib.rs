@@ -56,7 +56,8 @@ pub struct SnmpPollerConfig {
     pub results_per_message: usize,
     /// Unacked result batches kept at most when alerting is away.
     pub buffer_batches: usize,
-    /// On SIGTERM: how long running batches, then unacked results, may take.
+    /// On SIGTERM: how long the drain may take in all (running batches, then
+    /// acks of their results); see `ExecutorState::drain`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// A directory of custom profiles (`*.toml`, format in PROFILES.md);
@@ -73,7 +74,7 @@ impl Default for SnmpPollerConfig {
             labels: HashMap::new(),
             results_per_message: 100,
             buffer_batches: 2_000,
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
             profiles_dir: None,
         }
     }
@@ -94,8 +95,9 @@ pub enum Error {
 }
 
 /// Runs the snmp-poller target on `listeners` until `shutdown` completes,
-/// then drains: refuses new work, finishes running batches, and waits for
-/// alerting to ack their results (each within `drain_timeout`).
+/// then drains within `drain_timeout` in all: refuses new work, gives running
+/// batches a grace to finish and cuts the rest short, and waits for alerting
+/// to ack their results while it is connected (`ExecutorState::drain`).
 pub async fn run(
     config: &LoadedConfig,
     listeners: Listeners,
@@ -155,10 +157,14 @@ pub async fn run(
     .serve(listeners, shutdown)
     .await?;
 
+    // The server has stopped (its open calls had `shutdown_grace`); the work
+    // streams and delivery are still up for the drain's `BatchDone`s and acks.
     executor
         .state
         .drain(section.drain_timeout, &work_stop)
         .await;
+    // Only now: stopping delivery earlier would drop what alerting could
+    // still have acked.
     delivery_stop.cancel();
     Ok(())
 }

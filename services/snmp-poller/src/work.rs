@@ -102,7 +102,13 @@ impl SnmpExecutor {
     /// report. The batch ends by its deadline whatever its agents do.
     pub async fn run_batch(self: &Arc<Self>, assignment: v1::Assignment) -> v1::BatchDone {
         let devices = assignment.targets.len() as u32;
-        wait_for_start(&assignment).await;
+        // Cut short at shutdown (`state.abort`): targets not polled yet are
+        // skipped, as when the deadline passes before their turn.
+        let abort = self.state.abort.clone();
+        tokio::select! {
+            () = wait_for_start(&assignment) => {}
+            () = abort.cancelled() => {}
+        }
         let started_wall = SystemTime::now();
         let started = Instant::now();
         let deadline = assignment
@@ -123,7 +129,8 @@ impl SnmpExecutor {
             .map(|target| {
                 let jitter = window.mul_f64(rand::rng().random::<f64>());
                 let this = self.clone();
-                async move {
+                let abort = abort.clone();
+                let poll = async move {
                     tokio::time::sleep(jitter).await;
                     // Waiting for a permit counts against the deadline.
                     let permit = match deadline {
@@ -147,6 +154,13 @@ impl SnmpExecutor {
                         .await;
                     drop(permit);
                     Some((sample, hints))
+                };
+                async move {
+                    tokio::select! {
+                        biased;
+                        () = abort.cancelled() => None,
+                        polled = poll => polled,
+                    }
                 }
             })
             .collect();

@@ -1,12 +1,13 @@
 //! The shared result sender against a real `Ingest` server built here:
 //! a server that stops mid-stream and comes back gets every batch at least
 //! once (stored once), nothing is dropped within the bound, and a full
-//! buffer drops (and counts) its oldest batches.
+//! buffer drops (and counts) its oldest batches. At shutdown the sender
+//! waits for acks only while alerting is connected, within its bound.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use netward_shared::delivery::{DeliveryConfig, ResultSender};
+use netward_shared::delivery::{DeliveryConfig, ResultSender, Unacked};
 use netward_shared::proto::v1;
 use netward_shared::testkit::eventually;
 use netward_shared::testkit::ingest::RecordingIngest;
@@ -138,6 +139,87 @@ async fn a_full_buffer_drops_the_oldest_and_counts_them() {
     );
     assert_eq!(sender.stats().dropped, 5);
     drop(store);
+    stop.cancel();
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_shutdown_drain_waits_for_acks_only_while_alerting_is_connected() {
+    let stop = CancellationToken::new();
+    let unacked = |batches| Unacked {
+        batches,
+        results: batches,
+    };
+
+    // Nobody listens: given up at once, not after the bound.
+    let away = sender(free_addr().await, 100, &stop);
+    for i in 0..3 {
+        away.send(batch(i));
+    }
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        away.drain_while_connected(Duration::from_secs(20)).await,
+        unacked(3)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Connected and acking: everything acked, nothing given up.
+    let ingest = RecordingIngest::default();
+    let addr = free_addr().await;
+    let server = ingest.serve(addr).await;
+    let acking = sender(addr, 100, &stop);
+    eventually("connected", Duration::from_secs(10), || {
+        let connected = acking.stats().connected;
+        async move { connected.then_some(()) }
+    })
+    .await;
+    for i in 0..5 {
+        acking.send(batch(i));
+    }
+    assert_eq!(
+        acking.drain_while_connected(Duration::from_secs(20)).await,
+        unacked(0)
+    );
+    assert_eq!(ingest.store.lock().unwrap().stored.len(), 5);
+
+    // Connected but not acking (its database is away): waited for until the
+    // bound, then given up.
+    ingest.store.lock().unwrap().ack_budget = Some(0);
+    for i in 5..7 {
+        acking.send(batch(i));
+    }
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        acking
+            .drain_while_connected(Duration::from_millis(500))
+            .await,
+        unacked(2)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500));
+
+    // The stream is lost while waiting: given up then, not at the bound.
+    let lost = tokio::spawn({
+        let acking = acking.clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            (
+                acking.drain_while_connected(Duration::from_secs(20)).await,
+                started.elapsed(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ingest.stop();
+    let (left, took) = tokio::time::timeout(Duration::from_secs(10), lost)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, unacked(2));
+    assert!(took < Duration::from_secs(10), "{took:?}");
     stop.cancel();
     server.abort();
 }

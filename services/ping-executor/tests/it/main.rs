@@ -2,4 +2,5 @@
 //! lab (deploy/lab/lab.sh): outside it they print why and pass.
 #![allow(clippy::unwrap_used)]
 
+mod path;
 mod probe;
