@@ -168,7 +168,7 @@ async fn the_core_loop_in_the_lab() {
         .await
         .unwrap()
         .into_inner();
-    let counts = live.counts.clone().unwrap();
+    let counts = live.counts.unwrap();
     let oldest = live.oldest_result_age.unwrap_or_default();
     println!(
         "lab e2e: after one of two executors was killed: stale {}, oldest result {} s ago",
