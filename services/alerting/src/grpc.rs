@@ -968,8 +968,10 @@ impl AlertingService for AlertingGrpc {
             let Ok(uuid) = uuid::Uuid::parse_str(id) else {
                 continue;
             };
+            // The state at `start`, however long ago it began: retention
+            // keeps each device's last transition before its cutoff.
             let earlier = store
-                .changes(uuid, start - chrono::TimeDelta::days(400), start)
+                .last_change_before(uuid, start)
                 .await
                 .map_err(|e| netward_shared::status::internal("reading state changes", &e))?;
             let within = store
@@ -982,7 +984,7 @@ impl AlertingService for AlertingGrpc {
                 maintenance: c.maintenance,
                 stale: c.stale,
             };
-            let before = earlier.last().map(transition);
+            let before = earlier.as_ref().map(transition);
             let changes: Vec<Transition> = within.iter().map(transition).collect();
             let f = figures(before, &changes, start, end);
             total.add(&f);

@@ -13,6 +13,7 @@ mod grpc;
 pub mod ingest;
 pub mod live;
 pub mod notify;
+pub mod retention;
 pub mod rules;
 pub mod scope;
 pub mod silences;
@@ -48,6 +49,18 @@ pub struct AlertingConfig {
     /// How long one-minute rollups are kept.
     #[serde(with = "humantime_serde")]
     pub rollup_retention: Duration,
+    /// How long state changes are kept: as far back as availability reports
+    /// reach (ranges of up to 400 days). Each device keeps its last change
+    /// before the cutoff, so the state at a range's start is still known.
+    #[serde(with = "humantime_serde")]
+    pub state_change_retention: Duration,
+    /// How long resolved alerts (and ended silences) are kept.
+    #[serde(with = "humantime_serde")]
+    pub alert_retention: Duration,
+    /// How long delivered or given-up notifications are kept once their
+    /// alert is resolved; pending ones are kept until they are settled.
+    #[serde(with = "humantime_serde")]
+    pub notification_retention: Duration,
     /// The device state machine (`[alerting.state]`).
     pub state: StateConfig,
     /// Notification channels (`[alerting.notify]`: webhooks, Alertmanager).
@@ -68,11 +81,25 @@ impl Default for AlertingConfig {
         Self {
             retention: Duration::from_secs(7 * 86_400),
             rollup_retention: Duration::from_secs(400 * 86_400),
+            state_change_retention: Duration::from_secs(400 * 86_400),
+            alert_retention: Duration::from_secs(400 * 86_400),
+            notification_retention: Duration::from_secs(30 * 86_400),
             state: StateConfig::default(),
             notify: notify::NotifyConfig::default(),
             interfaces: snmp::classify::InterfacesConfig::default(),
             rates: snmp::rates::RateConfig::default(),
             stale_after: None,
+        }
+    }
+}
+
+impl AlertingConfig {
+    /// The retentions of the tables pruned row by row.
+    pub fn retentions(&self) -> retention::Retentions {
+        retention::Retentions {
+            state_changes: self.state_change_retention,
+            alerts: self.alert_retention,
+            notifications: self.notification_retention,
         }
     }
 }
@@ -97,6 +124,8 @@ pub enum Error {
     Interfaces(#[from] snmp::classify::InvalidInterfacesConfig),
     #[error("invalid [alerting.rates]: {0}")]
     Rates(#[from] snmp::rates::InvalidRateConfig),
+    #[error("invalid retention: {0}")]
+    Retention(#[from] retention::InvalidRetention),
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -182,7 +211,10 @@ pub async fn run(
         .database_url
         .as_ref()
         .ok_or(Error::NoDatabase)?;
+    let retentions = section.retentions();
+    retentions.validate()?;
     let store = Arc::new(PgStore::connect(url.expose()).await?);
+    let pruner = retention::Pruner::new(store.clone(), retentions);
     let machine = StateMachine::new(section.state.clone())?;
     let copy: netward_shared::inventory_copy::SharedCopy = Default::default();
     section.rates.validate()?;
@@ -323,13 +355,25 @@ pub async fn run(
             }
         }
     });
-    // Partitions ahead, retention behind: hourly.
+    // Partitions ahead, retention behind: hourly. Partitions were made
+    // before serving; pruning starts here, off the start-up path, since a
+    // first pass over a long-kept history may take a while.
     let maintained = ingestor.clone();
     let maintenance_stop = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         tick.tick().await;
         loop {
+            // Each batch is its own statement: stopping between or inside
+            // them leaves nothing half done.
+            tokio::select! {
+                () = maintenance_stop.cancelled() => return,
+                pruned = pruner.prune(chrono::Utc::now()) => {
+                    if let Err(error) = pruned {
+                        tracing::warn!(%error, "pruning past the retention failed; retrying in an hour");
+                    }
+                }
+            }
             tokio::select! {
                 () = maintenance_stop.cancelled() => return,
                 _ = tick.tick() => {}

@@ -95,6 +95,59 @@ pub struct ChangeRow {
     pub stale: bool,
 }
 
+/// A table pruned row by row, in batches (the raw tables go by partition,
+/// see [`AlertingStore::expire`]). Each names what "older than the cutoff"
+/// means for it and what is never pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prunable {
+    /// Transitions before the cutoff, except each device's newest one
+    /// before it: that row is the device's state at the cutoff, which
+    /// availability over a range starting later still needs.
+    StateChanges,
+    /// Resolved alerts, by `resolved_at`; open alerts never.
+    Alerts,
+    /// Delivered or given-up notifications, by `created_at`, once their
+    /// alert is resolved or gone; pending rows never (they are still to be
+    /// sent), nor the rows of an open alert (its resolve is sent only when
+    /// its firing row is there).
+    Notifications,
+    /// Silences and windows that ended before the cutoff.
+    Silences,
+    /// `ingested_batches` keys received before the cutoff.
+    IdempotencyKeys,
+    /// One-minute probe rollups before the cutoff.
+    ProbeRollups,
+    /// Hourly interface rollups before the cutoff.
+    InterfaceRollups,
+}
+
+impl Prunable {
+    /// The table, as metrics and logs name it.
+    pub fn table(self) -> &'static str {
+        match self {
+            Prunable::StateChanges => "state_changes",
+            Prunable::Alerts => "alerts",
+            Prunable::Notifications => "notification_outbox",
+            Prunable::Silences => "silences",
+            Prunable::IdempotencyKeys => "ingested_batches",
+            Prunable::ProbeRollups => "probe_rollups",
+            Prunable::InterfaceRollups => "interface_rollups",
+        }
+    }
+}
+
+/// Rows deleted per statement when nothing else is asked for: small enough
+/// that no statement holds its locks for long.
+pub const PRUNE_BATCH: u32 = 10_000;
+
+/// What pruning one table did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    pub rows: u64,
+    /// Statements run (the last one deleted fewer than the batch size).
+    pub batches: u32,
+}
+
 /// One step of a device's history, summed from its one-minute rollups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
@@ -128,6 +181,13 @@ pub trait AlertingStore: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<ChangeRow>>;
+    /// A device's last transition before `at`, however old (the state at
+    /// `at`).
+    async fn last_change_before(
+        &self,
+        device_id: uuid::Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ChangeRow>>;
     /// Stores the rows and rollups of a group of batches in one
     /// transaction, each batch unless its `batch_uid` was stored before
     /// (then its `Stored` says duplicate). Partitions for the rows' days
@@ -137,11 +197,44 @@ pub trait AlertingStore: Send + Sync + 'static {
     async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()>;
     /// The days that have a partition.
     async fn partitions(&self) -> StoreResult<Vec<NaiveDate>>;
-    /// Drops raw partitions (and idempotency keys) older than `before`, and
-    /// rollups older than `rollups_before`; returns the dropped days.
+    /// Drops raw partitions older than `before`, idempotency keys a day
+    /// older than that, and rollups older than `rollups_before`; returns
+    /// the dropped days. A key outlives its batch's rows, so a replay that
+    /// no longer finds its key only carries results older than the
+    /// retention, which ingest skips: nothing is stored twice.
     async fn expire(
         &self,
         before: NaiveDate,
         rollups_before: DateTime<Utc>,
     ) -> StoreResult<Vec<NaiveDate>>;
+    /// Deletes at most `limit` rows of `what` older than `cutoff`, in one
+    /// short statement; returns how many went.
+    async fn prune_batch(
+        &self,
+        what: Prunable,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
+    /// Deletes every row of `what` older than `cutoff`, `limit` rows per
+    /// statement (each its own transaction), counting them in
+    /// `alerting_rows_pruned_total`.
+    async fn prune(
+        &self,
+        what: Prunable,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Pruned> {
+        let limit = limit.max(1);
+        let mut pruned = Pruned::default();
+        loop {
+            let rows = self.prune_batch(what, cutoff, limit).await?;
+            pruned.rows += rows;
+            pruned.batches += 1;
+            metrics::counter!("alerting_rows_pruned_total", "table" => what.table())
+                .increment(rows);
+            if rows < u64::from(limit) {
+                return Ok(pruned);
+            }
+        }
+    }
 }

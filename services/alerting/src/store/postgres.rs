@@ -13,7 +13,8 @@ use uuid::Uuid;
 use netward_shared::proto::v1;
 
 use super::{
-    AlertingStore, BatchRows, ChangeRow, HistoryRow, ProbeRow, StateRow, StoreResult, Stored,
+    AlertingStore, BatchRows, ChangeRow, HistoryRow, PRUNE_BATCH, ProbeRow, Prunable, Pruned,
+    StateRow, StoreResult, Stored,
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -108,6 +109,74 @@ struct Rollup {
 
 fn state_of(code: i16) -> v1::DeviceState {
     v1::DeviceState::try_from(i32::from(code)).unwrap_or(v1::DeviceState::Unknown)
+}
+
+/// A `state_changes` row as selected: from, to, maintenance, reason,
+/// changed_at, cycle_id, stale.
+type ChangeColumns = (i16, i16, bool, String, DateTime<Utc>, i64, bool);
+
+fn change_row(
+    device_id: Uuid,
+    (from, to, maintenance, reason, changed_at, cycle, stale): ChangeColumns,
+) -> ChangeRow {
+    ChangeRow {
+        device_id,
+        from: state_of(from),
+        to: state_of(to),
+        maintenance,
+        reason,
+        changed_at,
+        cycle_id: cycle.max(0) as u64,
+        stale,
+    }
+}
+
+/// One batch of [`Prunable`]: $1 the cutoff, $2 the batch size. Rows are
+/// picked by key (or `ctid` where the key has several columns) and deleted
+/// in the same statement; `ARRAY(…)` makes PostgreSQL look each up
+/// directly instead of joining.
+fn prune_sql(what: Prunable) -> &'static str {
+    match what {
+        // A row goes only when a newer one of its device is also before the
+        // cutoff: each device keeps its state at the cutoff.
+        Prunable::StateChanges => {
+            "DELETE FROM state_changes WHERE id = ANY(ARRAY( \
+                 SELECT s.id FROM state_changes s \
+                 WHERE s.changed_at < $1 AND EXISTS ( \
+                     SELECT 1 FROM state_changes n \
+                     WHERE n.device_id = s.device_id AND n.changed_at < $1 \
+                       AND (n.changed_at, n.id) > (s.changed_at, s.id)) \
+                 LIMIT $2))"
+        }
+        Prunable::Alerts => {
+            "DELETE FROM alerts WHERE id = ANY(ARRAY( \
+                 SELECT id FROM alerts WHERE state = 3 AND resolved_at < $1 LIMIT $2))"
+        }
+        // An open alert keeps its rows: resolving it looks for its firing.
+        Prunable::Notifications => {
+            "DELETE FROM notification_outbox WHERE id = ANY(ARRAY( \
+                 SELECT o.id FROM notification_outbox o \
+                 WHERE o.state <> 1 AND o.created_at < $1 AND NOT EXISTS ( \
+                     SELECT 1 FROM alerts a WHERE a.id = o.alert_id AND a.state <> 3) \
+                 LIMIT $2))"
+        }
+        Prunable::Silences => {
+            "DELETE FROM silences WHERE id = ANY(ARRAY( \
+                 SELECT id FROM silences WHERE ends_at < $1 LIMIT $2))"
+        }
+        Prunable::IdempotencyKeys => {
+            "DELETE FROM ingested_batches WHERE batch_uid = ANY(ARRAY( \
+                 SELECT batch_uid FROM ingested_batches WHERE received_at < $1 LIMIT $2))"
+        }
+        Prunable::ProbeRollups => {
+            "DELETE FROM probe_rollups WHERE ctid = ANY(ARRAY( \
+                 SELECT ctid FROM probe_rollups WHERE minute < $1 LIMIT $2))"
+        }
+        Prunable::InterfaceRollups => {
+            "DELETE FROM interface_rollups WHERE ctid = ANY(ARRAY( \
+                 SELECT ctid FROM interface_rollups WHERE hour < $1 LIMIT $2))"
+        }
+    }
 }
 
 #[async_trait]
@@ -298,7 +367,7 @@ impl AlertingStore for PgStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<ChangeRow>> {
-        let rows = sqlx::query_as::<_, (i16, i16, bool, String, DateTime<Utc>, i64, bool)>(
+        let rows = sqlx::query_as::<_, ChangeColumns>(
             "SELECT from_state, to_state, maintenance, reason, changed_at, cycle_id, stale FROM state_changes \
              WHERE device_id = $1 AND changed_at >= $2 AND changed_at < $3 ORDER BY changed_at, id",
         )
@@ -309,19 +378,24 @@ impl AlertingStore for PgStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(from_state, to_state, maintenance, reason, changed_at, cycle, stale)| ChangeRow {
-                    device_id,
-                    from: state_of(from_state),
-                    to: state_of(to_state),
-                    maintenance,
-                    reason,
-                    changed_at,
-                    cycle_id: cycle.max(0) as u64,
-                    stale,
-                },
-            )
+            .map(|row| change_row(device_id, row))
             .collect())
+    }
+
+    async fn last_change_before(
+        &self,
+        device_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<ChangeRow>> {
+        let row = sqlx::query_as::<_, ChangeColumns>(
+            "SELECT from_state, to_state, maintenance, reason, changed_at, cycle_id, stale FROM state_changes \
+             WHERE device_id = $1 AND changed_at < $2 ORDER BY changed_at DESC, id DESC LIMIT 1",
+        )
+        .bind(device_id)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| change_row(device_id, row)))
     }
 
     async fn store_probe_batches(&self, batches: &[BatchRows<'_>]) -> StoreResult<Vec<Stored>> {
@@ -546,23 +620,39 @@ impl AlertingStore for PgStore {
                 dropped.push(day);
             }
         }
-        let cutoff = before
-            .and_hms_opt(0, 0, 0)
+        // Keys a day longer than the rows: the day covers the whole-day
+        // rounding of `before` and the few minutes a result may be stamped
+        // ahead of its arrival.
+        let keys_before = before
+            .pred_opt()
+            .and_then(|day| day.and_hms_opt(0, 0, 0))
             .map(|t| t.and_utc())
             .unwrap_or(rollups_before);
-        sqlx::query("DELETE FROM ingested_batches WHERE received_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM probe_rollups WHERE minute < $1")
-            .bind(rollups_before)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM interface_rollups WHERE hour < $1")
-            .bind(rollups_before)
-            .execute(&self.pool)
-            .await?;
+        for (what, cutoff) in [
+            (Prunable::IdempotencyKeys, keys_before),
+            (Prunable::ProbeRollups, rollups_before),
+            (Prunable::InterfaceRollups, rollups_before),
+        ] {
+            let Pruned { rows, .. } = self.prune(what, cutoff, PRUNE_BATCH).await?;
+            if rows > 0 {
+                tracing::info!(table = what.table(), rows, %cutoff, "pruned rows past the retention");
+            }
+        }
         Ok(dropped)
+    }
+
+    async fn prune_batch(
+        &self,
+        what: Prunable,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(prune_sql(what))
+            .bind(cutoff)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

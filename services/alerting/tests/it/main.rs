@@ -6,4 +6,5 @@
 mod ingest;
 mod live;
 mod notify;
+mod retention;
 mod snmp;
