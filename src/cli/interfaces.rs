@@ -13,7 +13,7 @@ use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
 use netward_shared::proto::v1::get_device_request::Key;
 use netward_shared::proto::v1::{
     CounterDiscontinuity, Device, GetDeviceRequest, InterfaceRole, InterfaceStatus,
-    ListInterfacesRequest, ListInterfacesResponse,
+    ListInterfacesRequest, ListInterfacesResponse, SnmpOutcome,
 };
 use netward_shared::secret::Secret;
 use netward_shared::tonic::Code;
@@ -245,7 +245,10 @@ fn write_interfaces(
     Ok(())
 }
 
-/// `tbilisi-001-rtr1 (<id>): 4 interfaces, polled 12s ago`.
+/// `tbilisi-001-rtr1 (<id>): 4 interfaces, polled 12s ago`, and when the
+/// last poll was not OK, what it was: `…; last poll agent_error: incomplete:
+/// the agent answered genErr at index 0` — an empty or old table then says
+/// why.
 fn header_line(response: &ListInterfacesResponse, now: SystemTime) -> String {
     let device = if response.device_name.is_empty() {
         response.device_id.clone()
@@ -262,7 +265,25 @@ fn header_line(response: &ListInterfacesResponse, now: SystemTime) -> String {
         "never" => "never polled".to_string(),
         ago => format!("polled {ago}"),
     };
-    format!("{device}: {count} {noun}, {polled}")
+    let mut line = format!("{device}: {count} {noun}, {polled}");
+    if let Some(outcome) = last_poll_problem(response) {
+        line.push_str("; last poll ");
+        line.push_str(&outcome);
+        let detail = response.last_snmp_error.trim();
+        if !detail.is_empty() {
+            line.push_str(": ");
+            line.push_str(detail);
+        }
+    }
+    line
+}
+
+/// The last poll's outcome word when it was neither OK nor unknown.
+fn last_poll_problem(response: &ListInterfacesResponse) -> Option<String> {
+    match response.last_snmp_outcome() {
+        SnmpOutcome::Ok | SnmpOutcome::Unspecified => None,
+        other => enum_word(other.as_str_name(), "SNMP_OUTCOME_"),
+    }
 }
 
 fn interface_row(
@@ -451,6 +472,8 @@ struct InterfacesJson {
     device_id: String,
     device_name: String,
     polled_at: Option<String>,
+    last_snmp_outcome: Option<String>,
+    last_snmp_error: String,
     interfaces: Vec<InterfaceJson>,
 }
 
@@ -488,10 +511,14 @@ struct InterfaceJson {
 
 impl From<ListInterfacesResponse> for InterfacesJson {
     fn from(response: ListInterfacesResponse) -> Self {
+        let last_snmp_outcome =
+            enum_word(response.last_snmp_outcome().as_str_name(), "SNMP_OUTCOME_");
         Self {
             device_id: response.device_id,
             device_name: response.device_name,
             polled_at: response.polled_at.map(|at| at.to_string()),
+            last_snmp_outcome,
+            last_snmp_error: response.last_snmp_error,
             interfaces: response
                 .interfaces
                 .into_iter()
@@ -612,6 +639,8 @@ mod tests {
             device_name: "tbilisi-001-rtr1".into(),
             polled_at: at(12),
             interfaces,
+            last_snmp_outcome: SnmpOutcome::Ok as i32,
+            last_snmp_error: String::new(),
         }
     }
 
@@ -779,6 +808,31 @@ mod tests {
         assert_eq!(
             header_line(&one, now()),
             "tbilisi-001-rtr1 (5f2b7c1e-8d4a-4c3b-9e61-0a7d3f9b2c10): 1 interface, polled 12s ago"
+        );
+    }
+
+    #[test]
+    fn a_last_poll_that_was_not_ok_is_said_in_the_header() {
+        let refused = ListInterfacesResponse {
+            last_snmp_outcome: SnmpOutcome::AgentError as i32,
+            last_snmp_error: "incomplete: the agent answered genErr at index 0".into(),
+            ..response(Vec::new())
+        };
+        assert_eq!(
+            header_line(&refused, now()),
+            "tbilisi-001-rtr1 (5f2b7c1e-8d4a-4c3b-9e61-0a7d3f9b2c10): 0 interfaces, polled 12s ago; \
+             last poll agent_error: incomplete: the agent answered genErr at index 0"
+        );
+        let json = serde_json::to_value(InterfacesJson::from(refused)).unwrap();
+        assert_eq!(json["last_snmp_outcome"], "agent_error");
+        let silent = ListInterfacesResponse {
+            last_snmp_outcome: SnmpOutcome::Timeout as i32,
+            ..response(vec![isp_uplink_down()])
+        };
+        assert!(
+            header_line(&silent, now()).ends_with("polled 12s ago; last poll timeout"),
+            "{}",
+            header_line(&silent, now())
         );
     }
 

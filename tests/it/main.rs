@@ -17,4 +17,5 @@ mod lab_gap;
 mod lab_loss;
 mod planner;
 mod snmp_isp;
+mod snmp_v3;
 mod support;

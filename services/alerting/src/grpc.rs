@@ -1106,6 +1106,8 @@ impl AlertingService for AlertingGrpc {
                 r.device_id
             )));
         }
+        let (last_snmp_outcome, last_snmp_error) =
+            self.snmp.last_outcome(device).unwrap_or_default();
         let open = self.alerts.open_per_interface(&r.device_id);
         interfaces
             .retain(|i| (r.role == 0 || i.role == r.role) && (!r.monitored_only || i.monitored));
@@ -1117,6 +1119,8 @@ impl AlertingService for AlertingGrpc {
             device_name,
             polled_at: polled_at.map(ts),
             interfaces,
+            last_snmp_outcome,
+            last_snmp_error,
         }))
     }
 

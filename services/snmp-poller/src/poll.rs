@@ -359,6 +359,9 @@ pub struct Gathered {
     /// Every answer was an agent error.
     pub only_agent_errors: bool,
     pub cut: bool,
+    /// The first agent error-status that ended a walk or refused a GET
+    /// (genErr, noAccess…): what it would have read is missing.
+    pub agent_error: Option<SnmpError>,
     pub fatal: Option<SnmpError>,
     /// The community was rejected (v1/v2c timeout, but the engine answers).
     pub wrong_community: bool,
@@ -390,6 +393,13 @@ impl Gathered {
         } else if let Some(fatal) = &self.fatal {
             detail.push(fatal.to_string());
             fatal.outcome()
+        } else if let Some(refused) = &self.agent_error {
+            // Never OK with a table missing: the agent said why it is.
+            detail.push(format!("incomplete: {refused}"));
+            if self.cut {
+                detail.push("the device's deadline cut the poll short".into());
+            }
+            v1::SnmpOutcome::AgentError
         } else if self.cut {
             detail.push("the device's deadline cut the poll short".into());
             if self.answered {
@@ -402,7 +412,9 @@ impl Gathered {
         } else {
             v1::SnmpOutcome::Ok
         };
-        sample.partial = self.cut;
+        // Partial: something the profile asks for is missing, whether the
+        // deadline or the agent stopped it (the values present are valid).
+        sample.partial = self.cut || (self.agent_error.is_some() && self.fatal.is_none());
         detail.extend(self.notes);
         sample.outcome = outcome as i32;
         sample.error_detail = detail.join("; ");
@@ -605,6 +617,7 @@ fn switch(
     gathered.interfaces.clear();
     gathered.labels_refreshed = false;
     gathered.notes.clear();
+    gathered.agent_error = None;
     fetched.clear();
     fetched.extend(system.iter().map(|m| m.oid.clone()));
     picked.clone()
@@ -689,6 +702,9 @@ fn absorb(gathered: &mut Gathered, walked: Walked) -> Vec<Vec<walk::Cell>> {
         }
     }
     gathered.cut |= walked.cut;
+    if gathered.agent_error.is_none() {
+        gathered.agent_error = walked.refused;
+    }
     if gathered.fatal.is_none() {
         gathered.fatal = walked.fatal;
     }
@@ -762,6 +778,7 @@ async fn get_scalars<S: Session>(
                 gathered
                     .notes
                     .push(format!("GET of {} objects failed: {error}", pending.len()));
+                gathered.agent_error.get_or_insert(error);
                 return;
             }
             Err(error) => {
@@ -1238,6 +1255,65 @@ mod tests {
         );
         assert_eq!(sample.values.len(), 4);
         assert!(sample.interfaces.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_walk_the_agent_refuses_is_an_agent_error_never_ok() {
+        // The interface table answers genErr at any size; the system
+        // scalars are readable: the sample keeps them and says why the
+        // table is missing.
+        let profiles = Profiles::built_in().unwrap_or_else(|e| panic!("{e}"));
+        let interfaces = profiles.get("interfaces").cloned();
+        let mut agent = switch(Version::V3, &[1, 2, 3]);
+        agent.broken = vec![Oid::parse("1.3.6.1.2.1.2.2.1").unwrap_or_default()];
+        let gathered = gather(
+            &agent,
+            &profiles,
+            &plan(false, interfaces.as_ref()),
+            &mut DeviceMemory::default(),
+            &mut Repetitions::new(4),
+            later(),
+        )
+        .await;
+        let mut sample = v1::SnmpSample::default();
+        gathered.into_sample(&mut sample);
+        assert_eq!(sample.outcome(), v1::SnmpOutcome::AgentError);
+        assert!(sample.partial);
+        assert!(
+            sample
+                .error_detail
+                .starts_with("incomplete: the agent answered genErr"),
+            "{}",
+            sample.error_detail
+        );
+        assert!(sample.interfaces.is_empty());
+        assert_eq!(sample.values.len(), 4);
+        assert_eq!(sample.sys_uptime_ticks, Some(4242));
+
+        // Too big for the agent's buffer (net-snmp's genErr): fewer rows,
+        // and the poll is complete and OK.
+        let mut agent = switch(Version::V3, &[1, 2, 3]);
+        agent.max_bindings = 24;
+        agent.over_size = AgentStatus::Other(5);
+        let gathered = gather(
+            &agent,
+            &profiles,
+            &plan(true, interfaces.as_ref()),
+            &mut DeviceMemory::default(),
+            &mut Repetitions::new(10),
+            later(),
+        )
+        .await;
+        let mut sample = v1::SnmpSample::default();
+        gathered.into_sample(&mut sample);
+        assert_eq!(
+            sample.outcome(),
+            v1::SnmpOutcome::Ok,
+            "{}",
+            sample.error_detail
+        );
+        assert!(!sample.partial && sample.error_detail.is_empty());
+        assert_eq!(sample.interfaces.len(), 3);
     }
 
     fn riders_asked(agent: &FakeAgent) -> Vec<usize> {

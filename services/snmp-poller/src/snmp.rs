@@ -162,6 +162,42 @@ pub enum AgentStatus {
     Other(i32),
 }
 
+impl fmt::Display for AgentStatus {
+    /// RFC 3416's names, as net-snmp's tools print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [&str; 19] = [
+            "noError",
+            "tooBig",
+            "noSuchName",
+            "badValue",
+            "readOnly",
+            "genErr",
+            "noAccess",
+            "wrongType",
+            "wrongLength",
+            "wrongEncoding",
+            "wrongValue",
+            "noCreation",
+            "inconsistentValue",
+            "resourceUnavailable",
+            "commitFailed",
+            "undoFailed",
+            "authorizationError",
+            "notWritable",
+            "inconsistentName",
+        ];
+        match *self {
+            AgentStatus::TooBig => f.write_str("tooBig"),
+            AgentStatus::NoSuchName => f.write_str("noSuchName"),
+            AgentStatus::Other(code) => match usize::try_from(code).ok().and_then(|i| NAMES.get(i))
+            {
+                Some(name) => f.write_str(name),
+                None => write!(f, "error-status {code}"),
+            },
+        }
+    }
+}
+
 /// Why an SNMP exchange failed. Each maps to exactly one `SnmpOutcome`; the
 /// messages name no secret (no community, key or user name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,7 +226,7 @@ pub enum SnmpError {
         "the agent kept rejecting the engine time (usmStatsNotInTimeWindows) after resynchronisation"
     )]
     NotInTimeWindow,
-    #[error("the agent answered {status:?} at index {index}")]
+    #[error("the agent answered {status} at index {index}")]
     Agent { status: AgentStatus, index: u32 },
     #[error("invalid reply: {0}")]
     Protocol(String),
@@ -325,6 +361,18 @@ pub struct SnmpEngine {
 /// at `net.core.rmem_max`).
 const RECV_BUFFER: usize = 4 * 1024 * 1024;
 
+/// The largest SNMPv3 message the poller says it can receive (`msgMaxSize`
+/// in every request's header): a UDP datagram's whole payload, 65,507
+/// bytes, as net-snmp's own tools advertise; the shared sockets accept that
+/// much. async-snmp's default is 1,472, and net-snmp's agent builds each
+/// response to the request's msgMaxSize: a GETBULK whose answer outgrows
+/// 1,472 bytes under USM (a few dozen bindings of the host or interface
+/// tables) fails to encode, and the agent answers genErr at index 0 in
+/// place of a shorter answer. SNMPv1/v2c carry no such field, which is why
+/// they were never affected. The poller's own bound on bindings per GETBULK
+/// keeps real answers far below this.
+const V3_MSG_MAX_SIZE: usize = 65_507;
+
 /// Engines remembered at most (one per SNMPv3 agent address).
 const ENGINE_CACHE_CAPACITY: usize = 200_000;
 
@@ -332,12 +380,14 @@ impl SnmpEngine {
     pub async fn new() -> Result<Self, SnmpError> {
         let v4 = lib::UdpTransport::builder()
             .bind("0.0.0.0:0")
+            .receive_capacity(V3_MSG_MAX_SIZE)
             .recv_buffer_size(RECV_BUFFER)
             .build()
             .await
             .map_err(|e| SnmpError::Send(format!("binding the IPv4 SNMP socket: {e}")))?;
         let v6 = match lib::UdpTransport::builder()
             .bind("[::]:0")
+            .receive_capacity(V3_MSG_MAX_SIZE)
             .recv_buffer_size(RECV_BUFFER)
             .build()
             .await

@@ -17,6 +17,8 @@ pub const DEFAULT_REPETITIONS: u32 = 10;
 /// keeps answers near a few kilobytes, so they are not fragmented into many
 /// IP packets on a WAN link.
 const MAX_BINDINGS_PER_BULK: u32 = 256;
+/// SNMP error-status genErr (RFC 3416).
+const GEN_ERR: i32 = 5;
 /// Rows taken from one column at most: a bound on an agent that keeps
 /// inventing increasing OIDs.
 pub const MAX_ROWS_PER_COLUMN: usize = 65_536;
@@ -102,6 +104,9 @@ pub struct Walked {
     /// Columns that ended on agent misbehaviour or an agent error (said in
     /// the sample's error_detail; the cells before it are kept).
     pub notes: Vec<String>,
+    /// The agent error-status that ended columns (genErr, noAccess…), the
+    /// first one: the poll is then not complete, and says so.
+    pub refused: Option<SnmpError>,
     /// A failure that ends the whole poll (security, timeout, send).
     pub fatal: Option<SnmpError>,
     /// The answers to the riders (one each, in order), when they were read.
@@ -199,6 +204,16 @@ pub async fn walk<S: Session>(
                 }
             }
             Err(error) if error.is_too_big() && bulk && repetitions.shrink() => continue,
+            // genErr for the request as a whole (index 0) to a GETBULK of
+            // several rows: how net-snmp answers when the response it built
+            // does not fit the message size (see snmp.rs, V3_MSG_MAX_SIZE),
+            // and what other agents do when an answer outgrows their own
+            // buffer. Fewer rows, as on tooBig; at one row it is the agent's
+            // error.
+            Err(SnmpError::Agent {
+                status: AgentStatus::Other(GEN_ERR),
+                index: 0,
+            }) if bulk && asked > 1 && repetitions.shrink() => continue,
             Err(error)
                 if error.is_timeout()
                     && bulk
@@ -233,6 +248,7 @@ pub async fn walk<S: Session>(
                 walked
                     .notes
                     .push(format!("walk of {} ended: {error}", list(&oids)));
+                walked.refused.get_or_insert(error);
                 continue;
             }
             Err(error) => {
@@ -325,6 +341,12 @@ pub(crate) mod tests {
         pub asked_non_repeaters: Mutex<Vec<usize>>,
         /// Non-repeaters a GETBULK answers genErr for.
         pub refused: Vec<Oid>,
+        /// The error-status of an answer over `max_bindings`: tooBig, or
+        /// genErr at index 0 as net-snmp answers one that outgrew the
+        /// request's msgMaxSize.
+        pub over_size: AgentStatus,
+        /// Columns (prefixes) whose GETBULK always fails, genErr at index 0.
+        pub broken: Vec<Oid>,
     }
 
     impl FakeAgent {
@@ -339,6 +361,8 @@ pub(crate) mod tests {
                 asked_repetitions: Mutex::new(Vec::new()),
                 asked_non_repeaters: Mutex::new(Vec::new()),
                 refused: Vec::new(),
+                over_size: AgentStatus::TooBig,
+                broken: Vec::new(),
             }
         }
 
@@ -437,7 +461,16 @@ pub(crate) mod tests {
             self.count()?;
             if non_repeaters.len() + oids.len() * max_repetitions as usize > self.max_bindings {
                 return Err(SnmpError::Agent {
-                    status: AgentStatus::TooBig,
+                    status: self.over_size,
+                    index: 0,
+                });
+            }
+            if oids
+                .iter()
+                .any(|oid| self.broken.iter().any(|b| oid.starts_with(b)))
+            {
+                return Err(SnmpError::Agent {
+                    status: AgentStatus::Other(GEN_ERR),
                     index: 0,
                 });
             }
@@ -645,6 +678,69 @@ pub(crate) mod tests {
         let failures = asked.iter().filter(|&&r| r * 2 > 12).count();
         assert!(failures <= 7, "{asked:?}");
         assert_eq!(reps.current(), 6, "{asked:?}");
+    }
+
+    #[tokio::test]
+    async fn gen_err_for_a_whole_bulk_halves_repetitions_like_too_big() {
+        // net-snmp under SNMPv3: an answer outgrowing msgMaxSize is genErr
+        // at index 0, not tooBig.
+        let mut agent = FakeAgent::new(Version::V3);
+        agent.max_bindings = 12;
+        agent.over_size = AgentStatus::Other(GEN_ERR);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.10", 40);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.16", 40);
+        let mut reps = Repetitions::new(10);
+        let walked = walk(
+            &agent,
+            &[],
+            &[oid("1.3.6.1.2.1.2.2.1.10"), oid("1.3.6.1.2.1.2.2.1.16")],
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert!(
+            walked.fatal.is_none() && walked.refused.is_none() && walked.notes.is_empty(),
+            "{walked:?}"
+        );
+        assert_eq!((walked.columns[0].len(), walked.columns[1].len()), (40, 40));
+        let asked = agent
+            .asked_repetitions
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(&asked[..2], &[10, 5]);
+        assert!(reps.for_next_poll() <= 6, "{asked:?}");
+    }
+
+    #[tokio::test]
+    async fn gen_err_at_one_row_ends_the_walk_as_refused() {
+        let mut agent = FakeAgent::new(Version::V3);
+        table(&mut agent, "1.3.6.1.2.1.2.2.1.8", 3);
+        agent.broken = vec![oid("1.3.6.1.2.1.2.2.1.8")];
+        let mut reps = Repetitions::new(4);
+        let walked = walk(
+            &agent,
+            &[],
+            &[oid("1.3.6.1.2.1.2.2.1.8")],
+            &mut reps,
+            later(),
+        )
+        .await;
+        assert!(walked.fatal.is_none());
+        assert!(walked.columns[0].is_empty());
+        assert!(
+            matches!(
+                walked.refused,
+                Some(SnmpError::Agent {
+                    status: AgentStatus::Other(GEN_ERR),
+                    index: 0
+                })
+            ),
+            "{walked:?}"
+        );
+        assert!(walked.notes[0].contains("ended"), "{:?}", walked.notes);
+        // 4, 2, 1 rows: halved down to one before giving up.
+        assert_eq!(agent.requests_sent(), 3);
     }
 
     #[tokio::test]

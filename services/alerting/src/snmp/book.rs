@@ -67,6 +67,8 @@ struct Device {
     last_reboot_at: Option<DateTime<Utc>>,
     /// The outcome of the last poll, answered or not.
     outcome: i32,
+    /// The last poll's error_detail (empty when OK and complete).
+    detail: String,
 }
 
 /// One interface after a poll, for rule evaluation.
@@ -222,20 +224,33 @@ impl SnmpBook {
                 Some(((device, u32::try_from(index).ok()?), interface))
             })
             .collect();
-        type DeviceRow = (Uuid, DateTime<Utc>, Option<i64>, Option<DateTime<Utc>>, i16);
+        type DeviceRow = (
+            Uuid,
+            DateTime<Utc>,
+            Option<i64>,
+            Option<DateTime<Utc>>,
+            i16,
+            Option<String>,
+        );
+        // The last poll's detail lives with its sample (one index lookup
+        // per device); a sample already dropped by retention leaves it empty.
         let rows: Vec<DeviceRow> = sqlx::query_as(
-            "SELECT device_id, polled_at, sys_uptime_ticks, last_reboot_at, outcome FROM snmp_devices",
+            "SELECT d.device_id, d.polled_at, d.sys_uptime_ticks, d.last_reboot_at, d.outcome, \
+             (SELECT s.error_detail FROM snmp_samples s WHERE s.device_id = d.device_id \
+              ORDER BY s.polled_at DESC LIMIT 1) \
+             FROM snmp_devices d",
         )
         .fetch_all(&pool)
         .await?;
         let devices = rows
             .into_iter()
-            .map(|(id, polled_at, uptime, last_reboot_at, outcome)| {
+            .map(|(id, polled_at, uptime, last_reboot_at, outcome, detail)| {
                 let device = Device {
                     polled_at,
                     uptime_ticks: uptime.and_then(|u| u32::try_from(u).ok()),
                     last_reboot_at,
                     outcome: i32::from(outcome),
+                    detail: detail.unwrap_or_default(),
                 };
                 (id, device)
             })
@@ -298,14 +313,19 @@ impl SnmpBook {
                     .ok()
                     .and_then(|d| d.get(&device_id).cloned())
             });
-            let answered = sample.outcome == v1::SnmpOutcome::Ok as i32;
+            // An agent error is an answer too (sysUpTime included): the
+            // agent refused part of the profile, not the poll.
+            let answered = sample.outcome == v1::SnmpOutcome::Ok as i32
+                || sample.outcome == v1::SnmpOutcome::AgentError as i32;
             let mut device = previous.clone().unwrap_or(Device {
                 polled_at,
                 uptime_ticks: None,
                 last_reboot_at: None,
                 outcome: sample.outcome,
+                detail: String::new(),
             });
             device.outcome = sample.outcome;
+            device.detail.clone_from(&sample.error_detail);
             if answered && sample.sys_uptime_ticks.is_some() {
                 if let Some(prev) = &previous
                     && let Interval::Reboot = Interval::between(
@@ -525,6 +545,13 @@ impl SnmpBook {
         let devices = self.devices.lock().ok()?;
         let device = devices.get(&device_id)?;
         Some((device.polled_at, device.outcome, device.uptime_ticks))
+    }
+
+    /// The outcome and error_detail of a device's last poll.
+    pub fn last_outcome(&self, device_id: Uuid) -> Option<(i32, String)> {
+        let devices = self.devices.lock().ok()?;
+        let device = devices.get(&device_id)?;
+        Some((device.outcome, device.detail.clone()))
     }
 
     /// The interfaces of a device, by ifIndex, and when it was last polled.

@@ -205,3 +205,53 @@ async fn wrong_credentials_each_have_their_own_outcome() {
     );
     assert_eq!(sample.requests_sent, 3, "2 attempts and the engine probe");
 }
+
+/// The issue this guards: net-snmp answers every SNMPv3 GETBULK whose
+/// response outgrows the request's msgMaxSize with genErr at index 0. The
+/// `auto` profile resolves to `net-snmp` (host + interfaces, the widest
+/// answers); with SHA-256/AES-128 authPriv it must read both tables.
+#[tokio::test]
+async fn v3_auth_priv_with_the_auto_profile_reads_host_and_interfaces() {
+    if !agents::tools(&["snmpd", "snmpget"]) {
+        return;
+    }
+    let agent = agents::snmpd();
+    let (user, _, auth_key, _, priv_key) = SHA256_AES;
+    let mut target = agents::v3(
+        agent.port,
+        user,
+        Auth::Sha256,
+        auth_key,
+        Priv::Aes128,
+        priv_key,
+    );
+    target.profile = "auto".into();
+    target.refresh_labels = true;
+    let poller = poller().await;
+    let (sample, hints) = poller.poll("127.0.0.1", "dev-v3-auto", &target, None).await;
+    assert_eq!(sample.outcome(), SnmpOutcome::Ok, "{}", sample.error_detail);
+    assert!(
+        !sample.partial && sample.error_detail.is_empty(),
+        "{}",
+        sample.error_detail
+    );
+    assert_eq!(sample.profile, "net-snmp");
+    assert_eq!(hints.resolved_profile, "net-snmp");
+    assert!(sample.values.iter().any(|v| v.name == "hrStorageDescr"));
+    let lo = sample
+        .interfaces
+        .iter()
+        .find(|i| i.if_name == "lo")
+        .unwrap();
+    assert!(lo.hc && lo.in_octets.is_some());
+
+    // The next poll, as the planner hands it over: the remembered profile
+    // with the system scalars riding along.
+    let mut warm = target.clone();
+    warm.hints = Some(hints);
+    warm.refresh_labels = false;
+    let (sample, _) = poller.poll("127.0.0.1", "dev-v3-auto", &warm, None).await;
+    assert_eq!(sample.outcome(), SnmpOutcome::Ok, "{}", sample.error_detail);
+    assert!(!sample.interfaces.is_empty() && sample.sys_uptime_ticks.is_some());
+    assert!(sample.values.iter().any(|v| v.name == "hrStorageUsed"));
+}
