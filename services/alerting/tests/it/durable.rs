@@ -147,7 +147,7 @@ async fn admin(sql: &str) {
 
 /// PostgreSQL goes away for the database: new connections refused, open
 /// ones terminated.
-async fn cut(database: &TestDatabase) {
+pub(crate) async fn cut(database: &TestDatabase) {
     let name = database.name();
     admin(&format!(
         "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false"
@@ -159,7 +159,7 @@ async fn cut(database: &TestDatabase) {
     .await;
 }
 
-async fn restore(database: &TestDatabase) {
+pub(crate) async fn restore(database: &TestDatabase) {
     let name = database.name();
     admin(&format!(
         "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS true"
