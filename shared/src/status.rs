@@ -115,10 +115,10 @@ pub fn data_rejection(error: &sqlx::Error) -> Option<String> {
                 return None;
             }
             let mut reason = format!("{} (SQLSTATE {code}", db.message());
-            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                if let Some(column) = pg.column() {
-                    reason.push_str(&format!(", column {column}"));
-                }
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                && let Some(column) = pg.column()
+            {
+                reason.push_str(&format!(", column {column}"));
             }
             if let Some(constraint) = db.constraint() {
                 reason.push_str(&format!(", constraint {constraint}"));

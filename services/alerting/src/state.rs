@@ -1002,7 +1002,7 @@ mod tests {
                         return format!("maintenance {}", if *maintenance { "on" } else { "off" });
                     }
                     EventKind::StaleChanged { stale } => {
-                        format!("{}", if *stale { "stale" } else { "fresh" })
+                        (if *stale { "stale" } else { "fresh" }).to_string()
                     }
                 };
                 if event.muted {
