@@ -99,6 +99,37 @@ pub fn classify_sqlx(error: &sqlx::Error) -> DbErrorKind {
     }
 }
 
+/// Why PostgreSQL refused the data itself, when it did: a data exception
+/// (SQLSTATE class 22: a NUL byte in text, a value out of range), an
+/// integrity constraint (class 23), or a value sqlx could not encode. The
+/// same statement fails again however often it is replayed, so the input
+/// must be rejected, not retried. `None` for everything else — the
+/// connection, the pool, a server shutting down, a broken schema — which
+/// may pass later (or needs an operator), so the input is kept.
+pub fn data_rejection(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Encode(error) => Some(format!("value not encodable: {error}")),
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            if !(code.starts_with("22") || code.starts_with("23")) {
+                return None;
+            }
+            let mut reason = format!("{} (SQLSTATE {code}", db.message());
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                && let Some(column) = pg.column()
+            {
+                reason.push_str(&format!(", column {column}"));
+            }
+            if let Some(constraint) = db.constraint() {
+                reason.push_str(&format!(", constraint {constraint}"));
+            }
+            reason.push(')');
+            Some(reason)
+        }
+        _ => None,
+    }
+}
+
 /// The status for an internal failure: the detail goes to the log, the
 /// client gets a stable message that leaks nothing.
 pub fn internal(context: &str, error: &dyn std::error::Error) -> Status {

@@ -6,6 +6,10 @@
 //! (rule, device, interface), FIRING → ACKNOWLEDGED → RESOLVED. Silences
 //! and maintenance windows decide whether a change is notified; the
 //! notification commits in the alert change's transaction (the outbox).
+//!
+//! Memory follows the database: each path stages its changes to the open
+//! alerts, streaks and windows (`overlay.rs`), writes, and applies them
+//! after the commit; `writer` makes the paths take turns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,6 +23,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::notify::{self, AlertPayload, Measurement, Notification, NotificationEvent, Notifier};
+use crate::overlay::{self, Changes, Overlay};
 use crate::rules::{self, default_rules};
 use crate::scope;
 use crate::silences::Silences;
@@ -45,6 +50,10 @@ pub struct AlertEngine {
     /// The latest answered probes per device, for the latency and loss
     /// rules (memory only: empty after a restart; see `window.rs`).
     windows: Mutex<HashMap<Uuid, ProbeWindow>>,
+    /// Held by every path that changes `open`, `streaks` or `windows`, from
+    /// staging to applying: changes staged over memory another path is
+    /// about to change would undo its changes.
+    writer: tokio::sync::Mutex<()>,
     pub events: broadcast::Sender<v1::WatchAlertsResponse>,
 }
 
@@ -151,6 +160,7 @@ impl AlertEngine {
             open: Mutex::new(open),
             streaks: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
+            writer: tokio::sync::Mutex::new(()),
             events,
         })
     }
@@ -279,20 +289,93 @@ impl AlertEngine {
 
     /// Resolves every open alert of a rule, saying why.
     async fn close_alerts_of(&self, rule_id: &str, why: &str) -> Result<(), sqlx::Error> {
+        let _writer = self.writer.lock().await;
         let now = Utc::now();
-        let changes = {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            let keys: Vec<OpenKey> = open.keys().filter(|k| k.0 == rule_id).cloned().collect();
-            keys.iter()
+        let (changes, staged) = {
+            let base = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = Overlay::new(&base);
+            let keys: Vec<OpenKey> = base.keys().filter(|k| k.0 == rule_id).cloned().collect();
+            let changes = keys
+                .iter()
                 .filter_map(|k| open.remove(k))
                 .map(|mut alert| {
                     alert.summary = format!("{} ({why})", alert.summary);
                     let device = self.device(&alert.device_id);
                     self.resolved(alert, &device, now)
                 })
-                .collect()
+                .collect();
+            (changes, open.into_changes())
         };
-        self.write(changes).await
+        self.write(changes, staged).await
+    }
+
+    /// Forgets devices deleted from the inventory: their open alerts
+    /// resolve (nothing watches them any more), their streaks and windows
+    /// go. An error changes nothing; the caller tries again.
+    pub async fn forget_devices(&self, devices: &[Uuid]) -> Result<(), sqlx::Error> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().await;
+        let ids: std::collections::HashSet<String> = devices.iter().map(Uuid::to_string).collect();
+        let now = Utc::now();
+        let (changes, staged) = {
+            let base = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = Overlay::new(&base);
+            let keys: Vec<OpenKey> = base
+                .keys()
+                .filter(|k| ids.contains(&k.1))
+                .cloned()
+                .collect();
+            let changes = keys
+                .iter()
+                .filter_map(|k| open.remove(k))
+                .map(|mut alert| {
+                    alert.summary =
+                        format!("{} (device deleted from the inventory)", alert.summary);
+                    let device = self.device(&alert.device_id);
+                    self.resolved(alert, &device, now)
+                })
+                .collect();
+            (changes, open.into_changes())
+        };
+        self.write(changes, staged).await?;
+        self.streaks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(device, _, _), _| !ids.contains(device));
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        for id in devices {
+            windows.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Every device the engine keeps something for: open alerts, streaks, windows.
+    pub fn device_ids(&self) -> std::collections::HashSet<String> {
+        let mut devices: std::collections::HashSet<String> = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|(_, device, _)| !device.is_empty())
+            .map(|(_, device, _)| device.clone())
+            .collect();
+        devices.extend(
+            self.streaks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .map(|(device, _, _)| device.clone()),
+        );
+        devices.extend(
+            self.windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .map(Uuid::to_string),
+        );
+        devices
     }
 
     /// The enabled rule of `kind` that applies to the device, most specific
@@ -403,7 +486,7 @@ impl AlertEngine {
     /// the kind: this runs for every observation of every interface.
     fn take_open(
         &self,
-        open: &mut HashMap<OpenKey, v1::Alert>,
+        open: &mut Overlay<'_, OpenKey, v1::Alert>,
         kind: v1::RuleKind,
         device_id: &str,
         subject: &str,
@@ -434,9 +517,11 @@ impl AlertEngine {
         events: &[(Uuid, Event)],
         probes: &[ProbeRow],
     ) -> Result<(), sqlx::Error> {
+        let _writer = self.writer.lock().await;
         let mut changes = Vec::new();
-        {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let staged = {
+            let base = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = Overlay::new(&base);
             for (device_id, event) in events {
                 let (kind, fire) = match &event.kind {
                     EventKind::AlertFire(kind) => (*kind, true),
@@ -478,8 +563,9 @@ impl AlertEngine {
                     }
                 }
             }
-        }
-        self.write(changes).await
+            open.into_changes()
+        };
+        self.write(changes, staged).await
     }
 
     /// Latency and loss rules: each answered probe enters its device's
@@ -489,9 +575,11 @@ impl AlertEngine {
     /// threshold leaves it as it is. A probe that got no reply at all is the
     /// down rule's business and enters no window.
     pub async fn on_probes(&self, probes: &[ProbeRow]) -> Result<(), sqlx::Error> {
+        let _writer = self.writer.lock().await;
         let mut observations = Vec::new();
-        {
-            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let rings = {
+            let base = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let mut windows = Overlay::new(&base);
             let mut devices: HashMap<Uuid, (v1::Device, Option<v1::Rule>, Option<v1::Rule>)> =
                 HashMap::new();
             for probe in probes {
@@ -515,7 +603,7 @@ impl AlertEngine {
                     .map(|r| window::Settings::of(r).window_probes)
                     .max()
                     .unwrap_or(window::DEFAULT_WINDOW_PROBES);
-                let ring = windows.entry(probe.device_id).or_default();
+                let ring = windows.get_or_insert_with(probe.device_id, ProbeWindow::default);
                 ring.push(sample, capacity);
                 let observe = |kind, judged| Observation {
                     kind,
@@ -535,8 +623,15 @@ impl AlertEngine {
                     loss_rule.as_ref().map(|r| loss_verdict(ring, r)),
                 ));
             }
-        }
-        self.observe(&observations).await
+            windows.into_changes()
+        };
+        self.observe_staged(&observations).await?;
+        // The windows move on only once what they judged is written.
+        overlay::apply(
+            &mut self.windows.lock().unwrap_or_else(|p| p.into_inner()),
+            rings,
+        );
+        Ok(())
     }
 
     /// The enabled rule of `kind` for this device and subject, most
@@ -562,10 +657,18 @@ impl AlertEngine {
     /// breach held for `consecutive` observations opens an alert, the first
     /// observation without one resolves it.
     pub async fn observe(&self, observations: &[Observation]) -> Result<(), sqlx::Error> {
+        let _writer = self.writer.lock().await;
+        self.observe_staged(observations).await
+    }
+
+    /// [`Self::observe`] for a caller holding `writer`.
+    async fn observe_staged(&self, observations: &[Observation]) -> Result<(), sqlx::Error> {
         let mut changes = Vec::new();
-        {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            let mut streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+        let (staged, streak_changes) = {
+            let open_base = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let streaks_base = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = Overlay::new(&open_base);
+            let mut streaks = Overlay::new(&streaks_base);
             let mut devices: HashMap<&str, v1::Device> = HashMap::new();
             for o in observations {
                 // One inventory lookup per device, not per observation (a
@@ -586,12 +689,14 @@ impl AlertEngine {
                     }
                     continue;
                 };
-                let streak = streaks
-                    .entry((device.id.clone(), subject_key.clone(), o.kind as i32))
-                    .or_default();
+                let streak = streaks.get_or_insert_with(
+                    (device.id.clone(), subject_key.clone(), o.kind as i32),
+                    u32::default,
+                );
                 *streak += 1;
+                let streak = *streak;
                 let key = (rule.id.clone(), device.id.clone(), subject_key.clone());
-                if *streak < rule.consecutive.max(1) || open.contains_key(&key) {
+                if streak < rule.consecutive.max(1) || open.contains_key(&key) {
                     continue;
                 }
                 let what = if matches!(o.kind, v1::RuleKind::HighLatency | v1::RuleKind::PacketLoss)
@@ -600,7 +705,7 @@ impl AlertEngine {
                 } else {
                     "polls"
                 };
-                let summary = if *streak > 1 {
+                let summary = if streak > 1 {
                     format!("{}: {detail} for {streak} {what}", device.name)
                 } else {
                     format!("{}: {detail}", device.name)
@@ -614,8 +719,14 @@ impl AlertEngine {
                 open.insert(key, alert.clone());
                 changes.push(Change::Open(alert));
             }
-        }
-        self.write(changes).await
+            (open.into_changes(), streaks.into_changes())
+        };
+        self.write(changes, staged).await?;
+        overlay::apply(
+            &mut self.streaks.lock().unwrap_or_else(|p| p.into_inner()),
+            streak_changes,
+        );
+        Ok(())
     }
 
     /// Whether a monitoring-gap alert of `scope` is open.
@@ -646,18 +757,20 @@ impl AlertEngine {
                 .find(|r| r.kind == v1::RuleKind::MonitoringGap as i32 && r.enabled.unwrap_or(true))
                 .cloned()
         });
+        let _writer = self.writer.lock().await;
         let nobody = v1::Device::default();
         let mut changes = Vec::new();
-        {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            let gap_keys: Vec<OpenKey> = open
+        let staged = {
+            let base = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = Overlay::new(&base);
+            let gap_keys: Vec<OpenKey> = base
                 .iter()
                 .filter(|(_, a)| a.rule_kind == v1::RuleKind::MonitoringGap as i32)
                 .map(|(key, _)| key.clone())
                 .collect();
             // Gaps that closed (or whose rule is gone): resolved.
             for key in gap_keys {
-                let scope = open[&key].labels.get("scope").cloned().unwrap_or_default();
+                let scope = base[&key].labels.get("scope").cloned().unwrap_or_default();
                 let still = rule.as_ref().is_some_and(|r| r.id == key.0)
                     && gaps.iter().any(|g| g.scope == scope);
                 if !still && let Some(alert) = open.remove(&key) {
@@ -700,12 +813,24 @@ impl AlertEngine {
                     changes.push(Change::Open(alert));
                 }
             }
-        }
-        self.write(changes).await
+            open.into_changes()
+        };
+        self.write(changes, staged).await
     }
 
-    async fn write(&self, changes: Vec<Change>) -> Result<(), sqlx::Error> {
+    /// Writes alert changes and their notifications in one transaction,
+    /// then applies `staged` (the open-alert map's changes) and announces
+    /// them. On an error nothing is applied.
+    async fn write(
+        &self,
+        changes: Vec<Change>,
+        staged: Changes<OpenKey, v1::Alert>,
+    ) -> Result<(), sqlx::Error> {
         if changes.is_empty() {
+            overlay::apply(
+                &mut self.open.lock().unwrap_or_else(|p| p.into_inner()),
+                staged,
+            );
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
@@ -765,6 +890,10 @@ impl AlertEngine {
             }
         }
         tx.commit().await?;
+        overlay::apply(
+            &mut self.open.lock().unwrap_or_else(|p| p.into_inner()),
+            staged,
+        );
         if let Some(notifier) = &self.notifier {
             notifier.wake();
         }
@@ -806,21 +935,23 @@ impl AlertEngine {
     /// began or ended, a window opened or closed): an alert whose silence
     /// ended is notified as firing then, if it never was.
     pub async fn refresh_suppression(&self, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        let _writer = self.writer.lock().await;
         let mut changes = Vec::new();
+        let mut staged = Changes::new();
         {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            for alert in open.values_mut() {
+            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, alert) in open.iter() {
                 let device = self.device(&alert.device_id);
                 let mut next = alert.clone();
                 self.mute(&mut next, &device, now);
                 if next.suppressed != alert.suppressed || next.silence_id != alert.silence_id {
                     next.updated_at = Some(ts(now));
-                    *alert = next.clone();
+                    staged.insert(key.clone(), Some(next.clone()));
                     changes.push(Change::Touch(next));
                 }
             }
         }
-        self.write(changes).await
+        self.write(changes, staged).await
     }
 
     fn notification(&self, alert: &v1::Alert) -> Notification {
@@ -884,6 +1015,7 @@ impl AlertEngine {
         by: &str,
         comment: &str,
     ) -> Result<Option<v1::Alert>, sqlx::Error> {
+        let _writer = self.writer.lock().await;
         let mut alert = {
             let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             match open.values().find(|a| a.id == id) {

@@ -6,6 +6,13 @@
 //! knows how fresh each device's view is: [`Evaluator::freshness`] finds the
 //! devices with no conclusive result for `stale_after`, and
 //! [`Evaluator::mark_stale`] says so in their state.
+//!
+//! Memory follows the database, never leads it: every path that changes a
+//! device works on copies of the devices it touches ([`Staged`]), writes
+//! them, and swaps them in only after the commit. A failed write leaves
+//! memory as it was, so the same input can be evaluated again (see
+//! `backlog.rs`). Writers take `writer` in turn, so no two of them stage
+//! from the same memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +40,10 @@ pub struct Evaluator {
     store: Arc<dyn AlertingStore>,
     copy: SharedCopy,
     devices: Mutex<HashMap<Uuid, Device>>,
+    /// Held by every path that changes `devices`, from staging to swap: a
+    /// change staged from memory another writer is about to replace would
+    /// be lost.
+    writer: tokio::sync::Mutex<()>,
     /// Parent id → children ids, rebuilt when the inventory revision moves.
     children: Mutex<(u64, HashMap<String, Vec<String>>)>,
     pub changes: broadcast::Sender<v1::StateChange>,
@@ -91,6 +102,7 @@ impl Evaluator {
             store,
             copy,
             devices: Mutex::new(devices),
+            writer: tokio::sync::Mutex::new(()),
             children: Mutex::new((u64::MAX, HashMap::new())),
             changes,
             live: None,
@@ -138,30 +150,29 @@ impl Evaluator {
     }
 
     /// Feeds stored results to the state machine and persists what changed;
-    /// returns the alert events (fire, resolve) for the alert engine.
+    /// returns the alert events (fire, resolve) for the alert engine. On an
+    /// error nothing changed, in memory or in the database.
     pub async fn evaluate(
         &self,
         rows: &[ProbeRow],
         now: SystemTime,
     ) -> Result<Vec<(Uuid, Event)>, sqlx::Error> {
-        let mut touched: Vec<Uuid> = Vec::new();
+        let _writer = self.writer.lock().await;
         let mut changes: Vec<ChangeRow> = Vec::new();
         let mut alerts: Vec<(Uuid, Event)> = Vec::new();
-        {
-            let mut devices = self.lock();
+        let staged = {
+            let devices = self.lock();
+            let mut staged = Staged::new(&devices);
             for row in rows {
                 let id = row.device_id;
                 let (name, parent_id) = self.identity(&id.to_string());
                 let parent = Uuid::parse_str(&parent_id).ok();
                 let parent_memory = parent.and_then(|p| {
-                    devices
+                    staged
                         .get(&p)
                         .map(|d| (d.memory.clone(), self.identity(&parent_id).0))
                 });
-                let device = devices.entry(id).or_insert_with(|| Device {
-                    memory: DeviceMemory::new(now),
-                    row: StateRow::unknown(id, now.into()),
-                });
+                let device = staged.entry(id, now);
                 let view = parent_memory
                     .as_ref()
                     .map(|(memory, parent_name)| memory.as_parent(parent_name));
@@ -173,7 +184,6 @@ impl Evaluator {
                 );
                 record(device, &step, Some(row), &name, &mut changes);
                 collect(id, &step, &mut alerts);
-                touched.push(id);
                 if step.held.is_none() {
                     // This device's result of the cycle is in: its held
                     // children can be judged now.
@@ -182,12 +192,15 @@ impl Evaluator {
                         let Ok(child_id) = Uuid::parse_str(&child) else {
                             continue;
                         };
-                        let Some(child_device) = devices.get_mut(&child_id) else {
-                            continue;
-                        };
-                        if child_device.memory.held().is_none() {
+                        if staged
+                            .get(&child_id)
+                            .is_none_or(|d| d.memory.held().is_none())
+                        {
                             continue;
                         }
+                        let Some(child_device) = staged.get_mut(&child_id) else {
+                            continue;
+                        };
                         let step = self.machine.release(
                             &mut child_device.memory,
                             Some(view_memory.as_parent(&name)),
@@ -196,12 +209,12 @@ impl Evaluator {
                         let child_name = self.identity(&child).0;
                         record(child_device, &step, None, &child_name, &mut changes);
                         collect(child_id, &step, &mut alerts);
-                        touched.push(child_id);
                     }
                 }
             }
-        }
-        self.persist(touched, changes).await?;
+            staged.changed
+        };
+        self.persist(staged, changes).await?;
         Ok(alerts)
     }
 
@@ -211,11 +224,12 @@ impl Evaluator {
         &self,
         now: SystemTime,
     ) -> Result<Vec<(Uuid, Event)>, sqlx::Error> {
-        let mut touched = Vec::new();
+        let _writer = self.writer.lock().await;
         let mut changes = Vec::new();
         let mut alerts = Vec::new();
-        {
-            let mut devices = self.lock();
+        let staged = {
+            let devices = self.lock();
+            let mut staged = Staged::new(&devices);
             let expired: Vec<Uuid> = devices
                 .iter()
                 .filter(|(_, d)| d.memory.held().is_some_and(|h| h.until <= now))
@@ -225,9 +239,9 @@ impl Evaluator {
                 let (name, parent_id) = self.identity(&id.to_string());
                 let parent = Uuid::parse_str(&parent_id)
                     .ok()
-                    .and_then(|p| devices.get(&p).map(|d| d.memory.clone()));
+                    .and_then(|p| staged.get(&p).map(|d| d.memory.clone()));
                 let parent_name = self.identity(&parent_id).0;
-                let Some(device) = devices.get_mut(&id) else {
+                let Some(device) = staged.get_mut(&id) else {
                     continue;
                 };
                 let step = self.machine.release(
@@ -237,10 +251,10 @@ impl Evaluator {
                 );
                 record(device, &step, None, &name, &mut changes);
                 collect(id, &step, &mut alerts);
-                touched.push(id);
             }
-        }
-        self.persist(touched, changes).await?;
+            staged.changed
+        };
+        self.persist(staged, changes).await?;
         Ok(alerts)
     }
 
@@ -252,19 +266,26 @@ impl Evaluator {
         in_maintenance: &HashMap<Uuid, String>,
         now: SystemTime,
     ) -> Result<(), sqlx::Error> {
-        let mut touched = Vec::new();
+        let _writer = self.writer.lock().await;
         let mut changes = Vec::new();
-        {
-            let mut devices = self.lock();
+        let staged = {
+            let devices = self.lock();
+            let mut staged = Staged::new(&devices);
             // A device under a window that was never probed gets its row now.
-            for id in in_maintenance.keys() {
-                devices.entry(*id).or_insert_with(|| Device {
-                    memory: DeviceMemory::new(now),
-                    row: StateRow::unknown(*id, now.into()),
-                });
-            }
-            for (id, device) in devices.iter_mut() {
-                let reason = in_maintenance.get(id);
+            let flipped: Vec<Uuid> = devices
+                .iter()
+                .filter(|(id, d)| d.memory.maintenance() != in_maintenance.contains_key(id))
+                .map(|(id, _)| *id)
+                .chain(
+                    in_maintenance
+                        .keys()
+                        .filter(|id| !devices.contains_key(id))
+                        .copied(),
+                )
+                .collect();
+            for id in flipped {
+                let reason = in_maintenance.get(&id);
+                let device = staged.entry(id, now);
                 if device.memory.maintenance() == reason.is_some() {
                     continue;
                 }
@@ -278,10 +299,10 @@ impl Evaluator {
                 }
                 let name = self.identity(&id.to_string()).0;
                 record(device, &step, None, &name, &mut changes);
-                touched.push(*id);
             }
-        }
-        self.persist(touched, changes).await
+            staged.changed
+        };
+        self.persist(staged, changes).await
     }
 
     /// Which monitored devices (enabled in the inventory) have had no
@@ -340,45 +361,58 @@ impl Evaluator {
         stale: &[(Uuid, String)],
         now: SystemTime,
     ) -> Result<(), sqlx::Error> {
-        let mut touched = Vec::new();
+        let _writer = self.writer.lock().await;
         let mut changes = Vec::new();
-        {
-            let mut devices = self.lock();
+        let staged = {
+            let devices = self.lock();
+            let mut staged = Staged::new(&devices);
             for (id, reason) in stale {
-                let device = devices.entry(*id).or_insert_with(|| Device {
-                    memory: DeviceMemory::new(now),
-                    row: StateRow::unknown(*id, now.into()),
-                });
-                if device.memory.stale() {
+                if staged.get(id).is_some_and(|d| d.memory.stale()) {
                     continue;
                 }
+                let device = staged.entry(*id, now);
                 let step = self.machine.set_stale(&mut device.memory, reason, now);
                 let name = self.identity(&id.to_string()).0;
                 record(device, &step, None, &name, &mut changes);
-                touched.push(*id);
             }
-        }
-        self.persist(touched, changes).await
+            staged.changed
+        };
+        self.persist(staged, changes).await
     }
 
-    async fn persist(
-        &self,
-        mut touched: Vec<Uuid>,
-        changes: Vec<ChangeRow>,
-    ) -> Result<(), sqlx::Error> {
-        if touched.is_empty() {
+    /// Every device alerting holds a state for.
+    pub fn device_ids(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Forgets devices deleted from the inventory: their memory and
+    /// current-state row (their transitions stay, for the reports).
+    pub async fn forget(&self, gone: &[Uuid]) -> Result<(), sqlx::Error> {
+        if gone.is_empty() {
             return Ok(());
         }
-        touched.sort();
-        touched.dedup();
-        let states: Vec<StateRow> = {
-            let devices = self.lock();
-            touched
-                .iter()
-                .filter_map(|id| devices.get(id).map(|d| d.row.clone()))
-                .collect()
-        };
+        let _writer = self.writer.lock().await;
+        self.store.forget_states(gone).await?;
+        let mut devices = self.lock();
+        for id in gone {
+            devices.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Writes the staged devices and their transitions in one transaction,
+    /// then (only then) swaps them into memory and announces the changes.
+    async fn persist(
+        &self,
+        staged: HashMap<Uuid, Device>,
+        changes: Vec<ChangeRow>,
+    ) -> Result<(), sqlx::Error> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let states: Vec<StateRow> = staged.values().map(|d| d.row.clone()).collect();
         self.store.save_states(&states, &changes).await?;
+        self.lock().extend(staged);
         // After the commit, the live copy of what changed (Redis, or its
         // in-process stand-in); never blocking, never the source of truth.
         if let Some(live) = &self.live
@@ -481,6 +515,45 @@ impl Evaluator {
 
     pub fn status(&self, id: Uuid) -> Option<StateRow> {
         self.lock().get(&id).map(|d| d.row.clone())
+    }
+}
+
+/// Copies of the devices a writer changes, over the memory it read them
+/// from: reads see the copy when there is one, writes make one.
+struct Staged<'a> {
+    base: &'a HashMap<Uuid, Device>,
+    changed: HashMap<Uuid, Device>,
+}
+
+impl<'a> Staged<'a> {
+    fn new(base: &'a HashMap<Uuid, Device>) -> Self {
+        Self {
+            base,
+            changed: HashMap::new(),
+        }
+    }
+
+    fn get(&self, id: &Uuid) -> Option<&Device> {
+        self.changed.get(id).or_else(|| self.base.get(id))
+    }
+
+    fn get_mut(&mut self, id: &Uuid) -> Option<&mut Device> {
+        if !self.changed.contains_key(id) {
+            let device = self.base.get(id)?.clone();
+            self.changed.insert(*id, device);
+        }
+        self.changed.get_mut(id)
+    }
+
+    /// The device's copy; a device never seen starts UNKNOWN at `now`.
+    fn entry(&mut self, id: Uuid, now: SystemTime) -> &mut Device {
+        let base = self.base;
+        self.changed.entry(id).or_insert_with(|| {
+            base.get(&id).cloned().unwrap_or_else(|| Device {
+                memory: DeviceMemory::new(now),
+                row: StateRow::unknown(id, now.into()),
+            })
+        })
     }
 }
 

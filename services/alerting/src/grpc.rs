@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::alerts::{AlertEngine, RuleError};
+use crate::backlog::Backlog;
 use crate::evaluate::Evaluator;
 use crate::ingest::Ingestor;
 use crate::notify::{ListFilter, Notifier};
@@ -32,6 +33,8 @@ pub struct AlertingGrpc {
     ingestor: Arc<Ingestor>,
     evaluator: Arc<Evaluator>,
     alerts: Arc<AlertEngine>,
+    /// Evaluation of what ingest stored, in order, retried until it commits.
+    backlog: Arc<Backlog>,
     notifier: Arc<Notifier>,
     snmp: Arc<SnmpBook>,
     copy: SharedCopy,
@@ -40,10 +43,12 @@ pub struct AlertingGrpc {
 }
 
 impl AlertingGrpc {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ingestor: Arc<Ingestor>,
         evaluator: Arc<Evaluator>,
         alerts: Arc<AlertEngine>,
+        backlog: Arc<Backlog>,
         notifier: Arc<Notifier>,
         snmp: Arc<SnmpBook>,
         copy: SharedCopy,
@@ -53,6 +58,7 @@ impl AlertingGrpc {
             ingestor,
             evaluator,
             alerts,
+            backlog,
             notifier,
             snmp,
             copy,
@@ -267,8 +273,7 @@ impl AlertingService for AlertingGrpc {
         };
         tracing::info!(executor_id = %hello.executor_id, "ingest stream opened");
         let ingestor = self.ingestor.clone();
-        let evaluator = self.evaluator.clone();
-        let alerts = self.alerts.clone();
+        let backlog = self.backlog.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -304,6 +309,28 @@ impl AlertingService for AlertingGrpc {
                             break;
                         }
                         None => break,
+                    }
+                }
+                // Evaluation behind by more than its bound: store nothing,
+                // ack nothing; the sender keeps its batches and replays them
+                // once the stream is back (see `backlog.rs`).
+                if backlog.is_full() && backlog.drain().await.is_err() && backlog.is_full() {
+                    tracing::warn!(
+                        queued = backlog.queued(),
+                        "evaluation backlog full; ending the ingest stream unacked"
+                    );
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "evaluation backlog full; replay later",
+                        )))
+                        .await;
+                    return;
+                }
+                for batch in &mut batches {
+                    let stripped = crate::ingest::strip_agent_nuls(batch);
+                    if stripped > 0 {
+                        metrics::counter!("alerting_agent_nuls_stripped_total")
+                            .increment(stripped as u64);
                     }
                 }
                 let span = tracing::info_span!("alerting.ingest", batches = batches.len(), batch_uid = %batches[0].batch_uid, results = results + batches.iter().map(|b| b.samples.len()).sum::<usize>());
@@ -344,11 +371,15 @@ impl AlertingService for AlertingGrpc {
                                 duplicate: ingested.stored.duplicate,
                             })
                         }
-                        Err(reason) => v1::ingest_response::Msg::Reject(v1::IngestReject {
-                            sequence: batch.sequence,
-                            batch_uid: batch.batch_uid.clone(),
-                            reason,
-                        }),
+                        Err(reason) => {
+                            metrics::counter!("alerting_batches_rejected_total").increment(1);
+                            tracing::warn!(batch_uid = %batch.batch_uid, executor_id = %batch.executor_id, %reason, "batch rejected");
+                            v1::ingest_response::Msg::Reject(v1::IngestReject {
+                                sequence: batch.sequence,
+                                batch_uid: batch.batch_uid.clone(),
+                                reason,
+                            })
+                        }
                     };
                     let sent = tx
                         .send(Ok(v1::IngestResponse {
@@ -360,25 +391,17 @@ impl AlertingService for AlertingGrpc {
                     }
                 }
                 // Then state and alerts: stored rows, in order, once each.
-                if !evaluate.is_empty() {
-                    let span = tracing::info_span!("alerting.evaluate", results = evaluate.len());
-                    let outcome = async {
-                        let events = evaluator
-                            .evaluate(&evaluate, std::time::SystemTime::now())
-                            .await?;
-                        alerts.on_events(&events, &evaluate).await?;
-                        alerts.on_probes(&evaluate).await
-                    };
+                // A failure leaves them queued in the backlog, retried by
+                // the next group and by its own tick; it never ends the
+                // stream (the rows are stored and acked).
+                {
                     use tracing::Instrument as _;
-                    if let Err(error) = outcome.instrument(span).await {
-                        tracing::warn!(%error, "persisting device states or alerts failed");
-                    }
+                    let span = tracing::info_span!("alerting.evaluate", results = evaluate.len());
+                    let _ = backlog.probes(evaluate).instrument(span).await;
                 }
                 for snmp in snmp.iter().filter(|s| !s.duplicate && s.samples > 0) {
                     let observations = crate::snmp::evaluate::observations(snmp);
-                    if let Err(error) = alerts.observe(&observations).await {
-                        tracing::warn!(%error, "persisting SNMP alerts failed");
-                    }
+                    let _ = backlog.snmp(observations).await;
                 }
                 if ended {
                     return;

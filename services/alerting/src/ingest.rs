@@ -2,13 +2,24 @@
 //! acked. Partitions for the rows' days are made on demand and ahead of
 //! time; results older than the retention are not stored (their partition
 //! is gone), results from the future are stamped with the time received.
+//!
+//! Poison never blocks a stream: a batch is checked at the edge
+//! ([`check`]: field lengths, NUL bytes, ranges, size), results for devices
+//! the inventory does not have are dropped and counted, and a batch
+//! PostgreSQL still refuses for its data (see
+//! `netward_shared::status::data_rejection`) is rejected alone while the
+//! rest of its group is stored. Only storage trouble fails a group: then
+//! nothing is acked and the sender replays it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
+use netward_shared::status::data_rejection;
+use prost::Message as _;
 
 use crate::snmp::book::{SnmpBook, SnmpStored};
 use crate::store::{AlertingStore, BatchRows, ProbeRow, Stored};
@@ -45,6 +56,140 @@ pub struct Ingestor {
     known_days: Mutex<BTreeSet<NaiveDate>>,
     /// Where SNMP samples go; without it SNMP batches are rejected.
     snmp: Option<Arc<SnmpBook>>,
+    /// The inventory copy: once synced, results for devices it does not
+    /// have (deleted meanwhile, or never there) are not stored.
+    copy: Option<SharedCopy>,
+}
+
+/// Longest text accepted in an identifier field (uids, ids, names).
+pub const MAX_ID_LEN: usize = 128;
+/// Longest `error_detail` accepted.
+pub const MAX_ERROR_DETAIL_LEN: usize = 1024;
+/// Largest encoded batch accepted.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Most results (probes or samples) in one batch.
+pub const MAX_BATCH_RESULTS: usize = 100_000;
+
+/// Checks a batch before it goes near SQL; `Err` names the field, the
+/// value's problem and the limit. A sender's bug, so the batch is rejected
+/// (the executor drops and counts it).
+pub fn check(batch: &v1::ResultBatch) -> Result<(), String> {
+    let text = |field: String, value: &str, max: usize| -> Result<(), String> {
+        if value.contains('\0') {
+            return Err(format!("{field}: contains a NUL byte"));
+        }
+        if value.len() > max {
+            return Err(format!(
+                "{field}: {} bytes, at most {max} allowed",
+                value.len()
+            ));
+        }
+        Ok(())
+    };
+    if batch.batch_uid.is_empty() {
+        return Err("batch_uid: must be 1-128 characters".into());
+    }
+    text("batch_uid".into(), &batch.batch_uid, MAX_ID_LEN)?;
+    text("executor_id".into(), &batch.executor_id, MAX_ID_LEN)?;
+    text("batch_id".into(), &batch.batch_id, MAX_ID_LEN)?;
+    let size = batch.encoded_len();
+    if size > MAX_BATCH_BYTES {
+        return Err(format!(
+            "batch: {size} bytes encoded, at most {MAX_BATCH_BYTES} allowed"
+        ));
+    }
+    let results = batch.probes.len() + batch.samples.len();
+    if results > MAX_BATCH_RESULTS {
+        return Err(format!(
+            "batch: {results} results, at most {MAX_BATCH_RESULTS} allowed"
+        ));
+    }
+    for (i, probe) in batch.probes.iter().enumerate() {
+        text(
+            format!("probes[{i}].device_id"),
+            &probe.device_id,
+            MAX_ID_LEN,
+        )?;
+        text(format!("probes[{i}].address"), &probe.address, MAX_ID_LEN)?;
+        text(format!("probes[{i}].batch_id"), &probe.batch_id, MAX_ID_LEN)?;
+        text(
+            format!("probes[{i}].error_detail"),
+            &probe.error_detail,
+            MAX_ERROR_DETAIL_LEN,
+        )?;
+        let loss = probe.loss_percent;
+        if !loss.is_finite() || !(0.0..=100.0).contains(&loss) {
+            return Err(format!(
+                "probes[{i}].loss_percent: {loss} is not within 0..=100"
+            ));
+        }
+        if probe.received > probe.sent {
+            return Err(format!(
+                "probes[{i}].received: {} is more than sent ({})",
+                probe.received, probe.sent
+            ));
+        }
+    }
+    for (i, sample) in batch.samples.iter().enumerate() {
+        text(
+            format!("samples[{i}].device_id"),
+            &sample.device_id,
+            MAX_ID_LEN,
+        )?;
+        text(format!("samples[{i}].address"), &sample.address, MAX_ID_LEN)?;
+        text(
+            format!("samples[{i}].batch_id"),
+            &sample.batch_id,
+            MAX_ID_LEN,
+        )?;
+        text(format!("samples[{i}].profile"), &sample.profile, MAX_ID_LEN)?;
+        text(
+            format!("samples[{i}].sys_object_id"),
+            &sample.sys_object_id,
+            MAX_ID_LEN,
+        )?;
+        text(
+            format!("samples[{i}].error_detail"),
+            &sample.error_detail,
+            MAX_ERROR_DETAIL_LEN,
+        )?;
+    }
+    Ok(())
+}
+
+/// Strips NUL bytes from the text an SNMP agent chose (interface names and
+/// aliases, string values): an agent may send them, PostgreSQL text cannot
+/// hold them, and the rest of the poll is worth keeping. Returns how many
+/// fields were changed.
+pub fn strip_agent_nuls(batch: &mut v1::ResultBatch) -> usize {
+    let mut stripped = 0;
+    let mut strip = |text: &mut String| {
+        if text.contains('\0') {
+            text.retain(|c| c != '\0');
+            stripped += 1;
+        }
+    };
+    for sample in &mut batch.samples {
+        for interface in &mut sample.interfaces {
+            strip(&mut interface.if_name);
+            strip(&mut interface.if_alias);
+            strip(&mut interface.if_descr);
+        }
+        for value in &mut sample.values {
+            strip(&mut value.oid);
+            strip(&mut value.name);
+            strip(&mut value.instance);
+            if let Some(
+                v1::scalar_value::Value::Text(text)
+                | v1::scalar_value::Value::ObjectId(text)
+                | v1::scalar_value::Value::IpAddress(text),
+            ) = &mut value.value
+            {
+                strip(text);
+            }
+        }
+    }
+    stripped
 }
 
 impl Ingestor {
@@ -59,6 +204,32 @@ impl Ingestor {
             rollup_retention,
             known_days: Mutex::new(BTreeSet::new()),
             snmp: None,
+            copy: None,
+        }
+    }
+
+    /// Stores only results of devices the inventory copy has (once synced).
+    pub fn with_inventory(mut self, copy: SharedCopy) -> Self {
+        self.copy = Some(copy);
+        self
+    }
+
+    /// Whether results for `device_id` are stored: yes unless a synced
+    /// inventory copy does not have it.
+    fn known(&self, device_id: &str) -> bool {
+        let Some(copy) = &self.copy else {
+            return true;
+        };
+        let copy = copy.read().unwrap_or_else(|p| p.into_inner());
+        !copy.synced || copy.devices.contains_key(device_id)
+    }
+
+    /// Counts and logs results dropped for a device the inventory does not have.
+    fn unknown_devices(batch_uid: &str, dropped: u32) {
+        if dropped > 0 {
+            metrics::counter!("alerting_results_rejected_total", "reason" => "unknown_device")
+                .increment(u64::from(dropped));
+            tracing::warn!(%batch_uid, dropped, "results not stored: device not in the inventory (deleted meanwhile?)");
         }
     }
 
@@ -96,8 +267,10 @@ impl Ingestor {
     /// the probe results of all of them in one transaction (one commit
     /// for the lot is what keeps a busy stream fast), SNMP batches each in
     /// its own. An invalid batch is rejected alone (`Err(reason)` in its
-    /// place); a storage failure fails the call, so none is acked and the
-    /// sender replays them all.
+    /// place): by [`check`], or by PostgreSQL for its data, in which case
+    /// the group is written again batch by batch so the others are stored.
+    /// Storage trouble fails the call, so none is acked and the sender
+    /// replays them all.
     pub async fn ingest_all(
         &self,
         batches: &[v1::ResultBatch],
@@ -114,8 +287,8 @@ impl Ingestor {
         // Probe batches wait for the group write: (outcome index, batch, rows, skipped).
         let mut pending: Vec<(usize, &v1::ResultBatch, Vec<ProbeRow>, u32)> = Vec::new();
         for batch in batches {
-            if batch.batch_uid.is_empty() || batch.batch_uid.len() > 128 {
-                outcomes.push(Err("batch_uid must be 1-128 characters".into()));
+            if let Err(reason) = check(batch) {
+                outcomes.push(Err(reason));
                 continue;
             }
             if !batch.samples.is_empty() {
@@ -124,11 +297,16 @@ impl Ingestor {
             }
             let mut rows = Vec::with_capacity(batch.probes.len());
             let mut skipped = 0;
+            let mut unknown = 0;
             for result in &batch.probes {
                 let Ok(device_id) = uuid::Uuid::parse_str(&result.device_id) else {
                     skipped += 1;
                     continue;
                 };
+                if !self.known(&result.device_id) {
+                    unknown += 1;
+                    continue;
+                }
                 let probed_at = when(result.probed_at.as_ref());
                 if probed_at < oldest {
                     skipped += 1;
@@ -144,7 +322,8 @@ impl Ingestor {
                 metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
                 tracing::warn!(batch_uid = %batch.batch_uid, skipped, "results not stored: bad device id or older than the retention");
             }
-            pending.push((outcomes.len(), batch, rows, skipped));
+            Self::unknown_devices(&batch.batch_uid, unknown);
+            pending.push((outcomes.len(), batch, rows, skipped + unknown));
             outcomes.push(Err(String::new()));
         }
         if pending.is_empty() {
@@ -164,10 +343,38 @@ impl Ingestor {
                 rows,
             })
             .collect();
-        let stored = self.store.store_probe_batches(&group).await?;
+        let stored: Vec<Result<Stored, String>> = match self.store.store_probe_batches(&group).await
+        {
+            Ok(stored) => stored.into_iter().map(Ok).collect(),
+            // Refused for its data: one batch of the group is poison.
+            // Alone, each is stored or refused on its own (the group's
+            // transaction rolled back, so nothing is stored twice).
+            Err(error) if data_rejection(&error).is_some() => {
+                let mut each = Vec::with_capacity(group.len());
+                for one in &group {
+                    let alone = self.store.store_probe_batches(std::slice::from_ref(one));
+                    each.push(match alone.await {
+                        Ok(mut stored) => Ok(stored.pop().unwrap_or_default()),
+                        Err(error) => match data_rejection(&error) {
+                            Some(reason) => Err(format!("refused by storage: {reason}")),
+                            None => return Err(error),
+                        },
+                    });
+                }
+                each
+            }
+            Err(error) => return Err(error),
+        };
         metrics::histogram!("alerting_write_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("alerting_write_batches").record(pending.len() as f64);
         for ((index, batch, mut rows, skipped), stored) in pending.into_iter().zip(stored) {
+            let stored = match stored {
+                Ok(stored) => stored,
+                Err(reason) => {
+                    outcomes[index] = Err(reason);
+                    continue;
+                }
+            };
             if stored.duplicate {
                 metrics::counter!("alerting_duplicate_batches_total").increment(1);
                 rows.clear();
@@ -209,9 +416,15 @@ impl Ingestor {
             ));
         };
         let mut skipped = 0;
+        let mut unknown = 0;
         let samples: Vec<_> = batch
             .samples
             .iter()
+            .filter(|sample| {
+                let known = self.known(&sample.device_id);
+                unknown += u32::from(!known);
+                known
+            })
             .filter_map(|sample| {
                 let id = uuid::Uuid::parse_str(&sample.device_id).ok();
                 let at = when(sample.polled_at.as_ref());
@@ -224,12 +437,23 @@ impl Ingestor {
             metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
             tracing::warn!(batch_uid = %batch.batch_uid, skipped, "samples not stored: bad device id or older than the retention");
         }
+        Self::unknown_devices(&batch.batch_uid, unknown);
+        let skipped = skipped + unknown;
         let days: BTreeSet<NaiveDate> = samples.iter().map(|(_, at, _)| at.date_naive()).collect();
         self.ensure_days(&days).await?;
         let started = std::time::Instant::now();
-        let snmp = book
+        let snmp = match book
             .store(&batch.batch_uid, &batch.executor_id, &samples)
-            .await?;
+            .await
+        {
+            Ok(snmp) => snmp,
+            Err(error) => {
+                return match data_rejection(&error) {
+                    Some(reason) => Ok(Err(format!("refused by storage: {reason}"))),
+                    None => Err(error),
+                };
+            }
+        };
         metrics::histogram!("alerting_snmp_write_seconds").record(started.elapsed().as_secs_f64());
         if snmp.duplicate {
             metrics::counter!("alerting_duplicate_batches_total").increment(1);

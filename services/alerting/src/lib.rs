@@ -3,10 +3,13 @@
 //!
 //! This version stores ping results: `ingest.rs` turns each `ResultBatch`
 //! into rows exactly once and acks after the commit; `store/` keeps them in
-//! daily partitions with a retention and one-minute rollups.
+//! daily partitions with a retention and one-minute rollups. What is
+//! stored is then evaluated through `backlog.rs` (state, then alerts, each
+//! swapped into memory only after its commit, retried until it commits).
 
 pub mod alerts;
 pub mod availability;
+pub mod backlog;
 pub mod evaluate;
 pub mod freshness;
 mod grpc;
@@ -14,6 +17,7 @@ pub mod ingest;
 pub mod live;
 pub mod notify;
 pub mod retention;
+mod overlay;
 pub mod rules;
 pub mod scope;
 pub mod silences;
@@ -74,6 +78,9 @@ pub struct AlertingConfig {
     /// 3 ping intervals, as the planner reports its interval.
     #[serde(with = "humantime_serde::option")]
     pub stale_after: Option<Duration>,
+    /// Stored results waiting for evaluation (a database error delays it)
+    /// beyond which ingest stops acking, so executors keep and replay.
+    pub evaluation_backlog: usize,
 }
 
 impl Default for AlertingConfig {
@@ -89,6 +96,7 @@ impl Default for AlertingConfig {
             interfaces: snmp::classify::InterfacesConfig::default(),
             rates: snmp::rates::RateConfig::default(),
             stale_after: None,
+            evaluation_backlog: backlog::DEFAULT_CAPACITY,
         }
     }
 }
@@ -199,6 +207,48 @@ pub(crate) async fn sweep_freshness(
     alerts.on_gaps(&gaps, now.into()).await
 }
 
+/// Forgets the devices deleted from the inventory copy everywhere alerting
+/// keeps them: the evaluator's memory and state row, the alert engine's
+/// streaks and windows (their open alerts resolve, "device deleted from the
+/// inventory"), the SNMP book's interfaces and polls. Only a synced copy
+/// is trusted to say a device is gone. Returns the devices forgotten; on
+/// an error the rest are found again by the next call.
+pub async fn forget_deleted(
+    evaluator: &Evaluator,
+    alerts: &AlertEngine,
+    snmp: &snmp::book::SnmpBook,
+    copy: &netward_shared::inventory_copy::SharedCopy,
+) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    let mut held: std::collections::HashSet<uuid::Uuid> = snmp.device_ids();
+    held.extend(evaluator.device_ids());
+    held.extend(
+        alerts
+            .device_ids()
+            .iter()
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok()),
+    );
+    let gone: Vec<uuid::Uuid> = {
+        let copy = copy.read().unwrap_or_else(|p| p.into_inner());
+        if !copy.synced {
+            return Ok(Vec::new());
+        }
+        held.into_iter()
+            .filter(|id| !copy.devices.contains_key(&id.to_string()))
+            .collect()
+    };
+    if gone.is_empty() {
+        return Ok(gone);
+    }
+    alerts.forget_devices(&gone).await?;
+    snmp.forget_devices(&gone).await?;
+    evaluator.forget(&gone).await?;
+    tracing::info!(
+        devices = gone.len(),
+        "devices deleted from the inventory forgotten"
+    );
+    Ok(gone)
+}
+
 /// Runs the alerting target on `listeners` until `shutdown` completes.
 pub async fn run(
     config: &LoadedConfig,
@@ -229,7 +279,8 @@ pub async fn run(
     );
     let ingestor = Arc::new(
         Ingestor::new(store.clone(), section.retention, section.rollup_retention)
-            .with_snmp(snmp.clone()),
+            .with_snmp(snmp.clone())
+            .with_inventory(copy.clone()),
     );
     ingestor.maintain(chrono::Utc::now()).await?;
     let notifier = Arc::new(notify::Notifier::new(
@@ -246,6 +297,11 @@ pub async fn run(
     });
     let evaluator =
         Arc::new(Evaluator::restore_with_live(machine, store, copy.clone(), live).await?);
+    let backlog = Arc::new(backlog::Backlog::new(
+        evaluator.clone(),
+        alerts.clone(),
+        section.evaluation_backlog,
+    ));
 
     let server = GrpcServer::new(Target::Alerting, ServerOptions::from_config(&config.common));
     let stop = server.shutdown_token();
@@ -265,9 +321,10 @@ pub async fn run(
         |_| {},
         stop.clone(),
     ));
-    // Children whose parent's result never came are judged when their hold runs out.
+    // Children whose parent's result never came are judged when their hold
+    // runs out; evaluation that failed is retried on the same tick.
     let holds = evaluator.clone();
-    let holds_alerts = alerts.clone();
+    let holds_backlog = backlog.clone();
     let holds_stop = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -280,13 +337,11 @@ pub async fn run(
                 () = holds_stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let released = holds.release_expired(std::time::SystemTime::now()).await;
-            let outcome = match released {
-                Ok(events) => holds_alerts.on_events(&events, &[]).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = outcome {
-                tracing::warn!(%error, "persisting released holds failed");
+            let released = holds_backlog
+                .release_expired(std::time::SystemTime::now())
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(%error, "evaluation or released holds failed; retrying");
             }
             ticks += 1;
             if ticks.is_multiple_of(20) {
@@ -330,6 +385,31 @@ pub async fn run(
             .await
             {
                 tracing::warn!(%error, "freshness sweep failed; retrying");
+            }
+        }
+    });
+    // Devices deleted from the inventory leave memory (and their open
+    // alerts resolve) once the copy has moved on.
+    let (pruned, pruned_alerts, pruned_snmp, pruned_copy, pruned_stop) = (
+        evaluator.clone(),
+        alerts.clone(),
+        snmp.clone(),
+        copy.clone(),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        // Every few seconds, not on each revision: a result evaluated after
+        // the delete (it was already queued) brings a device back once.
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = pruned_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) =
+                forget_deleted(&pruned, &pruned_alerts, &pruned_snmp, &pruned_copy).await
+            {
+                tracing::warn!(%error, "forgetting deleted devices failed; retrying");
             }
         }
     });
@@ -384,7 +464,7 @@ pub async fn run(
         }
     });
     let service = AlertingServiceServer::new(AlertingGrpc::new(
-        ingestor, evaluator, alerts, notifier, snmp, copy, stop,
+        ingestor, evaluator, alerts, backlog, notifier, snmp, copy, stop,
     ))
     .max_decoding_message_size(64 * 1024 * 1024);
     server

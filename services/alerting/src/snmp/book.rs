@@ -671,6 +671,54 @@ impl SnmpBook {
         Ok((step, points))
     }
 
+    /// Forgets devices deleted from the inventory: their interfaces and
+    /// last polls, in PostgreSQL (so a restart does not load them again)
+    /// and then in memory. Their samples and rollups age out with the rest.
+    pub async fn forget_devices(&self, devices: &[Uuid]) -> Result<(), sqlx::Error> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM interfaces WHERE device_id = ANY($1)")
+            .bind(devices)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM snmp_devices WHERE device_id = ANY($1)")
+            .bind(devices)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let gone: std::collections::HashSet<&Uuid> = devices.iter().collect();
+        self.interfaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(device, _), _| !gone.contains(device));
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|device, _| !gone.contains(device));
+        Ok(())
+    }
+
+    /// Every device the book holds interfaces or polls of.
+    pub fn device_ids(&self) -> std::collections::HashSet<Uuid> {
+        let mut devices: std::collections::HashSet<Uuid> = self
+            .interfaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(device, _)| *device)
+            .collect();
+        devices.extend(
+            self.devices
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .copied(),
+        );
+        devices
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

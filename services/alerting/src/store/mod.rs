@@ -172,6 +172,9 @@ pub trait AlertingStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<HistoryRow>>;
     /// Upserts current states and appends transitions, in one transaction.
     async fn save_states(&self, states: &[StateRow], changes: &[ChangeRow]) -> StoreResult<()>;
+    /// Deletes the current-state rows of devices gone from the inventory
+    /// (their transitions stay: reports still cover their past).
+    async fn forget_states(&self, devices: &[uuid::Uuid]) -> StoreResult<()>;
     /// Every stored state (to rebuild memory at start, and for queries).
     async fn states(&self) -> StoreResult<Vec<StateRow>>;
     /// A device's transitions within [from, to), oldest first.

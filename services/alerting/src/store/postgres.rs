@@ -317,6 +317,14 @@ impl AlertingStore for PgStore {
         tx.commit().await
     }
 
+    async fn forget_states(&self, devices: &[Uuid]) -> StoreResult<()> {
+        sqlx::query("DELETE FROM device_state WHERE device_id = ANY($1)")
+            .bind(devices)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn states(&self) -> StoreResult<Vec<StateRow>> {
         let rows = sqlx::query_as::<_, (uuid::Uuid, i16, DateTime<Utc>, String, bool, Option<DateTime<Utc>>, i16, Option<f32>, Option<i32>, i64, i32, serde_json::Value)>(
             "SELECT device_id, state, since, reason, maintenance, last_probe_at, last_outcome, \

@@ -392,3 +392,124 @@ async fn batches_sent_back_to_back_are_stored_together_and_acked_each() {
         "{transactions} transactions for 20 batches"
     );
 }
+
+/// The reason of a reject, or a panic naming what came instead.
+fn rejected(msg: Option<v1::ingest_response::Msg>, uid: &str) -> String {
+    match msg {
+        Some(v1::ingest_response::Msg::Reject(reject)) if reject.batch_uid == uid => reject.reason,
+        other => panic!("expected {uid} rejected, got {other:?}"),
+    }
+}
+
+fn acked(msg: Option<v1::ingest_response::Msg>, uid: &str) -> u32 {
+    match msg {
+        Some(v1::ingest_response::Msg::Ack(ack)) if ack.batch_uid == uid => ack.stored,
+        other => panic!("expected {uid} acked, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_on() {
+    let alerting = Alerting::start().await;
+    let mut stream = Stream::open(alerting.addr).await;
+    let now = Utc::now();
+    let wait = Duration::from_secs(10);
+
+    // Caught at the edge: a NUL byte, a loss out of range.
+    let mut nul = batch("nul", &devices(3), now);
+    nul.probes[1].error_detail = "timeout\0after".into();
+    let mut loss = batch("loss", &devices(3), now);
+    loss.probes[2].loss_percent = 150.0;
+    for b in [
+        batch("good-1", &devices(4), now),
+        nul,
+        batch("good-2", &devices(5), now),
+        loss,
+    ] {
+        stream.send(b);
+    }
+    assert_eq!(acked(stream.next(wait).await, "good-1"), 4);
+    let reason = rejected(stream.next(wait).await, "nul");
+    assert!(
+        reason.contains("probes[1].error_detail") && reason.contains("NUL"),
+        "{reason}"
+    );
+    assert_eq!(acked(stream.next(wait).await, "good-2"), 5);
+    let reason = rejected(stream.next(wait).await, "loss");
+    assert!(reason.contains("probes[2].loss_percent"), "{reason}");
+
+    // Past the edge, PostgreSQL refuses it (a constraint the edge does not
+    // know): rejected alone, the rest of its group stored.
+    sqlx::query("ALTER TABLE alerting.probe_results ADD CONSTRAINT sent_sane CHECK (sent < 1000)")
+        .execute(alerting.database.pool())
+        .await
+        .unwrap();
+    let mut refused = batch("refused", &devices(2), now);
+    refused.probes[0].sent = 2000;
+    for b in [
+        batch("good-3", &devices(6), now),
+        refused,
+        batch("good-4", &devices(7), now),
+    ] {
+        stream.send(b);
+    }
+    assert_eq!(acked(stream.next(wait).await, "good-3"), 6);
+    let reason = rejected(stream.next(wait).await, "refused");
+    assert!(reason.contains("sent_sane"), "{reason}");
+    assert_eq!(acked(stream.next(wait).await, "good-4"), 7);
+
+    // The stream goes on.
+    stream.send(batch("good-5", &devices(1), now));
+    assert_eq!(acked(stream.next(wait).await, "good-5"), 1);
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.probe_results")
+            .await,
+        4 + 5 + 6 + 7 + 1
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.ingested_batches WHERE batch_uid IN ('nul', 'loss', 'refused')")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_batch_met_by_a_database_outage_is_not_acked_and_is_stored_once_when_replayed() {
+    let alerting = Alerting::start().await;
+    let wait = Duration::from_secs(10);
+    let mut stream = Stream::open(alerting.addr).await;
+    let now = Utc::now();
+    stream.send(batch("before", &devices(2), now));
+    assert_eq!(acked(stream.next(wait).await, "before"), 2);
+
+    crate::durable::cut(&alerting.database).await;
+    let outage = batch("outage", &devices(3), now);
+    stream.send(outage.clone());
+    // Not acked, not rejected: the stream ends unavailable.
+    let ended = tokio::time::timeout(Duration::from_secs(40), stream.rx.message())
+        .await
+        .unwrap();
+    match ended {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        Ok(other) => panic!("expected the stream to end unacked, got {other:?}"),
+    }
+    crate::durable::restore(&alerting.database).await;
+
+    // The sender reconnects and replays: stored once.
+    let mut stream = Stream::open(alerting.addr).await;
+    stream.send(outage.clone());
+    assert_eq!(acked(stream.next(wait).await, "outage"), 3);
+    stream.send(outage);
+    match stream.next(wait).await {
+        Some(v1::ingest_response::Msg::Ack(ack)) => assert!(ack.duplicate),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.probe_results")
+            .await,
+        5
+    );
+}

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod durable;
 mod ingest;
 mod live;
 mod notify;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 const DEVICE: Uuid = Uuid::from_u128(0x5e_0001);
 
-fn sample(at: DateTime<Utc>, uptime_ticks: u32, in_octets: u64) -> v1::SnmpSample {
+pub(crate) fn sample(at: DateTime<Utc>, uptime_ticks: u32, in_octets: u64) -> v1::SnmpSample {
     v1::SnmpSample {
         device_id: DEVICE.to_string(),
         address: "127.0.0.1".into(),
@@ -54,7 +54,7 @@ fn sample(at: DateTime<Utc>, uptime_ticks: u32, in_octets: u64) -> v1::SnmpSampl
     }
 }
 
-fn batch(samples: Vec<v1::SnmpSample>) -> v1::ResultBatch {
+pub(crate) fn batch(samples: Vec<v1::SnmpSample>) -> v1::ResultBatch {
     v1::ResultBatch {
         executor_id: "snmp-test".into(),
         kind: v1::ExecutorKind::Snmp as i32,
