@@ -229,44 +229,10 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
     assert_eq!(imported.created, 1, "{imported:?}");
     let device_id = ids["tbilisi-01-rtr"].clone();
 
-    // Polls every 5 s: rates must not take a static sysUpTime for a reboot.
-    let config = dir.join("alerting.toml");
-    std::fs::write(
-        &config,
-        "[alerting.rates]\npoll_interval = \"5s\"\nuptime_slack = \"1h\"\n",
-    )
-    .unwrap();
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &[("NETWARD_PLANNER__SNMP_INTERVAL", "5s")],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let poller = Netward::start_with_env(
-        "snmp-poller",
-        &[
-            "--planner-url",
-            &planner_url,
-            "--alerting-url",
-            &alerting_url,
-        ],
-        &[("NETWARD_SNMP_POLLER__EXECUTOR_ID", "isp-test-poller")],
-    )
-    .await;
+    let stack =
+        crate::support::SnmpStack::start(&db, &inventory_url, &dir, "isp-test-poller").await;
+    let (alerting, planner, poller) = (&stack.alerting, &stack.planner, &stack.poller);
+    let alerting_url = stack.alerting_url.clone();
     let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
 
     // Both uplinks classified from ifAlias, with their providers.

@@ -155,43 +155,9 @@ async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
     assert_eq!(imported.created, 1, "{imported:?}");
     let device_id = ids["linux-srv-01"].clone();
 
-    let config = dir.join("alerting.toml");
-    std::fs::write(
-        &config,
-        "[alerting.rates]\npoll_interval = \"5s\"\nuptime_slack = \"1h\"\n",
-    )
-    .unwrap();
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &[("NETWARD_PLANNER__SNMP_INTERVAL", "5s")],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let poller = Netward::start_with_env(
-        "snmp-poller",
-        &[
-            "--planner-url",
-            &planner_url,
-            "--alerting-url",
-            &alerting_url,
-        ],
-        &[("NETWARD_SNMP_POLLER__EXECUTOR_ID", "v3-test-poller")],
-    )
-    .await;
+    let stack = crate::support::SnmpStack::start(&db, &inventory_url, &dir, "v3-test-poller").await;
+    let poller = &stack.poller;
+    let alerting_url = stack.alerting_url.clone();
     let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
 
     // Two polls with lo in them: the second one has rates (and the hints

@@ -207,3 +207,68 @@ pub async fn import(
         .collect();
     (imported, ids)
 }
+
+/// Planner (SNMP every 5 s), alerting (rates judged for 5 s polls) and one
+/// SNMP poller as processes over `inventory_url`, for the SNMP tests.
+pub struct SnmpStack {
+    pub planner: Netward,
+    pub alerting: Netward,
+    pub poller: Netward,
+    pub alerting_url: String,
+}
+
+impl SnmpStack {
+    pub async fn start(
+        db: &str,
+        inventory_url: &str,
+        dir: &std::path::Path,
+        poller_id: &str,
+    ) -> Self {
+        let planner = Netward::start_with_env(
+            "planner",
+            &["--inventory-url", inventory_url],
+            &[("NETWARD_PLANNER__SNMP_INTERVAL", "5s")],
+        )
+        .await;
+        let planner_url = format!("http://{}", planner.grpc_addr);
+        // Polls every 5 s: rates must not take a static sysUpTime for a reboot.
+        let config = dir.join("alerting.toml");
+        std::fs::write(
+            &config,
+            "[alerting.rates]\npoll_interval = \"5s\"\nuptime_slack = \"1h\"\n",
+        )
+        .unwrap();
+        let alerting = Netward::start(
+            "alerting",
+            &[
+                "--database-url",
+                db,
+                "--inventory-url",
+                inventory_url,
+                "--planner-url",
+                &planner_url,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        )
+        .await;
+        let alerting_url = format!("http://{}", alerting.grpc_addr);
+        let poller = Netward::start_with_env(
+            "snmp-poller",
+            &[
+                "--planner-url",
+                &planner_url,
+                "--alerting-url",
+                &alerting_url,
+            ],
+            &[("NETWARD_SNMP_POLLER__EXECUTOR_ID", poller_id)],
+        )
+        .await;
+        Self {
+            planner,
+            alerting,
+            poller,
+            alerting_url,
+        }
+    }
+}
