@@ -1183,3 +1183,105 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
     executor.stop().await;
     inventory.stop().await;
 }
+
+/// A hung inventory (a listener that accepts and never answers) as the
+/// source of SNMP credentials: ping cycles keep opening on time, the SNMP
+/// cycle opens after its short grace without the device whose credential
+/// is missing (counted as skipped), and nothing waits on the inventory.
+#[tokio::test]
+async fn a_hung_inventory_never_holds_up_ping_cycles() {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    // Accepts and holds every connection without a byte in answer.
+    let _hung_task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = PlannerConfig {
+        ping_interval: Duration::from_millis(500),
+        snmp_interval: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let client = InventoryServiceClient::new(connect(&format!("http://{hung_addr}"), None).unwrap());
+    let planner = Arc::new(Planner::new(&config, client).unwrap());
+    {
+        let mut copy = planner.copy.write().unwrap();
+        for (id, snmp) in [("ping-only", None), ("snmp-v3", Some("cred-hung"))] {
+            copy.devices.insert(
+                id.into(),
+                v1::Device {
+                    id: id.into(),
+                    name: id.into(),
+                    ip_address: "127.34.0.1".into(),
+                    snmp: snmp.map(|credential| v1::SnmpSettings {
+                        enabled: true,
+                        credential_id: credential.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        copy.revision = 1;
+        copy.synced = true;
+    }
+    let stop = CancellationToken::new();
+    let (_lease_tx, lease_rx) = watch::channel(LeaseState::Leader {
+        epoch: 1,
+        expires_at: std::time::Instant::now() + Duration::from_secs(3600),
+    });
+    planner.spawn_credential_resolver(stop.clone());
+    let started = Instant::now();
+    tokio::spawn(planner.clone().run_loop(lease_rx, stop.clone()));
+
+    // 3 s: seven ping cycles (at 0, 0.5, ... 3 s), whatever the inventory does.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let state = planner.scheduler.lock();
+    let ping: Vec<Instant> = state
+        .cycles
+        .iter()
+        .filter(|c| c.kind == v1::ExecutorKind::Ping)
+        .map(|c| c.started)
+        .collect();
+    assert!(ping.len() >= 6, "{} ping cycles in 3.2 s", ping.len());
+    for (k, at) in ping.iter().enumerate() {
+        let late = at.saturating_duration_since(started + config.ping_interval * k as u32);
+        assert!(late < Duration::from_millis(250), "ping cycle {k} opened {late:?} late");
+    }
+    // The SNMP cycle waited its grace for the first try, then went without.
+    let snmp: Vec<&netward_planner::cycle::Cycle> = state
+        .cycles
+        .iter()
+        .filter(|c| c.kind == v1::ExecutorKind::Snmp)
+        .collect();
+    assert_eq!(snmp.len(), 0, "the grace has not passed yet");
+    drop(state);
+    eventually("the SNMP cycle opens without the device", Duration::from_secs(10), || {
+        let state = planner.scheduler.lock();
+        let found = state
+            .cycles
+            .iter()
+            .find(|c| c.kind == v1::ExecutorKind::Snmp)
+            .map(|c| (c.started.saturating_duration_since(started), c.skipped, c.sizing.device_count));
+        async move { found }
+    })
+    .await;
+    let state = planner.scheduler.lock();
+    let snmp = state
+        .cycles
+        .iter()
+        .find(|c| c.kind == v1::ExecutorKind::Snmp)
+        .unwrap();
+    let opened_after = snmp.started.saturating_duration_since(started);
+    assert!(
+        opened_after >= netward_planner::CREDENTIAL_GRACE
+            && opened_after < netward_planner::CREDENTIAL_GRACE + Duration::from_secs(1),
+        "{opened_after:?}"
+    );
+    assert_eq!((snmp.skipped, snmp.sizing.device_count), (1, 0));
+    drop(state);
+    assert!(planner.scheduler.credentials.lock().unwrap().is_empty());
+    stop.cancel();
+}
