@@ -473,7 +473,12 @@ fn accept<R: BatchRunner>(
     let state = executor.state();
     let reject = |reason: String| {
         tracing::warn!(batch_id = %assignment.batch_id, epoch = assignment.leader_epoch, %reason, "assignment rejected");
-        ack(out, &assignment, Some(reason), state.max_epoch.load(Ordering::Acquire));
+        ack(
+            out,
+            &assignment,
+            Some(reason),
+            state.max_epoch.load(Ordering::Acquire),
+        );
     };
     let seen = state
         .max_epoch

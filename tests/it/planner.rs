@@ -985,8 +985,7 @@ impl Drop for OwnRedis {
 }
 
 async fn executor_status(addr: std::net::SocketAddr) -> v1::GetExecutorStatusResponse {
-    let mut client =
-        ExecutorServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+    let mut client = ExecutorServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
     client
         .get_executor_status(v1::GetExecutorStatusRequest {})
         .await
@@ -1036,7 +1035,9 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
     let interval = Duration::from_secs(2);
     let prefix = "netward-fence";
     // Epochs 1-4 were handed out before: the executor will see 5.
-    redis.command(&["SET", &format!("{prefix}:epoch"), "4"]).await;
+    redis
+        .command(&["SET", &format!("{prefix}:epoch"), "4"])
+        .await;
 
     let database = TestDatabase::create().await.unwrap();
     let inventory =
@@ -1059,12 +1060,7 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
         async move {
             crate::support::Netward::start_with_env(
                 "planner",
-                &[
-                    "--inventory-url",
-                    &inventory_url,
-                    "--redis-url",
-                    &redis_url,
-                ],
+                &["--inventory-url", &inventory_url, "--redis-url", &redis_url],
                 &[
                     ("NETWARD_PLANNER__PING_INTERVAL", "2s"),
                     ("NETWARD_PLANNER__LEASE__TTL", "1s"),
@@ -1100,15 +1096,19 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
 
     // Monitoring at epoch 5.
     let leader = |addr| async move { leader_of(addr).await };
-    let running = eventually("a cycle of epoch 5 completes", Duration::from_secs(30), || {
-        let (a, b) = (first.grpc_addr, second.grpc_addr);
-        async move {
-            match completed_cycle_of_epoch(a, 5, DEVICES).await {
-                Some(cycle) => Some(cycle),
-                None => completed_cycle_of_epoch(b, 5, DEVICES).await,
+    let running = eventually(
+        "a cycle of epoch 5 completes",
+        Duration::from_secs(30),
+        || {
+            let (a, b) = (first.grpc_addr, second.grpc_addr);
+            async move {
+                match completed_cycle_of_epoch(a, 5, DEVICES).await {
+                    Some(cycle) => Some(cycle),
+                    None => completed_cycle_of_epoch(b, 5, DEVICES).await,
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(running.leader_epoch, 5, "{running:?}");
     assert_eq!(executor_status(executor.grpc_addr).await.leader_epoch, 5);
@@ -1134,10 +1134,14 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
     .await;
     let recovery = recovered - flushed_at;
     let store = ingest.store.clone();
-    eventually("results of the new epoch are stored", Duration::from_secs(10), || {
-        let stored = store.lock().unwrap().probes.len();
-        async move { (stored >= stored_before + DEVICES as usize).then_some(()) }
-    })
+    eventually(
+        "results of the new epoch are stored",
+        Duration::from_secs(10),
+        || {
+            let stored = store.lock().unwrap().probes.len();
+            async move { (stored >= stored_before + DEVICES as usize).then_some(()) }
+        },
+    )
     .await;
     println!("fencing: after FLUSHALL, a whole cycle of epoch {epoch} was done {recovery:?} later");
     assert!(
@@ -1162,14 +1166,18 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
     let before_kill = leader_of(standby.grpc_addr).await.leader_epoch;
     let killed_at = std::time::Instant::now();
     dead.kill().await;
-    let took_over = eventually("the standby completes a cycle", Duration::from_secs(30), || {
-        let standby = standby.grpc_addr;
-        async move {
-            completed_cycle_of_epoch(standby, before_kill + 1, DEVICES)
-                .await
-                .map(|_| std::time::Instant::now())
-        }
-    })
+    let took_over = eventually(
+        "the standby completes a cycle",
+        Duration::from_secs(30),
+        || {
+            let standby = standby.grpc_addr;
+            async move {
+                completed_cycle_of_epoch(standby, before_kill + 1, DEVICES)
+                    .await
+                    .map(|_| std::time::Instant::now())
+            }
+        },
+    )
     .await;
     let takeover = took_over - killed_at;
     println!("fencing: the standby completed a cycle {takeover:?} after the leader was killed");
@@ -1204,7 +1212,8 @@ async fn a_hung_inventory_never_holds_up_ping_cycles() {
         snmp_interval: Duration::from_secs(60),
         ..Default::default()
     };
-    let client = InventoryServiceClient::new(connect(&format!("http://{hung_addr}"), None).unwrap());
+    let client =
+        InventoryServiceClient::new(connect(&format!("http://{hung_addr}"), None).unwrap());
     let planner = Arc::new(Planner::new(&config, client).unwrap());
     {
         let mut copy = planner.copy.write().unwrap();
@@ -1248,7 +1257,10 @@ async fn a_hung_inventory_never_holds_up_ping_cycles() {
     assert!(ping.len() >= 6, "{} ping cycles in 3.2 s", ping.len());
     for (k, at) in ping.iter().enumerate() {
         let late = at.saturating_duration_since(started + config.ping_interval * k as u32);
-        assert!(late < Duration::from_millis(250), "ping cycle {k} opened {late:?} late");
+        assert!(
+            late < Duration::from_millis(250),
+            "ping cycle {k} opened {late:?} late"
+        );
     }
     // The SNMP cycle waited its grace for the first try, then went without.
     let snmp: Vec<&netward_planner::cycle::Cycle> = state
@@ -1258,15 +1270,25 @@ async fn a_hung_inventory_never_holds_up_ping_cycles() {
         .collect();
     assert_eq!(snmp.len(), 0, "the grace has not passed yet");
     drop(state);
-    eventually("the SNMP cycle opens without the device", Duration::from_secs(10), || {
-        let state = planner.scheduler.lock();
-        let found = state
-            .cycles
-            .iter()
-            .find(|c| c.kind == v1::ExecutorKind::Snmp)
-            .map(|c| (c.started.saturating_duration_since(started), c.skipped, c.sizing.device_count));
-        async move { found }
-    })
+    eventually(
+        "the SNMP cycle opens without the device",
+        Duration::from_secs(10),
+        || {
+            let state = planner.scheduler.lock();
+            let found = state
+                .cycles
+                .iter()
+                .find(|c| c.kind == v1::ExecutorKind::Snmp)
+                .map(|c| {
+                    (
+                        c.started.saturating_duration_since(started),
+                        c.skipped,
+                        c.sizing.device_count,
+                    )
+                });
+            async move { found }
+        },
+    )
     .await;
     let state = planner.scheduler.lock();
     let snmp = state

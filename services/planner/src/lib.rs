@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use netward_shared::client::{PeerChannel, connect};
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::proto::v1;
@@ -24,7 +25,6 @@ use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_server::PlannerServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
 use serde::Deserialize;
-use futures::StreamExt as _;
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -213,16 +213,18 @@ impl Planner {
                         let request = v1::ResolveCredentialRequest {
                             key: Some(v1::resolve_credential_request::Key::Id(id.clone())),
                         };
-                        let outcome =
-                            match tokio::time::timeout(RESOLVE_TIMEOUT, client.resolve_credential(request))
-                                .await
-                            {
-                                Ok(Ok(response)) => Ok(response.into_inner().credential),
-                                Ok(Err(status)) => {
-                                    Err(format!("{:?}: {}", status.code(), status.message()))
-                                }
-                                Err(_) => Err(format!("no answer within {RESOLVE_TIMEOUT:?}")),
-                            };
+                        let outcome = match tokio::time::timeout(
+                            RESOLVE_TIMEOUT,
+                            client.resolve_credential(request),
+                        )
+                        .await
+                        {
+                            Ok(Ok(response)) => Ok(response.into_inner().credential),
+                            Ok(Err(status)) => {
+                                Err(format!("{:?}: {}", status.code(), status.message()))
+                            }
+                            Err(_) => Err(format!("no answer within {RESOLVE_TIMEOUT:?}")),
+                        };
                         (id, outcome)
                     }
                 })
@@ -240,7 +242,9 @@ impl Planner {
                     self.scheduler.credentials_changed();
                 }
                 Ok(None) | Err(_) => {
-                    let reason = outcome.err().unwrap_or_else(|| "no credential in the answer".into());
+                    let reason = outcome
+                        .err()
+                        .unwrap_or_else(|| "no credential in the answer".into());
                     let retry = retries.entry(id.clone()).or_insert(Retry {
                         at: now,
                         backoff: RESOLVE_RETRY_MIN / 2,

@@ -327,7 +327,11 @@ async fn a_paused_alerting_costs_the_buffer_and_the_window_not_every_batch() {
         .collect();
 
     ingest.pause(false);
-    assert!(sender.drain(Duration::from_secs(30)).await, "{:?}", sender.stats());
+    assert!(
+        sender.drain(Duration::from_secs(30)).await,
+        "{:?}",
+        sender.stats()
+    );
     let store = ingest.store.lock().unwrap();
     for uid in &buffered {
         assert!(store.stored.contains(uid), "{uid} not stored");
