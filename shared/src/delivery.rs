@@ -5,19 +5,31 @@
 //! `batch_uid`, so alerting stores each exactly once. The buffer is bounded:
 //! when alerting is away for too long, the oldest batches are dropped and
 //! counted — never silently, and never without bound.
+//!
+//! Memory is bounded by the buffer: a batch is put on the ingest stream only
+//! while fewer than `IN_FLIGHT_WINDOW` sent batches wait for their ack, and
+//! the stream's channel holds no more than that window. A slow but
+//! connected alerting therefore holds back sending, the buffer fills, and
+//! its oldest batches are dropped (counted) instead of piling up in the
+//! stream.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientError, connect};
 use crate::proto::v1;
 use crate::proto::v1::alerting_service_client::AlertingServiceClient;
 use crate::secret::Secret;
+
+/// Batches sent on the ingest stream and not acked yet, at most (fewer when
+/// the buffer is smaller). Alerting commits what arrives together in one
+/// transaction, so this is also how much it can group.
+pub const IN_FLIGHT_WINDOW: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -42,6 +54,9 @@ pub struct DeliveryStats {
     pub dropped: u64,
     /// Sends of a batch after its first.
     pub replayed: u64,
+    /// Batches on the current ingest stream waiting for their ack (at most
+    /// the window), some possibly dropped from the buffer meanwhile.
+    pub in_flight: usize,
     pub connected: bool,
     pub reconnects: u64,
 }
@@ -211,7 +226,9 @@ async fn deliver(
             buffer.generation += 1;
             buffer.generation
         };
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let window = shared.config.buffer_batches.clamp(1, IN_FLIGHT_WINDOW);
+        // The hello and a full window fit: sending never waits on the channel.
+        let (out_tx, out_rx) = mpsc::channel(window + 1);
         let hello = v1::IngestRequest {
             msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
                 executor_id: shared.config.executor_id.clone(),
@@ -219,10 +236,10 @@ async fn deliver(
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })),
         };
-        let _ = out_tx.send(hello);
+        let _ = out_tx.try_send(hello);
         let opened = tokio::select! {
             () = stop.cancelled() => return,
-            opened = client.ingest(UnboundedReceiverStream::new(out_rx)) => opened,
+            opened = client.ingest(ReceiverStream::new(out_rx)) => opened,
         };
         let mut inbound = match opened {
             Ok(response) => response.into_inner(),
@@ -247,8 +264,9 @@ async fn deliver(
         let mut in_flight: HashMap<u64, String> = HashMap::new();
 
         let outcome: Result<(), String> = loop {
-            // Send what this stream has not carried yet: new batches, and
-            // after a reconnect every unacked one (a replay).
+            // Send what this stream has not carried yet, oldest first, while
+            // the window has room: new batches, and after a reconnect every
+            // unacked one (a replay).
             {
                 let mut buffer = lock(&shared);
                 let mut replayed = 0;
@@ -257,6 +275,9 @@ async fn deliver(
                     .iter_mut()
                     .filter(|e| e.sent_on != Some(generation))
                 {
+                    if in_flight.len() >= window {
+                        break;
+                    }
                     sequence += 1;
                     if entry.sent_on.is_some() {
                         replayed += 1;
@@ -268,11 +289,14 @@ async fn deliver(
                     let request = v1::IngestRequest {
                         msg: Some(v1::ingest_request::Msg::Batch(entry.batch.clone())),
                     };
-                    if out_tx.send(request).is_err() {
+                    if out_tx.try_send(request).is_err() {
+                        // Closed (the stream is ending; the loop below sees
+                        // it) — never full: the window is the capacity.
                         break;
                     }
                 }
                 buffer.stats.replayed += replayed;
+                buffer.stats.in_flight = in_flight.len();
                 metrics::counter!("delivery_replayed_batches_total").increment(replayed);
             }
             let queued = shared.queued.notified();
@@ -289,7 +313,11 @@ async fn deliver(
         if let Err(reason) = outcome {
             tracing::warn!(%reason, "ingest stream lost; unacked batches will be replayed");
         }
-        lock(&shared).stats.connected = false;
+        {
+            let mut buffer = lock(&shared);
+            buffer.stats.connected = false;
+            buffer.stats.in_flight = 0;
+        }
         shared.disconnected.notify_waiters();
         metrics::gauge!("delivery_connected").set(0.0);
         tokio::select! {
@@ -314,6 +342,7 @@ fn settle(shared: &Shared, in_flight: &mut HashMap<u64, String>, response: v1::I
         return;
     };
     let mut buffer = shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
+    buffer.stats.in_flight = in_flight.len();
     // Usually the oldest; a dropped batch is simply not found.
     if let Some(position) = buffer.entries.iter().position(|e| e.uid == uid) {
         buffer.entries.remove(position);

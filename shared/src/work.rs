@@ -450,6 +450,7 @@ async fn heartbeats<R: BatchRunner>(
             pps_used: pacing.pps_used,
             unacked_result_batches: state.sender.stats().buffered as u32,
             sent_at: Some(timestamp(SystemTime::now())),
+            leader_epoch_seen: state.max_epoch.load(Ordering::Acquire),
         };
         if out
             .send(v1::WorkRequest {
@@ -472,7 +473,12 @@ fn accept<R: BatchRunner>(
     let state = executor.state();
     let reject = |reason: String| {
         tracing::warn!(batch_id = %assignment.batch_id, epoch = assignment.leader_epoch, %reason, "assignment rejected");
-        ack(out, &assignment, Some(reason));
+        ack(
+            out,
+            &assignment,
+            Some(reason),
+            state.max_epoch.load(Ordering::Acquire),
+        );
     };
     let seen = state
         .max_epoch
@@ -499,7 +505,7 @@ fn accept<R: BatchRunner>(
             state.identity.capacity
         ));
     }
-    ack(out, &assignment, None);
+    ack(out, &assignment, None, seen.max(assignment.leader_epoch));
     // Counted before the task starts, so the next assignment's capacity
     // check sees this one.
     state.in_flight_devices.fetch_add(devices, Ordering::AcqRel);
@@ -543,6 +549,7 @@ fn ack(
     out: &mpsc::UnboundedSender<v1::WorkRequest>,
     assignment: &v1::Assignment,
     rejected: Option<String>,
+    leader_epoch_seen: u64,
 ) {
     let _ = out.send(v1::WorkRequest {
         msg: Some(v1::work_request::Msg::AssignmentAck(v1::AssignmentAck {
@@ -551,6 +558,9 @@ fn ack(
             leader_epoch: assignment.leader_epoch,
             rejected: rejected.is_some(),
             reject_reason: rejected.unwrap_or_default(),
+            // Above `leader_epoch` on a stale-epoch rejection: the leader
+            // then takes an epoch above it (see the planner's lease).
+            leader_epoch_seen,
         })),
     });
 }

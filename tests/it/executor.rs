@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::planner::{INTERVAL, Lab, registered};
 
 /// ICMP needs root (raw sockets) or a ping_group_range that allows us.
-fn can_ping() -> bool {
+pub(crate) fn can_ping() -> bool {
     match Pinger::new(PingerConfig::default()) {
         Ok(_) => true,
         Err(error) => {

@@ -13,11 +13,13 @@ use netward_planner::{Planner, PlannerConfig, PlannerGrpc};
 use netward_shared::client::{PeerChannel, connect};
 use netward_shared::config::{ConfigLoader, Target};
 use netward_shared::proto::v1;
+use netward_shared::proto::v1::executor_service_client::ExecutorServiceClient;
 use netward_shared::proto::v1::import_devices_request::Item;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::proto::v1::planner_service_server::PlannerServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerOptions};
+use netward_shared::testkit::ingest::RecordingIngest;
 use netward_shared::testkit::{TestDatabase, eventually};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -920,4 +922,383 @@ async fn operator_rpcs_show_policy_cycles_and_executors() {
         .unwrap()
         .into_inner();
     assert_eq!(leader.instance_id, "test");
+}
+
+/// A `redis-server` of the test's own on a free port, without persistence
+/// (a FLUSHALL or restart loses everything), stopped when dropped: a test
+/// that flushes must not flush the Redis other tests share.
+struct OwnRedis {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl OwnRedis {
+    /// None (with a note) when there is no `redis-server` to run.
+    async fn start() -> Option<OwnRedis> {
+        let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let Ok(child) = child else {
+            println!("skipped: no redis-server to start");
+            return None;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = redis::Client::open(url.as_str()).unwrap();
+        eventually("redis-server answers", Duration::from_secs(10), || {
+            let client = client.clone();
+            async move {
+                let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        Some(OwnRedis { child, url })
+    }
+
+    async fn command(&self, args: &[&str]) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        let _: redis::Value = command.query_async(&mut connection).await.unwrap();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn executor_status(addr: std::net::SocketAddr) -> v1::GetExecutorStatusResponse {
+    let mut client = ExecutorServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+    client
+        .get_executor_status(v1::GetExecutorStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The newest ping cycle of `epoch` or above that `planner` has completed
+/// with every device probed, if any.
+async fn completed_cycle_of_epoch(
+    planner: std::net::SocketAddr,
+    epoch: u64,
+    devices: u32,
+) -> Option<v1::CycleSummary> {
+    let mut client: PlannerServiceClient<PeerChannel> =
+        PlannerServiceClient::new(connect(&format!("http://{planner}"), None).ok()?);
+    let cycles = client
+        .list_cycles(v1::ListCyclesRequest {
+            kind: v1::ExecutorKind::Ping as i32,
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .cycles;
+    cycles
+        .into_iter()
+        .find(|c| c.leader_epoch >= epoch && c.completed && c.succeeded + c.failed == devices)
+}
+
+/// The fencing recovers on a running stack of real processes (two planners
+/// on a Redis of the test's own, a real ping executor probing loopback,
+/// results to a recording Ingest server): Redis loses its data (FLUSHALL,
+/// its epoch counter with it), and monitoring goes on within two intervals
+/// at an epoch above everything the executor saw; then the leader is
+/// SIGKILLed and the standby plans within two intervals. The executor never
+/// refuses a stale-epoch assignment, and never runs one.
+#[tokio::test]
+async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
+    if !crate::executor::can_ping() {
+        return;
+    }
+    let Some(redis) = OwnRedis::start().await else {
+        return;
+    };
+    const DEVICES: u32 = 20;
+    let interval = Duration::from_secs(2);
+    let prefix = "netward-fence";
+    // Epochs 1-4 were handed out before: the executor will see 5.
+    redis
+        .command(&["SET", &format!("{prefix}:epoch"), "4"])
+        .await;
+
+    let database = TestDatabase::create().await.unwrap();
+    let inventory =
+        crate::support::Netward::start("inventory", &["--database-url", database.url()]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let rows: Vec<v1::ImportRow> = (0..DEVICES)
+        .map(|i| v1::ImportRow {
+            line: i + 2,
+            name: format!("fence-{i:02}"),
+            ip: format!("127.33.0.{}", i + 1),
+            site: "fence".into(),
+            ..Default::default()
+        })
+        .collect();
+    crate::support::import(&inventory_url, rows).await;
+
+    let start = |name: &'static str| {
+        let inventory_url = inventory_url.clone();
+        let redis_url = redis.url.clone();
+        async move {
+            crate::support::Netward::start_with_env(
+                "planner",
+                &["--inventory-url", &inventory_url, "--redis-url", &redis_url],
+                &[
+                    ("NETWARD_PLANNER__PING_INTERVAL", "2s"),
+                    ("NETWARD_PLANNER__LEASE__TTL", "1s"),
+                    ("NETWARD_PLANNER__LEASE__KEY_PREFIX", prefix),
+                    ("NETWARD_PLANNER__LEASE__INSTANCE_ID", name),
+                ],
+            )
+            .await
+        }
+    };
+    let first = start("planner-a").await;
+    let second = start("planner-b").await;
+
+    let ingest = RecordingIngest::default();
+    let ingest_addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let _ingest_server = ingest.serve(ingest_addr).await;
+    let planner_urls = format!("http://{},http://{}", first.grpc_addr, second.grpc_addr);
+    let alerting_url = format!("http://{ingest_addr}");
+    let executor = crate::support::Netward::start_with_env(
+        "ping-executor",
+        &["--planner-url", &planner_urls],
+        &[
+            ("NETWARD_ALERTING_URL", &alerting_url),
+            ("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "exec-fence"),
+        ],
+    )
+    .await;
+    let probes = || ingest.store.lock().unwrap().probes.len();
+
+    // Monitoring at epoch 5.
+    let leader = |addr| async move { leader_of(addr).await };
+    let running = eventually(
+        "a cycle of epoch 5 completes",
+        Duration::from_secs(30),
+        || {
+            let (a, b) = (first.grpc_addr, second.grpc_addr);
+            async move {
+                match completed_cycle_of_epoch(a, 5, DEVICES).await {
+                    Some(cycle) => Some(cycle),
+                    None => completed_cycle_of_epoch(b, 5, DEVICES).await,
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(running.leader_epoch, 5, "{running:?}");
+    assert_eq!(executor_status(executor.grpc_addr).await.leader_epoch, 5);
+
+    // Redis loses everything: its counter would start again at 1.
+    let stored_before = probes();
+    let flushed_at = std::time::Instant::now();
+    redis.command(&["FLUSHALL"]).await;
+    let (recovered, epoch) = eventually(
+        "a cycle above epoch 5 completes after the flush",
+        Duration::from_secs(30),
+        || {
+            let (a, b) = (first.grpc_addr, second.grpc_addr);
+            async move {
+                let cycle = match completed_cycle_of_epoch(a, 6, DEVICES).await {
+                    Some(cycle) => Some(cycle),
+                    None => completed_cycle_of_epoch(b, 6, DEVICES).await,
+                }?;
+                Some((std::time::Instant::now(), cycle.leader_epoch))
+            }
+        },
+    )
+    .await;
+    let recovery = recovered - flushed_at;
+    let store = ingest.store.clone();
+    eventually(
+        "results of the new epoch are stored",
+        Duration::from_secs(10),
+        || {
+            let stored = store.lock().unwrap().probes.len();
+            async move { (stored >= stored_before + DEVICES as usize).then_some(()) }
+        },
+    )
+    .await;
+    println!("fencing: after FLUSHALL, a whole cycle of epoch {epoch} was done {recovery:?} later");
+    assert!(
+        recovery < interval * 2,
+        "monitoring resumed {recovery:?} after the flush"
+    );
+    let status = executor_status(executor.grpc_addr).await;
+    assert!(status.leader_epoch > 5, "{status:?}");
+    assert_eq!(status.stale_assignments, 0, "{status:?}");
+
+    // The leader dies: the standby plans within two intervals.
+    let (a_leads, b_leads) = (
+        leader(first.grpc_addr).await.leading,
+        leader(second.grpc_addr).await.leading,
+    );
+    assert!(a_leads != b_leads, "exactly one leader");
+    let (dead, standby) = if a_leads {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let before_kill = leader_of(standby.grpc_addr).await.leader_epoch;
+    let killed_at = std::time::Instant::now();
+    dead.kill().await;
+    let took_over = eventually(
+        "the standby completes a cycle",
+        Duration::from_secs(30),
+        || {
+            let standby = standby.grpc_addr;
+            async move {
+                completed_cycle_of_epoch(standby, before_kill + 1, DEVICES)
+                    .await
+                    .map(|_| std::time::Instant::now())
+            }
+        },
+    )
+    .await;
+    let takeover = took_over - killed_at;
+    println!("fencing: the standby completed a cycle {takeover:?} after the leader was killed");
+    assert!(takeover < interval * 2, "took {takeover:?}");
+    let status = executor_status(executor.grpc_addr).await;
+    assert_eq!(status.stale_assignments, 0, "{status:?}");
+    assert!(status.leader_epoch > before_kill, "{status:?}");
+
+    let (status, log) = standby.stop().await;
+    assert!(status.success(), "{log}");
+    executor.stop().await;
+    inventory.stop().await;
+}
+
+/// A hung inventory (a listener that accepts and never answers) as the
+/// source of SNMP credentials: ping cycles keep opening on time, the SNMP
+/// cycle opens after its short grace without the device whose credential
+/// is missing (counted as skipped), and nothing waits on the inventory.
+#[tokio::test]
+async fn a_hung_inventory_never_holds_up_ping_cycles() {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    // Accepts and holds every connection without a byte in answer.
+    let _hung_task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = PlannerConfig {
+        ping_interval: Duration::from_millis(500),
+        snmp_interval: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let client =
+        InventoryServiceClient::new(connect(&format!("http://{hung_addr}"), None).unwrap());
+    let planner = Arc::new(Planner::new(&config, client).unwrap());
+    {
+        let mut copy = planner.copy.write().unwrap();
+        for (id, snmp) in [("ping-only", None), ("snmp-v3", Some("cred-hung"))] {
+            copy.devices.insert(
+                id.into(),
+                v1::Device {
+                    id: id.into(),
+                    name: id.into(),
+                    ip_address: "127.34.0.1".into(),
+                    snmp: snmp.map(|credential| v1::SnmpSettings {
+                        enabled: true,
+                        credential_id: credential.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        copy.revision = 1;
+        copy.synced = true;
+    }
+    let stop = CancellationToken::new();
+    let (_lease_tx, lease_rx) = watch::channel(LeaseState::Leader {
+        epoch: 1,
+        expires_at: std::time::Instant::now() + Duration::from_secs(3600),
+    });
+    planner.spawn_credential_resolver(stop.clone());
+    let started = Instant::now();
+    tokio::spawn(planner.clone().run_loop(lease_rx, stop.clone()));
+
+    // 3 s: seven ping cycles (at 0, 0.5, ... 3 s), whatever the inventory does.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let (ping, snmp_cycles) = {
+        let state = planner.scheduler.lock();
+        let ping: Vec<Instant> = state
+            .cycles
+            .iter()
+            .filter(|c| c.kind == v1::ExecutorKind::Ping)
+            .map(|c| c.started)
+            .collect();
+        let snmp = state
+            .cycles
+            .iter()
+            .filter(|c| c.kind == v1::ExecutorKind::Snmp)
+            .count();
+        (ping, snmp)
+    };
+    assert!(ping.len() >= 6, "{} ping cycles in 3.2 s", ping.len());
+    for (k, at) in ping.iter().enumerate() {
+        let late = at.saturating_duration_since(started + config.ping_interval * k as u32);
+        assert!(
+            late < Duration::from_millis(250),
+            "ping cycle {k} opened {late:?} late"
+        );
+    }
+    // The SNMP cycle waits its grace for the credential's first try.
+    assert_eq!(snmp_cycles, 0, "the grace has not passed yet");
+    let (opened_after, skipped, planned) = eventually(
+        "the SNMP cycle opens without the device",
+        Duration::from_secs(10),
+        || {
+            let found = planner
+                .scheduler
+                .lock()
+                .cycles
+                .iter()
+                .find(|c| c.kind == v1::ExecutorKind::Snmp)
+                .map(|c| {
+                    (
+                        c.started.saturating_duration_since(started),
+                        c.skipped,
+                        c.sizing.device_count,
+                    )
+                });
+            async move { found }
+        },
+    )
+    .await;
+    assert!(
+        opened_after >= netward_planner::CREDENTIAL_GRACE
+            && opened_after < netward_planner::CREDENTIAL_GRACE + Duration::from_secs(1),
+        "{opened_after:?}"
+    );
+    assert_eq!((skipped, planned), (1, 0));
+    assert!(planner.scheduler.credentials.lock().unwrap().is_empty());
+    stop.cancel();
 }

@@ -119,7 +119,7 @@ fn probing(devices: usize) -> Result<(), Box<dyn std::error::Error>> {
     let planner = planner(devices)?;
     let scheduler = &planner.scheduler;
     let start = tokio::time::Instant::now();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(netward_planner::cycle::WORK_CHANNEL);
     let register = v1::Register {
         executor_id: "bench".into(),
         kind: v1::ExecutorKind::Ping as i32,

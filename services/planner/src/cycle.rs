@@ -23,11 +23,19 @@ use netward_shared::proto::v1;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+use crate::lease::EpochFloor;
 use crate::sizing::{self, Sizing, SizingPolicy};
 use netward_shared::inventory_copy::SharedCopy;
 
 pub type SessionId = u64;
-pub type WorkSender = mpsc::UnboundedSender<Result<v1::WorkResponse, tonic::Status>>;
+pub type WorkSender = mpsc::Sender<Result<v1::WorkResponse, tonic::Status>>;
+pub type WorkReceiver = mpsc::Receiver<Result<v1::WorkResponse, tonic::Status>>;
+
+/// Messages queued on one executor's `Work` stream at most. A cycle sends an
+/// executor at most one assignment per batch plus a few notices, far below
+/// this; a full channel means the executor stopped reading its stream, and
+/// its session ends (its batches go to others) instead of buffering forever.
+pub const WORK_CHANNEL: usize = 1024;
 
 /// Cycles kept per kind for `ListCycles` and for late `BatchDone`s.
 const HISTORY: usize = 100;
@@ -216,6 +224,9 @@ pub struct State {
     next_session: SessionId,
     pub epoch: u64,
     pub leading: bool,
+    /// Sessions whose work channel was full: ended (outside the lock) by
+    /// the step that found them, as dead.
+    stuck: Vec<SessionId>,
 }
 
 /// The scheduler: state plus what it reads (the inventory copy) and what it
@@ -227,10 +238,16 @@ pub struct Scheduler {
     /// Maps scheduling instants to wall-clock timestamps for messages.
     clock_base: (Instant, SystemTime),
     pub cycle_events: broadcast::Sender<v1::WatchCyclesResponse>,
-    /// Resolved SNMP credentials by id (dropped when a device using one changes).
+    /// The highest leader epoch executors reported; the lease stays above it.
+    pub epoch_floor: Arc<EpochFloor>,
+    /// Resolved SNMP credentials by id (dropped when a device using one
+    /// changes, and when no device uses it any more).
     pub credentials: Mutex<HashMap<String, v1::ResolvedCredential>>,
     /// Bumped whenever `credentials` changes, so SNMP plans are rebuilt.
     pub credentials_generation: AtomicU64,
+    /// Credentials whose last resolution failed: SNMP cycles do not wait
+    /// for them (see `credentials_first_try`).
+    credentials_failed: Mutex<HashSet<String>>,
     /// What pollers learned per SNMP device (engine id and time,
     /// max-repetitions, resolved profile, when labels were last read), from
     /// `BatchDone.snmp_hints`, sent back with the device's next target so
@@ -253,6 +270,12 @@ struct Plan {
     devices: Vec<Planned>,
     /// Distinct executor selectors; `Planned::group` indexes them.
     selectors: Vec<Arc<BTreeMap<String, String>>>,
+    /// SNMP: credentials eligible devices use that are not resolved yet
+    /// (sorted), and the devices left out for it. Polling without its
+    /// credential would only fail (and look like an agent fault), so such
+    /// a device waits, counted as skipped, until the resolver has it.
+    credentials_missing: Vec<String>,
+    devices_without_credential: u32,
 }
 
 struct Planned {
@@ -283,12 +306,15 @@ impl Scheduler {
                 next_session: 1,
                 epoch: 0,
                 leading: false,
+                stuck: Vec::new(),
             }),
             copy,
             clock_base: (Instant::now(), SystemTime::now()),
             cycle_events,
+            epoch_floor: Arc::default(),
             credentials: Mutex::new(HashMap::new()),
             credentials_generation: AtomicU64::new(0),
+            credentials_failed: Mutex::new(HashSet::new()),
             snmp_hints: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
         }
@@ -313,7 +339,8 @@ impl Scheduler {
     /// Leadership changed: executors hear of it; a planner that stops leading
     /// forgets its pending work (the new leader plans afresh).
     pub fn set_leadership(&self, leading: bool, epoch: u64) {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if state.leading == leading && state.epoch == epoch {
             return;
         }
@@ -336,7 +363,17 @@ impl Scheduler {
             })),
         };
         for executor in state.executors.values() {
-            let _ = executor.tx.send(Ok(notice.clone()));
+            send_work(executor, &mut state.stuck, notice.clone());
+        }
+        drop(guard);
+        self.end_stuck();
+    }
+
+    /// Ends the sessions whose work channel was found full.
+    fn end_stuck(&self) {
+        let stuck = std::mem::take(&mut self.lock().stuck);
+        for session in stuck {
+            self.disconnect(session);
         }
     }
 
@@ -405,6 +442,16 @@ impl Scheduler {
             .collect();
 
         let planning_time = planning_started.elapsed();
+        if plan.devices_without_credential > 0 {
+            metrics::counter!("planner_credential_pending_devices_total")
+                .increment(u64::from(plan.devices_without_credential));
+            tracing::warn!(
+                cycle_id = id,
+                devices = plan.devices_without_credential,
+                credentials = ?plan.credentials_missing,
+                "SNMP devices left out of the cycle: their credential is not resolved yet"
+            );
+        }
         let cycle_span =
             tracing::info_span!("planner.cycle", cycle_id = id, kind = kind.as_str_name());
         netward_shared::trace_context::set_parent(&cycle_span, None);
@@ -435,7 +482,7 @@ impl Scheduler {
             interval,
             sizing,
             batches,
-            skipped: 0,
+            skipped: plan.devices_without_credential,
             overruns: 0,
             reassigned: 0,
             unserved: 0,
@@ -495,10 +542,30 @@ impl Scheduler {
         // branch router is probed in the same batch as the devices behind it,
         // moments apart — so when a branch goes dark mid-cycle, its router's
         // result of that cycle already says so when its children's arrive.
-        let eligible: Vec<&v1::Device> = tree_order(&copy.devices)
+        let mut eligible: Vec<&v1::Device> = tree_order(&copy.devices)
             .into_iter()
             .filter(|d| eligible(d, kind))
             .collect();
+        let mut credentials_missing = Vec::new();
+        let mut devices_without_credential = 0;
+        if kind == v1::ExecutorKind::Snmp {
+            self.prune(&copy.devices);
+            let cache = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+            eligible.retain(|device| {
+                let id = device
+                    .snmp
+                    .as_ref()
+                    .map_or("", |snmp| snmp.credential_id.as_str());
+                let resolved = id.is_empty() || cache.contains_key(id);
+                if !resolved {
+                    credentials_missing.push(id.to_string());
+                    devices_without_credential += 1;
+                }
+                resolved
+            });
+            credentials_missing.sort_unstable();
+            credentials_missing.dedup();
+        }
         let mut selectors: Vec<Arc<BTreeMap<String, String>>> = Vec::new();
         let mut group_of: HashMap<BTreeMap<String, String>, usize> = HashMap::new();
         let devices = eligible
@@ -524,9 +591,67 @@ impl Scheduler {
             credentials_generation: generation,
             devices,
             selectors,
+            credentials_missing,
+            devices_without_credential,
         });
         plans.insert(kind as i32, plan.clone());
         Some(plan)
+    }
+
+    /// Forgets what is kept per device or credential that left the
+    /// inventory: SNMP hints of deleted devices, credentials no SNMP device
+    /// uses any more. Run at each SNMP plan rebuild (an inventory change).
+    fn prune(&self, devices: &HashMap<String, v1::Device>) {
+        if let Ok(mut hints) = self.snmp_hints.lock() {
+            hints.retain(|device_id, _| devices.contains_key(device_id));
+        }
+        let used: HashSet<&str> = devices
+            .values()
+            .filter_map(|d| d.snmp.as_ref())
+            .map(|snmp| snmp.credential_id.as_str())
+            .collect();
+        if let Ok(mut cache) = self.credentials.lock() {
+            // No plan changes: the credentials dropped are used by nobody.
+            cache.retain(|id, _| used.contains(id.as_str()));
+        }
+        if let Ok(mut failed) = self.credentials_failed.lock() {
+            failed.retain(|id| used.contains(id.as_str()));
+        }
+    }
+
+    /// Credentials the SNMP plan waits for (eligible devices use them and
+    /// they are not resolved): what the resolver fetches.
+    pub fn credentials_missing(&self) -> Vec<String> {
+        self.plan(v1::ExecutorKind::Snmp)
+            .map(|plan| plan.credentials_missing.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records whether the last resolution of credential `id` failed.
+    pub fn credential_failed(&self, id: &str, failed: bool) {
+        if let Ok(mut set) = self.credentials_failed.lock() {
+            if failed {
+                set.insert(id.to_string());
+            } else {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// Whether a missing credential has not been tried yet (or is on its
+    /// first try): the SNMP cycle holds off a little for it.
+    pub fn credentials_first_try(&self) -> bool {
+        let missing = self.credentials_missing();
+        let failed = self
+            .credentials_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        missing.iter().any(|id| !failed.contains(id))
+    }
+
+    /// SNMP hints kept, for tests of pruning.
+    pub fn snmp_hint_count(&self) -> usize {
+        self.snmp_hints.lock().map(|h| h.len()).unwrap_or_default()
     }
 
     fn target(&self, device: &v1::Device, kind: v1::ExecutorKind) -> v1::Target {
@@ -613,6 +738,8 @@ impl Scheduler {
         for (c, b) in due {
             assign(&mut state, self, c, b, false);
         }
+        drop(state);
+        self.end_stuck();
     }
 
     /// Overruns, abandoned batches, silent executors and finished cycles.
@@ -626,6 +753,7 @@ impl Scheduler {
             .map(|e| e.session)
             .collect();
         drop(state);
+        self.end_stuck();
         for session in silent {
             tracing::warn!(
                 session,
@@ -703,6 +831,17 @@ impl Scheduler {
         tx: WorkSender,
         now: Instant,
     ) -> Result<(SessionId, v1::Registered), RegisterError> {
+        if self.epoch_floor.observe(register.leader_epoch_seen) {
+            let state = self.lock();
+            if state.leading && register.leader_epoch_seen > state.epoch {
+                tracing::warn!(
+                    executor_id = %register.executor_id,
+                    epoch = state.epoch,
+                    seen = register.leader_epoch_seen,
+                    "an executor saw a higher leader epoch than this leader's: bumping the epoch"
+                );
+            }
+        }
         let silent_after = self.config.heartbeat_interval * 3;
         let holder = self
             .lock()
@@ -783,6 +922,7 @@ impl Scheduler {
     }
 
     pub fn heartbeat(&self, session: SessionId, heartbeat: v1::Heartbeat, now: Instant) {
+        self.epoch_floor.observe(heartbeat.leader_epoch_seen);
         let wall = self.wall(now);
         if let Some(executor) = self.lock().executors.get_mut(&session) {
             executor.last_heartbeat = now;
@@ -801,7 +941,24 @@ impl Scheduler {
     }
 
     /// An executor refused a batch (stale epoch, no room): give it to another.
+    /// A stale-epoch refusal also raises the epoch floor, so the lease takes
+    /// an epoch above the executor's at once and the next batches are taken.
     pub fn rejected(&self, session: SessionId, ack: &v1::AssignmentAck) {
+        if ack.leader_epoch_seen > ack.leader_epoch {
+            metrics::counter!("planner_stale_rejections_total").increment(1);
+            if self.epoch_floor.observe(ack.leader_epoch_seen) {
+                tracing::warn!(
+                    epoch = ack.leader_epoch,
+                    seen = ack.leader_epoch_seen,
+                    "an executor refused a batch of a stale epoch: taking an epoch above what it saw"
+                );
+            }
+        }
+        self.rejected_locked(session, ack);
+        self.end_stuck();
+    }
+
+    fn rejected_locked(&self, session: SessionId, ack: &v1::AssignmentAck) {
         let mut state = self.lock();
         let Some((c, b)) = find_batch(&state, ack.cycle_id, &ack.batch_id) else {
             return;
@@ -828,10 +985,21 @@ impl Scheduler {
     pub fn batch_done(&self, session: SessionId, done: &v1::BatchDone, now: Instant) {
         // Hints are worth keeping even from a stale report: they describe
         // the devices, not the batch.
-        if !done.snmp_hints.is_empty()
+        // Only for devices still in the inventory, or a deleted device's
+        // hints would outlive their pruning. The copy is read before the
+        // hints are locked, the order `plan` takes them in.
+        let known: Vec<&v1::SnmpHints> = match self.copy.read() {
+            Ok(copy) => done
+                .snmp_hints
+                .iter()
+                .filter(|hint| copy.devices.contains_key(&hint.device_id))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if !known.is_empty()
             && let Ok(mut hints) = self.snmp_hints.lock()
         {
-            for hint in &done.snmp_hints {
+            for hint in known {
                 hints.insert(hint.device_id.clone(), hint.clone());
             }
         }
@@ -870,13 +1038,13 @@ impl Scheduler {
 
     /// The executor's stream ended: its unfinished batches go to others now.
     pub fn disconnect(&self, session: SessionId) {
-        let mut state = self.lock();
-        let Some(executor) = state.executors.remove(&session) else {
+        let mut guard = self.lock();
+        let Some(executor) = guard.executors.remove(&session) else {
             return;
         };
         tracing::info!(executor_id = %executor.id, batches = executor.batches.len(), "executor left");
-        executors_gauge(&state);
-        let state = &mut *state;
+        executors_gauge(&guard);
+        let state = &mut *guard;
         let mut orphans: Vec<(usize, usize)> = Vec::new();
         for (c, cycle) in state.cycles.iter_mut().enumerate() {
             for batch in cycle.batches.iter_mut() {
@@ -901,6 +1069,8 @@ impl Scheduler {
                 assign(state, self, c, b, true);
             }
         }
+        drop(guard);
+        self.end_stuck();
     }
 
     pub fn summary(&self, cycle: &Cycle) -> v1::CycleSummary {
@@ -1071,14 +1241,15 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         batch_count,
         reassigned,
     };
-    let sent = executor.tx.send(Ok(v1::WorkResponse {
-        msg: Some(v1::work_response::Msg::Assignment(assignment)),
-    }));
-    if sent.is_err() {
-        // The stream is closing; its session is about to be removed and its
-        // batches (this one included) reassigned.
-        tracing::debug!(executor_id = %executor.id, "assignment to a closing stream");
-    }
+    // On a full channel the batch still counts as the executor's: ending
+    // its session (`end_stuck`) hands it to another at once.
+    send_work(
+        executor,
+        &mut state.stuck,
+        v1::WorkResponse {
+            msg: Some(v1::work_response::Msg::Assignment(assignment)),
+        },
+    );
     executor.batches.insert((cycle.id, batch.index));
     executor.in_flight_devices += size;
     if reassigned {
@@ -1091,6 +1262,31 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         state
             .in_flight
             .insert(cycle.kind, target.device_id.clone(), key);
+    }
+}
+
+/// Queues `message` on `executor`'s work stream without waiting. A full
+/// channel means the executor stopped reading: its session goes on `stuck`
+/// to be ended as dead. A closed one is a stream ending, whose session is
+/// about to be removed (its batches reassigned) anyway.
+fn send_work(executor: &Executor, stuck: &mut Vec<SessionId>, message: v1::WorkResponse) {
+    match executor.tx.try_send(Ok(message)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if !stuck.contains(&executor.session) {
+                metrics::counter!("planner_stuck_sessions_total").increment(1);
+                tracing::warn!(
+                    executor_id = %executor.id,
+                    session = executor.session,
+                    queued = WORK_CHANNEL,
+                    "executor is not reading its work stream (channel full): ending its session"
+                );
+                stuck.push(executor.session);
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            tracing::debug!(executor_id = %executor.id, "work message to a closing stream");
+        }
     }
 }
 
@@ -1250,7 +1446,7 @@ mod tests {
     struct Sim {
         scheduler: Scheduler,
         session: SessionId,
-        rx: mpsc::UnboundedReceiver<Result<v1::WorkResponse, tonic::Status>>,
+        rx: WorkReceiver,
         takes: Option<Duration>,
         running: Vec<(Instant, v1::BatchDone)>,
         /// Devices sent per cycle id.
@@ -1260,7 +1456,7 @@ mod tests {
     impl Sim {
         fn new(devices: usize, takes: Option<Duration>, now: Instant) -> Sim {
             let scheduler = scheduler(devices);
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(WORK_CHANNEL);
             let (session, _) = scheduler
                 .register(register("exec-1", "token-1"), "127.0.0.1:1".into(), tx, now)
                 .unwrap();
@@ -1421,14 +1617,12 @@ mod tests {
         token: &str,
         now: Instant,
     ) -> Result<(SessionId, WorkReceiver), RegisterError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WORK_CHANNEL);
         let remote = format!("10.0.0.{}:5000", token.len());
         scheduler
             .register(register(id, token), remote, tx, now)
             .map(|(session, _)| (session, rx))
     }
-
-    type WorkReceiver = mpsc::UnboundedReceiver<Result<v1::WorkResponse, tonic::Status>>;
 
     fn sessions(scheduler: &Scheduler) -> Vec<(String, SessionId)> {
         let state = scheduler.lock();

@@ -11,12 +11,12 @@ use netward_shared::status::{FieldViolation, invalid_argument};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::{BroadcastStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::cycle::{RegisterError, Scheduler, timestamp};
+use crate::cycle::{RegisterError, Scheduler, WORK_CHANNEL, timestamp};
 use crate::lease::LeaseState;
 use crate::sizing::{self, SizingPolicy};
 
@@ -139,13 +139,15 @@ impl PlannerService for PlannerGrpc {
             }
         };
         check_register(&register)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded: an executor that stops reading has its session ended
+        // when the channel fills, rather than the planner buffering for it.
+        let (tx, rx) = mpsc::channel(WORK_CHANNEL);
         let (session, mut registered) = self
             .scheduler
             .register(register, remote, tx.clone(), Instant::now())
             .map_err(register_status)?;
         registered.planner_instance_id = self.instance_id.clone();
-        let _ = tx.send(Ok(v1::WorkResponse {
+        let _ = tx.try_send(Ok(v1::WorkResponse {
             msg: Some(v1::work_response::Msg::Registered(registered)),
         }));
         drop(tx);
@@ -188,7 +190,7 @@ impl PlannerService for PlannerGrpc {
             // stream ends, and unfinished batches go to other executors.
             scheduler.disconnect(session);
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_sizing(

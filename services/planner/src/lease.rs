@@ -1,15 +1,21 @@
 //! The planner's leadership lease, so only one planner plans at a time: a Redis
 //! key (`SET NX PX`, compare-and-renew) with a fencing epoch, or in-process
 //! (always leader) with no Redis; `spawn` drives either and publishes the state.
+//!
+//! The epoch must only grow as executors see it, even when Redis loses its
+//! data (a restart without persistence, FLUSHALL) and its counter starts
+//! again at 1: [`EpochFloor`] holds the highest epoch anyone reported, and a
+//! lease is always taken (or, while held, bumped) above it.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -159,6 +165,34 @@ pub fn parse_holder(value: &str) -> Option<(&str, u64)> {
     (!id.is_empty()).then_some((id, epoch))
 }
 
+/// The highest leader epoch known to have been handed out: this planner's
+/// own, holders' seen in the leader key, and what executors report
+/// (`Register`, `Heartbeat`, a stale-epoch `AssignmentAck`). Shared by the
+/// scheduler, which reports, and the lease, which stays above it.
+#[derive(Debug, Default)]
+pub struct EpochFloor {
+    highest: AtomicU64,
+    /// Wakes the lease driver when an epoch at or above the held one is
+    /// reported, so the leader bumps at once rather than at its next tick.
+    raised: Notify,
+}
+
+impl EpochFloor {
+    /// Records `epoch` as seen; true when it raised the floor.
+    pub fn observe(&self, epoch: u64) -> bool {
+        let raised = self.highest.fetch_max(epoch, Ordering::AcqRel) < epoch;
+        if raised {
+            self.raised.notify_one();
+        }
+        raised
+    }
+
+    /// The highest epoch seen so far (0: none).
+    pub fn get(&self) -> u64 {
+        self.highest.load(Ordering::Acquire)
+    }
+}
+
 /// The lease, chosen at start: Redis when a Redis URL is configured, the
 /// in-process one otherwise.
 #[derive(Debug)]
@@ -183,6 +217,23 @@ impl Lease {
         match self {
             Self::Redis(lease) => &lease.instance_id,
             Self::Local(lease) => &lease.instance_id,
+        }
+    }
+
+    /// Keeps the epoch above `floor`, which the scheduler feeds with what
+    /// executors report.
+    pub fn with_floor(mut self, floor: Arc<EpochFloor>) -> Self {
+        match &mut self {
+            Self::Redis(lease) => lease.floor = floor,
+            Self::Local(lease) => lease.floor = floor,
+        }
+        self
+    }
+
+    fn floor(&self) -> Arc<EpochFloor> {
+        match self {
+            Self::Redis(lease) => lease.floor.clone(),
+            Self::Local(lease) => lease.floor.clone(),
         }
     }
 
@@ -214,11 +265,15 @@ impl Lease {
     }
 }
 
-/// Always leader with epoch 1: one process, nobody to fence against.
+/// Always leader, with epoch 1 unless executors report a higher one (they
+/// followed a Redis-leased planner before): one process, nobody to fence
+/// against but the executors' memory.
 #[derive(Debug)]
 pub struct LocalLease {
     instance_id: String,
     ttl: Duration,
+    epoch: u64,
+    floor: Arc<EpochFloor>,
 }
 
 impl LocalLease {
@@ -226,20 +281,34 @@ impl LocalLease {
         Self {
             instance_id: config.instance_id.clone(),
             ttl: config.ttl,
+            epoch: 1,
+            floor: Arc::default(),
         }
     }
 
-    fn state(&self) -> LeaseState {
+    fn state(&mut self) -> LeaseState {
+        let floor = self.floor.get();
+        if floor > self.epoch {
+            warn!(
+                epoch = self.epoch,
+                seen = floor,
+                "an executor saw a higher leader epoch: leading with the next one"
+            );
+            self.epoch = floor + 1;
+        }
+        self.floor.observe(self.epoch);
         // An expiry like a Redis lease's, so `GetLeader` reads the same either way.
         LeaseState::Leader {
-            epoch: 1,
+            epoch: self.epoch,
             expires_at: now() + self.ttl,
         }
     }
 }
 
-/// Takes the leader key if absent: a new epoch from the counter, then the
-/// key with a TTL, in one step so no two planners get the same epoch.
+/// Takes the leader key if absent: a new epoch from the counter, above the
+/// floor ARGV[3] (the highest epoch the planner knows was handed out: a
+/// counter lost with Redis's data starts again at 1), then the key with a
+/// TTL, in one step so no two planners get the same epoch.
 /// Returns {1, value} when taken, {0, current value} when held by someone.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -249,7 +318,36 @@ if current then
   return {0, current}
 end
 local epoch = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
 local value = string.format('%s %d', ARGV[1], epoch)
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return {1, value}
+",
+    )
+});
+
+/// While the leader key holds ARGV[1] (ours), takes a new epoch above the
+/// floor ARGV[3] and stores it in the key with a fresh TTL: the leader
+/// learnt its epoch is not the highest executors have seen.
+/// Returns {1, new value} when bumped, {0, current value or ''} when lost.
+static BUMP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return {0, current or ''}
+end
+local epoch = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
+local value = string.format('%s %d', ARGV[4], epoch)
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return {1, value}
 ",
@@ -297,6 +395,7 @@ pub struct RedisLease {
     /// the lease's expiry.
     call_timeout: Duration,
     held: Option<Held>,
+    floor: Arc<EpochFloor>,
 }
 
 #[derive(Debug)]
@@ -346,6 +445,7 @@ impl RedisLease {
             ttl_ms: config.ttl_millis(),
             call_timeout,
             held: None,
+            floor: Arc::default(),
         })
     }
 
@@ -365,6 +465,34 @@ impl RedisLease {
                 debug!(epoch = held.epoch, "lease expired before its renewal");
             }
         }
+        let floor = self.floor.get();
+        if let Some(held) = self.held.as_ref().filter(|held| held.epoch < floor) {
+            // Someone saw an epoch above ours (Redis lost its counter, or a
+            // stale-epoch rejection told us): take one above it, or executors
+            // refuse all we send.
+            warn!(
+                epoch = held.epoch,
+                seen = floor,
+                "an executor saw a higher leader epoch than this leader's: bumping the epoch"
+            );
+            let mut invocation = BUMP.key(&self.leader_key);
+            invocation
+                .key(&self.epoch_key)
+                .arg(&held.value)
+                .arg(self.ttl_ms)
+                .arg(floor)
+                .arg(&self.instance_id);
+            let (bumped, value): (i64, String) = timed(
+                self.call_timeout,
+                invocation.invoke_async(&mut self.connection),
+            )
+            .await?;
+            if bumped != 1 {
+                self.held = None;
+                return Ok(self.standby(value));
+            }
+            return self.took(value, sent_at);
+        }
         if let Some(held) = &self.held {
             let mut invocation = RENEW.key(&self.leader_key);
             invocation.arg(&held.value).arg(self.ttl_ms);
@@ -382,28 +510,41 @@ impl RedisLease {
                 return Ok(LeaseState::Leader { epoch, expires_at });
             }
             self.held = None;
-            return Ok(LeaseState::Standby {
-                leader: Some(current).filter(|value| !value.is_empty()),
-            });
+            return Ok(self.standby(current));
         }
         let mut invocation = ACQUIRE.key(&self.leader_key);
         invocation
             .key(&self.epoch_key)
             .arg(&self.instance_id)
-            .arg(self.ttl_ms);
+            .arg(self.ttl_ms)
+            .arg(floor);
         let (acquired, value): (i64, String) = timed(
             self.call_timeout,
             invocation.invoke_async(&mut self.connection),
         )
         .await?;
         if acquired != 1 {
-            return Ok(LeaseState::Standby {
-                leader: Some(value).filter(|value| !value.is_empty()),
-            });
+            return Ok(self.standby(value));
         }
+        self.took(value, sent_at)
+    }
+
+    /// Following the holder `value` ('' for none); its epoch raises the floor.
+    fn standby(&self, value: String) -> LeaseState {
+        if let Some((_, epoch)) = parse_holder(&value) {
+            self.floor.observe(epoch);
+        }
+        LeaseState::Standby {
+            leader: Some(value).filter(|value| !value.is_empty()),
+        }
+    }
+
+    /// Holding the leader key with `value`, from a call sent at `sent_at`.
+    fn took(&mut self, value: String, sent_at: Instant) -> Result<LeaseState, LeaseError> {
         let epoch = parse_holder(&value)
             .map(|(_, epoch)| epoch)
             .ok_or_else(|| LeaseError::Unexpected(value.clone()))?;
+        self.floor.observe(epoch);
         let expires_at = sent_at + self.ttl;
         self.held = Some(Held {
             epoch,
@@ -481,6 +622,7 @@ pub fn spawn(
     let period = tick_period(config.ttl);
     let (sender, receiver) = watch::channel(LeaseState::Standby { leader: None });
     metrics::gauge!("planner_leader").set(0.0);
+    let floor = lease.floor();
     tokio::spawn(async move {
         let instance_id = lease.instance_id().to_string();
         let mut ticks = tokio::time::interval(period);
@@ -506,6 +648,9 @@ pub fn spawn(
                     publish(&sender, &instance_id, state, StepDown::NotRenewed);
                     continue;
                 }
+                // An epoch above ours was reported: bump now, not at the
+                // next tick (executors refuse what we send until then).
+                () = floor.raised.notified() => {}
                 _ = ticks.tick() => {}
             }
             // A renewal still under way at the expiry is abandoned: the claim

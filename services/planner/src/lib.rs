@@ -12,10 +12,12 @@ mod grpc;
 pub mod lease;
 pub mod sizing;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use netward_shared::client::{PeerChannel, connect};
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::proto::v1;
@@ -23,7 +25,7 @@ use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_server::PlannerServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -123,6 +125,8 @@ pub struct Planner {
     pub scheduler: Arc<Scheduler>,
     pub copy: SharedCopy,
     inventory: InventoryServiceClient<PeerChannel>,
+    /// Wakes the credential resolver (an inventory change).
+    credentials_wanted: Arc<Notify>,
 }
 
 impl Planner {
@@ -145,13 +149,15 @@ impl Planner {
             scheduler,
             copy,
             inventory,
+            credentials_wanted: Arc::new(Notify::new()),
         })
     }
 
     /// Follows the inventory until `stop`; a changed device drops its cached
-    /// SNMP credential, so the next SNMP cycle resolves it again.
+    /// SNMP credential, and the resolver is woken to fetch it again.
     pub fn spawn_follower(&self, stop: CancellationToken) {
         let scheduler = self.scheduler.clone();
+        let resolver = self.credentials_wanted.clone();
         tokio::spawn(netward_shared::inventory_copy::follow(
             self.inventory.clone(),
             self.copy.clone(),
@@ -163,56 +169,96 @@ impl Planner {
                     drop(cache);
                     scheduler.credentials_changed();
                 }
+                resolver.notify_one();
             },
             stop,
         ));
     }
 
-    /// Resolves the SNMP credentials the next SNMP cycle needs and has not cached.
-    pub async fn resolve_credentials(&self) {
-        let wanted: Vec<String> = match self.copy.read() {
-            Ok(copy) => {
-                let cache = self
-                    .scheduler
-                    .credentials
-                    .lock()
-                    .map(|c| c.keys().cloned().collect::<Vec<_>>())
-                    .unwrap_or_default();
-                let mut ids: Vec<String> = copy
-                    .devices
-                    .values()
-                    .filter_map(|d| {
-                        d.snmp
-                            .as_ref()
-                            .filter(|s| s.enabled)
-                            .map(|s| s.credential_id.clone())
-                    })
-                    .filter(|id| !id.is_empty() && !cache.contains(id))
-                    .collect();
-                ids.sort();
-                ids.dedup();
-                ids
-            }
-            Err(_) => return,
-        };
-        let mut client = self.inventory.clone();
-        for id in wanted {
-            let request = v1::ResolveCredentialRequest {
-                key: Some(v1::resolve_credential_request::Key::Id(id.clone())),
-            };
-            match client.resolve_credential(request).await {
-                Ok(response) => {
-                    if let (Some(credential), Ok(mut cache)) = (
-                        response.into_inner().credential,
-                        self.scheduler.credentials.lock(),
-                    ) {
-                        cache.insert(id, credential);
-                        drop(cache);
-                        self.scheduler.credentials_changed();
-                    }
+    /// Resolves the SNMP credentials the plan waits for, off the scheduling
+    /// loop, until `stop`: each call has a deadline (`RESOLVE_TIMEOUT`), a
+    /// few run at once, and a failed one is retried with backoff (1 s
+    /// doubling to 60 s). A resolved credential goes into the cache and
+    /// bumps `credentials_generation`, so the next SNMP cycle plans its
+    /// devices. Woken by inventory changes, and looks again every second.
+    pub fn spawn_credential_resolver(self: &Arc<Self>, stop: CancellationToken) {
+        let planner = self.clone();
+        tokio::spawn(async move {
+            let mut retries: HashMap<String, Retry> = HashMap::new();
+            loop {
+                planner.resolve_round(&mut retries).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = planner.credentials_wanted.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-                Err(status) => {
-                    tracing::warn!(credential_id = %id, code = ?status.code(), message = status.message(), "cannot resolve an SNMP credential")
+            }
+        });
+    }
+
+    /// One pass of the resolver: every missing credential whose retry is due.
+    async fn resolve_round(&self, retries: &mut HashMap<String, Retry>) {
+        let missing = self.scheduler.credentials_missing();
+        retries.retain(|id, _| missing.binary_search(id).is_ok());
+        let now = Instant::now();
+        let due: Vec<String> = missing
+            .into_iter()
+            .filter(|id| retries.get(id).is_none_or(|retry| retry.at <= now))
+            .collect();
+        let outcomes: Vec<(String, Result<Option<v1::ResolvedCredential>, String>)> =
+            futures::stream::iter(due)
+                .map(|id| {
+                    let mut client = self.inventory.clone();
+                    async move {
+                        let request = v1::ResolveCredentialRequest {
+                            key: Some(v1::resolve_credential_request::Key::Id(id.clone())),
+                        };
+                        let outcome = match tokio::time::timeout(
+                            RESOLVE_TIMEOUT,
+                            client.resolve_credential(request),
+                        )
+                        .await
+                        {
+                            Ok(Ok(response)) => Ok(response.into_inner().credential),
+                            Ok(Err(status)) => {
+                                Err(format!("{:?}: {}", status.code(), status.message()))
+                            }
+                            Err(_) => Err(format!("no answer within {RESOLVE_TIMEOUT:?}")),
+                        };
+                        (id, outcome)
+                    }
+                })
+                .buffer_unordered(RESOLVE_CONCURRENCY)
+                .collect()
+                .await;
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(Some(credential)) => {
+                    retries.remove(&id);
+                    self.scheduler.credential_failed(&id, false);
+                    if let Ok(mut cache) = self.scheduler.credentials.lock() {
+                        cache.insert(id, credential);
+                    }
+                    self.scheduler.credentials_changed();
+                }
+                Ok(None) | Err(_) => {
+                    let reason = outcome
+                        .err()
+                        .unwrap_or_else(|| "no credential in the answer".into());
+                    let retry = retries.entry(id.clone()).or_insert(Retry {
+                        at: now,
+                        backoff: RESOLVE_RETRY_MIN / 2,
+                    });
+                    retry.backoff = (retry.backoff * 2).min(RESOLVE_RETRY_MAX);
+                    retry.at = Instant::now() + retry.backoff;
+                    self.scheduler.credential_failed(&id, true);
+                    metrics::counter!("planner_credential_resolve_failures_total").increment(1);
+                    tracing::warn!(
+                        credential_id = %id,
+                        %reason,
+                        retry_in_s = retry.backoff.as_secs(),
+                        "cannot resolve an SNMP credential; its devices wait"
+                    );
                 }
             }
         }
@@ -257,22 +303,43 @@ impl Planner {
                 {
                     next_ping = next_due(next_ping, config.ping_interval, now);
                 }
-                if now >= next_snmp {
-                    self.resolve_credentials().await;
-                    let now = Instant::now();
-                    if self
+                // Never waits on the inventory: credentials are the
+                // resolver's. A cycle holds off a little (`CREDENTIAL_GRACE`)
+                // for credentials on their first try, so a start or a new
+                // device does not cost a whole SNMP interval.
+                if now >= next_snmp
+                    && (now >= next_snmp + CREDENTIAL_GRACE
+                        || !self.scheduler.credentials_first_try())
+                    && self
                         .scheduler
                         .open_cycle(v1::ExecutorKind::Snmp, now)
                         .is_some()
-                    {
-                        next_snmp = next_due(next_snmp, config.snmp_interval, now);
-                    }
+                {
+                    next_snmp = next_due(next_snmp, config.snmp_interval, now);
                 }
                 self.scheduler.dispatch_due(Instant::now());
             }
             self.scheduler.check_timers(Instant::now());
         }
     }
+}
+
+/// Deadline of one `ResolveCredential` call: a hung inventory costs the
+/// resolver this, and the scheduling loop nothing.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Credentials resolved at once.
+const RESOLVE_CONCURRENCY: usize = 4;
+/// Backoff of a credential that could not be resolved.
+const RESOLVE_RETRY_MIN: Duration = Duration::from_secs(1);
+const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long an SNMP cycle waits, past its time, for credentials being
+/// resolved for the first time; then it opens without their devices.
+pub const CREDENTIAL_GRACE: Duration = Duration::from_secs(5);
+
+/// When a credential is tried again.
+struct Retry {
+    at: Instant,
+    backoff: Duration,
 }
 
 /// The next cycle time on the interval's grid; when the planner fell more
@@ -303,9 +370,11 @@ pub async fn run(
             Lease::local(&section.lease)
         }
     };
+    let lease = lease.with_floor(planner.scheduler.epoch_floor.clone());
     let instance_id = lease.instance_id().to_string();
     let lease_rx = lease::spawn(lease, &section.lease, stop.clone());
     planner.spawn_follower(stop.clone());
+    planner.spawn_credential_resolver(stop.clone());
     tokio::spawn(planner.clone().run_loop(lease_rx.clone(), stop.clone()));
 
     let mut released = lease_rx.clone();

@@ -38,6 +38,10 @@ pub struct RecordingIngest {
     pub store: Arc<Mutex<IngestStore>>,
     /// Cancelled to stop the current server: its streams end at once.
     stop: Arc<Mutex<CancellationToken>>,
+    /// True while paused: streams stay open but nothing is read from them,
+    /// as with a stopped (SIGSTOP) alerting; HTTP/2 flow control then
+    /// pushes back on the sender.
+    paused: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 #[tonic::async_trait]
@@ -61,9 +65,14 @@ impl AlertingService for RecordingIngest {
         }
         let store = self.store.clone();
         let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut paused = self.paused.subscribe();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    resumed = paused.wait_for(|paused| !paused) => if resumed.is_err() { return },
+                }
                 let message = tokio::select! {
                     () = stop.cancelled() => return,
                     message = inbound.message() => message,
@@ -286,5 +295,10 @@ impl RecordingIngest {
     /// batches with it, as when alerting restarts.
     pub fn stop(&self) {
         self.stop.lock().unwrap_or_else(|p| p.into_inner()).cancel();
+    }
+
+    /// Stops reading the open streams (they stay connected), or reads on.
+    pub fn pause(&self, paused: bool) {
+        self.paused.send_replace(paused);
     }
 }
