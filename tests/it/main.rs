@@ -11,6 +11,7 @@ mod contract;
 mod executor;
 mod executor_ids;
 mod executor_shutdown;
+mod faults;
 mod inventory_cli;
 mod lab_e2e;
 mod lab_gap;

@@ -1,0 +1,614 @@
+//! The fault suite (issue 12), in the network lab: inventory, planner, ping
+//! executors and alerting as processes of the real binary, real ICMP on
+//! loopback, and one fault each: alerting SIGKILLed mid-cycle under 10,000
+//! devices, PostgreSQL stopped for 30 s, Redis flushed and stopped for 30 s.
+//! Each counts the results the executors reported to the planner (the sum of
+//! `succeeded + failed` over its ping cycles) against the rows stored in
+//! `alerting.probe_results`, and prints its figures. They take minutes and
+//! stop services, so they are ignored in CI: `scripts/faults.sh` runs them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use netward_shared::client::{PeerChannel, connect};
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
+use netward_shared::testkit::lab::{self, Rule};
+use netward_shared::testkit::{TestDatabase, eventually};
+use sqlx::PgPool;
+
+use crate::support::Netward;
+
+type Alerting = AlertingServiceClient<PeerChannel>;
+
+/// `count` devices named `{prefix}-NNNNN` in 127.`octet`.0.0/16, 250 a site.
+fn fleet(prefix: &str, octet: u8, count: usize) -> Vec<v1::ImportRow> {
+    (0..count)
+        .map(|k| v1::ImportRow {
+            line: k as u32 + 2,
+            name: format!("{prefix}-{k:05}"),
+            ip: format!("127.{octet}.{}.{}", k / 250, k % 250 + 1),
+            site: format!("{prefix}-site-{}", k / 250),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The fleet's counts (up, stale, …) as alerting reports them.
+async fn counts(client: &Alerting) -> Option<v1::StateCounts> {
+    client
+        .clone()
+        .list_device_statuses(v1::ListDeviceStatusesRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .counts
+}
+
+/// The status of the one device whose name is `name`.
+async fn status_of(client: &Alerting, name: &str) -> Option<v1::DeviceStatus> {
+    client
+        .clone()
+        .list_device_statuses(v1::ListDeviceStatusesRequest {
+            query: name.to_string(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .statuses
+        .into_iter()
+        .find(|s| s.device_name == name)
+}
+
+/// Every alert (resolved too) that started at or after `since` (Unix s).
+async fn alerts_since(client: &Alerting, since: i64) -> Option<Vec<v1::Alert>> {
+    let all = client
+        .clone()
+        .list_alerts(v1::ListAlertsRequest {
+            include_resolved: true,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .alerts;
+    Some(
+        all.into_iter()
+            .filter(|a| a.started_at.as_ref().is_some_and(|t| t.seconds >= since))
+            .collect(),
+    )
+}
+
+async fn wait_all_up(client: &Alerting, devices: u64, what: &str, timeout: Duration) {
+    eventually(what, timeout, || async move {
+        let counts = counts(client).await?;
+        (counts.up == devices && counts.stale == 0).then_some(())
+    })
+    .await;
+}
+
+/// Results the executors reported done: `succeeded + failed` over the
+/// planner's ping cycles (it keeps the last 100).
+async fn sent(planner_url: &str) -> u64 {
+    let mut client = PlannerServiceClient::new(connect(planner_url, None).unwrap());
+    let cycles = client
+        .list_cycles(v1::ListCyclesRequest {
+            kind: v1::ExecutorKind::Ping as i32,
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cycles;
+    assert!(cycles.len() < 100, "cycle history overflowed");
+    cycles
+        .iter()
+        .map(|c| u64::from(c.succeeded) + u64::from(c.failed))
+        .sum()
+}
+
+/// Rows stored, and how many of them repeat a (device, cycle) pair.
+async fn stored(pool: &PgPool) -> (u64, u64) {
+    let (rows, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (device_id, cycle_id)) FROM alerting.probe_results",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (rows as u64, (rows - distinct) as u64)
+}
+
+async fn executor(planner_url: &str, alerting_url: &str, id: &str) -> Netward {
+    Netward::start_with_env(
+        "ping-executor",
+        &["--planner-url", planner_url, "--alerting-url", alerting_url],
+        &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", id)],
+    )
+    .await
+}
+
+fn alerting_args<'a>(db: &'a str, inventory_url: &'a str, planner_url: &'a str) -> [&'a str; 6] {
+    [
+        "--database-url",
+        db,
+        "--inventory-url",
+        inventory_url,
+        "--planner-url",
+        planner_url,
+    ]
+}
+
+#[tokio::test]
+#[ignore = "fault suite: run scripts/faults.sh (minutes, stops services)"]
+async fn alerting_sigkilled_mid_cycle_under_10000_devices_loses_nothing() {
+    if !lab::inside() {
+        return;
+    }
+    const DEVICES: usize = 10_000;
+    let rows = fleet("kill", 60, DEVICES);
+    let silent_name = rows[4321].name.clone();
+    let silent_ip = rows[4321].ip.clone();
+    let database = TestDatabase::create().await.unwrap();
+    let db = database.url().to_string();
+    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let (imported, _) = crate::support::import(&inventory_url, rows).await;
+    assert_eq!(imported.created, DEVICES as u64);
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", &inventory_url],
+        &[("NETWARD_PLANNER__PING_INTERVAL", "5s")],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let args = alerting_args(&db, &inventory_url, &planner_url);
+    let alerting = Netward::start("alerting", &args).await;
+    let alerting_addr = alerting.grpc_addr.to_string();
+    let alerting_url = format!("http://{alerting_addr}");
+    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let first = executor(&planner_url, &alerting_url, "faults-kill-1").await;
+    let second = executor(&planner_url, &alerting_url, "faults-kill-2").await;
+    let started = Instant::now();
+    wait_all_up(
+        &client,
+        DEVICES as u64,
+        "10,000 devices UP and fresh",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Mid-cycle (2.5 s into a 5 s interval, give or take), one device goes
+    // silent and alerting dies without a word.
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    let silenced_at = chrono::Utc::now().timestamp() - 1;
+    let _silent = Rule::down(&silent_ip);
+    let (_, _) = alerting.kill().await;
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A new process on the same database and port: the executors find it
+    // again and replay what it never acked.
+    let alerting = Netward::start_on(&alerting_addr, "alerting", &args, &[]).await;
+    let restarted = killed.elapsed();
+    let down = eventually(
+        "the silenced device DOWN after the restart",
+        Duration::from_secs(60),
+        || async {
+            let status = status_of(&client, &silent_name).await?;
+            (status.state == v1::DeviceState::Down as i32).then_some(killed.elapsed())
+        },
+    )
+    .await;
+
+    // Run on to a minute, then stop the executors (they drain: running
+    // batches finish and their results are acked) and count.
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(started.elapsed())).await;
+    let live = counts(&client).await.unwrap();
+    let (status, log) = first.stop().await;
+    assert!(status.success(), "{log}");
+    let (status, log) = second.stop().await;
+    assert!(status.success(), "{log}");
+    let sent = sent(&planner_url).await;
+    let (stored, duplicates) = stored(database.pool()).await;
+    let alerts = alerts_since(&client, silenced_at).await.unwrap();
+    let downs = alerts
+        .iter()
+        .filter(|a| a.device_name == silent_name && a.rule_kind == v1::RuleKind::DeviceDown as i32)
+        .count();
+    println!(
+        "faults: alerting killed under {DEVICES} devices: sent {sent}, stored {stored}, duplicates {duplicates}, \
+         restarted after {:.1} s, silenced device DOWN {:.1} s after the kill with {downs} DOWN alert(s); \
+         at the end up {}, down {}, stale {}",
+        restarted.as_secs_f64(),
+        down.as_secs_f64(),
+        live.up,
+        live.down,
+        live.stale
+    );
+    assert_eq!(stored, sent, "stored vs sent");
+    assert_eq!(duplicates, 0);
+    assert_eq!(downs, 1, "{alerts:#?}");
+    assert_eq!((live.up, live.down), (DEVICES as u64 - 1, 1));
+
+    planner.stop().await;
+    alerting.stop().await;
+    inventory.stop().await;
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a temporary directory,
+/// unix socket only), so stopping it never touches the host's cluster that
+/// other tests and CI use. Stopped and removed when dropped.
+struct OwnPostgres {
+    dir: PathBuf,
+    url: String,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl OwnPostgres {
+    /// None (with a note) when PostgreSQL's server binaries are missing.
+    fn start() -> Option<OwnPostgres> {
+        if !std::path::Path::new(PG_BIN).join("initdb").exists() {
+            println!("skipped: no {PG_BIN}/initdb to make a cluster of the test's own");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("netward-faults-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let owned = std::process::Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(owned.success());
+        let data = dir.join("data");
+        let initdb = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D", data.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(initdb.success(), "initdb failed");
+        let cluster = OwnPostgres {
+            url: format!(
+                "postgres://postgres@{}:5499/postgres",
+                dir.to_str().unwrap().replace('/', "%2F")
+            ),
+            dir,
+        };
+        cluster.pg_ctl(&["start", "-w"]);
+        Some(cluster)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let options = format!(
+            "-c listen_addresses='' -p 5499 -k {} -c max_connections=50",
+            self.dir.display()
+        );
+        let status = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .args(["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap()])
+            .args(["-o", &options, "-m", "fast"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .args(["-D", self.dir.join("data").to_str().unwrap()])
+            .args(["-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+#[ignore = "fault suite: run scripts/faults.sh (minutes, stops services)"]
+async fn postgres_stopped_for_30_s_executors_catch_up_and_the_down_arrives_after() {
+    if !lab::inside() {
+        return;
+    }
+    let Some(postgres) = OwnPostgres::start() else {
+        return;
+    };
+    const DEVICES: usize = 500;
+    let rows = fleet("pgout", 61, DEVICES);
+    let silent_name = rows[123].name.clone();
+    let silent_ip = rows[123].ip.clone();
+    // The inventory stays on the host's cluster: the fault is alerting's.
+    let inventory_db = TestDatabase::create().await.unwrap();
+    let inventory = Netward::start("inventory", &["--database-url", inventory_db.url()]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let (imported, _) = crate::support::import(&inventory_url, rows).await;
+    assert_eq!(imported.created, DEVICES as u64);
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", &inventory_url],
+        &[("NETWARD_PLANNER__PING_INTERVAL", "2s")],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let alerting = Netward::start(
+        "alerting",
+        &alerting_args(&postgres.url, &inventory_url, &planner_url),
+    )
+    .await;
+    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let executor = executor(&planner_url, &alerting_url, "faults-pg-1").await;
+    wait_all_up(
+        &client,
+        DEVICES as u64,
+        "every device UP and fresh",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // PostgreSQL goes away for 30 s; 5 s into it one device goes silent.
+    let outage_at = chrono::Utc::now().timestamp() - 1;
+    postgres.pg_ctl(&["stop", "-w"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _silent = Rule::down(&silent_ip);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    postgres.pg_ctl(&["start", "-w"]);
+    let back = Instant::now();
+
+    let down_after = eventually(
+        "the device silenced in the outage is DOWN and alerted",
+        Duration::from_secs(60),
+        || async {
+            let status = status_of(&client, &silent_name).await?;
+            let alerts = alerts_since(&client, outage_at).await?;
+            let alerted = alerts.iter().any(|a| {
+                a.device_name == silent_name && a.rule_kind == v1::RuleKind::DeviceDown as i32
+            });
+            (status.state == v1::DeviceState::Down as i32 && alerted).then_some(back.elapsed())
+        },
+    )
+    .await;
+    let caught_up = eventually(
+        "every other device UP and fresh",
+        Duration::from_secs(60),
+        || async {
+            let counts = counts(&client).await?;
+            (counts.up == DEVICES as u64 - 1 && counts.stale == 0).then_some(back.elapsed())
+        },
+    )
+    .await;
+    let (status, log) = executor.stop().await;
+    assert!(status.success(), "{log}");
+    let sent = sent(&planner_url).await;
+    let pool = PgPool::connect(&postgres.url).await.unwrap();
+    let (stored, duplicates) = stored(&pool).await;
+    let alerts = alerts_since(&client, outage_at).await.unwrap();
+    let downs: Vec<&v1::Alert> = alerts
+        .iter()
+        .filter(|a| a.device_name == silent_name && a.rule_kind == v1::RuleKind::DeviceDown as i32)
+        .collect();
+    println!(
+        "faults: postgres stopped 30 s under {DEVICES} devices every 2 s: sent {sent}, stored {stored}, duplicates {duplicates}; \
+         silenced device DOWN and alerted {:.1} s after postgres returned ({} DOWN alert(s)), fleet fresh again after {:.1} s",
+        down_after.as_secs_f64(),
+        downs.len(),
+        caught_up.as_secs_f64()
+    );
+    assert_eq!(stored, sent, "stored vs sent");
+    assert_eq!(duplicates, 0);
+    assert_eq!(downs.len(), 1, "{alerts:#?}");
+    pool.close().await;
+
+    planner.stop().await;
+    alerting.stop().await;
+    inventory.stop().await;
+}
+
+/// A `redis-server` of the test's own on a fixed free port, without
+/// persistence: stopping and starting it again is also a flush. Never the
+/// host's Redis on 6379.
+struct OwnRedis {
+    child: Option<tokio::process::Child>,
+    port: u16,
+    url: String,
+}
+
+impl OwnRedis {
+    async fn start() -> Option<OwnRedis> {
+        let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = OwnRedis {
+            child: None,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        redis.resume().await.then_some(redis)
+    }
+
+    /// Starts the server (again) on its port; false when there is none.
+    async fn resume(&mut self) -> bool {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let Ok(child) = child else {
+            println!("skipped: no redis-server to start");
+            return false;
+        };
+        self.child = Some(child);
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        eventually("redis-server answers", Duration::from_secs(10), || {
+            let client = client.clone();
+            async move {
+                let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        true
+    }
+
+    /// Kills the server and waits for it to be gone.
+    async fn halt(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn flushall(&self) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: redis::Value = redis::cmd("FLUSHALL")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+#[ignore = "fault suite: run scripts/faults.sh (minutes, stops services)"]
+async fn redis_flushed_then_stopped_for_30_s_the_stack_says_so_and_recovers() {
+    if !lab::inside() {
+        return;
+    }
+    let Some(mut redis) = OwnRedis::start().await else {
+        return;
+    };
+    const DEVICES: usize = 100;
+    let database = TestDatabase::create().await.unwrap();
+    let db = database.url().to_string();
+    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let (imported, _) = crate::support::import(&inventory_url, fleet("redis", 62, DEVICES)).await;
+    assert_eq!(imported.created, DEVICES as u64);
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", &inventory_url, "--redis-url", &redis.url],
+        &[
+            ("NETWARD_PLANNER__PING_INTERVAL", "2s"),
+            ("NETWARD_PLANNER__LEASE__TTL", "2s"),
+            ("NETWARD_PLANNER__LEASE__KEY_PREFIX", "netward-faults"),
+            ("NETWARD_PLANNER__LEASE__INSTANCE_ID", "faults-planner"),
+        ],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let alerting = Netward::start("alerting", &alerting_args(&db, &inventory_url, &planner_url)).await;
+    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let executor = executor(&planner_url, &alerting_url, "faults-redis-1").await;
+    wait_all_up(
+        &client,
+        DEVICES as u64,
+        "every device UP and fresh",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // FLUSHALL under the running stack: monitoring must go on (the planner
+    // takes an epoch above the one its executor reports).
+    let flushed_at = chrono::Utc::now().timestamp() - 1;
+    redis.flushall().await;
+    let mut worst_stale = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        worst_stale = worst_stale.max(counts(&client).await.unwrap().stale);
+    }
+    let gaps_after_flush = alerts_since(&client, flushed_at).await.unwrap();
+    println!(
+        "faults: redis FLUSHALL: over the next 10 s at most {worst_stale} of {DEVICES} devices stale, {} alert(s)",
+        gaps_after_flush.len()
+    );
+    assert_eq!(worst_stale, 0, "monitoring stopped after FLUSHALL");
+    assert!(gaps_after_flush.is_empty(), "{gaps_after_flush:#?}");
+
+    // Redis away for 30 s (and empty when it returns: no persistence).
+    let stopped_at = chrono::Utc::now().timestamp() - 1;
+    redis.halt().await;
+    let stopped = Instant::now();
+    let mut first_stale: Option<Duration> = None;
+    while stopped.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if first_stale.is_none() && counts(&client).await.is_some_and(|c| c.stale > 0) {
+            first_stale = Some(stopped.elapsed());
+        }
+    }
+    let during = counts(&client).await.unwrap();
+    let alerts = alerts_since(&client, stopped_at).await.unwrap();
+    let gaps: Vec<&v1::Alert> = alerts
+        .iter()
+        .filter(|a| a.rule_kind == v1::RuleKind::MonitoringGap as i32)
+        .collect();
+    println!(
+        "faults: redis stopped 30 s: first stale device after {}, at the end stale {} of {DEVICES}; \
+         alerts {} of which monitoring gaps {}: {:?}",
+        first_stale.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+        during.stale,
+        alerts.len(),
+        gaps.len(),
+        gaps.iter().map(|g| g.summary.as_str()).collect::<Vec<_>>()
+    );
+    // Either monitoring went on, or it says precisely what stopped: one
+    // gap alert (none per device) naming the lease.
+    if during.stale == 0 {
+        assert!(alerts.is_empty(), "{alerts:#?}");
+    } else {
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        assert_eq!(gaps.len(), 1);
+        assert!(gaps[0].summary.contains("Redis"), "{}", gaps[0].summary);
+    }
+
+    // Redis returns, empty: monitoring recovers by itself.
+    assert!(redis.resume().await);
+    let back = Instant::now();
+    wait_all_up(
+        &client,
+        DEVICES as u64,
+        "every device UP and fresh after redis returned",
+        Duration::from_secs(30),
+    )
+    .await;
+    let fresh = back.elapsed();
+    eventually("no gap left firing", Duration::from_secs(10), || async {
+        let alerts = alerts_since(&client, stopped_at).await?;
+        alerts
+            .iter()
+            .all(|a| a.state == v1::AlertState::Resolved as i32)
+            .then_some(())
+    })
+    .await;
+    println!(
+        "faults: redis back: every device UP and fresh {:.1} s later, gap resolved",
+        fresh.as_secs_f64()
+    );
+
+    executor.stop().await;
+    planner.stop().await;
+    alerting.stop().await;
+    inventory.stop().await;
+}
