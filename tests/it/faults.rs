@@ -271,7 +271,14 @@ impl OwnPostgres {
         let initdb = std::process::Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(format!("{PG_BIN}/initdb"))
-            .args(["-A", "trust", "-U", "postgres", "-D", data.to_str().unwrap()])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+            ])
             .stdout(std::process::Stdio::null())
             .status()
             .unwrap();
@@ -518,7 +525,11 @@ async fn redis_flushed_then_stopped_for_30_s_the_stack_says_so_and_recovers() {
     )
     .await;
     let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start("alerting", &alerting_args(&db, &inventory_url, &planner_url)).await;
+    let alerting = Netward::start(
+        "alerting",
+        &alerting_args(&db, &inventory_url, &planner_url),
+    )
+    .await;
     let alerting_url = format!("http://{}", alerting.grpc_addr);
     let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
     let executor = executor(&planner_url, &alerting_url, "faults-redis-1").await;
