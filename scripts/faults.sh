@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The fault suite (tests/it/faults.rs): alerting SIGKILLed under 10,000
-# devices, PostgreSQL stopped for 30 s (a cluster of the test's own), Redis
+# devices, alerting frozen (SIGSTOP) for 60 s under 10,000 devices with the
+# executor's memory bounded, PostgreSQL stopped for 30 s (a cluster of the test's own), Redis
 # flushed and stopped for 30 s (a redis-server of the test's own). Each runs
 # the real binary's services as processes inside the network lab and prints
 # its figures (sent vs stored, duplicates, recovery times). Minutes long and

@@ -126,6 +126,11 @@ impl Netward {
         (status, self.log())
     }
 
+    /// The process id (for signals such as SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
