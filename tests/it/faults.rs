@@ -147,6 +147,30 @@ fn alerting_args<'a>(db: &'a str, inventory_url: &'a str, planner_url: &'a str) 
     ]
 }
 
+/// Alerting on `db`, following `planner_url`, and one executor, once all
+/// `devices` are UP and fresh: (alerting, a client of it, the executor).
+async fn alerting_and_executor(
+    db: &str,
+    inventory_url: &str,
+    planner_url: &str,
+    executor_id: &str,
+    devices: usize,
+    timeout: Duration,
+) -> (Netward, Alerting, Netward) {
+    let alerting = Netward::start("alerting", &alerting_args(db, inventory_url, planner_url)).await;
+    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let executor = executor(planner_url, &alerting_url, executor_id).await;
+    wait_all_up(
+        &client,
+        devices as u64,
+        "every device UP and fresh",
+        timeout,
+    )
+    .await;
+    (alerting, client, executor)
+}
+
 #[tokio::test]
 #[ignore = "fault suite: run scripts/faults.sh (minutes, stops services)"]
 async fn alerting_sigkilled_mid_cycle_under_10000_devices_loses_nothing() {
@@ -354,18 +378,12 @@ async fn postgres_stopped_for_30_s_executors_catch_up_and_the_down_arrives_after
     )
     .await;
     let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &alerting_args(&postgres.url, &inventory_url, &planner_url),
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
-    let executor = executor(&planner_url, &alerting_url, "faults-pg-1").await;
-    wait_all_up(
-        &client,
-        DEVICES as u64,
-        "every device UP and fresh",
+    let (alerting, client, executor) = alerting_and_executor(
+        &postgres.url,
+        &inventory_url,
+        &planner_url,
+        "faults-pg-1",
+        DEVICES,
         Duration::from_secs(30),
     )
     .await;
@@ -526,18 +544,12 @@ async fn redis_flushed_then_stopped_for_30_s_the_stack_says_so_and_recovers() {
     )
     .await;
     let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &alerting_args(&db, &inventory_url, &planner_url),
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
-    let executor = executor(&planner_url, &alerting_url, "faults-redis-1").await;
-    wait_all_up(
-        &client,
-        DEVICES as u64,
-        "every device UP and fresh",
+    let (alerting, client, executor) = alerting_and_executor(
+        &db,
+        &inventory_url,
+        &planner_url,
+        "faults-redis-1",
+        DEVICES,
         Duration::from_secs(30),
     )
     .await;
@@ -675,18 +687,12 @@ async fn a_frozen_alerting_costs_the_executor_a_bounded_buffer_and_loses_nothing
     )
     .await;
     let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &alerting_args(&db, &inventory_url, &planner_url),
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
-    let executor = executor(&planner_url, &alerting_url, "faults-frozen-1").await;
-    wait_all_up(
-        &client,
-        DEVICES as u64,
-        "10,000 devices UP and fresh",
+    let (alerting, client, executor) = alerting_and_executor(
+        &db,
+        &inventory_url,
+        &planner_url,
+        "faults-frozen-1",
+        DEVICES,
         Duration::from_secs(60),
     )
     .await;
