@@ -249,6 +249,32 @@ pub async fn forget_deleted(
     Ok(gone)
 }
 
+/// Runs `step` every `period` on a task of its own until `stop`; a failed
+/// step is logged (`what` names it) and tried again at the next tick.
+fn every<F, Fut>(
+    period: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+    what: &'static str,
+    mut step: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), sqlx::Error>> + Send,
+{
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = step().await {
+                tracing::warn!(%error, "{what} failed; retrying");
+            }
+        }
+    });
+}
+
 /// Runs the alerting target on `listeners` until `shutdown` completes.
 pub async fn run(
     config: &LoadedConfig,
@@ -358,81 +384,54 @@ pub async fn run(
         view.clone(),
         stop.clone(),
     ));
-    let (swept, swept_alerts, swept_copy, swept_stop) = (
-        evaluator.clone(),
-        alerts.clone(),
-        copy.clone(),
-        stop.clone(),
-    );
     let stale_after = section.stale_after;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                () = swept_stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    every(Duration::from_secs(1), &stop, "freshness sweep", {
+        let (evaluator, alerts, copy) = (evaluator.clone(), alerts.clone(), copy.clone());
+        move || {
+            let (evaluator, alerts, copy) = (evaluator.clone(), alerts.clone(), copy.clone());
             let snapshot = view.read().map(|v| v.clone()).unwrap_or_default();
-            let now = std::time::SystemTime::now();
-            if let Err(error) = sweep_freshness(
-                &swept,
-                &swept_alerts,
-                &swept_copy,
-                &snapshot,
-                stale_after,
-                now,
-            )
-            .await
-            {
-                tracing::warn!(%error, "freshness sweep failed; retrying");
+            async move {
+                let now = std::time::SystemTime::now();
+                sweep_freshness(&evaluator, &alerts, &copy, &snapshot, stale_after, now).await
             }
         }
     });
     // Devices deleted from the inventory leave memory (and their open
-    // alerts resolve) once the copy has moved on.
-    let (pruned, pruned_alerts, pruned_snmp, pruned_copy, pruned_stop) = (
-        evaluator.clone(),
-        alerts.clone(),
-        snmp.clone(),
-        copy.clone(),
-        stop.clone(),
+    // alerts resolve) once the copy has moved on. Every few seconds, not on
+    // each revision: a result evaluated after the delete (it was already
+    // queued) brings a device back once.
+    every(
+        Duration::from_secs(5),
+        &stop,
+        "forgetting deleted devices",
+        {
+            let (evaluator, alerts, snmp, copy) = (
+                evaluator.clone(),
+                alerts.clone(),
+                snmp.clone(),
+                copy.clone(),
+            );
+            move || {
+                let (evaluator, alerts, snmp, copy) = (
+                    evaluator.clone(),
+                    alerts.clone(),
+                    snmp.clone(),
+                    copy.clone(),
+                );
+                async move {
+                    forget_deleted(&evaluator, &alerts, &snmp, &copy)
+                        .await
+                        .map(drop)
+                }
+            }
+        },
     );
-    tokio::spawn(async move {
-        // Every few seconds, not on each revision: a result evaluated after
-        // the delete (it was already queued) brings a device back once.
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = pruned_stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(error) =
-                forget_deleted(&pruned, &pruned_alerts, &pruned_snmp, &pruned_copy).await
-            {
-                tracing::warn!(%error, "forgetting deleted devices failed; retrying");
-            }
-        }
-    });
     // Silences and maintenance windows open and close by the clock.
-    let (silenced, silenced_alerts, silenced_copy, silenced_stop) = (
-        evaluator.clone(),
-        alerts.clone(),
-        copy.clone(),
-        stop.clone(),
-    );
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = silenced_stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let now = chrono::Utc::now();
-            if let Err(error) =
-                apply_silences(&silenced, &silenced_alerts, &silenced_copy, now).await
-            {
-                tracing::warn!(%error, "applying silences failed; retrying");
-            }
+    every(Duration::from_secs(5), &stop, "applying silences", {
+        let (evaluator, alerts, copy) = (evaluator.clone(), alerts.clone(), copy.clone());
+        move || {
+            let (evaluator, alerts, copy) = (evaluator.clone(), alerts.clone(), copy.clone());
+            async move { apply_silences(&evaluator, &alerts, &copy, chrono::Utc::now()).await }
         }
     });
     // Partitions ahead, retention behind: hourly. Partitions were made
