@@ -4,6 +4,7 @@
 //! the edge, with anyhow.
 
 mod cli;
+mod up;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything in one process on the embedded default (SQLite under --data-dir, the example inventory on first start)
+    Up(up::UpArgs),
     /// Run the inventory service: sites, devices, SNMP credentials (gRPC :50051, metrics :9551)
     Inventory(ServeArgs),
     /// Run the planner: batch sizing, cycles, assignments to executors (gRPC :50052, metrics :9552); `planner status` asks a running one
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Up(args) => up::run(args).await,
         Command::Inventory(args) => serve(Target::Inventory, args).await,
         Command::Planner(PlannerArgs {
             verb: Some(verb), ..

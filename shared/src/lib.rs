@@ -15,6 +15,7 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod trace_context;
 pub mod work;

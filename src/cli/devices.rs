@@ -64,30 +64,18 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     };
 
     let progress = progress_bar(total_rows as u64);
-    let mut messages = Vec::with_capacity(1 + total_rows.div_ceil(CHUNK_ROWS));
-    messages.push(ImportDevicesRequest {
-        item: Some(import_devices_request::Item::Options(options)),
-    });
-    let mut rows = outcome.rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<ImportRow> = rows.by_ref().take(CHUNK_ROWS).collect();
-        messages.push(ImportDevicesRequest {
-            item: Some(import_devices_request::Item::Rows(ImportRows {
-                rows: chunk,
-            })),
-        });
-    }
     let sent = progress.clone();
     // tonic pulls a message when the connection can take it, so counting
     // rows as they are pulled shows the upload as it happens.
-    let stream = futures::stream::iter(messages).inspect(move |message| {
-        if let Some(import_devices_request::Item::Rows(chunk)) = &message.item {
-            sent.inc(chunk.rows.len() as u64);
-            if sent.position() == sent.length().unwrap_or(0) {
-                sent.set_message("waiting for the inventory");
+    let stream =
+        futures::stream::iter(import_messages(options, outcome.rows)).inspect(move |message| {
+            if let Some(import_devices_request::Item::Rows(chunk)) = &message.item {
+                sent.inc(chunk.rows.len() as u64);
+                if sent.position() == sent.length().unwrap_or(0) {
+                    sent.set_message("waiting for the inventory");
+                }
             }
-        }
-    });
+        });
 
     let mut client = args.inventory.client()?;
     let result = client.import_devices(stream).await;
@@ -106,6 +94,55 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         bail!("{failed} of {total} rows failed");
     }
     Ok(())
+}
+
+/// The `ImportDevices` stream of `rows`: the options, then the rows in
+/// chunks of the most the inventory takes in one message.
+fn import_messages(options: ImportOptions, rows: Vec<ImportRow>) -> Vec<ImportDevicesRequest> {
+    let mut messages = Vec::with_capacity(1 + rows.len().div_ceil(CHUNK_ROWS));
+    messages.push(ImportDevicesRequest {
+        item: Some(import_devices_request::Item::Options(options)),
+    });
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<ImportRow> = rows.by_ref().take(CHUNK_ROWS).collect();
+        messages.push(ImportDevicesRequest {
+            item: Some(import_devices_request::Item::Rows(ImportRows {
+                rows: chunk,
+            })),
+        });
+    }
+    messages
+}
+
+/// Imports a CSV text (upsert by name) without a progress bar or report:
+/// for `netward up`, which prints its own line. A line that is not a CSV
+/// record fails the import before anything is sent.
+pub async fn import_csv(
+    client: &mut super::InventoryClient,
+    csv: impl io::Read,
+    source_name: &str,
+) -> anyhow::Result<ImportDevicesResponse> {
+    let outcome =
+        csv_format::read_rows(csv).with_context(|| format!("cannot read {source_name}"))?;
+    if let Some(error) = outcome.errors.first() {
+        bail!(
+            "{source_name}: {} lines are not CSV records, the first: line {}: {}",
+            outcome.errors.len(),
+            error.line,
+            error.reason
+        );
+    }
+    let options = ImportOptions {
+        source_name: source_name.to_string(),
+        ..ImportOptions::default()
+    };
+    let messages = import_messages(options, outcome.rows);
+    Ok(client
+        .import_devices(futures::stream::iter(messages))
+        .await
+        .map_err(|status| anyhow::anyhow!("ImportDevices: {}", super::describe_status(&status)))?
+        .into_inner())
 }
 
 /// A progress bar on standard error, drawn only when it is a terminal

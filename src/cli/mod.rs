@@ -66,6 +66,7 @@ pub enum AlertsCommand {
 }
 
 pub use alerting::StatusArgs;
+pub use devices::import_csv;
 pub use interfaces::InterfacesArgs;
 pub use planner::SizingArgs;
 
@@ -131,7 +132,7 @@ pub struct InventoryArgs {
     token: Option<String>,
 }
 
-type InventoryClient = InventoryServiceClient<PeerChannel>;
+pub type InventoryClient = InventoryServiceClient<PeerChannel>;
 
 impl InventoryArgs {
     /// A client on a lazy channel: nothing is dialled until the first call.

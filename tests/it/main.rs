@@ -16,6 +16,7 @@ mod inventory_cli;
 mod lab_e2e;
 mod lab_gap;
 mod lab_loss;
+mod lab_up;
 mod planner;
 mod snmp_isp;
 mod snmp_v3;
