@@ -220,12 +220,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .map(|t| (*t, listeners[t].grpc_addr(), listeners[t].metrics_addr()))
         .collect();
 
+    // Stopping goes in stages, so nothing in flight is lost: the probers
+    // first (they finish their batches and deliver them while the planner
+    // and alerting still listen), then the planner and alerting, then the
+    // inventory they follow.
     let stop = CancellationToken::new();
+    let stages = Stages::new();
     let mut services: JoinSet<Outcome> = JoinSet::new();
     let mut start = |target: Target, services: &mut JoinSet<Outcome>| {
         let config = configs.remove(&target).expect("configured once");
         let listeners = listeners.remove(&target).expect("bound once");
-        let shutdown = stop.clone().cancelled_owned();
+        let shutdown = stages.token(target).cancelled_owned();
         services.spawn(async move {
             let outcome = serve(target, &config, listeners, shutdown).await;
             (target, outcome)
@@ -285,6 +290,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = netward_shared::shutdown::signal();
     tokio::pin!(shutdown);
     let mut error = None;
+    let mut live: Vec<Target> = Target::ALL.to_vec();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -292,6 +298,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 // The ping executor without ICMP privileges: said, and the
                 // rest go on (alerting raises the monitoring gap).
                 Ok((Target::PingExecutor, Err(cause))) => {
+                    live.retain(|t| *t != Target::PingExecutor);
                     eprintln!("netward up: ping executor not running: {cause:#}");
                     eprintln!(
                         "netward up: the other services keep running; alerting reports every \
@@ -299,6 +306,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                     );
                 }
                 ended => {
+                    if let Ok((target, _)) = &ended {
+                        live.retain(|t| t != target);
+                    }
                     error = Some(failed(ended));
                     break;
                 }
@@ -308,14 +318,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("netward up: stopping (draining every service)…");
     stop.cancel();
     reporter.abort();
-    let drained = tokio::time::timeout(STOP_TIMEOUT, async {
-        while let Some(ended) = services.join_next().await {
-            if let Ok((target, Err(cause))) = ended {
-                eprintln!("netward up: {target} stopped with an error: {cause:#}");
-            }
-        }
-    })
-    .await;
+    let drained = tokio::time::timeout(STOP_TIMEOUT, stages.stop(&mut services, live)).await;
     if drained.is_err() {
         eprintln!(
             "netward up: services still draining after {}s; exiting anyway",
@@ -327,6 +330,56 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => {
             println!("netward up: stopped");
             Ok(())
+        }
+    }
+}
+
+/// The shutdown tokens of the three stages of stopping.
+struct Stages {
+    probers: CancellationToken,
+    core: CancellationToken,
+    inventory: CancellationToken,
+}
+
+impl Stages {
+    fn new() -> Self {
+        Self {
+            probers: CancellationToken::new(),
+            core: CancellationToken::new(),
+            inventory: CancellationToken::new(),
+        }
+    }
+
+    fn token(&self, target: Target) -> CancellationToken {
+        match target {
+            Target::PingExecutor | Target::SnmpPoller => self.probers.clone(),
+            Target::Planner | Target::Alerting => self.core.clone(),
+            Target::Inventory => self.inventory.clone(),
+        }
+    }
+
+    /// Stops each stage and waits for its services before the next.
+    /// `live`: the services started and not ended yet.
+    async fn stop(&self, services: &mut JoinSet<Outcome>, mut live: Vec<Target>) {
+        let stages = [
+            (&self.probers, &[Target::PingExecutor, Target::SnmpPoller][..]),
+            (&self.core, &[Target::Planner, Target::Alerting][..]),
+            (&self.inventory, &[Target::Inventory][..]),
+        ];
+        for (token, targets) in stages {
+            token.cancel();
+            while targets.iter().any(|t| live.contains(t)) {
+                match services.join_next().await {
+                    Some(Ok((target, outcome))) => {
+                        if let Err(cause) = outcome {
+                            eprintln!("netward up: {target} stopped with an error: {cause:#}");
+                        }
+                        live.retain(|t| *t != target);
+                    }
+                    Some(Err(join)) => eprintln!("netward up: a service panicked: {join}"),
+                    None => return,
+                }
+            }
         }
     }
 }
@@ -425,40 +478,53 @@ async fn load_inventory(mut client: InventoryClient, file: Option<&Path>) -> any
 }
 
 /// One line per completed ping cycle: the devices per state as alerting
-/// holds them, and the cycle's own figures.
+/// holds them, and the cycle's own figures. Polls `ListCycles` each second
+/// rather than following `WatchCycles`, so a line is never lost to a stream
+/// that ended or lagged (every completed cycle since the last line prints).
 async fn report_cycles(
     mut planner: PlannerServiceClient<PeerChannel>,
     mut alerting: AlertingServiceClient<PeerChannel>,
     stop: CancellationToken,
 ) {
+    let mut printed = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let watch = planner
-            .watch_cycles(v1::WatchCyclesRequest {
-                kind: v1::ExecutorKind::Ping as i32,
-            })
-            .await;
-        if let Ok(response) = watch {
-            let mut events = response.into_inner();
-            while let Ok(Some(event)) = events.message().await {
-                if event.event != v1::CycleEventKind::Completed as i32 {
-                    continue;
-                }
-                let Some(cycle) = event.cycle else { continue };
-                let counts = alerting
-                    .list_device_statuses(v1::ListDeviceStatusesRequest {
-                        page_size: 1,
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()
-                    .and_then(|r| r.into_inner().counts);
-                println!("{}", cycle_line(&cycle, counts.as_ref()));
-            }
-        }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tick.tick() => {}
         }
+        let Ok(listed) = planner
+            .list_cycles(v1::ListCyclesRequest {
+                kind: v1::ExecutorKind::Ping as i32,
+                page_size: 20,
+                page_token: String::new(),
+            })
+            .await
+        else {
+            continue;
+        };
+        let mut completed: Vec<v1::CycleSummary> = listed
+            .into_inner()
+            .cycles
+            .into_iter()
+            .filter(|c| c.completed && c.cycle_id > printed)
+            .collect();
+        if completed.is_empty() {
+            continue;
+        }
+        completed.sort_by_key(|c| c.cycle_id);
+        let counts = alerting
+            .list_device_statuses(v1::ListDeviceStatusesRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().counts);
+        for cycle in &completed {
+            println!("{}", cycle_line(cycle, counts.as_ref()));
+        }
+        printed = completed.last().map_or(printed, |c| c.cycle_id);
     }
 }
 
