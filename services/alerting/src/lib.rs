@@ -6,6 +6,8 @@
 //! daily partitions with a retention and one-minute rollups. What is
 //! stored is then evaluated through `backlog.rs` (state, then alerts, each
 //! swapped into memory only after its commit, retried until it commits).
+//! `service.rs` is the domain the API calls, with one error type;
+//! `grpc.rs` adapts it to `AlertingService`.
 
 pub mod alerts;
 pub mod availability;
@@ -20,6 +22,7 @@ mod overlay;
 pub mod retention;
 pub mod rules;
 pub mod scope;
+pub mod service;
 pub mod silences;
 pub mod snmp;
 pub mod state;
@@ -465,10 +468,11 @@ pub async fn run(
             }
         }
     });
-    let service = AlertingServiceServer::new(AlertingGrpc::new(
-        ingestor, evaluator, alerts, backlog, notifier, snmp, copy, stop,
-    ))
-    .max_decoding_message_size(64 * 1024 * 1024);
+    let alerting = Arc::new(service::Alerting::new(
+        ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
+    ));
+    let service = AlertingServiceServer::new(AlertingGrpc::new(alerting, stop))
+        .max_decoding_message_size(64 * 1024 * 1024);
     server
         .add_service(service)
         .serve(listeners, shutdown)
