@@ -8,4 +8,5 @@ mod ingest;
 mod live;
 mod notify;
 mod retention;
+mod service;
 mod snmp;
