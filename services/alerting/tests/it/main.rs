@@ -10,3 +10,4 @@ mod notify;
 mod retention;
 mod service;
 mod snmp;
+mod stores;
