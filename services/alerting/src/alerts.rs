@@ -17,8 +17,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, TimeDelta, Utc};
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
-use prost::Message as _;
-use sqlx::PgPool;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -28,7 +26,7 @@ use crate::rules::{self, default_rules};
 use crate::scope;
 use crate::silences::Silences;
 use crate::state::{AlertKind, Event, EventKind};
-use crate::store::ProbeRow;
+use crate::store::{AlertNotification, AlertStore, AlertWrite, NotifyWhen, ProbeRow, Stores};
 use crate::timestamp as ts;
 use crate::window::{self, Judgement, ProbeWindow};
 
@@ -37,7 +35,7 @@ use crate::window::{self, Judgement, ProbeWindow};
 type OpenKey = (String, String, String);
 
 pub struct AlertEngine {
-    pool: PgPool,
+    store: Arc<dyn AlertStore>,
     /// Delivers what `write` puts in the outbox (in the alert's transaction).
     notifier: Option<Arc<Notifier>>,
     copy: SharedCopy,
@@ -93,66 +91,46 @@ pub enum RuleError {
 impl AlertEngine {
     /// Seeds the default rules on a fresh database, loads rules and open alerts.
     pub async fn start(
-        pool: PgPool,
+        stores: &Stores,
         copy: SharedCopy,
         notifier: Option<Arc<Notifier>>,
     ) -> Result<Self, sqlx::Error> {
+        let store = stores.alerts.clone();
         // Each default is seeded once, when no built-in rule of its kind
         // and name exists (renamed built-ins are not seeded again).
-        let seeded: Vec<(i16, String)> =
-            sqlx::query_as("SELECT kind, name FROM rules WHERE builtin")
-                .fetch_all(&pool)
-                .await?;
+        let seeded = store.builtin_rules().await?;
         // Threshold rules are told apart by name (one per metric), the
         // others by kind.
         let missing = default_rules().into_iter().filter(|rule| {
             !seeded.iter().any(|(kind, name)| {
-                *kind == rule.kind as i16
+                *kind == rule.kind
                     && (rule.kind != v1::RuleKind::SnmpThreshold as i32 || *name == rule.name)
             })
         });
         for rule in missing {
-            sqlx::query("INSERT INTO rules (id, name, kind, enabled, builtin, body) VALUES ($1, $2, $3, true, true, $4) ON CONFLICT (name) DO NOTHING")
-                    .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
-                    .bind(&rule.name)
-                    .bind(rule.kind as i16)
-                    .bind(rule.encode_to_vec())
-                    .execute(&pool)
-                    .await?;
+            store.seed_rule(&rule).await?;
         }
-        let rules: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM rules ORDER BY name")
-            .fetch_all(&pool)
-            .await?;
-        let mut rules: Vec<v1::Rule> = rules
-            .iter()
-            .filter_map(|b| v1::Rule::decode(b.as_slice()).ok())
-            .collect();
+        let mut rules = store.rules().await?;
         // Built-in latency and loss rules seeded "for 3 probes" and never
         // changed take today's window defaults (stored as protobuf bodies,
         // so this is code, not a migration).
         for rule in &mut rules {
             if let Some(upgraded) = rules::upgrade_builtin(rule) {
-                sqlx::query("UPDATE rules SET body = $2 WHERE id = $1")
-                    .bind(Uuid::parse_str(&upgraded.id).unwrap_or_default())
-                    .bind(upgraded.encode_to_vec())
-                    .execute(&pool)
-                    .await?;
+                store.replace_rule_body(&upgraded).await?;
                 tracing::info!(rule = %upgraded.name, "built-in rule upgraded to a window of probes");
                 *rule = upgraded;
             }
         }
-        let open: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alerts WHERE state <> 3")
-            .fetch_all(&pool)
-            .await?;
-        let open = open
-            .iter()
-            .filter_map(|b| v1::Alert::decode(b.as_slice()).ok())
+        let open = store
+            .open_alerts()
+            .await?
+            .into_iter()
             .map(|a| (key_of(&a), a))
             .collect();
         let (events, _) = broadcast::channel(1024);
-        let silences = Arc::new(Silences::load(pool.clone()).await?);
+        let silences = Arc::new(Silences::load(stores.silences.clone()).await?);
         Ok(Self {
-            pool,
+            store,
             notifier,
             copy,
             rules: RwLock::new(rules),
@@ -208,13 +186,8 @@ impl AlertEngine {
         rule.builtin = false;
         rule.created_at = Some(now);
         rule.updated_at = Some(now);
-        sqlx::query("INSERT INTO rules (id, name, kind, enabled, builtin, body) VALUES ($1, $2, $3, $4, false, $5)")
-            .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
-            .bind(&rule.name)
-            .bind(rule.kind as i16)
-            .bind(rule.enabled.unwrap_or(true))
-            .bind(rule.encode_to_vec())
-            .execute(&self.pool)
+        self.store
+            .insert_rule(&rule)
             .await
             .map_err(|e| name_taken(e, &rule.name))?;
         if let Ok(mut rules) = self.rules.write() {
@@ -244,12 +217,8 @@ impl AlertEngine {
         rule.builtin = current.builtin;
         rule.created_at = current.created_at;
         rule.updated_at = Some(ts(Utc::now()));
-        sqlx::query("UPDATE rules SET name = $2, enabled = $3, body = $4 WHERE id = $1")
-            .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
-            .bind(&rule.name)
-            .bind(rule.enabled.unwrap_or(true))
-            .bind(rule.encode_to_vec())
-            .execute(&self.pool)
+        self.store
+            .update_rule(&rule)
             .await
             .map_err(|e| name_taken(e, &rule.name))?;
         if let Ok(mut rules) = self.rules.write()
@@ -275,9 +244,8 @@ impl AlertEngine {
         if rule.builtin {
             return Err(RuleError::Builtin(rule.name));
         }
-        sqlx::query("DELETE FROM rules WHERE id = $1")
-            .bind(Uuid::parse_str(&rule.id).unwrap_or_default())
-            .execute(&self.pool)
+        self.store
+            .delete_rule(Uuid::parse_str(&rule.id).unwrap_or_default())
             .await?;
         if let Ok(mut rules) = self.rules.write() {
             rules.retain(|r| r.id != rule.id);
@@ -833,63 +801,41 @@ impl AlertEngine {
             );
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for change in &changes {
-            let alert = change.alert();
-            let id = Uuid::parse_str(&alert.id).unwrap_or_default();
-            if let Change::Open(_) = change {
-                sqlx::query(
-                    "INSERT INTO alerts (id, rule_id, device_id, interface, state, severity, started_at, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(id)
-                .bind(Uuid::parse_str(&alert.rule_id).unwrap_or_default())
-                .bind(Uuid::parse_str(&alert.device_id).unwrap_or_default())
-                .bind(key_of(alert).2)
-                .bind(alert.state as i16)
-                .bind(alert.severity as i16)
-                .bind(alert.started_at.as_ref().map(from_ts).unwrap_or_else(Utc::now))
-                .bind(alert.encode_to_vec())
-                .execute(&mut *tx)
-                .await?;
-            } else {
-                sqlx::query(
-                    "UPDATE alerts SET state = $2, resolved_at = $3, body = $4 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(alert.state as i16)
-                .bind(alert.resolved_at.as_ref().map(from_ts))
-                .bind(alert.encode_to_vec())
-                .execute(&mut *tx)
-                .await?;
-            }
-            // The notification commits with the alert change, or neither
-            // does: a crash in between loses nothing. A muted change sends
-            // nothing; a resolve only follows a firing that was sent, and a
-            // firing is sent once (late, when a silence ends before the alert).
-            let Some(notifier) = &self.notifier else {
-                continue;
-            };
-            if alert.suppressed {
-                continue;
-            }
-            let notify = match change {
-                Change::Open(_) => true,
-                Change::Resolve(_) => fired_notified(&mut tx, id).await?,
-                Change::Touch(_) => !fired_notified(&mut tx, id).await?,
-            };
-            if notify {
-                let channels = self.channels_of(&alert.rule_id);
-                notify::enqueue_to(
-                    &mut tx,
-                    notifier.config(),
-                    &self.notification(alert),
-                    &channels,
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
+        // The notification commits with the alert change, or neither does:
+        // a crash in between loses nothing. A muted change sends nothing; a
+        // resolve only follows a firing that was sent, and a firing is sent
+        // once (late, when a silence ends before the alert).
+        let writes: Vec<AlertWrite> = changes
+            .iter()
+            .map(|change| {
+                let alert = change.alert();
+                let notify = self
+                    .notifier
+                    .as_ref()
+                    .filter(|_| !alert.suppressed)
+                    .and_then(|notifier| {
+                        let when = match change {
+                            Change::Open(_) => NotifyWhen::Always,
+                            Change::Resolve(_) => NotifyWhen::FiringSent,
+                            Change::Touch(_) => NotifyWhen::FiringNotSent,
+                        };
+                        let channels = self.channels_of(&alert.rule_id);
+                        notify::outbox_entry(
+                            notifier.config(),
+                            &self.notification(alert),
+                            &channels,
+                        )
+                        .map(|notification| AlertNotification { when, notification })
+                    });
+                AlertWrite {
+                    alert: alert.clone(),
+                    new: matches!(change, Change::Open(_)),
+                    subject: key_of(alert).2,
+                    notify,
+                }
+            })
+            .collect();
+        self.store.write_alerts(&writes).await?;
         overlay::apply(
             &mut self.open.lock().unwrap_or_else(|p| p.into_inner()),
             staged,
@@ -1029,12 +975,7 @@ impl AlertEngine {
         alert.acknowledged_by = by.to_string();
         alert.ack_comment = comment.to_string();
         alert.updated_at = Some(ts(now));
-        sqlx::query("UPDATE alerts SET state = $2, body = $3 WHERE id = $1 AND state <> 3")
-            .bind(Uuid::parse_str(id).unwrap_or_default())
-            .bind(alert.state as i16)
-            .bind(alert.encode_to_vec())
-            .execute(&self.pool)
-            .await?;
+        self.store.acknowledge_alert(&alert).await?;
         if let Ok(mut open) = self.open.lock()
             && let Some(entry) = open.get_mut(&key_of(&alert))
         {
@@ -1055,25 +996,11 @@ impl AlertEngine {
         include_resolved: bool,
         limit: i64,
     ) -> Result<Vec<v1::Alert>, sqlx::Error> {
-        let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT body FROM alerts WHERE ($1 OR state <> 3) ORDER BY started_at DESC, id LIMIT $2",
-        )
-        .bind(include_resolved)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(bodies
-            .iter()
-            .filter_map(|b| v1::Alert::decode(b.as_slice()).ok())
-            .collect())
+        self.store.list_alerts(include_resolved, limit).await
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<v1::Alert>, sqlx::Error> {
-        let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(body.and_then(|b| v1::Alert::decode(b.as_slice()).ok()))
+        self.store.alert(id).await
     }
 }
 
@@ -1392,16 +1319,6 @@ impl Observation {
             }
         }
     }
-}
-
-/// Whether a firing notification of the alert is in the outbox (sent or due).
-async fn fired_notified(tx: &mut sqlx::PgConnection, alert_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM notification_outbox WHERE alert_id = $1 AND event = 'firing')",
-    )
-    .bind(alert_id)
-    .fetch_one(&mut *tx)
-    .await
 }
 
 fn from_ts(ts: &prost_types::Timestamp) -> DateTime<Utc> {

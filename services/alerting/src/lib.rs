@@ -6,6 +6,8 @@
 //! daily partitions with a retention and one-minute rollups. What is
 //! stored is then evaluated through `backlog.rs` (state, then alerts, each
 //! swapped into memory only after its commit, retried until it commits).
+//! `service.rs` is the domain the API calls, with one error type;
+//! `grpc.rs` adapts it to `AlertingService`.
 
 pub mod alerts;
 pub mod availability;
@@ -20,6 +22,7 @@ mod overlay;
 pub mod retention;
 pub mod rules;
 pub mod scope;
+pub mod service;
 pub mod silences;
 pub mod snmp;
 pub mod state;
@@ -39,7 +42,6 @@ use crate::alerts::AlertEngine;
 use crate::evaluate::Evaluator;
 use crate::ingest::Ingestor;
 use crate::state::{StateConfig, StateMachine};
-use crate::store::PgStore;
 
 pub use crate::grpc::AlertingGrpc;
 
@@ -120,6 +122,8 @@ pub enum Error {
     NoDatabase,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] store::OpenError),
     #[error("invalid [alerting.state]: {0}")]
     State(#[from] state::InvalidStateConfig),
     #[error("inventory client: {0}")]
@@ -289,14 +293,14 @@ pub async fn run(
         .ok_or(Error::NoDatabase)?;
     let retentions = section.retentions();
     retentions.validate()?;
-    let store = Arc::new(PgStore::connect(url.expose()).await?);
-    let pruner = retention::Pruner::new(store.clone(), retentions);
+    let stores = store::open(url.expose()).await?;
+    let pruner = retention::Pruner::new(stores.results.clone(), retentions);
     let machine = StateMachine::new(section.state.clone())?;
     let copy: netward_shared::inventory_copy::SharedCopy = Default::default();
     section.rates.validate()?;
     let snmp = Arc::new(
         snmp::book::SnmpBook::load(
-            store.pool().clone(),
+            stores.snmp.clone(),
             snmp::classify::Classifier::new(&section.interfaces)?,
             section.rates.clone(),
             copy.clone(),
@@ -304,25 +308,27 @@ pub async fn run(
         .await?,
     );
     let ingestor = Arc::new(
-        Ingestor::new(store.clone(), section.retention, section.rollup_retention)
-            .with_snmp(snmp.clone())
-            .with_inventory(copy.clone()),
+        Ingestor::new(
+            stores.results.clone(),
+            section.retention,
+            section.rollup_retention,
+        )
+        .with_snmp(snmp.clone())
+        .with_inventory(copy.clone()),
     );
     ingestor.maintain(chrono::Utc::now()).await?;
     let notifier = Arc::new(notify::Notifier::new(
-        store.pool().clone(),
+        stores.notifications.clone(),
         section.notify.clone(),
     )?);
-    let alerts = Arc::new(
-        AlertEngine::start(store.pool().clone(), copy.clone(), Some(notifier.clone())).await?,
-    );
+    let alerts = Arc::new(AlertEngine::start(&stores, copy.clone(), Some(notifier.clone())).await?);
     // Live state goes to Redis when one is configured, else stays in process.
     let live = Arc::new(match &config.common.redis_url {
         Some(url) => live::LiveState::redis(url.expose(), live::DEFAULT_PREFIX)?,
         None => live::LiveState::memory(),
     });
     let evaluator =
-        Arc::new(Evaluator::restore_with_live(machine, store, copy.clone(), live).await?);
+        Arc::new(Evaluator::restore_with_live(machine, stores.results, copy.clone(), live).await?);
     let backlog = Arc::new(backlog::Backlog::new(
         evaluator.clone(),
         alerts.clone(),
@@ -462,10 +468,11 @@ pub async fn run(
             }
         }
     });
-    let service = AlertingServiceServer::new(AlertingGrpc::new(
-        ingestor, evaluator, alerts, backlog, notifier, snmp, copy, stop,
-    ))
-    .max_decoding_message_size(64 * 1024 * 1024);
+    let alerting = Arc::new(service::Alerting::new(
+        ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
+    ));
+    let service = AlertingServiceServer::new(AlertingGrpc::new(alerting, stop))
+        .max_decoding_message_size(64 * 1024 * 1024);
     server
         .add_service(service)
         .serve(listeners, shutdown)

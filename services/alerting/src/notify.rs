@@ -1,9 +1,9 @@
 //! Notifications through a transactional outbox.
 //!
 //! An alert change and the notifications announcing it commit together:
-//! [`enqueue`] writes one `notification_outbox` row per configured channel
-//! inside the caller's transaction, so a crash loses neither, and never
-//! announces a change that rolled back. A [`Notifier`] then delivers due
+//! the alert store writes one outbox row per configured channel
+//! ([`outbox_entry`]) inside the change's transaction, so a crash loses
+//! neither, and never announces a change that rolled back. A [`Notifier`] then delivers due
 //! rows (a generic JSON webhook, or the Alertmanager v2 API), retrying with
 //! exponential backoff and recording each outcome on the row.
 //!
@@ -25,11 +25,13 @@ use netward_shared::secret::Secret;
 use rand::Rng as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
-use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::store::{
+    Attempt, ClaimedNotification, DeliveryState, NewNotification, NotificationStore,
+};
 
 /// Rows claimed per round; a full round starts the next one at once.
 const BATCH: i64 = 100;
@@ -37,20 +39,12 @@ const BATCH: i64 = 100;
 const CONCURRENCY: usize = 16;
 /// How often the delivery loop looks for due rows without being woken.
 const TICK: Duration = Duration::from_millis(500);
-/// Advisory lock taken while claiming, so concurrent claims (other
-/// instances) see each other's leases and keep per-alert order. ASCII
-/// "nwoutbox".
-const CLAIM_LOCK: i64 = 0x6e77_6f75_7462_6f78;
 /// Alertmanager resolves an alert whose `endsAt` has passed. The outbox
 /// sends a firing alert once, not on a resend loop as Prometheus does, so
 /// the firing end lies far ahead and the resolve notification ends it.
 const FIRING_HORIZON: TimeDelta = TimeDelta::days(365);
 /// Longest response body quoted in `last_error`.
 const ERROR_BODY_CHARS: usize = 256;
-
-const PENDING: i16 = 1;
-const DELIVERED: i16 = 2;
-const FAILED: i16 = 3;
 
 /// The `[alerting.notify]` section: channels and the retry policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -156,7 +150,7 @@ impl NotificationEvent {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "firing" => Some(Self::Firing),
             "resolved" => Some(Self::Resolved),
@@ -218,49 +212,30 @@ pub struct Measurement {
     pub cycle_id: Option<u64>,
 }
 
-/// Writes one outbox row per configured channel, inside the caller's
-/// transaction; returns the number of rows. Call [`Notifier::wake`] after
-/// the commit to send them without waiting for the next tick.
-pub async fn enqueue(
-    tx: &mut PgConnection,
-    config: &NotifyConfig,
-    notification: &Notification,
-) -> Result<u64, sqlx::Error> {
-    enqueue_to(tx, config, notification, &[]).await
-}
-
-/// [`enqueue`] for the channels a rule names (`Rule.channels`); empty means
-/// every channel. Names not configured are skipped.
-pub async fn enqueue_to(
-    tx: &mut PgConnection,
+/// The outbox rows announcing `notification` on the channels a rule names
+/// (`Rule.channels`; empty means every channel; names not configured are
+/// skipped); `None` when no channel is left.
+pub fn outbox_entry(
     config: &NotifyConfig,
     notification: &Notification,
     only: &[String],
-) -> Result<u64, sqlx::Error> {
-    let (names, kinds): (Vec<String>, Vec<i16>) = config
+) -> Option<NewNotification> {
+    let channels: Vec<(String, v1::ChannelKind)> = config
         .channels()
         .filter(|(name, _)| only.is_empty() || only.iter().any(|o| o == name))
-        .map(|(name, kind)| (name.to_string(), kind as i16))
-        .unzip();
-    if names.is_empty() {
-        return Ok(0);
+        .map(|(name, kind)| (name.to_string(), kind))
+        .collect();
+    if channels.is_empty() {
+        return None;
     }
     let mut payload = notification.payload.clone();
     payload.state = notification.event;
-    let inserted = sqlx::query(
-        "INSERT INTO notification_outbox (alert_id, channel, channel_kind, event, payload, state)
-         SELECT $1, c.name, c.kind, $4, $5, $6
-         FROM UNNEST($2::text[], $3::int2[]) AS c(name, kind)",
-    )
-    .bind(notification.alert_id)
-    .bind(&names)
-    .bind(&kinds)
-    .bind(notification.event.as_str())
-    .bind(Json(&payload))
-    .bind(PENDING)
-    .execute(&mut *tx)
-    .await?;
-    Ok(inserted.rows_affected())
+    Some(NewNotification {
+        alert_id: notification.alert_id,
+        event: notification.event,
+        payload,
+        channels,
+    })
 }
 
 /// What one [`Notifier::deliver_due`] round did.
@@ -290,9 +265,8 @@ enum Target {
 
 /// Delivers the outbox. Cheap to share behind an `Arc`; any number of
 /// instances may run on one database.
-#[derive(Debug)]
 pub struct Notifier {
-    pool: PgPool,
+    store: Arc<dyn NotificationStore>,
     config: NotifyConfig,
     client: reqwest::Client,
     targets: HashMap<String, Target>,
@@ -300,17 +274,6 @@ pub struct Notifier {
     /// stay pending (and counted) until a configuration names them again.
     names: Vec<String>,
     wake: Notify,
-}
-
-/// A row claimed for delivery.
-#[derive(Debug, sqlx::FromRow)]
-struct Claimed {
-    id: i64,
-    alert_id: Uuid,
-    channel: String,
-    event: String,
-    payload: Json<serde_json::Value>,
-    attempts: i32,
 }
 
 /// What one attempt came to.
@@ -323,8 +286,11 @@ enum Outcome {
 }
 
 impl Notifier {
-    /// A notifier over the alerting pool (`search_path = alerting`).
-    pub fn new(pool: PgPool, config: NotifyConfig) -> Result<Self, InvalidNotifyConfig> {
+    /// A notifier over the outbox in `store`.
+    pub fn new(
+        store: Arc<dyn NotificationStore>,
+        config: NotifyConfig,
+    ) -> Result<Self, InvalidNotifyConfig> {
         let mut targets = HashMap::new();
         for webhook in &config.webhooks {
             let url = parse_url(&webhook.name, &webhook.url)?;
@@ -376,7 +342,7 @@ impl Notifier {
             .map(|(name, _)| name.to_string())
             .collect();
         Ok(Self {
-            pool,
+            store,
             config,
             client,
             targets,
@@ -435,7 +401,7 @@ impl Notifier {
 
         // Rows come back in id order; grouping keeps that order per
         // (alert, channel).
-        let mut groups: Vec<Vec<Claimed>> = Vec::new();
+        let mut groups: Vec<Vec<ClaimedNotification>> = Vec::new();
         let mut index: HashMap<(Uuid, String), usize> = HashMap::new();
         for row in claimed {
             let key = (row.alert_id, row.channel.clone());
@@ -480,32 +446,11 @@ impl Notifier {
             0 => 100,
             n => n.min(1000),
         };
-        let states: Vec<i16> = filter.states.iter().map(|s| *s as i16).collect();
-        let mut rows: Vec<OutboxRow> = sqlx::query_as::<_, RawRow>(
-            "SELECT id, alert_id, channel, channel_kind, event, state, attempts, last_error,
-                    next_attempt_at, created_at, delivered_at,
-                    COALESCE(payload->>'device_id', '') AS device_id,
-                    COALESCE(payload->>'rule_name', '') AS rule_name
-             FROM notification_outbox
-             WHERE (cardinality($1::int2[]) = 0
-                    OR (CASE WHEN state = 1 AND attempts > 0 THEN 4 ELSE state END) = ANY($1))
-               AND ($2::uuid IS NULL OR alert_id = $2)
-               AND ($3::text IS NULL OR channel = $3)
-               AND ($4::int8 IS NULL OR id < $4)
-             ORDER BY id DESC
-             LIMIT $5",
-        )
-        .bind(&states)
-        .bind(filter.alert_id)
-        .bind(filter.channel.as_deref())
-        .bind(filter.before_id)
         // One more than asked tells whether another page follows.
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(OutboxRow::from)
-        .collect();
+        let mut rows = self
+            .store
+            .list_notifications(filter, i64::from(limit) + 1)
+            .await?;
         let next_before_id = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|row| row.id)
@@ -529,49 +474,20 @@ impl Notifier {
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Claimed>, sqlx::Error> {
+    ) -> Result<Vec<ClaimedNotification>, sqlx::Error> {
         if self.names.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        // Serialises claims across instances; held for one short statement.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CLAIM_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        // A row waits while an older row of its (alert, channel) is pending
-        // and not due: backing off, or leased to a sender right now.
-        let mut rows: Vec<Claimed> = sqlx::query_as(
-            "WITH due AS (
-                 SELECT n.id FROM notification_outbox n
-                 WHERE n.state = 1 AND n.next_attempt_at <= $1 AND n.channel = ANY($2)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM notification_outbox o
-                       WHERE o.alert_id = n.alert_id AND o.channel = n.channel
-                         AND o.state = 1 AND o.id < n.id AND o.next_attempt_at > $1)
-                 ORDER BY n.id
-                 LIMIT $3
-                 FOR UPDATE OF n SKIP LOCKED)
-             UPDATE notification_outbox t SET next_attempt_at = $4
-             FROM due WHERE t.id = due.id
-             RETURNING t.id, t.alert_id, t.channel, t.event, t.payload, t.attempts",
-        )
-        .bind(now)
-        .bind(&self.names)
-        .bind(BATCH)
-        .bind(lease_until)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.sort_by_key(|row| row.id);
-        Ok(rows)
+        self.store
+            .claim_due(now, &self.names, BATCH, lease_until)
+            .await
     }
 
     /// Sends one (alert, channel)'s rows in order; after a failure the rest
     /// wait for it.
     async fn deliver_group(
         &self,
-        group: Vec<Claimed>,
+        group: Vec<ClaimedNotification>,
         lease_until: DateTime<Utc>,
         clock: impl Fn() -> DateTime<Utc>,
     ) -> Result<Vec<Outcome>, sqlx::Error> {
@@ -581,15 +497,7 @@ impl Notifier {
             if blocked {
                 // Due again at once; the claim skips it while the failed
                 // row ahead of it is pending.
-                sqlx::query(
-                    "UPDATE notification_outbox SET next_attempt_at = $2
-                     WHERE id = $1 AND state = 1 AND next_attempt_at = $3",
-                )
-                .bind(row.id)
-                .bind(clock())
-                .bind(lease_until)
-                .execute(&self.pool)
-                .await?;
+                self.store.postpone(row.id, clock(), lease_until).await?;
                 outcomes.push(Outcome::Postponed);
                 continue;
             }
@@ -605,7 +513,7 @@ impl Notifier {
     /// lease: a round that outlived it leaves the row to whoever took it.
     async fn record(
         &self,
-        row: &Claimed,
+        row: &ClaimedNotification,
         sent: Result<(), String>,
         lease_until: DateTime<Utc>,
         at: DateTime<Utc>,
@@ -615,7 +523,7 @@ impl Notifier {
             Ok(()) => (
                 Outcome::Delivered,
                 "delivered",
-                DELIVERED,
+                DeliveryState::Delivered,
                 at,
                 String::new(),
             ),
@@ -628,7 +536,7 @@ impl Notifier {
                     %error,
                     "notification failed for the last time; giving up"
                 );
-                (Outcome::Failed, "failed", FAILED, at, error)
+                (Outcome::Failed, "failed", DeliveryState::Failed, at, error)
             }
             Err(error) => {
                 let delay = backoff(&self.config, attempts);
@@ -644,27 +552,24 @@ impl Notifier {
                 (
                     Outcome::Retried,
                     "retried",
-                    PENDING,
+                    DeliveryState::Pending,
                     at + to_delta(delay),
                     error,
                 )
             }
         };
-        let recorded = sqlx::query(
-            "UPDATE notification_outbox
-             SET state = $2, attempts = attempts + 1, next_attempt_at = $3, last_error = $4,
-                 delivered_at = CASE WHEN $2 = 2 THEN $5 ELSE delivered_at END
-             WHERE id = $1 AND state = 1 AND next_attempt_at = $6",
-        )
-        .bind(row.id)
-        .bind(state)
-        .bind(next)
-        .bind(&error)
-        .bind(at)
-        .bind(lease_until)
-        .execute(&self.pool)
-        .await?;
-        if recorded.rows_affected() == 0 {
+        let recorded = self
+            .store
+            .record_attempt(&Attempt {
+                id: row.id,
+                state,
+                next_attempt_at: next,
+                last_error: error,
+                at,
+                lease_until,
+            })
+            .await?;
+        if !recorded {
             // This round outlived its lease and another sender took the row
             // (it may send it again: at least once); its record stands.
             tracing::debug!(id = row.id, channel = %row.channel, "lease lost before recording");
@@ -679,7 +584,7 @@ impl Notifier {
     }
 
     /// One HTTP attempt; `Err` carries what goes into `last_error`.
-    async fn send(&self, row: &Claimed) -> Result<(), String> {
+    async fn send(&self, row: &ClaimedNotification) -> Result<(), String> {
         let target = self
             .targets
             .get(&row.channel)
@@ -689,9 +594,9 @@ impl Notifier {
                 .client
                 .post(url.clone())
                 .headers(headers.clone())
-                .json(&row.payload.0),
+                .json(&row.payload),
             Target::Alertmanager { alerts_url } => {
-                let payload: AlertPayload = serde_json::from_value(row.payload.0.clone())
+                let payload: AlertPayload = serde_json::from_value(row.payload.clone())
                     .map_err(|e| format!("stored payload is not an alert payload: {e}"))?;
                 let labels = self.identity_labels(row, &payload).await?;
                 let event = NotificationEvent::parse(&row.event).unwrap_or(payload.state);
@@ -722,30 +627,22 @@ impl Notifier {
     /// if the device was renamed in between.
     async fn identity_labels(
         &self,
-        row: &Claimed,
+        row: &ClaimedNotification,
         payload: &AlertPayload,
     ) -> Result<BTreeMap<String, String>, String> {
         if row.event == NotificationEvent::Firing.as_str() {
             return Ok(alertmanager_labels(payload));
         }
-        let firing: Option<Json<AlertPayload>> = sqlx::query_scalar(
-            "SELECT payload FROM notification_outbox
-             WHERE alert_id = $1 AND event = 'firing' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(row.alert_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| format!("reading the firing payload: {e}"))?;
-        Ok(alertmanager_labels(
-            firing.as_ref().map_or(payload, |f| &f.0),
-        ))
+        let firing = self
+            .store
+            .firing_payload(row.alert_id)
+            .await
+            .map_err(|e| format!("reading the firing payload: {e}"))?;
+        Ok(alertmanager_labels(firing.as_ref().unwrap_or(payload)))
     }
 
     async fn update_pending_gauge(&self) -> Result<(), sqlx::Error> {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE state = 1")
-                .fetch_one(&self.pool)
-                .await?;
+        let pending = self.store.pending_notifications().await?;
         metrics::gauge!("alerting_outbox_pending").set(pending as f64);
         Ok(())
     }
@@ -1024,51 +921,6 @@ pub struct OutboxRow {
     /// From the payload.
     pub device_id: String,
     pub rule_name: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct RawRow {
-    id: i64,
-    alert_id: Uuid,
-    channel: String,
-    channel_kind: i16,
-    event: String,
-    state: i16,
-    attempts: i32,
-    last_error: String,
-    next_attempt_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    delivered_at: Option<DateTime<Utc>>,
-    device_id: String,
-    rule_name: String,
-}
-
-impl From<RawRow> for OutboxRow {
-    fn from(raw: RawRow) -> Self {
-        let state = match (raw.state, raw.attempts) {
-            (DELIVERED, _) => v1::NotificationState::Delivered,
-            (FAILED, _) => v1::NotificationState::Failed,
-            (_, 0) => v1::NotificationState::Pending,
-            _ => v1::NotificationState::Retrying,
-        };
-        Self {
-            id: raw.id,
-            alert_id: raw.alert_id,
-            channel: raw.channel,
-            channel_kind: v1::ChannelKind::try_from(i32::from(raw.channel_kind))
-                .unwrap_or(v1::ChannelKind::Unspecified),
-            // The column's CHECK allows nothing else.
-            event: NotificationEvent::parse(&raw.event).unwrap_or(NotificationEvent::Firing),
-            state,
-            attempts: u32::try_from(raw.attempts).unwrap_or(0),
-            last_error: raw.last_error,
-            next_attempt_at: raw.next_attempt_at,
-            created_at: raw.created_at,
-            delivered_at: raw.delivered_at,
-            device_id: raw.device_id,
-            rule_name: raw.rule_name,
-        }
-    }
 }
 
 impl From<OutboxRow> for v1::Notification {

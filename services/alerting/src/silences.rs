@@ -8,18 +8,17 @@
 //! arithmetic ([`Silence::is_active`], [`Silence::next_start`]) is pure.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Datelike as _, Duration, NaiveTime, TimeZone as _, Utc, Weekday};
 use chrono_tz::Tz;
 use netward_shared::inventory_copy::InventoryCopy;
 use netward_shared::proto::v1;
 use netward_shared::status::{FieldViolation, Violations};
-use prost::Message as _;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::scope;
+use crate::store::{SilenceRow, SilenceStore};
 use crate::{from_timestamp, timestamp as ts};
 
 /// A weekly window: on `days`, from `start` local time in `zone`, for `length`.
@@ -334,9 +333,9 @@ fn weekly(recurrence: &v1::Recurrence, v: &mut Violations) -> Option<Weekly> {
     })
 }
 
-/// Every silence that can still open, in memory, backed by PostgreSQL.
+/// Every silence that can still open, in memory, backed by the store.
 pub struct Silences {
-    pool: PgPool,
+    store: Arc<dyn SilenceStore>,
     current: RwLock<HashMap<Uuid, Silence>>,
 }
 
@@ -349,36 +348,30 @@ pub struct ListFilter {
 
 impl Silences {
     /// Loads the silences that have not ended.
-    pub async fn load(pool: PgPool) -> Result<Self, sqlx::Error> {
-        let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT body FROM silences WHERE ends_at IS NULL OR ends_at > now()",
-        )
-        .fetch_all(&pool)
-        .await?;
-        let current = bodies
-            .iter()
-            .filter_map(|b| v1::Silence::decode(b.as_slice()).ok())
+    pub async fn load(store: Arc<dyn SilenceStore>) -> Result<Self, sqlx::Error> {
+        let current = store
+            .unended_silences()
+            .await?
+            .into_iter()
             .filter_map(|body| Silence::parse(body).ok())
             .map(|s| (s.id, s))
             .collect();
         Ok(Self {
-            pool,
+            store,
             current: RwLock::new(current),
         })
     }
 
     pub async fn insert(&self, silence: Silence) -> Result<Silence, sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO silences (id, maintenance, starts_at, ends_at, created_at, body) \
-             VALUES ($1, $2, $3, $4, now(), $5)",
-        )
-        .bind(silence.id)
-        .bind(silence.maintenance())
-        .bind(silence.starts_at)
-        .bind(silence.ends_at)
-        .bind(silence.body.encode_to_vec())
-        .execute(&self.pool)
-        .await?;
+        self.store
+            .insert_silence(&SilenceRow {
+                id: silence.id,
+                maintenance: silence.maintenance(),
+                starts_at: silence.starts_at,
+                ends_at: silence.ends_at,
+                body: silence.body.clone(),
+            })
+            .await?;
         if let Ok(mut current) = self.current.write() {
             current.insert(silence.id, silence.clone());
         }
@@ -386,13 +379,8 @@ impl Silences {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Silence>, sqlx::Error> {
-        let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM silences WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(body
-            .and_then(|b| v1::Silence::decode(b.as_slice()).ok())
-            .and_then(|b| Silence::parse(b).ok()))
+        let body = self.store.silence(id).await?;
+        Ok(body.and_then(|b| Silence::parse(b).ok()))
     }
 
     /// Ends a silence now (it stays listed as expired).
@@ -413,12 +401,7 @@ impl Silences {
         let Ok(ended) = Silence::parse(body) else {
             return Ok(Some(silence));
         };
-        sqlx::query("UPDATE silences SET ends_at = $2, body = $3 WHERE id = $1")
-            .bind(id)
-            .bind(end)
-            .bind(ended.body.encode_to_vec())
-            .execute(&self.pool)
-            .await?;
+        self.store.end_silence(id, end, &ended.body).await?;
         if let Ok(mut current) = self.current.write() {
             current.remove(&id);
         }
@@ -431,20 +414,12 @@ impl Silences {
         filter: &ListFilter,
         now: DateTime<Utc>,
     ) -> Result<Vec<Silence>, sqlx::Error> {
-        let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT body FROM silences \
-             WHERE ($1 OR ends_at IS NULL OR ends_at > $2) \
-               AND ($3::boolean IS NULL OR maintenance = $3) \
-             ORDER BY created_at DESC, id",
-        )
-        .bind(filter.include_expired)
-        .bind(now)
-        .bind(filter.maintenance)
-        .fetch_all(&self.pool)
-        .await?;
+        let bodies = self
+            .store
+            .list_silences(filter.include_expired, filter.maintenance, now)
+            .await?;
         Ok(bodies
-            .iter()
-            .filter_map(|b| v1::Silence::decode(b.as_slice()).ok())
+            .into_iter()
             .filter_map(|b| Silence::parse(b).ok())
             .filter(|s| filter.include_expired || !s.expired(now))
             .collect())

@@ -7,37 +7,26 @@
 //! as the database has it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
-use prost::Message as _;
-use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::classify::{Classifier, DecidedBy, Labels};
 use super::rates::{
     CounterRate, Discontinuity, InterfacePoll, Interval, PollClock, RateConfig, interface_rates,
 };
+use crate::store::{
+    CurrentInterface, InterfaceMemory as Memory, InterfaceRollup, InterfaceSampleRow, SampleRef,
+    SnmpBatch, SnmpDeviceWrite, SnmpStore,
+};
 use crate::timestamp as ts;
 
 /// Oper-status changes are remembered this long (the longest flap window).
 const FLAP_MEMORY: TimeDelta = TimeDelta::hours(24);
-
-/// What rate and flap arithmetic needs besides the last raw sample.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Memory {
-    /// When the last sample was polled (µs since the epoch) and the
-    /// device's sysUpTime then: the clock of the next rate.
-    polled_at_us: i64,
-    uptime_ticks: Option<u32>,
-    /// Instants (µs) of oper-status changes within `FLAP_MEMORY`.
-    oper_changes_us: Vec<i64>,
-}
 
 #[derive(Debug, Clone)]
 struct Interface {
@@ -103,40 +92,6 @@ pub struct SnmpStored {
     pub devices: Vec<DeviceUpdate>,
 }
 
-/// Rows of one batch, column by column (written with UNNEST).
-#[derive(Default)]
-struct Rows {
-    device: Vec<Uuid>,
-    if_index: Vec<i32>,
-    polled_at: Vec<DateTime<Utc>>,
-    admin: Vec<i16>,
-    oper: Vec<i16>,
-    speed: Vec<Option<i64>>,
-    hc: Vec<bool>,
-    in_octets: Vec<Option<i64>>,
-    out_octets: Vec<Option<i64>>,
-    in_errors: Vec<Option<i64>>,
-    out_errors: Vec<Option<i64>>,
-    rates: [Vec<Option<f64>>; 10],
-    deltas: [Vec<Option<i64>>; 4],
-    discontinuity: Vec<i16>,
-}
-
-/// One hour of one interface, merged from the rows of a batch.
-#[derive(Default)]
-struct Rollup {
-    samples: i32,
-    oper_up: i32,
-    rate_samples: i32,
-    in_sum: f64,
-    in_max: Option<f64>,
-    out_sum: f64,
-    out_max: Option<f64>,
-    in_util_max: Option<f64>,
-    out_util_max: Option<f64>,
-    deltas: [i64; 4],
-}
-
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -150,11 +105,6 @@ fn to_us(at: DateTime<Utc>) -> i64 {
 
 fn from_us(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-/// A u64 counter bit for bit in a bigint column.
-fn bits(value: Option<u64>) -> Option<i64> {
-    value.map(|v| v as i64)
 }
 
 fn discontinuity_of(
@@ -189,9 +139,9 @@ fn delta(rate: CounterRate, interval: Interval) -> Option<i64> {
         .map(|per_second| (per_second * elapsed.as_secs_f64()).round() as i64)
 }
 
-/// The current view of every SNMP device's interfaces, backed by PostgreSQL.
+/// The current view of every SNMP device's interfaces, backed by the store.
 pub struct SnmpBook {
-    pool: PgPool,
+    store: Arc<dyn SnmpStore>,
     classifier: Classifier,
     rates: RateConfig,
     copy: SharedCopy,
@@ -202,61 +152,42 @@ pub struct SnmpBook {
 impl SnmpBook {
     /// Loads the stored view (interfaces, last polls).
     pub async fn load(
-        pool: PgPool,
+        store: Arc<dyn SnmpStore>,
         classifier: Classifier,
         rates: RateConfig,
         copy: SharedCopy,
     ) -> Result<Self, sqlx::Error> {
-        type InterfaceRow = (Uuid, i32, Vec<u8>, Vec<u8>, Json<Memory>);
-        let rows: Vec<InterfaceRow> =
-            sqlx::query_as("SELECT device_id, if_index, body, sample, memory FROM interfaces")
-                .fetch_all(&pool)
-                .await?;
-        let interfaces = rows
+        let interfaces = store
+            .current_interfaces()
+            .await?
             .into_iter()
-            .filter_map(|(device, index, body, sample, memory)| {
+            .map(|row| {
                 let interface = Interface {
-                    status: v1::InterfaceStatus::decode(body.as_slice()).ok()?,
-                    sample: v1::InterfaceSample::decode(sample.as_slice()).ok()?,
-                    memory: memory.0,
+                    status: row.status,
+                    sample: row.sample,
+                    memory: row.memory,
                     deltas: [None; 4],
                 };
-                Some(((device, u32::try_from(index).ok()?), interface))
+                ((row.device_id, row.if_index), interface)
             })
             .collect();
-        type DeviceRow = (
-            Uuid,
-            DateTime<Utc>,
-            Option<i64>,
-            Option<DateTime<Utc>>,
-            i16,
-            Option<String>,
-        );
-        // The last poll's detail lives with its sample (one index lookup
-        // per device); a sample already dropped by retention leaves it empty.
-        let rows: Vec<DeviceRow> = sqlx::query_as(
-            "SELECT d.device_id, d.polled_at, d.sys_uptime_ticks, d.last_reboot_at, d.outcome, \
-             (SELECT s.error_detail FROM snmp_samples s WHERE s.device_id = d.device_id \
-              ORDER BY s.polled_at DESC LIMIT 1) \
-             FROM snmp_devices d",
-        )
-        .fetch_all(&pool)
-        .await?;
-        let devices = rows
+        let devices = store
+            .snmp_devices()
+            .await?
             .into_iter()
-            .map(|(id, polled_at, uptime, last_reboot_at, outcome, detail)| {
+            .map(|row| {
                 let device = Device {
-                    polled_at,
-                    uptime_ticks: uptime.and_then(|u| u32::try_from(u).ok()),
-                    last_reboot_at,
-                    outcome: i32::from(outcome),
-                    detail: detail.unwrap_or_default(),
+                    polled_at: row.polled_at,
+                    uptime_ticks: row.uptime_ticks,
+                    last_reboot_at: row.last_reboot_at,
+                    outcome: row.outcome,
+                    detail: row.detail,
                 };
-                (id, device)
+                (row.device_id, device)
             })
             .collect();
         Ok(Self {
-            pool,
+            store,
             classifier,
             rates,
             copy,
@@ -283,24 +214,15 @@ impl SnmpBook {
         &self,
         batch_uid: &str,
         executor_id: &str,
-        samples: &[(Uuid, DateTime<Utc>, &v1::SnmpSample)],
+        samples: &[SampleRef<'_>],
     ) -> Result<SnmpStored, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        if !crate::store::claim_batch(&mut tx, batch_uid, executor_id, samples.len()).await? {
-            tx.rollback().await?;
-            return Ok(SnmpStored {
-                duplicate: true,
-                ..Default::default()
-            });
-        }
-
         // The next view, computed from the current one; it replaces it only
         // after the commit.
         let mut next_interfaces: HashMap<(Uuid, u32), Interface> = HashMap::new();
         let mut next_devices: HashMap<Uuid, Device> = HashMap::new();
         let mut stored = SnmpStored::default();
-        let mut rows = Rows::default();
-        let mut rollups: BTreeMap<(Uuid, i32, DateTime<Utc>), Rollup> = BTreeMap::new();
+        let mut rows = Vec::new();
+        let mut rollups: BTreeMap<(Uuid, u32, DateTime<Utc>), InterfaceRollup> = BTreeMap::new();
         for (device_id, polled_at, sample) in samples {
             let (device_id, polled_at) = (*device_id, *polled_at);
             let clock = PollClock {
@@ -385,11 +307,59 @@ impl SnmpBook {
             stored.samples += 1;
         }
 
-        write_samples(&mut tx, executor_id, samples).await?;
-        write_interface_rows(&mut tx, &rows).await?;
-        write_rollups(&mut tx, &rollups).await?;
-        write_current(&mut tx, &next_interfaces, &next_devices, samples).await?;
-        tx.commit().await?;
+        // The last sample of each device names its profile and sysObjectID.
+        let mut last: HashMap<Uuid, &v1::SnmpSample> = HashMap::new();
+        for (id, _, sample) in samples {
+            last.insert(*id, sample);
+        }
+        let interfaces: Vec<CurrentInterface> = next_interfaces
+            .iter()
+            .map(|(&(device_id, if_index), interface)| CurrentInterface {
+                device_id,
+                if_index,
+                status: interface.status.clone(),
+                sample: interface.sample.clone(),
+                memory: interface.memory.clone(),
+            })
+            .collect();
+        let devices: Vec<SnmpDeviceWrite> = next_devices
+            .iter()
+            .map(|(&device_id, device)| SnmpDeviceWrite {
+                device_id,
+                polled_at: device.polled_at,
+                uptime_ticks: device.uptime_ticks,
+                last_reboot_at: device.last_reboot_at,
+                outcome: device.outcome,
+                sys_object_id: last
+                    .get(&device_id)
+                    .map(|s| s.sys_object_id.clone())
+                    .unwrap_or_default(),
+                profile: last
+                    .get(&device_id)
+                    .map(|s| s.profile.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let rollups: Vec<InterfaceRollup> = rollups.into_values().collect();
+        let fresh = self
+            .store
+            .store_snmp_batch(SnmpBatch {
+                batch_uid,
+                executor_id,
+                samples,
+                interface_samples: &rows,
+                rollups: &rollups,
+                interfaces: &interfaces,
+                devices: &devices,
+            })
+            .await?;
+        if !fresh {
+            // A replay: nothing was written, the view stays.
+            return Ok(SnmpStored {
+                duplicate: true,
+                ..Default::default()
+            });
+        }
 
         if let Ok(mut interfaces) = self.interfaces.lock() {
             interfaces.extend(next_interfaces);
@@ -589,105 +559,30 @@ impl SnmpBook {
         step_seconds: i64,
         raw_since: DateTime<Utc>,
     ) -> Result<(i64, Vec<v1::InterfaceHistoryPoint>), sqlx::Error> {
-        type Row = (
-            DateTime<Utc>,
-            i64,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<f64>,
-        );
-        let index = i32::try_from(if_index).unwrap_or(i32::MAX);
-        let (step, rows): (i64, Vec<Row>) = if start >= raw_since {
-            let rows = sqlx::query_as(
-                "SELECT to_timestamp(floor(extract(epoch FROM polled_at) / $4) * $4) AS bucket, \
-                        count(*), avg(in_bps), max(in_bps), avg(out_bps), max(out_bps), \
-                        max(in_utilisation), max(out_utilisation), \
-                        sum(in_errors_delta)::int8, sum(out_errors_delta)::int8, \
-                        sum(in_discards_delta)::int8, sum(out_discards_delta)::int8, \
-                        100.0 * avg((oper_status = 1)::int)::float8 \
-                 FROM interface_samples \
-                 WHERE device_id = $1 AND if_index = $2 AND polled_at >= $3 AND polled_at < $5 \
-                 GROUP BY bucket ORDER BY bucket",
-            )
-            .bind(device_id)
-            .bind(index)
-            .bind(start)
-            .bind(step_seconds as f64)
-            .bind(end)
-            .fetch_all(&self.pool)
+        if start >= raw_since {
+            let points = self
+                .store
+                .interface_history(device_id, if_index, (start, end), step_seconds, true)
+                .await?;
+            return Ok((step_seconds, points));
+        }
+        let step = (step_seconds + 3599) / 3600 * 3600;
+        let start = start.duration_trunc(TimeDelta::hours(1)).unwrap_or(start);
+        let points = self
+            .store
+            .interface_history(device_id, if_index, (start, end), step, false)
             .await?;
-            (step_seconds, rows)
-        } else {
-            let step = (step_seconds + 3599) / 3600 * 3600;
-            let rows = sqlx::query_as(
-                "SELECT to_timestamp(floor(extract(epoch FROM hour) / $4) * $4) AS bucket, \
-                        sum(samples)::int8, \
-                        sum(in_bps_sum) / NULLIF(sum(rate_samples), 0), max(in_bps_max), \
-                        sum(out_bps_sum) / NULLIF(sum(rate_samples), 0), max(out_bps_max), \
-                        max(in_utilisation_max), max(out_utilisation_max), \
-                        sum(in_errors)::int8, sum(out_errors)::int8, \
-                        sum(in_discards)::int8, sum(out_discards)::int8, \
-                        100.0 * sum(oper_up)::float8 / NULLIF(sum(samples), 0) \
-                 FROM interface_rollups \
-                 WHERE device_id = $1 AND if_index = $2 AND hour >= $3 AND hour < $5 \
-                 GROUP BY bucket ORDER BY bucket",
-            )
-            .bind(device_id)
-            .bind(index)
-            .bind(start.duration_trunc(TimeDelta::hours(1)).unwrap_or(start))
-            .bind(step as f64)
-            .bind(end)
-            .fetch_all(&self.pool)
-            .await?;
-            (step, rows)
-        };
-        let count = |v: Option<i64>| v.map_or(0, |v| v.max(0) as u64);
-        let points = rows
-            .into_iter()
-            .map(|r| v1::InterfaceHistoryPoint {
-                time: Some(ts(r.0)),
-                sample_count: u32::try_from(r.1).unwrap_or(u32::MAX),
-                in_bps_avg: r.2,
-                in_bps_max: r.3,
-                out_bps_avg: r.4,
-                out_bps_max: r.5,
-                in_utilisation_max_percent: r.6,
-                out_utilisation_max_percent: r.7,
-                in_errors: count(r.8),
-                out_errors: count(r.9),
-                in_discards: count(r.10),
-                out_discards: count(r.11),
-                oper_up_percent: r.12.unwrap_or(0.0),
-            })
-            .collect();
         Ok((step, points))
     }
 
     /// Forgets devices deleted from the inventory: their interfaces and
-    /// last polls, in PostgreSQL (so a restart does not load them again)
+    /// last polls, in the store (so a restart does not load them again)
     /// and then in memory. Their samples and rollups age out with the rest.
     pub async fn forget_devices(&self, devices: &[Uuid]) -> Result<(), sqlx::Error> {
         if devices.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM interfaces WHERE device_id = ANY($1)")
-            .bind(devices)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM snmp_devices WHERE device_id = ANY($1)")
-            .bind(devices)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        self.store.forget_snmp_devices(devices).await?;
         let gone: std::collections::HashSet<&Uuid> = devices.iter().collect();
         self.interfaces
             .lock()
@@ -719,66 +614,64 @@ impl SnmpBook {
         devices
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     pub fn rate_config(&self) -> &RateConfig {
         &self.rates
     }
 }
 
 fn push_row(
-    rows: &mut Rows,
-    rollups: &mut BTreeMap<(Uuid, i32, DateTime<Utc>), Rollup>,
+    rows: &mut Vec<InterfaceSampleRow>,
+    rollups: &mut BTreeMap<(Uuid, u32, DateTime<Utc>), InterfaceRollup>,
     device_id: Uuid,
     polled_at: DateTime<Utc>,
     interface: &Interface,
 ) {
     let (status, sample) = (&interface.status, &interface.sample);
-    let if_index = i32::try_from(status.if_index).unwrap_or(i32::MAX);
-    rows.device.push(device_id);
-    rows.if_index.push(if_index);
-    rows.polled_at.push(polled_at);
-    rows.admin.push(status.admin_status as i16);
-    rows.oper.push(status.oper_status as i16);
-    rows.speed
-        .push(status.speed_bps.map(|s| s.min(i64::MAX as u64) as i64));
-    rows.hc.push(status.hc);
-    rows.in_octets.push(bits(sample.in_octets));
-    rows.out_octets.push(bits(sample.out_octets));
-    rows.in_errors.push(bits(sample.in_errors));
-    rows.out_errors.push(bits(sample.out_errors));
-    let rates = [
-        status.in_bps,
-        status.out_bps,
-        status.in_utilisation_percent,
-        status.out_utilisation_percent,
-        status.in_packets_per_second,
-        status.out_packets_per_second,
-        status.in_errors_per_second,
-        status.out_errors_per_second,
-        status.in_discards_per_second,
-        status.out_discards_per_second,
-    ];
-    for (column, value) in rows.rates.iter_mut().zip(rates) {
-        column.push(value);
-    }
     let deltas = interface.deltas;
-    for (column, value) in rows.deltas.iter_mut().zip(deltas) {
-        column.push(value);
-    }
     let discontinuity = if status.last_discontinuity_at == status.last_polled_at {
-        status.last_discontinuity as i16
+        status.last_discontinuity
     } else {
         0
     };
-    rows.discontinuity.push(discontinuity);
+    rows.push(InterfaceSampleRow {
+        device_id,
+        if_index: status.if_index,
+        polled_at,
+        admin_status: status.admin_status,
+        oper_status: status.oper_status,
+        speed_bps: status.speed_bps,
+        hc: status.hc,
+        in_octets: sample.in_octets,
+        out_octets: sample.out_octets,
+        in_errors: sample.in_errors,
+        out_errors: sample.out_errors,
+        rates: [
+            status.in_bps,
+            status.out_bps,
+            status.in_utilisation_percent,
+            status.out_utilisation_percent,
+            status.in_packets_per_second,
+            status.out_packets_per_second,
+            status.in_errors_per_second,
+            status.out_errors_per_second,
+            status.in_discards_per_second,
+            status.out_discards_per_second,
+        ],
+        deltas,
+        discontinuity,
+    });
 
     let hour = polled_at
         .duration_trunc(TimeDelta::hours(1))
         .unwrap_or(polled_at);
-    let rollup = rollups.entry((device_id, if_index, hour)).or_default();
+    let rollup = rollups
+        .entry((device_id, status.if_index, hour))
+        .or_insert_with(|| InterfaceRollup {
+            device_id,
+            if_index: status.if_index,
+            hour,
+            ..InterfaceRollup::default()
+        });
     rollup.samples += 1;
     rollup.oper_up += i32::from(status.oper_status == v1::IfOperStatus::Up as i32);
     if let (Some(i), Some(o)) = (status.in_bps, status.out_bps) {
@@ -793,80 +686,6 @@ fn push_row(
     for (sum, value) in rollup.deltas.iter_mut().zip(deltas) {
         *sum += value.unwrap_or(0);
     }
-}
-
-async fn write_samples(
-    tx: &mut sqlx::PgConnection,
-    executor_id: &str,
-    samples: &[(Uuid, DateTime<Utc>, &v1::SnmpSample)],
-) -> Result<(), sqlx::Error> {
-    let values: Vec<Json<Vec<serde_json::Value>>> = samples
-        .iter()
-        .map(|(_, _, s)| Json(s.values.iter().map(scalar_json).collect()))
-        .collect();
-    sqlx::query(
-        "INSERT INTO snmp_samples (device_id, polled_at, cycle_id, executor_id, outcome, partial, \
-             duration_ms, sys_uptime_ticks, requests_sent, profile, error_detail, scalar_values) \
-         SELECT d, t, c, $12, o, p, du, u, r, pr, e, v \
-         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int8[], $4::int2[], $5::bool[], \
-                     $6::int4[], $7::int8[], $8::int4[], $9::text[], $10::text[], $11::jsonb[]) \
-              AS x(d, t, c, o, p, du, u, r, pr, e, v)",
-    )
-    .bind(samples.iter().map(|(d, _, _)| *d).collect::<Vec<_>>())
-    .bind(samples.iter().map(|(_, t, _)| *t).collect::<Vec<_>>())
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.cycle_id.min(i64::MAX as u64) as i64)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.outcome as i16)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.partial)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.duration_ms.min(i32::MAX as u32) as i32)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.sys_uptime_ticks.map(i64::from))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.requests_sent.min(i32::MAX as u32) as i32)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.profile.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.error_detail.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(values)
-    .bind(executor_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 /// A scalar as JSON: numbers as numbers, text as text.
@@ -897,155 +716,4 @@ pub fn numeric(value: &v1::ScalarValue) -> Option<f64> {
         Some(Value::Text(t)) => t.trim().parse().ok(),
         _ => None,
     }
-}
-
-async fn write_interface_rows(tx: &mut sqlx::PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    if rows.device.is_empty() {
-        return Ok(());
-    }
-    let [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9] = &rows.rates;
-    let [d0, d1, d2, d3] = &rows.deltas;
-    sqlx::query(
-        "INSERT INTO interface_samples (device_id, if_index, polled_at, admin_status, oper_status, \
-             speed_bps, hc, in_octets, out_octets, in_errors, out_errors, in_bps, out_bps, \
-             in_utilisation, out_utilisation, in_pps, out_pps, in_errors_ps, out_errors_ps, \
-             in_discards_ps, out_discards_ps, in_errors_delta, out_errors_delta, \
-             in_discards_delta, out_discards_delta, discontinuity) \
-         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int2[], $5::int2[], \
-             $6::int8[], $7::bool[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
-             $12::float8[], $13::float8[], $14::float8[], $15::float8[], $16::float8[], \
-             $17::float8[], $18::float8[], $19::float8[], $20::float8[], $21::float8[], \
-             $22::int8[], $23::int8[], $24::int8[], $25::int8[], $26::int2[])",
-    )
-    .bind(&rows.device)
-    .bind(&rows.if_index)
-    .bind(&rows.polled_at)
-    .bind(&rows.admin)
-    .bind(&rows.oper)
-    .bind(&rows.speed)
-    .bind(&rows.hc)
-    .bind(&rows.in_octets)
-    .bind(&rows.out_octets)
-    .bind(&rows.in_errors)
-    .bind(&rows.out_errors)
-    .bind(r0)
-    .bind(r1)
-    .bind(r2)
-    .bind(r3)
-    .bind(r4)
-    .bind(r5)
-    .bind(r6)
-    .bind(r7)
-    .bind(r8)
-    .bind(r9)
-    .bind(d0)
-    .bind(d1)
-    .bind(d2)
-    .bind(d3)
-    .bind(&rows.discontinuity)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_rollups(
-    tx: &mut sqlx::PgConnection,
-    rollups: &BTreeMap<(Uuid, i32, DateTime<Utc>), Rollup>,
-) -> Result<(), sqlx::Error> {
-    if rollups.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<&(Uuid, i32, DateTime<Utc>)> = rollups.keys().collect();
-    let values: Vec<&Rollup> = rollups.values().collect();
-    sqlx::query(
-        "INSERT INTO interface_rollups AS r (device_id, if_index, hour, samples, oper_up, \
-             rate_samples, in_bps_sum, in_bps_max, out_bps_sum, out_bps_max, in_utilisation_max, \
-             out_utilisation_max, in_errors, out_errors, in_discards, out_discards) \
-         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], $5::int4[], \
-             $6::int4[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], \
-             $12::float8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[]) \
-         ON CONFLICT (device_id, if_index, hour) DO UPDATE SET \
-             samples = r.samples + EXCLUDED.samples, \
-             oper_up = r.oper_up + EXCLUDED.oper_up, \
-             rate_samples = r.rate_samples + EXCLUDED.rate_samples, \
-             in_bps_sum = r.in_bps_sum + EXCLUDED.in_bps_sum, \
-             in_bps_max = GREATEST(r.in_bps_max, EXCLUDED.in_bps_max), \
-             out_bps_sum = r.out_bps_sum + EXCLUDED.out_bps_sum, \
-             out_bps_max = GREATEST(r.out_bps_max, EXCLUDED.out_bps_max), \
-             in_utilisation_max = GREATEST(r.in_utilisation_max, EXCLUDED.in_utilisation_max), \
-             out_utilisation_max = GREATEST(r.out_utilisation_max, EXCLUDED.out_utilisation_max), \
-             in_errors = r.in_errors + EXCLUDED.in_errors, \
-             out_errors = r.out_errors + EXCLUDED.out_errors, \
-             in_discards = r.in_discards + EXCLUDED.in_discards, \
-             out_discards = r.out_discards + EXCLUDED.out_discards",
-    )
-    .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.samples).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.oper_up).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.rate_samples).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.in_sum).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.in_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.out_sum).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.out_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.in_util_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.out_util_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[0]).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[1]).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[2]).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[3]).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_current(
-    tx: &mut sqlx::PgConnection,
-    interfaces: &HashMap<(Uuid, u32), Interface>,
-    devices: &HashMap<Uuid, Device>,
-    samples: &[(Uuid, DateTime<Utc>, &v1::SnmpSample)],
-) -> Result<(), sqlx::Error> {
-    if !interfaces.is_empty() {
-        let entries: Vec<(&(Uuid, u32), &Interface)> = interfaces.iter().collect();
-        sqlx::query(
-            "INSERT INTO interfaces (device_id, if_index, body, sample, memory, updated_at) \
-             SELECT d, i, b, s, m, now() \
-             FROM UNNEST($1::uuid[], $2::int4[], $3::bytea[], $4::bytea[], $5::jsonb[]) AS x(d, i, b, s, m) \
-             ON CONFLICT (device_id, if_index) DO UPDATE SET body = EXCLUDED.body, \
-                 sample = EXCLUDED.sample, memory = EXCLUDED.memory, updated_at = now()",
-        )
-        .bind(entries.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
-        .bind(entries.iter().map(|(k, _)| i32::try_from(k.1).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-        .bind(entries.iter().map(|(_, i)| i.status.encode_to_vec()).collect::<Vec<_>>())
-        .bind(entries.iter().map(|(_, i)| i.sample.encode_to_vec()).collect::<Vec<_>>())
-        .bind(entries.iter().map(|(_, i)| Json(i.memory.clone())).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-    // The last sample of each device names its profile and sysObjectID.
-    let mut last: HashMap<Uuid, &v1::SnmpSample> = HashMap::new();
-    for (id, _, sample) in samples {
-        last.insert(*id, sample);
-    }
-    let entries: Vec<(&Uuid, &Device)> = devices.iter().collect();
-    sqlx::query(
-        "INSERT INTO snmp_devices (device_id, polled_at, outcome, sys_uptime_ticks, sys_object_id, profile, last_reboot_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[]) \
-         ON CONFLICT (device_id) DO UPDATE SET polled_at = EXCLUDED.polled_at, outcome = EXCLUDED.outcome, \
-             sys_uptime_ticks = EXCLUDED.sys_uptime_ticks, \
-             sys_object_id = CASE WHEN EXCLUDED.sys_object_id = '' THEN snmp_devices.sys_object_id ELSE EXCLUDED.sys_object_id END, \
-             profile = CASE WHEN EXCLUDED.profile = '' THEN snmp_devices.profile ELSE EXCLUDED.profile END, \
-             last_reboot_at = EXCLUDED.last_reboot_at",
-    )
-    .bind(entries.iter().map(|(id, _)| **id).collect::<Vec<_>>())
-    .bind(entries.iter().map(|(_, d)| d.polled_at).collect::<Vec<_>>())
-    .bind(entries.iter().map(|(_, d)| d.outcome as i16).collect::<Vec<_>>())
-    .bind(entries.iter().map(|(_, d)| d.uptime_ticks.map(i64::from)).collect::<Vec<_>>())
-    .bind(entries.iter().map(|(id, _)| last.get(id).map(|s| s.sys_object_id.clone()).unwrap_or_default()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|(id, _)| last.get(id).map(|s| s.profile.clone()).unwrap_or_default()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|(_, d)| d.last_reboot_at).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }

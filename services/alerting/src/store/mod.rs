@@ -1,17 +1,79 @@
-//! Alerting's storage: one trait, a PostgreSQL implementation (schema
+//! Alerting's storage: a trait per aggregate (probe results and states
+//! here, rules and alerts, the notification outbox, silences, SNMP polls in
+//! files of their own), a PostgreSQL implementation of them all (schema
 //! `alerting`), later a SQLite one for the embedded default. Writes are
 //! batched and idempotent; the service decides, the store persists.
 
-mod postgres;
+mod alerts;
+mod notifications;
+pub mod postgres;
+mod silences;
+mod snmp;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use netward_shared::proto::v1;
 
+pub use alerts::{AlertNotification, AlertStore, AlertWrite, NotifyWhen};
+pub use notifications::{
+    Attempt, ClaimedNotification, DeliveryState, NewNotification, NotificationStore,
+};
 pub use postgres::PgStore;
-pub(crate) use postgres::claim_batch;
+pub use silences::{SilenceRow, SilenceStore};
+pub use snmp::{
+    CurrentInterface, InterfaceMemory, InterfaceRollup, InterfaceSampleRow, SampleRef, SnmpBatch,
+    SnmpDeviceRow, SnmpDeviceWrite, SnmpStore,
+};
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// Every store alerting needs, one per aggregate; one backend behind all.
+#[derive(Clone)]
+pub struct Stores {
+    pub results: Arc<dyn AlertingStore>,
+    pub alerts: Arc<dyn AlertStore>,
+    pub notifications: Arc<dyn NotificationStore>,
+    pub silences: Arc<dyn SilenceStore>,
+    pub snmp: Arc<dyn SnmpStore>,
+}
+
+impl Stores {
+    /// Every store on one PostgreSQL pool.
+    pub fn postgres(store: PgStore) -> Self {
+        let store = Arc::new(store);
+        Self {
+            results: store.clone(),
+            alerts: store.clone(),
+            notifications: store.clone(),
+            silences: store.clone(),
+            snmp: store,
+        }
+    }
+}
+
+/// Why [`open`] could not give the stores.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the SQLite store of alerting is not built yet; use a postgres:// URL")]
+    SqliteNotBuilt,
+    #[error("unsupported database URL scheme {0:?}: use sqlite: or postgres: (postgresql:)")]
+    UnsupportedScheme(String),
+}
+
+/// Connects (and migrates) the backend the URL names by its scheme:
+/// `postgres:`/`postgresql:` for PostgreSQL, `sqlite:` for SQLite.
+pub async fn open(url: &str) -> Result<Stores, OpenError> {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    match scheme.to_ascii_lowercase().as_str() {
+        "postgres" | "postgresql" => Ok(Stores::postgres(PgStore::connect(url).await?)),
+        "sqlite" => Err(OpenError::SqliteNotBuilt),
+        _ => Err(OpenError::UnsupportedScheme(scheme.to_string())),
+    }
+}
 
 /// One batch's probe rows, for a group written in one transaction.
 pub struct BatchRows<'a> {
@@ -239,5 +301,23 @@ pub trait AlertingStore: Send + Sync + 'static {
                 return Ok(pruned);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_dispatches_on_the_scheme() {
+        let sqlite = open("sqlite:///tmp/alerting.db").await.err();
+        assert!(matches!(sqlite, Some(OpenError::SqliteNotBuilt)));
+        let other = open("mysql://localhost/alerting").await.err();
+        assert!(
+            matches!(&other, Some(OpenError::UnsupportedScheme(s)) if s == "mysql"),
+            "{other:?}"
+        );
+        let message = other.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("sqlite:") && message.contains("postgres:"));
     }
 }

@@ -17,7 +17,7 @@ use netward_alerting::snmp::book::SnmpBook;
 use netward_alerting::snmp::classify::{Classifier, InterfacesConfig};
 use netward_alerting::snmp::rates::RateConfig;
 use netward_alerting::state::{StateConfig, StateMachine};
-use netward_alerting::store::{AlertingStore, PgStore};
+use netward_alerting::store::{AlertingStore, PgStore, Stores};
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
 use netward_shared::testkit::TestDatabase;
@@ -42,7 +42,7 @@ impl Domain {
         let copy: SharedCopy = Default::default();
         let book = Arc::new(
             SnmpBook::load(
-                store.pool().clone(),
+                store.clone(),
                 Classifier::new(&InterfacesConfig::default()).unwrap(),
                 RateConfig::default(),
                 copy.clone(),
@@ -67,11 +67,15 @@ impl Domain {
             }],
             ..NotifyConfig::default()
         };
-        let notifier = Arc::new(Notifier::new(store.pool().clone(), notify).unwrap());
+        let notifier = Arc::new(Notifier::new(store.clone(), notify).unwrap());
         let alerts = Arc::new(
-            AlertEngine::start(store.pool().clone(), copy.clone(), Some(notifier))
-                .await
-                .unwrap(),
+            AlertEngine::start(
+                &Stores::postgres(PgStore::clone(&store)),
+                copy.clone(),
+                Some(notifier),
+            )
+            .await
+            .unwrap(),
         );
         let machine = StateMachine::new(StateConfig::default()).unwrap();
         let store: Arc<dyn AlertingStore> = store;

@@ -8,4 +8,6 @@ mod ingest;
 mod live;
 mod notify;
 mod retention;
+mod service;
 mod snmp;
+mod stores;

@@ -15,9 +15,10 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, TimeDelta, Utc};
 use netward_alerting::notify::{
     AlertPayload, AlertmanagerChannel, ListFilter, Measurement, Notification, NotificationEvent,
-    Notifier, NotifyConfig, WebhookChannel, enqueue,
+    Notifier, NotifyConfig, WebhookChannel,
 };
 use netward_alerting::store::PgStore;
+use netward_alerting::store::postgres::enqueue;
 use netward_shared::proto::v1;
 use netward_shared::testkit::{TestDatabase, eventually};
 use serde_json::Value;
@@ -195,7 +196,7 @@ async fn webhook_gets_firing_and_resolved_exactly_once() {
     let (_database, store) = database().await;
     let hook = Hook::start(0).await;
     let config = webhook_config(&hook.url);
-    let notifier = Notifier::new(store.pool().clone(), config.clone()).unwrap();
+    let notifier = Notifier::new(Arc::new(store.clone()), config.clone()).unwrap();
     let alert = Uuid::new_v4();
     enqueue_committed(
         &store,
@@ -266,7 +267,7 @@ async fn failures_back_off_then_deliver() {
     let (_database, store) = database().await;
     let hook = Hook::start(2).await;
     let config = webhook_config(&hook.url);
-    let notifier = Notifier::new(store.pool().clone(), config.clone()).unwrap();
+    let notifier = Notifier::new(Arc::new(store.clone()), config.clone()).unwrap();
     enqueue_committed(
         &store,
         &config,
@@ -321,7 +322,7 @@ async fn gives_up_after_max_attempts() {
         max_attempts: 3,
         ..webhook_config(&hook.url)
     };
-    let notifier = Notifier::new(store.pool().clone(), config.clone()).unwrap();
+    let notifier = Notifier::new(Arc::new(store.clone()), config.clone()).unwrap();
     enqueue_committed(
         &store,
         &config,
@@ -374,7 +375,7 @@ async fn a_resolve_never_overtakes_its_firing() {
     let (_database, store) = database().await;
     let hook = Hook::start(1).await;
     let config = webhook_config(&hook.url);
-    let notifier = Notifier::new(store.pool().clone(), config.clone()).unwrap();
+    let notifier = Notifier::new(Arc::new(store.clone()), config.clone()).unwrap();
     let alert = Uuid::new_v4();
     enqueue_committed(
         &store,
@@ -428,7 +429,7 @@ async fn killed_before_delivery_the_restarted_notifier_delivers_exactly_once() {
         .await
         .unwrap();
     let alert = Uuid::new_v4();
-    let first = Arc::new(Notifier::new(store.pool().clone(), config.clone()).unwrap());
+    let first = Arc::new(Notifier::new(Arc::new(store.clone()), config.clone()).unwrap());
 
     let mut tx = store.pool().begin().await.unwrap();
     sqlx::query("INSERT INTO test_alert_changes VALUES ($1)")
@@ -470,7 +471,7 @@ async fn killed_before_delivery_the_restarted_notifier_delivers_exactly_once() {
 
     // Restarted: a new store and notifier on the same database.
     let store = PgStore::connect(database.url()).await.unwrap();
-    let second = Arc::new(Notifier::new(store.pool().clone(), config).unwrap());
+    let second = Arc::new(Notifier::new(Arc::new(store.clone()), config).unwrap());
     let stop = CancellationToken::new();
     let running = tokio::spawn(second.clone().run(stop.clone()));
     eventually(
@@ -511,8 +512,8 @@ async fn two_notifiers_never_send_a_row_twice() {
         .await;
     }
     let other = PgStore::connect(database.url()).await.unwrap();
-    let a = Notifier::new(store.pool().clone(), config.clone()).unwrap();
-    let b = Notifier::new(other.pool().clone(), config).unwrap();
+    let a = Notifier::new(Arc::new(store.clone()), config.clone()).unwrap();
+    let b = Notifier::new(Arc::new(other.clone()), config).unwrap();
     let now = Utc::now();
     let (ra, rb) = tokio::join!(a.deliver_due(now), b.deliver_due(now));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
@@ -613,7 +614,7 @@ async fn alertmanager_shows_the_firing_alert_with_our_labels_until_resolved() {
         }],
         ..NotifyConfig::default()
     };
-    let notifier = Notifier::new(store.pool().clone(), config.clone()).unwrap();
+    let notifier = Notifier::new(Arc::new(store.clone()), config.clone()).unwrap();
     let alert = Uuid::new_v4();
     enqueue_committed(
         &store,

@@ -68,7 +68,7 @@ async fn open(database: &TestDatabase) -> (Ingestor, Arc<SnmpBook>) {
     let store = Arc::new(PgStore::connect(database.url()).await.unwrap());
     let book = Arc::new(
         SnmpBook::load(
-            store.pool().clone(),
+            store.clone(),
             Classifier::new(&InterfacesConfig::default()).unwrap(),
             RateConfig::default(),
             Default::default(),

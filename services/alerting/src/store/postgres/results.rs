@@ -1,62 +1,21 @@
-//! The PostgreSQL store (schema `alerting`): UNNEST batch inserts, rollups
-//! merged with ON CONFLICT, daily partitions managed by name
-//! (`probe_results_YYYYMMDD`).
+//! Probe results, device states and retention in PostgreSQL: UNNEST batch
+//! inserts, rollups merged with ON CONFLICT, daily partitions managed by
+//! name (`probe_results_YYYYMMDD`).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use netward_shared::proto::v1;
 
-use super::{
+use super::{PgStore, claim_batch};
+use crate::store::{
     AlertingStore, BatchRows, ChangeRow, HistoryRow, PRUNE_BATCH, ProbeRow, Prunable, Pruned,
     StateRow, StoreResult, Stored,
 };
-
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-#[derive(Debug, Clone)]
-pub struct PgStore {
-    pool: PgPool,
-}
-
-impl PgStore {
-    /// Connects with `search_path = alerting`, creates the schema if needed,
-    /// and migrates (bookkeeping in the schema, apart from other services').
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
-        let options = url
-            .parse::<PgConnectOptions>()?
-            .options([("search_path", "alerting")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect_with(options)
-            .await?;
-        // Two instances starting at once race on IF NOT EXISTS: the loser
-        // sees a unique violation, which means the schema is there.
-        if let Err(error) = sqlx::query("CREATE SCHEMA IF NOT EXISTS alerting")
-            .execute(&pool)
-            .await
-        {
-            let exists = error
-                .as_database_error()
-                .and_then(|e| e.code())
-                .is_some_and(|code| code == "23505" || code == "42P06");
-            if !exists {
-                return Err(error);
-            }
-        }
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-}
 
 /// The raw tables partitioned by day; their partitions are made and
 /// dropped together, `probe_results`' list standing for all.
@@ -68,27 +27,6 @@ fn partition_of(table: &str, day: NaiveDate) -> String {
 
 fn partition_day(name: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(name.strip_prefix("probe_results_")?, "%Y%m%d").ok()
-}
-
-/// Records a batch's idempotency key in the batch's transaction; false
-/// when it was stored before (a replay: the caller stores nothing).
-pub(crate) async fn claim_batch(
-    tx: &mut sqlx::PgConnection,
-    batch_uid: &str,
-    executor_id: &str,
-    results: usize,
-) -> Result<bool, sqlx::Error> {
-    let fresh = sqlx::query(
-        "INSERT INTO ingested_batches (batch_uid, executor_id, results) VALUES ($1, $2, $3) \
-         ON CONFLICT (batch_uid) DO NOTHING",
-    )
-    .bind(batch_uid)
-    .bind(executor_id)
-    .bind(i32::try_from(results).unwrap_or(i32::MAX))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(fresh == 1)
 }
 
 fn opt_i32(value: Option<u32>) -> Option<i32> {

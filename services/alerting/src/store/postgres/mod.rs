@@ -1,0 +1,77 @@
+//! The PostgreSQL store (schema `alerting`): one pool behind every trait of
+//! `store`. Each aggregate's queries live in a file of their own: probe
+//! results, states and retention (`results.rs`), rules and alerts, the
+//! notification outbox, silences, SNMP interfaces and polls.
+
+mod alerts;
+mod notify;
+mod results;
+mod silences;
+mod snmp;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use notify::enqueue;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects with `search_path = alerting`, creates the schema if needed,
+    /// and migrates (bookkeeping in the schema, apart from other services').
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let options = url
+            .parse::<PgConnectOptions>()?
+            .options([("search_path", "alerting")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await?;
+        // Two instances starting at once race on IF NOT EXISTS: the loser
+        // sees a unique violation, which means the schema is there.
+        if let Err(error) = sqlx::query("CREATE SCHEMA IF NOT EXISTS alerting")
+            .execute(&pool)
+            .await
+        {
+            let exists = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "23505" || code == "42P06");
+            if !exists {
+                return Err(error);
+            }
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Records a batch's idempotency key in the batch's transaction; false
+/// when it was stored before (a replay: the caller stores nothing).
+async fn claim_batch(
+    tx: &mut sqlx::PgConnection,
+    batch_uid: &str,
+    executor_id: &str,
+    results: usize,
+) -> Result<bool, sqlx::Error> {
+    let fresh = sqlx::query(
+        "INSERT INTO ingested_batches (batch_uid, executor_id, results) VALUES ($1, $2, $3) \
+         ON CONFLICT (batch_uid) DO NOTHING",
+    )
+    .bind(batch_uid)
+    .bind(executor_id)
+    .bind(i32::try_from(results).unwrap_or(i32::MAX))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(fresh == 1)
+}
