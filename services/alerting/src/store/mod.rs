@@ -1,8 +1,9 @@
 //! Alerting's storage: one trait, a PostgreSQL implementation (schema
-//! `alerting`), later a SQLite one for the embedded default. Writes are
+//! `alerting`) and a SQLite one for the embedded default. Writes are
 //! batched and idempotent; the service decides, the store persists.
 
 mod postgres;
+mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -10,6 +11,7 @@ use netward_shared::proto::v1;
 
 pub use postgres::PgStore;
 pub(crate) use postgres::claim_batch;
+pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 

@@ -1,5 +1,6 @@
-//! Alerting on real PostgreSQL: ingest stores each batch once, acks only
-//! after the commit, and keeps daily partitions ahead and within retention.
+//! Alerting on real PostgreSQL (and its store on SQLite too): ingest stores
+//! each batch once, acks only after the commit, and keeps daily partitions
+//! ahead and within retention.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,3 +10,4 @@ mod live;
 mod notify;
 mod retention;
 mod snmp;
+mod store;
