@@ -32,10 +32,6 @@ use super::{
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
 
-/// Rows per multi-row statement: SQLite takes at most 32,766 parameters in
-/// one statement, and the widest row here has 15.
-const ROWS_PER_STATEMENT: usize = 1_000;
-
 /// The most SELECTs SQLite joins in one compound (`UNION ALL`) select
 /// (`SQLITE_MAX_COMPOUND_SELECT` is 500); the view nests groups of these.
 const DAYS_PER_UNION: usize = 400;
@@ -138,10 +134,13 @@ fn midnight(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
-/// `n` rows of `columns` anonymous parameters: `(?, ?), (?, ?)`.
-fn placeholders(n: usize, columns: usize) -> String {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    vec![row; n].join(", ")
+/// Rows bound as one JSON array of arrays (serde writes a tuple as an
+/// array), which the statement reads back with `json_each`: one short
+/// statement, prepared once per connection, whatever the number of rows
+/// (a multi-row VALUES list is a new statement for every row count, and
+/// preparing one of a thousand rows takes longer than running it).
+fn json_rows<T: serde::Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// The day tables there are, oldest first.
@@ -215,33 +214,46 @@ fn day_table_sql(day: NaiveDate) -> String {
     )
 }
 
-/// The insert of `n` results into the day table `table`. Each row's `seq`
-/// is its rank among the statement's rows with the same (device, instant),
-/// bound by the caller, plus one past the highest already stored, so the
-/// key is unique however the results were stamped.
-fn insert_results_sql(table: &str, n: usize) -> String {
-    const COLUMNS: usize = 15;
-    let rows: Vec<String> = (0..n)
-        .map(|i| {
-            let p = |k: usize| format!("?{}", i * COLUMNS + k);
-            let values: Vec<String> = (4..=COLUMNS).map(p).collect();
-            format!(
-                "({device}, {at}, {rank} + coalesce((SELECT max(seq) + 1 FROM {table} \
-                 WHERE device_id = {device} AND probed_at = {at}), 0), {values})",
-                device = p(1),
-                at = p(2),
-                rank = p(3),
-                values = values.join(", ")
-            )
-        })
-        .collect();
+/// The insert of results into the day table `table`, from a JSON array of
+/// [`ResultJson`]. Each row's `seq` is its rank among the statement's rows
+/// with the same (device, instant), computed by the caller, plus one past
+/// the highest already stored, so the key is unique however the results
+/// were stamped.
+fn insert_results_sql(table: &str) -> String {
     format!(
         "INSERT INTO {table} (device_id, probed_at, seq, cycle_id, batch_id, executor_id, sent, \
              received, loss_percent, rtt_min_us, rtt_avg_us, rtt_max_us, rtt_stddev_us, outcome, \
-             retries_sent) VALUES {}",
-        rows.join(", ")
+             retries_sent) \
+         SELECT unhex(r.value ->> 0, '-'), r.value ->> 1, \
+                r.value ->> 2 + coalesce((SELECT max(p.seq) + 1 FROM {table} p \
+                    WHERE p.device_id = unhex(r.value ->> 0, '-') AND p.probed_at = r.value ->> 1), 0), \
+                r.value ->> 3, r.value ->> 4, r.value ->> 5, r.value ->> 6, r.value ->> 7, \
+                r.value ->> 8, r.value ->> 9, r.value ->> 10, r.value ->> 11, r.value ->> 12, \
+                r.value ->> 13, r.value ->> 14 \
+         FROM json_each(?1) AS r"
     )
 }
+
+/// A result as bound: device, probed_at, rank, cycle_id, batch_id,
+/// executor_id, sent, received, loss_percent, rtt min/avg/max/stddev,
+/// outcome, retries_sent.
+type ResultJson<'a> = (
+    Uuid,
+    i64,
+    i64,
+    i64,
+    &'a str,
+    &'a str,
+    u32,
+    u32,
+    f64,
+    Option<u32>,
+    Option<u32>,
+    Option<u32>,
+    Option<u32>,
+    i32,
+    u32,
+);
 
 /// Records a batch's idempotency key in the batch's transaction; false
 /// when it was stored before (a replay: the caller stores nothing). The
@@ -403,11 +415,35 @@ impl AlertingStore for SqliteStore {
 
     async fn save_states(&self, states: &[StateRow], changes: &[ChangeRow]) -> StoreResult<()> {
         let mut tx = self.write().await?;
-        for chunk in states.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
+        if !states.is_empty() {
+            let rows: Vec<_> = states
+                .iter()
+                .map(|row| {
+                    (
+                        row.device_id,
+                        row.state as i32,
+                        micros(row.since),
+                        &row.reason,
+                        row.maintenance,
+                        row.last_probe_at.map(micros),
+                        row.last_outcome,
+                        // PostgreSQL keeps a real (f32): the same precision here.
+                        row.last_loss_percent.map(|l| f64::from(l as f32)),
+                        row.last_rtt_avg_us,
+                        row.last_cycle_id.min(i64::MAX as u64),
+                        row.consecutive_failures,
+                        row.memory.to_string(),
+                    )
+                })
+                .collect();
+            sqlx::query(
                 "INSERT INTO device_state (device_id, state, since, reason, maintenance, \
                      last_probe_at, last_outcome, last_loss_percent, last_rtt_avg_us, \
-                     last_cycle_id, consecutive_failures, memory) VALUES {} \
+                     last_cycle_id, consecutive_failures, memory) \
+                 SELECT unhex(value ->> 0, '-'), value ->> 1, value ->> 2, value ->> 3, \
+                        value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, \
+                        value ->> 9, value ->> 10, value ->> 11 \
+                 FROM json_each(?1) WHERE true \
                  ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, \
                      since = excluded.since, reason = excluded.reason, \
                      maintenance = excluded.maintenance, last_probe_at = excluded.last_probe_at, \
@@ -417,63 +453,54 @@ impl AlertingStore for SqliteStore {
                      last_cycle_id = excluded.last_cycle_id, \
                      consecutive_failures = excluded.consecutive_failures, \
                      memory = excluded.memory",
-                placeholders(chunk.len(), 12)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for row in chunk {
-                query = query
-                    .bind(row.device_id)
-                    .bind(row.state as i64)
-                    .bind(micros(row.since))
-                    .bind(row.reason.clone())
-                    .bind(row.maintenance)
-                    .bind(row.last_probe_at.map(micros))
-                    .bind(i64::from(row.last_outcome))
-                    // PostgreSQL keeps a real (f32): the same precision here.
-                    .bind(row.last_loss_percent.map(|l| f64::from(l as f32)))
-                    .bind(opt_i64(row.last_rtt_avg_us))
-                    .bind(row.last_cycle_id.min(i64::MAX as u64) as i64)
-                    .bind(i64::from(row.consecutive_failures))
-                    .bind(row.memory.to_string());
-            }
-            query.execute(&mut *tx).await?;
+            )
+            .bind(json_rows(&rows)?)
+            .execute(&mut *tx)
+            .await?;
         }
-        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
+        if !changes.is_empty() {
+            let rows: Vec<_> = changes
+                .iter()
+                .map(|change| {
+                    (
+                        change.device_id,
+                        change.from as i32,
+                        change.to as i32,
+                        change.maintenance,
+                        &change.reason,
+                        micros(change.changed_at),
+                        change.cycle_id.min(i64::MAX as u64),
+                        change.stale,
+                    )
+                })
+                .collect();
+            // json_each yields the rows in order: ids follow the slice.
+            sqlx::query(
                 "INSERT INTO state_changes (device_id, from_state, to_state, maintenance, reason, \
-                     changed_at, cycle_id, stale) VALUES {}",
-                placeholders(chunk.len(), 8)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for change in chunk {
-                query = query
-                    .bind(change.device_id)
-                    .bind(change.from as i64)
-                    .bind(change.to as i64)
-                    .bind(change.maintenance)
-                    .bind(change.reason.clone())
-                    .bind(micros(change.changed_at))
-                    .bind(change.cycle_id.min(i64::MAX as u64) as i64)
-                    .bind(change.stale);
-            }
-            query.execute(&mut *tx).await?;
+                     changed_at, cycle_id, stale) \
+                 SELECT unhex(value ->> 0, '-'), value ->> 1, value ->> 2, value ->> 3, \
+                        value ->> 4, value ->> 5, value ->> 6, value ->> 7 \
+                 FROM json_each(?1) ORDER BY key",
+            )
+            .bind(json_rows(&rows)?)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await
     }
 
     async fn forget_states(&self, devices: &[Uuid]) -> StoreResult<()> {
-        let mut tx = self.write().await?;
-        for chunk in devices.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "DELETE FROM device_state WHERE device_id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for device in chunk {
-                query = query.bind(*device);
-            }
-            query.execute(&mut *tx).await?;
+        if devices.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "DELETE FROM device_state WHERE device_id IN \
+             (SELECT unhex(value, '-') FROM json_each(?1))",
+        )
+        .bind(json_rows(devices)?)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await
     }
 
@@ -612,60 +639,89 @@ impl AlertingStore for SqliteStore {
         let mut rollups: BTreeMap<(Uuid, i64), Rollup> = BTreeMap::new();
         for (day, rows) in &days {
             let table = partition_of("probe_results", *day);
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut query = sqlx::query(AssertSqlSafe(insert_results_sql(&table, chunk.len())));
-                // The rank of each row among this statement's rows of the
-                // same device and instant.
-                let mut ranks: HashMap<(Uuid, i64), i64> = HashMap::new();
-                for (executor_id, row) in chunk {
-                    let r = &row.result;
-                    let at = micros(row.probed_at);
-                    let rank = ranks.entry((row.device_id, at)).or_insert(-1);
-                    *rank += 1;
-                    query = query
-                        .bind(row.device_id)
-                        .bind(at)
-                        .bind(*rank)
-                        .bind(r.cycle_id.min(i64::MAX as u64) as i64)
-                        .bind(r.batch_id.as_str())
-                        .bind(*executor_id)
-                        .bind(i64::from(r.sent))
-                        .bind(i64::from(r.received))
-                        .bind(r.loss_percent)
-                        .bind(opt_i64(r.rtt_min_us))
-                        .bind(opt_i64(r.rtt_avg_us))
-                        .bind(opt_i64(r.rtt_max_us))
-                        .bind(opt_i64(r.rtt_stddev_us))
-                        .bind(i64::from(r.outcome))
-                        .bind(i64::from(r.retries_sent));
+            // The rank of each row among this statement's rows of the same
+            // device and instant.
+            let mut ranks: HashMap<(Uuid, i64), i64> = HashMap::new();
+            let mut bound: Vec<ResultJson<'_>> = Vec::with_capacity(rows.len());
+            for (executor_id, row) in rows {
+                let r = &row.result;
+                let at = micros(row.probed_at);
+                let rank = ranks.entry((row.device_id, at)).or_insert(-1);
+                *rank += 1;
+                bound.push((
+                    row.device_id,
+                    at,
+                    *rank,
+                    r.cycle_id.min(i64::MAX as u64) as i64,
+                    &r.batch_id,
+                    executor_id,
+                    r.sent,
+                    r.received,
+                    r.loss_percent,
+                    r.rtt_min_us,
+                    r.rtt_avg_us,
+                    r.rtt_max_us,
+                    r.rtt_stddev_us,
+                    r.outcome,
+                    r.retries_sent,
+                ));
 
-                    let minute = at - at.rem_euclid(60_000_000);
-                    let rollup = rollups.entry((row.device_id, minute)).or_default();
-                    rollup.probes += 1;
-                    rollup.sent += i64::from(r.sent);
-                    rollup.received += i64::from(r.received);
-                    if let Some(avg) = r.rtt_avg_us {
-                        rollup.rtt_samples += 1;
-                        rollup.rtt_sum += i64::from(avg);
-                    }
-                    if let Some(min) = opt_i64(r.rtt_min_us) {
-                        rollup.rtt_min = Some(rollup.rtt_min.map_or(min, |m| m.min(min)));
-                    }
-                    if let Some(max) = opt_i64(r.rtt_max_us) {
-                        rollup.rtt_max = Some(rollup.rtt_max.map_or(max, |m| m.max(max)));
-                    }
+                let minute = at - at.rem_euclid(60_000_000);
+                let rollup = rollups.entry((row.device_id, minute)).or_default();
+                rollup.probes += 1;
+                rollup.sent += i64::from(r.sent);
+                rollup.received += i64::from(r.received);
+                if let Some(avg) = r.rtt_avg_us {
+                    rollup.rtt_samples += 1;
+                    rollup.rtt_sum += i64::from(avg);
                 }
-                query.execute(&mut *tx).await?;
+                if let Some(min) = opt_i64(r.rtt_min_us) {
+                    rollup.rtt_min = Some(rollup.rtt_min.map_or(min, |m| m.min(min)));
+                }
+                if let Some(max) = opt_i64(r.rtt_max_us) {
+                    rollup.rtt_max = Some(rollup.rtt_max.map_or(max, |m| m.max(max)));
+                }
             }
+            sqlx::query(AssertSqlSafe(insert_results_sql(&table)))
+                .bind(json_rows(&bound)?)
+                .execute(&mut *tx)
+                .await?;
         }
 
-        let rollups: Vec<_> = rollups.into_iter().collect();
-        for chunk in rollups.chunks(ROWS_PER_STATEMENT) {
+        if !rollups.is_empty() {
+            let rows: Vec<_> = rollups
+                .into_iter()
+                .map(|((device, minute), r)| {
+                    let Rollup {
+                        probes,
+                        sent,
+                        received,
+                        rtt_samples,
+                        rtt_sum,
+                        rtt_min,
+                        rtt_max,
+                    } = r;
+                    (
+                        device,
+                        minute,
+                        probes,
+                        sent,
+                        received,
+                        rtt_samples,
+                        rtt_sum,
+                        rtt_min,
+                        rtt_max,
+                    )
+                })
+                .collect();
             // min()/max() of SQLite are NULL when either side is: coalesce
             // keeps the side that has a value, as LEAST/GREATEST do.
-            let sql = format!(
+            sqlx::query(
                 "INSERT INTO probe_rollups (device_id, minute, probes, packets_sent, \
-                     packets_received, rtt_samples, rtt_sum_us, rtt_min_us, rtt_max_us) VALUES {} \
+                     packets_received, rtt_samples, rtt_sum_us, rtt_min_us, rtt_max_us) \
+                 SELECT unhex(value ->> 0, '-'), value ->> 1, value ->> 2, value ->> 3, \
+                        value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8 \
+                 FROM json_each(?1) WHERE true \
                  ON CONFLICT (device_id, minute) DO UPDATE SET \
                      probes = probes + excluded.probes, \
                      packets_sent = packets_sent + excluded.packets_sent, \
@@ -676,22 +732,10 @@ impl AlertingStore for SqliteStore {
                                            excluded.rtt_min_us), \
                      rtt_max_us = coalesce(max(rtt_max_us, excluded.rtt_max_us), rtt_max_us, \
                                            excluded.rtt_max_us)",
-                placeholders(chunk.len(), 9)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for ((device, minute), rollup) in chunk {
-                query = query
-                    .bind(*device)
-                    .bind(*minute)
-                    .bind(rollup.probes)
-                    .bind(rollup.sent)
-                    .bind(rollup.received)
-                    .bind(rollup.rtt_samples)
-                    .bind(rollup.rtt_sum)
-                    .bind(rollup.rtt_min)
-                    .bind(rollup.rtt_max);
-            }
-            query.execute(&mut *tx).await?;
+            )
+            .bind(json_rows(&rows)?)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -818,10 +862,12 @@ mod tests {
     }
 
     #[test]
-    fn each_result_row_ranks_its_seq_past_the_stored_ones() {
-        let sql = insert_results_sql("probe_results_20261201", 2);
-        assert!(sql.contains("(?1, ?2, ?3 + coalesce((SELECT max(seq) + 1"));
-        assert!(sql.contains("(?16, ?17, ?18 + coalesce("));
-        assert!(sql.ends_with("?30)"));
+    fn rows_are_bound_as_json_arrays() {
+        let device = Uuid::from_u128(1);
+        let json = json_rows(&[(device, 2i64, None::<u32>, "a\"b", true)]).unwrap();
+        assert_eq!(
+            json,
+            r#"[["00000000-0000-0000-0000-000000000001",2,null,"a\"b",true]]"#
+        );
     }
 }
