@@ -99,22 +99,37 @@ pub fn classify_sqlx(error: &sqlx::Error) -> DbErrorKind {
     }
 }
 
-/// Why PostgreSQL refused the data itself, when it did: a data exception
-/// (SQLSTATE class 22: a NUL byte in text, a value out of range), an
-/// integrity constraint (class 23), or a value sqlx could not encode. The
-/// same statement fails again however often it is replayed, so the input
-/// must be rejected, not retried. `None` for everything else — the
-/// connection, the pool, a server shutting down, a broken schema — which
-/// may pass later (or needs an operator), so the input is kept.
+/// Why the database refused the data itself, when it did: for PostgreSQL a
+/// data exception (SQLSTATE class 22: a NUL byte in text, a value out of
+/// range) or an integrity constraint (class 23); for SQLite a constraint, a
+/// value of the wrong type or too big (primary result codes 19, 20, 18);
+/// or a value sqlx could not encode. The same statement fails again however
+/// often it is replayed, so the input must be rejected, not retried. `None`
+/// for everything else — the connection, the pool, a server shutting down,
+/// a broken schema, a disk error — which may pass later (or needs an
+/// operator), so the input is kept.
 pub fn data_rejection(error: &sqlx::Error) -> Option<String> {
     match error {
         sqlx::Error::Encode(error) => Some(format!("value not encodable: {error}")),
         sqlx::Error::Database(db) => {
             let code = db.code()?;
-            if !(code.starts_with("22") || code.starts_with("23")) {
+            // SQLite's codes are numbers (extended result codes), not
+            // SQLSTATEs: an I/O error such as 2314 must not read as class 23.
+            let refused = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                code.parse::<i32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 18..=20))
+            } else {
+                code.starts_with("22") || code.starts_with("23")
+            };
+            if !refused {
                 return None;
             }
-            let mut reason = format!("{} (SQLSTATE {code}", db.message());
+            let label = if code.len() == 5 {
+                "SQLSTATE"
+            } else {
+                "SQLite code"
+            };
+            let mut reason = format!("{} ({label} {code}", db.message());
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                 && let Some(column) = pg.column()
             {
@@ -140,6 +155,33 @@ pub fn internal(context: &str, error: &dyn std::error::Error) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sqlite_refuses_data_by_constraint_and_type_only() {
+        use sqlx::Connection as _;
+        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL CHECK (n > 0)) STRICT",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+        for bad in [
+            "INSERT INTO t VALUES (1, 0)",
+            "INSERT INTO t VALUES (1, 'x')",
+        ] {
+            let error = sqlx::query(bad).execute(&mut db).await.unwrap_err();
+            let reason = data_rejection(&error).unwrap();
+            assert!(reason.contains("SQLite code"), "{reason}");
+        }
+        let broken = sqlx::query("INSERT INTO missing VALUES (1)")
+            .execute(&mut db)
+            .await
+            .unwrap_err();
+        assert_eq!(data_rejection(&broken), None);
+    }
 
     #[test]
     fn invalid_argument_names_field_value_and_reason() {

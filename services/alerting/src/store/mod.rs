@@ -1,7 +1,7 @@
 //! Alerting's storage: a trait per aggregate (probe results and states
 //! here, rules and alerts, the notification outbox, silences, SNMP polls in
 //! files of their own), a PostgreSQL implementation of them all (schema
-//! `alerting`), later a SQLite one for the embedded default. Writes are
+//! `alerting`) and a SQLite one for the embedded default. Writes are
 //! batched and idempotent; the service decides, the store persists.
 
 mod alerts;
@@ -9,6 +9,7 @@ mod notifications;
 pub mod postgres;
 mod silences;
 mod snmp;
+mod sqlite;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use snmp::{
     CurrentInterface, InterfaceMemory, InterfaceRollup, InterfaceSampleRow, SampleRef, SnmpBatch,
     SnmpDeviceRow, SnmpDeviceWrite, SnmpStore,
 };
+pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 

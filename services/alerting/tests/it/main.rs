@@ -1,5 +1,6 @@
-//! Alerting on real PostgreSQL: ingest stores each batch once, acks only
-//! after the commit, and keeps daily partitions ahead and within retention.
+//! Alerting on real PostgreSQL (and its store on SQLite too): ingest stores
+//! each batch once, acks only after the commit, and keeps daily partitions
+//! ahead and within retention.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,4 +11,5 @@ mod notify;
 mod retention;
 mod service;
 mod snmp;
+mod store;
 mod stores;

@@ -6,6 +6,7 @@
 mod alerts;
 mod notify;
 mod results;
+pub(crate) use results::{partition_day, partition_of};
 mod silences;
 mod snmp;
 

@@ -21,11 +21,11 @@ use crate::store::{
 /// dropped together, `probe_results`' list standing for all.
 const PARTITIONED: [&str; 3] = ["probe_results", "snmp_samples", "interface_samples"];
 
-fn partition_of(table: &str, day: NaiveDate) -> String {
+pub(crate) fn partition_of(table: &str, day: NaiveDate) -> String {
     format!("{table}_{}", day.format("%Y%m%d"))
 }
 
-fn partition_day(name: &str) -> Option<NaiveDate> {
+pub(crate) fn partition_day(name: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(name.strip_prefix("probe_results_")?, "%Y%m%d").ok()
 }
 
