@@ -3,15 +3,15 @@
 //!
 //! `service.rs` holds the domain (validation, references, secrets),
 //! `import.rs` plans imports, `watch.rs` streams changes, `store/` persists
-//! (PostgreSQL schema `inventory`), and `grpc.rs` adapts it all to
-//! `netward.v1.InventoryService`.
+//! (PostgreSQL schema `inventory`, or a SQLite file, by the database URL's
+//! scheme), and `grpc.rs` adapts it all to `netward.v1.InventoryService`.
 
 mod crypto;
 mod error;
 mod grpc;
 mod import;
 mod service;
-mod store;
+pub mod store;
 mod validate;
 mod watch;
 
@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 pub use crate::error::Error as InventoryError;
 pub use crate::service::Inventory;
-pub use crate::store::{InventoryStore, PgStore};
+pub use crate::store::{InventoryStore, PgStore, SqliteStore};
 
 /// The `[inventory]` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,7 +49,10 @@ impl Default for InventoryConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the inventory needs a PostgreSQL URL (--database-url or NETWARD_DATABASE_URL)")]
+    #[error(
+        "the inventory needs a database URL, sqlite:PATH or postgres://… \
+         (--database-url or NETWARD_DATABASE_URL)"
+    )]
     NoDatabase,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -73,16 +76,10 @@ pub async fn run(
         .database_url
         .as_ref()
         .ok_or(Error::NoDatabase)?;
-    let store = PgStore::connect(url.expose()).await?;
+    let store = store::open(url.expose()).await?;
     let secret_key: Option<Secret<String>> = config.value("secret_key")?;
-    let inventory = Arc::new(
-        Inventory::new(
-            Arc::new(store),
-            secret_key.as_ref(),
-            config.common.token.is_some(),
-        )
-        .await?,
-    );
+    let inventory =
+        Arc::new(Inventory::new(store, secret_key.as_ref(), config.common.token.is_some()).await?);
 
     let server = GrpcServer::new(
         Target::Inventory,

@@ -1,15 +1,45 @@
 //! Storage behind the inventory: one trait, a PostgreSQL implementation
-//! (schema `inventory`), and later a SQLite one for the embedded default.
-//! The store persists validated data and keeps the change log; it never
-//! validates (that is the service's job) and never sees a plaintext secret.
+//! (schema `inventory`) and a SQLite one (the embedded default), chosen by
+//! [`open`] from the database URL. The store persists validated data and
+//! keeps the change log; it never validates (that is the service's job) and
+//! never sees a plaintext secret.
+//!
+//! Both backends report a violated constraint as a `sqlx::Error::Database`
+//! carrying the PostgreSQL constraint name (`devices_name_key`,
+//! `devices_site_fkey`, …): the names in `migrations/0001_inventory.sql` are
+//! the vocabulary the service maps to its errors, whatever the backend.
 
 mod postgres;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use netward_shared::proto::v1;
 use uuid::Uuid;
 
 pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Opens the store `url` names, running its migrations: `sqlite:PATH` (or
+/// `sqlite://PATH`; the file is created if missing) → SQLite,
+/// `postgres://…` or `postgresql://…` → PostgreSQL.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn InventoryStore>> {
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme);
+    match scheme {
+        Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(PgStore::connect(url).await?)),
+        // Only the scheme is echoed: the rest of a URL may hold a password.
+        _ => Err(sqlx::Error::Configuration(
+            format!(
+                "unsupported database URL scheme {:?}: use sqlite:PATH or postgres://USER@HOST/DATABASE",
+                scheme.unwrap_or_default()
+            )
+            .into(),
+        )),
+    }
+}
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
@@ -185,4 +215,57 @@ pub struct DeviceIndexEntry {
     pub ip_address: String,
     pub enabled: bool,
     pub parent_id: Option<Uuid>,
+}
+
+// ---- helpers shared by the backends ---------------------------------------
+
+fn json_map(text: &str) -> HashMap<String, String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn map_json(map: &HashMap<String, String>) -> String {
+    // Sorted, so equal maps store equal text.
+    let sorted: BTreeMap<_, _> = map.iter().collect();
+    serde_json::to_string(&sorted).expect("a string map always serializes")
+}
+
+fn opt_u32(value: Option<i32>) -> Option<u32> {
+    value.map(|v| v.max(0) as u32)
+}
+
+fn parse_id(text: &str) -> Option<Uuid> {
+    Uuid::parse_str(text).ok()
+}
+
+/// Escapes LIKE wildcards so a search for "10_0" means what it says.
+fn like_pattern(query: &str) -> String {
+    let escaped = query
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+fn page_size(page: &PageRequest) -> i64 {
+    i64::from(page.size.clamp(1, 10_000))
+}
+
+fn finish_page<T>(
+    mut items: Vec<T>,
+    page: &PageRequest,
+    total: i64,
+    name: impl Fn(&T) -> String,
+) -> Page<T> {
+    let size = page_size(page) as usize;
+    let next_after = if items.len() > size {
+        items.truncate(size);
+        items.last().map(name)
+    } else {
+        None
+    };
+    Page {
+        items,
+        next_after,
+        total: total.max(0) as u64,
+    }
 }

@@ -1,7 +1,7 @@
 //! The PostgreSQL store (schema `inventory`). Batched writes use UNNEST, so
 //! an import of 100,000 devices is a handful of statements, not 100,000.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{
     ChangeBatch, DeviceFilter, DeviceIndexEntry, DeviceWrite, InventoryStore, Key, Page,
-    PageRequest, SiteFilter, StoreResult, StoredCredential,
+    PageRequest, SiteFilter, StoreResult, StoredCredential, finish_page, json_map, like_pattern,
+    map_json, opt_u32, page_size, parse_id,
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -101,20 +102,6 @@ fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
         seconds: at.timestamp(),
         nanos: at.timestamp_subsec_nanos() as i32,
     }
-}
-
-fn json_map(text: &str) -> HashMap<String, String> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-fn map_json(map: &HashMap<String, String>) -> String {
-    // Sorted, so equal maps store equal text.
-    let sorted: BTreeMap<_, _> = map.iter().collect();
-    serde_json::to_string(&sorted).expect("a string map always serializes")
-}
-
-fn opt_u32(value: Option<i32>) -> Option<u32> {
-    value.map(|v| v.max(0) as u32)
 }
 
 fn device_from_row(row: &PgRow) -> StoreResult<v1::Device> {
@@ -227,43 +214,6 @@ fn override_from_row(row: &PgRow) -> StoreResult<v1::InterfaceOverride> {
         comment: row.try_get("comment")?,
         updated_at: Some(timestamp(row.try_get("updated_at")?)),
     })
-}
-
-fn parse_id(text: &str) -> Option<Uuid> {
-    Uuid::parse_str(text).ok()
-}
-
-/// Escapes LIKE wildcards so a search for "10_0" means what it says.
-fn like_pattern(query: &str) -> String {
-    let escaped = query
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
-fn page_size(page: &PageRequest) -> i64 {
-    i64::from(page.size.clamp(1, 10_000))
-}
-
-fn finish_page<T>(
-    mut items: Vec<T>,
-    page: &PageRequest,
-    total: i64,
-    name: impl Fn(&T) -> String,
-) -> Page<T> {
-    let size = page_size(page) as usize;
-    let next_after = if items.len() > size {
-        items.truncate(size);
-        items.last().map(name)
-    } else {
-        None
-    };
-    Page {
-        items,
-        next_after,
-        total: total.max(0) as u64,
-    }
 }
 
 async fn load_devices(conn: &mut PgConnection, ids: &[Uuid]) -> StoreResult<Vec<v1::Device>> {
@@ -928,25 +878,23 @@ impl InventoryStore for PgStore {
     async fn prune_changes(&self, older_than: DateTime<Utc>) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         lock_revisions(&mut tx).await?;
-        let pruned: Option<i64> = sqlx::query_scalar(
+        let (count, through): (i64, Option<i64>) = sqlx::query_as(
             "WITH gone AS (DELETE FROM device_changes WHERE changed_at < $1 RETURNING revision) \
-             SELECT max(revision) FROM gone",
+             SELECT count(*), max(revision) FROM gone",
         )
         .bind(older_than)
         .fetch_one(&mut *tx)
         .await?;
-        let count = match pruned {
-            Some(through) => sqlx::query(
+        if let Some(through) = through {
+            sqlx::query(
                 "UPDATE revision_counter SET pruned_through = greatest(pruned_through, $1)",
             )
             .bind(through)
             .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            None => 0,
-        };
+            .await?;
+        }
         tx.commit().await?;
-        Ok(count)
+        Ok(count.max(0) as u64)
     }
 
     async fn create_credential(

@@ -4,7 +4,14 @@ use netward_shared::proto::v1;
 use prost_types::FieldMask;
 use tonic::Code;
 
-use crate::support::{TestInventory, create, device, site, violations};
+use crate::support::{Backend, TestInventory, create, device, on_both_backends, site, violations};
+
+on_both_backends!(
+    sites_create_get_update_list_regions_delete,
+    devices_are_validated_with_precise_errors,
+    device_update_get_list_delete_and_parent_rules,
+    credentials_and_interface_overrides,
+);
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
@@ -12,9 +19,8 @@ fn mask(paths: &[&str]) -> Option<FieldMask> {
     })
 }
 
-#[tokio::test]
-async fn sites_create_get_update_list_regions_delete() {
-    let inv = TestInventory::start().await;
+async fn sites_create_get_update_list_regions_delete(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     let tbilisi = site(&mut c, "tbilisi-01", "Tbilisi").await;
     site(&mut c, "tbilisi-02", "Tbilisi").await;
@@ -155,9 +161,8 @@ async fn sites_create_get_update_list_regions_delete() {
     inv.stop().await;
 }
 
-#[tokio::test]
-async fn devices_are_validated_with_precise_errors() {
-    let inv = TestInventory::start().await;
+async fn devices_are_validated_with_precise_errors(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     site(&mut c, "kutaisi-01", "Kutaisi").await;
     let router = create(&mut c, device("kutaisi-01-rtr", "127.2.0.1", "kutaisi-01"))
@@ -235,9 +240,8 @@ async fn devices_are_validated_with_precise_errors() {
     inv.stop().await;
 }
 
-#[tokio::test]
-async fn device_update_get_list_delete_and_parent_rules() {
-    let inv = TestInventory::start().await;
+async fn device_update_get_list_delete_and_parent_rules(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     site(&mut c, "gori-01", "Gori").await;
     let router = create(&mut c, device("gori-01-rtr", "127.3.0.1", "gori-01"))
@@ -431,9 +435,8 @@ async fn device_update_get_list_delete_and_parent_rules() {
     inv.stop().await;
 }
 
-#[tokio::test]
-async fn credentials_and_interface_overrides() {
-    let inv = TestInventory::start().await;
+async fn credentials_and_interface_overrides(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     let v2 = c
         .create_credential(v1::CreateCredentialRequest {

@@ -7,7 +7,12 @@ use std::collections::BTreeMap;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::import_devices_request::Item;
 
-use crate::support::{Client, TestInventory};
+use crate::support::{Backend, Client, TestInventory, on_both_backends};
+
+on_both_backends!(
+    good_rows_land_and_bad_rows_are_named_by_line,
+    parents_within_the_file_and_their_failures,
+);
 
 fn row(line: u32, name: &str, ip: &str, site: &str, parent: &str) -> v1::ImportRow {
     v1::ImportRow {
@@ -132,9 +137,8 @@ async fn device_count(client: &mut Client) -> u64 {
         .total_count
 }
 
-#[tokio::test]
-async fn good_rows_land_and_bad_rows_are_named_by_line() {
-    let inv = TestInventory::start().await;
+async fn good_rows_land_and_bad_rows_are_named_by_line(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     let (rows, bad) = rows();
 
@@ -215,9 +219,8 @@ async fn good_rows_land_and_bad_rows_are_named_by_line() {
     inv.stop().await;
 }
 
-#[tokio::test]
-async fn parents_within_the_file_and_their_failures() {
-    let inv = TestInventory::start().await;
+async fn parents_within_the_file_and_their_failures(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     let rows = vec![
         // The child comes before its parent: order in the file does not matter.

@@ -3,7 +3,16 @@
 
 use netward_shared::proto::v1;
 
-use crate::support::{TestInventory, captured_logs, create, device, site};
+use netward_inventory::SqliteStore;
+
+use crate::support::{
+    Backend, Storage, TestInventory, captured_logs, create, device, on_both_backends, site,
+};
+
+on_both_backends!(
+    secrets_never_appear_in_responses_errors_or_logs,
+    refuses_to_start_with_stored_secrets_and_no_key,
+);
 
 const COMMUNITY: &str = "s3cret-community-5d1f";
 const AUTH_KEY: &str = "s3cret-authkey-8a2c";
@@ -15,9 +24,8 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-#[tokio::test]
-async fn secrets_never_appear_in_responses_errors_or_logs() {
-    let inv = TestInventory::start().await;
+async fn secrets_never_appear_in_responses_errors_or_logs(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     let v2 = c
         .create_credential(v1::CreateCredentialRequest {
@@ -156,13 +164,26 @@ async fn secrets_never_appear_in_responses_errors_or_logs() {
     assert_eq!(resolved.community, COMMUNITY);
 
     // At rest, the database holds ciphertexts only.
-    let stored: Vec<Option<Vec<u8>>> = sqlx::query_scalar(
-        "SELECT community FROM inventory.credentials UNION ALL SELECT auth_key FROM inventory.credentials \
-         UNION ALL SELECT priv_key FROM inventory.credentials",
-    )
-    .fetch_all(inv.database.pool())
-    .await
-    .unwrap();
+    let stored: Vec<Option<Vec<u8>>> = match &inv.storage {
+        Storage::Postgres(database) => sqlx::query_scalar(
+            "SELECT community FROM inventory.credentials UNION ALL SELECT auth_key FROM inventory.credentials \
+             UNION ALL SELECT priv_key FROM inventory.credentials",
+        )
+        .fetch_all(database.pool())
+        .await
+        .unwrap(),
+        Storage::Sqlite(_) => {
+            let store = SqliteStore::connect(&inv.storage.url()).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT community FROM credentials UNION ALL SELECT auth_key FROM credentials \
+                 UNION ALL SELECT priv_key FROM credentials",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(stored.iter().flatten().count(), 3, "the stored secrets");
     for bytes in stored.into_iter().flatten() {
         assert_clean("a stored column", &String::from_utf8_lossy(&bytes));
     }
@@ -175,9 +196,8 @@ async fn secrets_never_appear_in_responses_errors_or_logs() {
     );
 }
 
-#[tokio::test]
-async fn refuses_to_start_with_stored_secrets_and_no_key() {
-    let inv = TestInventory::start().await;
+async fn refuses_to_start_with_stored_secrets_and_no_key(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     c.create_credential(v1::CreateCredentialRequest {
         name: "needs-key".into(),
@@ -187,12 +207,12 @@ async fn refuses_to_start_with_stored_secrets_and_no_key() {
     })
     .await
     .unwrap();
-    let database = &inv.database;
-    let refused = TestInventory::serve(database, &[]).await.unwrap_err();
+    let storage = &inv.storage;
+    let refused = TestInventory::serve(storage, &[]).await.unwrap_err();
     assert!(refused.contains("NETWARD_SECRET_KEY"), "{refused}");
     // And with the wrong key the secrets do not decrypt: a clear error, no garbage.
     let (addr, stop, task) =
-        TestInventory::serve(database, &[("NETWARD_SECRET_KEY", &"ab".repeat(32))])
+        TestInventory::serve(storage, &[("NETWARD_SECRET_KEY", &"ab".repeat(32))])
             .await
             .unwrap();
     let mut other =

@@ -1,7 +1,10 @@
-//! Starts the inventory in-process on a fresh database and a free port, and
-//! captures every log line the process writes (for the secrets test).
+//! Starts the inventory in-process on a fresh database (PostgreSQL, or a
+//! SQLite file in a temporary directory) and a free port, captures every log
+//! line the process writes (for the secrets test), and runs a test case on
+//! both backends.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use netward_shared::client::{PeerChannel, connect};
@@ -48,34 +51,109 @@ fn install_log_capture() {
     });
 }
 
+/// The storage backends the inventory runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Runs each `async fn case(backend: Backend)` as two tests,
+/// `postgres::case` and `sqlite::case` (`cargo test sqlite` runs one side).
+macro_rules! on_both_backends {
+    ($($case:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Postgres).await
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Sqlite).await
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A database that exists for one test: a fresh PostgreSQL database, or a
+/// SQLite file in a temporary directory (removed on drop).
+pub enum Storage {
+    Postgres(TestDatabase),
+    Sqlite(TempDir),
+}
+
+impl Storage {
+    pub async fn create(backend: Backend) -> Storage {
+        match backend {
+            Backend::Postgres => Storage::Postgres(TestDatabase::create().await.unwrap()),
+            Backend::Sqlite => Storage::Sqlite(TempDir::new()),
+        }
+    }
+
+    /// The URL the inventory is given.
+    pub fn url(&self) -> String {
+        match self {
+            Storage::Postgres(database) => database.url().to_string(),
+            Storage::Sqlite(dir) => format!("sqlite://{}", dir.0.join("inventory.db").display()),
+        }
+    }
+}
+
+/// A directory of its own under the system's temporary directory.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "netward-inventory-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub struct TestInventory {
     pub client: Client,
-    pub database: TestDatabase,
+    pub storage: Storage,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestInventory {
-    pub async fn start() -> TestInventory {
-        Self::start_with(&[("NETWARD_SECRET_KEY", SECRET_KEY)]).await
+    pub async fn start_on(backend: Backend) -> TestInventory {
+        Self::start_with(backend, &[("NETWARD_SECRET_KEY", SECRET_KEY)]).await
     }
 
-    pub async fn start_with(env: &[(&str, &str)]) -> TestInventory {
-        let database = TestDatabase::create().await.unwrap();
-        let (addr, stop, task) = Self::serve(&database, env).await.unwrap();
+    pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> TestInventory {
+        let storage = Storage::create(backend).await;
+        let (addr, stop, task) = Self::serve(&storage, env).await.unwrap();
         let client = InventoryServiceClient::new(connect(&format!("http://{addr}"), None).unwrap())
             .max_decoding_message_size(64 * 1024 * 1024);
         TestInventory {
             client,
-            database,
+            storage,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
-    /// Starts an inventory on `database`; `Err` carries the start-up error.
+    /// Starts an inventory on `storage`; `Err` carries the start-up error.
     pub async fn serve(
-        database: &TestDatabase,
+        storage: &Storage,
         env: &[(&str, &str)],
     ) -> Result<
         (
@@ -90,7 +168,7 @@ impl TestInventory {
             .iter()
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect();
-        vars.insert("NETWARD_DATABASE_URL".into(), database.url().to_string());
+        vars.insert("NETWARD_DATABASE_URL".into(), storage.url());
         let config = ConfigLoader::new(Target::Inventory)
             .env(vars)
             .load()

@@ -6,7 +6,12 @@ use std::time::Duration;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::watch_devices_response::Event;
 
-use crate::support::{Client, TestInventory, create, device, site};
+use crate::support::{Backend, Client, TestInventory, create, device, on_both_backends, site};
+
+on_both_backends!(
+    resume_from_the_last_revision_sees_every_change_once_in_order,
+    an_unknown_revision_gets_a_fresh_snapshot,
+);
 
 async fn next(stream: &mut tonic::Streaming<v1::WatchDevicesResponse>) -> Event {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -60,9 +65,8 @@ async fn change(stream: &mut tonic::Streaming<v1::WatchDevicesResponse>) -> v1::
     }
 }
 
-#[tokio::test]
-async fn resume_from_the_last_revision_sees_every_change_once_in_order() {
-    let inv = TestInventory::start().await;
+async fn resume_from_the_last_revision_sees_every_change_once_in_order(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     site(&mut c, "telavi-01", "Telavi").await;
     for i in 1..=3 {
@@ -154,9 +158,8 @@ async fn resume_from_the_last_revision_sees_every_change_once_in_order() {
     inv.stop().await;
 }
 
-#[tokio::test]
-async fn an_unknown_revision_gets_a_fresh_snapshot() {
-    let inv = TestInventory::start().await;
+async fn an_unknown_revision_gets_a_fresh_snapshot(backend: Backend) {
+    let inv = TestInventory::start_on(backend).await;
     let mut c = inv.client.clone();
     site(&mut c, "zugdidi-01", "Zugdidi").await;
     create(&mut c, device("zugdidi-rtr", "127.6.0.1", "zugdidi-01"))
