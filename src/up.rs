@@ -362,7 +362,10 @@ impl Stages {
     /// `live`: the services started and not ended yet.
     async fn stop(&self, services: &mut JoinSet<Outcome>, mut live: Vec<Target>) {
         let stages = [
-            (&self.probers, &[Target::PingExecutor, Target::SnmpPoller][..]),
+            (
+                &self.probers,
+                &[Target::PingExecutor, Target::SnmpPoller][..],
+            ),
             (&self.core, &[Target::Planner, Target::Alerting][..]),
             (&self.inventory, &[Target::Inventory][..]),
         ];

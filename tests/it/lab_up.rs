@@ -10,131 +10,13 @@
 //! CPU time over its first minute.
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netward_shared::testkit::lab::{self, Rule};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::support::NETWARD;
+use crate::up::{Up, cli, wait_for};
 
 const EXAMPLE: &str = include_str!("../../deploy/examples/inventory.csv");
-
-/// A running `netward up`, its standard output collected line by line.
-struct Up {
-    child: Child,
-    out: Arc<Mutex<Vec<String>>>,
-    err: Arc<Mutex<Vec<String>>>,
-    started: Instant,
-}
-
-impl Up {
-    fn start(data_dir: &std::path::Path) -> Up {
-        let mut command = Command::new(NETWARD);
-        command
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NETWARD_")) {
-            command.env_remove(key);
-        }
-        let started = Instant::now();
-        let mut child = command.spawn().expect("spawn netward up");
-        let out = collect(child.stdout.take().expect("stdout is piped"));
-        let err = collect(child.stderr.take().expect("stderr is piped"));
-        Up {
-            child,
-            out,
-            err,
-            started,
-        }
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            self.out.lock().unwrap().join("\n"),
-            self.err.lock().unwrap().join("\n")
-        )
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.out.lock().unwrap().clone()
-    }
-
-    /// Sends SIGINT (Ctrl-C) and waits for a clean exit.
-    async fn interrupt(mut self) -> String {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("netward up did not exit after Ctrl-C:\n{}", self.output()))
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(status.success(), "exit {status}:\n{}", self.output());
-        self.output()
-    }
-}
-
-fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-/// Polls `check` until it gives a value; on timeout fails with `what` and
-/// everything `up` has printed.
-async fn wait_for<T, F, Fut>(up: &Up, what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not within {timeout:?}: {what}\n{}",
-            up.output()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// A CLI verb against the default ports, its standard output.
-async fn cli(args: &[&str]) -> String {
-    let out = Command::new(NETWARD)
-        .args(args)
-        .env_remove("NETWARD_ALERTING_URL")
-        .env_remove("NETWARD_PLANNER_URL")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "netward {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Open alerts as (device name → alert ids), from `netward alerts --json`.
 async fn open_alerts() -> HashMap<String, BTreeSet<String>> {

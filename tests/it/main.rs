@@ -21,3 +21,4 @@ mod planner;
 mod snmp_isp;
 mod snmp_v3;
 mod support;
+mod up;

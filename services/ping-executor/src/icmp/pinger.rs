@@ -47,10 +47,20 @@ impl Pinger {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (shared, queues) = {
+        let opened = {
             // The sockets register with the engine's own I/O driver.
             let _enter = runtime.enter();
-            Self::open(&config)?
+            Self::open(&config)
+        };
+        let (shared, queues) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                // Dropping a runtime blocks, which panics when `new` runs
+                // inside another runtime (every caller does): let it go in
+                // the background instead, so the error is what surfaces.
+                runtime.shutdown_background();
+                return Err(error);
+            }
         };
         let engines: Vec<Engine> = queues
             .into_iter()
