@@ -52,6 +52,8 @@ impl Error {
 
 /// Maps a store error. `value` is the offending value when the caller knows
 /// it (the name or address it tried to write), for ALREADY_EXISTS messages.
+/// Both stores name constraints as the PostgreSQL schema does (the SQLite
+/// store translates its own reports), so one table serves both backends.
 pub fn from_store(error: sqlx::Error, value: &str) -> Error {
     match classify_sqlx(&error) {
         DbErrorKind::UniqueViolation(constraint) => {
