@@ -17,6 +17,7 @@ mod lab_e2e;
 mod lab_gap;
 mod lab_loss;
 mod planner;
+mod readme;
 mod snmp_isp;
 mod snmp_v3;
 mod support;
