@@ -119,6 +119,15 @@ fn commands(readme: &str) -> Vec<ReadmeCommand> {
     for (index, line) in readme.lines().enumerate() {
         let number = index + 1;
         if let Some(rest) = line.trim_start().strip_prefix("```") {
+            // A command left open at the block's end is kept as it is (and
+            // fails), never joined with the next block.
+            if let Some((start, text)) = pending.take() {
+                found.push(ReadmeCommand {
+                    line: start,
+                    text,
+                    shown: None,
+                });
+            }
             block = match block {
                 None => Some(rest.trim().to_string()),
                 Some(_) => None,
@@ -134,6 +143,9 @@ fn commands(readme: &str) -> Vec<ReadmeCommand> {
                 };
                 if let Some(head) = text.strip_suffix('\\') {
                     pending = Some((start, head.trim_end().to_string()));
+                } else if open_quote(&text) {
+                    // A quoted argument (JSON for grpcurl) spanning lines.
+                    pending = Some((start, text));
                 } else if !text.is_empty() && !text.starts_with('#') {
                     found.push(ReadmeCommand {
                         line: start,
@@ -174,21 +186,34 @@ fn commands(readme: &str) -> Vec<ReadmeCommand> {
     found
 }
 
-/// The command without its trailing comment (a `#` after whitespace,
-/// outside quotes).
-fn without_comment(text: &str) -> &str {
+/// Where `text`'s trailing comment starts (a `#` after whitespace, outside
+/// quotes), and whether the text before it ends inside a quoted string.
+fn scan(text: &str) -> (Option<usize>, bool) {
     let mut quote = None;
     let mut previous = ' ';
     for (i, c) in text.char_indices() {
         match (quote, c) {
             (None, '\'' | '"') => quote = Some(c),
             (Some(q), _) if c == q => quote = None,
-            (None, '#') if previous.is_whitespace() => return text[..i].trim_end(),
+            (None, '#') if previous.is_whitespace() => return (Some(i), false),
             _ => {}
         }
         previous = c;
     }
-    text.trim_end()
+    (None, quote.is_some())
+}
+
+/// Whether `text` (its comment aside) ends inside a quoted string.
+fn open_quote(text: &str) -> bool {
+    scan(text).1
+}
+
+/// The command without its trailing comment.
+fn without_comment(text: &str) -> &str {
+    match scan(text).0 {
+        Some(i) => text[..i].trim_end(),
+        None => text.trim_end(),
+    }
 }
 
 /// The words a shown output is recognised by: the purely alphabetic words
@@ -291,12 +316,27 @@ impl Stack {
         let alerting_url = format!("http://{}", alerting.grpc_addr);
 
         let mut addresses = vec![
-            ("127.0.0.1:50051".to_string(), inventory.grpc_addr.to_string()),
+            (
+                "127.0.0.1:50051".to_string(),
+                inventory.grpc_addr.to_string(),
+            ),
             ("127.0.0.1:50052".to_string(), planner.grpc_addr.to_string()),
-            ("127.0.0.1:50053".to_string(), alerting.grpc_addr.to_string()),
-            ("127.0.0.1:9551".to_string(), inventory.metrics_addr.to_string()),
-            ("127.0.0.1:9552".to_string(), planner.metrics_addr.to_string()),
-            ("127.0.0.1:9553".to_string(), alerting.metrics_addr.to_string()),
+            (
+                "127.0.0.1:50053".to_string(),
+                alerting.grpc_addr.to_string(),
+            ),
+            (
+                "127.0.0.1:9551".to_string(),
+                inventory.metrics_addr.to_string(),
+            ),
+            (
+                "127.0.0.1:9552".to_string(),
+                planner.metrics_addr.to_string(),
+            ),
+            (
+                "127.0.0.1:9553".to_string(),
+                alerting.metrics_addr.to_string(),
+            ),
         ];
         let mut processes = vec![inventory, planner, alerting];
         // The executor dials a planner that is not there: it serves its own
@@ -313,8 +353,14 @@ impl Stack {
                 ],
             )
             .await;
-            addresses.push(("127.0.0.1:50054".to_string(), executor.grpc_addr.to_string()));
-            addresses.push(("127.0.0.1:9554".to_string(), executor.metrics_addr.to_string()));
+            addresses.push((
+                "127.0.0.1:50054".to_string(),
+                executor.grpc_addr.to_string(),
+            ));
+            addresses.push((
+                "127.0.0.1:9554".to_string(),
+                executor.metrics_addr.to_string(),
+            ));
             processes.push(executor);
         }
 
@@ -397,7 +443,10 @@ impl Stack {
             .collect();
         let mut results: Vec<(&str, bool)> = answering.iter().map(|id| (*id, true)).collect();
         results.push((&router, false));
-        Ingest::over(alerting.clone()).await.results(1, &results).await;
+        Ingest::over(alerting.clone())
+            .await
+            .results(1, &results)
+            .await;
 
         eventually(
             "the router's device-down alert fires",
@@ -603,6 +652,10 @@ fn commands_are_read_from_sh_blocks_and_shown_runs() {
         # a comment line\n\
         grpcurl -d '{\"a\": 1}' \\\n\
           127.0.0.1:50052 list\n\
+        grpcurl -d '{\"a\": 1,\n\
+          \"b\": 2}' 127.0.0.1:50052 Call\n\
+        netward sizing 875   # the seed's line\n\
+        netward planner status\n\
         ```\n\
         ```\n\
         $ netward sizing 875\n\
@@ -621,13 +674,16 @@ fn commands_are_read_from_sh_blocks_and_shown_runs() {
         [
             "netward status   # counts",
             "grpcurl -d '{\"a\": 1}' 127.0.0.1:50052 list",
+            "grpcurl -d '{\"a\": 1, \"b\": 2}' 127.0.0.1:50052 Call",
+            "netward sizing 875   # the seed's line",
+            "netward planner status",
             "netward sizing 875",
             "netward alerts",
         ]
     );
     assert_eq!(found[1].line, 5);
     assert_eq!(
-        recognisable_words(found[2].shown.as_ref().unwrap()),
+        recognisable_words(found[5].shown.as_ref().unwrap()),
         ["devices", "batch", "size", "batches"]
     );
     assert_eq!(without_comment(&found[0].text), "netward status");
