@@ -232,6 +232,18 @@ fn recognisable_words(shown: &[String]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The JSON keys a shown output names (`"key":` opening a line): each must
+/// be in what the command prints, as grpcurl prints only fields that are set.
+fn shown_json_keys(shown: &[String]) -> Vec<String> {
+    shown
+        .iter()
+        .filter_map(|line| {
+            let (key, _) = line.trim_start().strip_prefix('"')?.split_once("\":")?;
+            Some(format!("\"{key}\""))
+        })
+        .collect()
+}
+
 /// What the test does with a command.
 #[derive(Debug, PartialEq)]
 enum Plan {
@@ -613,6 +625,7 @@ async fn the_readme_commands_run() {
         }
         let missing: Vec<String> = recognisable_words(shown)
             .into_iter()
+            .chain(shown_json_keys(shown))
             .filter(|word| !printed.contains(word.as_str()))
             .collect();
         if !missing.is_empty() {
@@ -687,6 +700,14 @@ fn commands_are_read_from_sh_blocks_and_shown_runs() {
         ["devices", "batch", "size", "batches"]
     );
     assert_eq!(without_comment(&found[0].text), "netward status");
+    assert_eq!(
+        shown_json_keys(&[
+            "{".into(),
+            "  \"cycle\": {".into(),
+            "    \"batchSize\": 100,".into()
+        ]),
+        ["\"cycle\"", "\"batchSize\""]
+    );
     assert_eq!(
         without_comment("grpcurl -d '{\"x\": \"# not a comment\"}' list  # a comment"),
         "grpcurl -d '{\"x\": \"# not a comment\"}' list"
