@@ -49,7 +49,8 @@ const README: &str = include_str!("../../README.md");
 const NOT_RUN: &[(&str, &str)] = &[
     (
         "cargo run --release -- up",
-        "runs until Ctrl-C and needs ICMP: run in the lab; its services are the ones this stack runs",
+        "runs until Ctrl-C and needs ICMP: tests/it/lab_up.rs runs `netward up` in the network lab; \
+         its services are the ones this stack runs",
     ),
     ("scripts/test.sh", "the test command itself: CI runs it"),
     ("cargo build --release", "CI builds the workspace"),
