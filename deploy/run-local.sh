@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the core loop on this machine as separate processes — inventory,
 # planner, two ping executors, an SNMP poller, alerting — against the local PostgreSQL and
-# Redis, with the example inventory loaded. Until the embedded default
-# (`netward up`) and the compose stack land, this is how to watch the real
-# thing work here. Ctrl-C stops everything.
+# Redis, with the example inventory loaded: the separate-processes path
+# (`netward up` runs all five in one process on SQLite). Ctrl-C stops
+# everything.
 #
 #   deploy/run-local.sh [--release] [--inventory FILE.csv]
 #

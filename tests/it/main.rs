@@ -18,6 +18,7 @@ mod lab_gap;
 mod lab_loss;
 mod lab_up;
 mod planner;
+mod readme;
 mod snmp_isp;
 mod snmp_v3;
 mod support;

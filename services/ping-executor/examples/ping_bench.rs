@@ -6,6 +6,13 @@
 //! Runs the engine with its default packets-per-second budget, then with no
 //! budget (what fping `-i0` does), then fping. Options: `--pps N` (the first
 //! run's budget), `--socket auto|raw|datagram`, `--no-fping`, `--no-unpaced`.
+//!
+//! With the `surge-bench` feature it also runs surge-ping, the library the
+//! engine replaced, on the same addresses: once shaped like the engine's
+//! unpaced run (batches of 500, every probe of a batch at once), once with at
+//! most `--surge-limit N` probes in flight (default 50, where it loses no
+//! reply on loopback). `--no-surge` leaves it out.
+//! `cargo run --release -p netward-ping-executor --features surge-bench --example ping_bench -- --targets 10000`
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,6 +34,10 @@ struct Args {
     socket: SocketMode,
     fping: bool,
     unpaced: bool,
+    #[cfg_attr(not(feature = "surge-bench"), allow(dead_code))]
+    surge: bool,
+    #[cfg_attr(not(feature = "surge-bench"), allow(dead_code))]
+    surge_limit: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -36,6 +47,8 @@ fn args() -> anyhow::Result<Args> {
         socket: SocketMode::Auto,
         fping: true,
         unpaced: true,
+        surge: cfg!(feature = "surge-bench"),
+        surge_limit: 50,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,8 +66,13 @@ fn args() -> anyhow::Result<Args> {
             }
             "--no-fping" => args.fping = false,
             "--no-unpaced" => args.unpaced = false,
+            "--no-surge" => args.surge = false,
+            "--surge-limit" => args.surge_limit = value()?.parse()?,
             other => bail!("unknown argument: {other} (try --targets N)"),
         }
+    }
+    if args.surge_limit == 0 {
+        bail!("--surge-limit must be at least 1");
     }
     if args.targets == 0 || args.targets > 250 * 254 * 254 {
         bail!("--targets must be between 1 and {}", 250 * 254 * 254);
@@ -164,6 +182,65 @@ async fn netward(
     ))
 }
 
+/// surge-ping over the same targets with the same probe (one echo, 1 s
+/// timeout, the engine's 16-byte payload), through one shared `Client` (one
+/// socket and its receive task, as surge-ping is meant to be used). `limit`:
+/// at most that many probes in flight; `None`: batches of 500, each probing
+/// all its targets at once, like the engine's unpaced run.
+#[cfg(feature = "surge-bench")]
+async fn surge(targets: &[Ipv4Addr], limit: Option<usize>) -> anyhow::Result<Run> {
+    use surge_ping::{Client, Config, PingIdentifier, PingSequence};
+
+    async fn probe(client: Client, addr: Ipv4Addr) -> bool {
+        let mut pinger = client
+            .pinger(IpAddr::V4(addr), PingIdentifier(rand::random()))
+            .await;
+        pinger.timeout(Duration::from_secs(1));
+        pinger.ping(PingSequence(0), &[0; 16]).await.is_ok()
+    }
+
+    let cpu_before = cpu(UsageWho::RUSAGE_SELF)?;
+    let start = Instant::now();
+    let client = Client::new(&Config::default())
+        .context("surge-ping client (needs root or ping_group_range)")?;
+    let answered = match limit {
+        Some(limit) => {
+            futures::stream::iter(targets.iter().map(|&addr| probe(client.clone(), addr)))
+                .buffer_unordered(limit)
+                .filter(|ok| std::future::ready(*ok))
+                .count()
+                .await
+        }
+        None => {
+            let mut tasks = tokio::task::JoinSet::new();
+            for batch in targets.chunks(BATCH) {
+                let client = client.clone();
+                let batch = batch.to_vec();
+                tasks.spawn(async move {
+                    let probes: FuturesUnordered<_> = batch
+                        .iter()
+                        .map(|&addr| probe(client.clone(), addr))
+                        .collect();
+                    probes.filter(|ok| std::future::ready(*ok)).count().await
+                });
+            }
+            let mut answered = 0;
+            while let Some(batch_answered) = tasks.join_next().await {
+                answered += batch_answered?;
+            }
+            answered
+        }
+    };
+    let wall = start.elapsed();
+    let cpu = cpu(UsageWho::RUSAGE_SELF)? - cpu_before;
+    drop(client);
+    Ok(Run {
+        answered,
+        wall,
+        cpu,
+    })
+}
+
 fn fping(targets: &[Ipv4Addr]) -> anyhow::Result<Run> {
     let mut list = tempfile()?;
     for addr in targets {
@@ -221,6 +298,16 @@ fn main() -> anyhow::Result<()> {
         println!("{detail}");
         runs.push(("netward (no budget)".to_owned(), unpaced));
     }
+    #[cfg(feature = "surge-bench")]
+    if args.surge {
+        let fan_out = runtime.block_on(surge(&targets, None))?;
+        runs.push(("surge-ping (batches of 500)".to_owned(), fan_out));
+        let limited = runtime.block_on(surge(&targets, Some(args.surge_limit)))?;
+        runs.push((
+            format!("surge-ping ({} in flight)", args.surge_limit),
+            limited,
+        ));
+    }
     drop(runtime);
     let fping = if args.fping {
         Some(fping(&targets)?)
@@ -258,7 +345,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     for (name, run) in &runs {
-        if run.answered != n {
+        // surge-ping's lost replies are a result, not a failure of the run.
+        if run.answered != n && !name.starts_with("surge-ping") {
             bail!("{name} answered {} of {n}", run.answered);
         }
     }

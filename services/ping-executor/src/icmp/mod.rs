@@ -5,7 +5,9 @@
 //! Own implementation on socket2 + tokio + nix (no `unsafe`), not surge-ping
 //! 0.9.1, because of CPU. Loopback, one echo per target, 1 s timeout, 2 cores,
 //! fping 5.1 `-c1 -r0 -i0 -t1000` in the same run (`examples/ping_bench.rs`;
-//! surge-ping from VERSIONS.md, measured earlier on this machine):
+//! these surge-ping rows were measured earlier with a probe crate; the
+//! example measures it too with `--features surge-bench`, and
+//! docs/architecture.md has those figures):
 //!
 //! | targets | run | wall | CPU | ratio to fping (wall, CPU) |
 //! |---|---|---|---|---|
