@@ -157,10 +157,28 @@ fn main() -> ExitCode {
         // `netward devices export | head`: the reader has all it wants.
         Err(error) if cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("netward: error: {error:#}");
+            eprintln!("netward: error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, as `{:#}` writes them, but without
+/// a cause its parent already spelled out (an error that shows its source in
+/// its own message would otherwise print it twice).
+pub(crate) fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {

@@ -299,7 +299,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 // rest go on (alerting raises the monitoring gap).
                 Ok((Target::PingExecutor, Err(cause))) => {
                     live.retain(|t| *t != Target::PingExecutor);
-                    eprintln!("netward up: ping executor not running: {cause:#}");
+                    eprintln!(
+                        "netward up: ping executor not running: {}",
+                        crate::describe(&cause)
+                    );
                     eprintln!(
                         "netward up: the other services keep running; alerting reports every \
                          device as a monitoring gap until probes flow"
@@ -375,7 +378,10 @@ impl Stages {
                 match services.join_next().await {
                     Some(Ok((target, outcome))) => {
                         if let Err(cause) = outcome {
-                            eprintln!("netward up: {target} stopped with an error: {cause:#}");
+                            eprintln!(
+                                "netward up: {target} stopped with an error: {}",
+                                crate::describe(&cause)
+                            );
                         }
                         live.retain(|t| *t != target);
                     }
