@@ -13,6 +13,17 @@
 //! them. PostgreSQL comes from `NETWARD_TEST_DATABASE_URL` (default the
 //! local server as user postgres); its database is dropped at the end, and
 //! the SQLite file is written in the temporary directory and deleted.
+//!
+//! Measured here (release, 2 cores shared with other builds, load ~9):
+//!
+//! | backend | results/s | raw B/result | rollups B/result | all B/result | expire of the day |
+//! |---|---|---|---|---|---|
+//! | SQLite | 3,122 | 85.4 | 83.1 | 168.9 (file) | 2.98 s (100 batched deletes + DROP) |
+//! | PostgreSQL | 32,604 | 163.3 | 156.3 | 320.4 | 0.59 s (DROP partition) |
+//!
+//! SQLite's rate falls as the day grows (6,700/s at 100,000 results): each
+//! commit writes every leaf page it touched to the WAL, and device-ordered
+//! keys (the day table's and the rollups') touch about one page per result.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
