@@ -1,6 +1,7 @@
 //! The contract of the store traits, written once against [`Stores`] so
-//! every backend runs the same checks: PostgreSQL here, SQLite beside it
-//! once it is built (call these functions with its `Stores`).
+//! every backend runs the same checks: each case is a test on a fresh
+//! PostgreSQL database (`stores::pg::…`) and one on a fresh SQLite file
+//! (`stores::sqlite::…`).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use netward_alerting::notify::{AlertPayload, ListFilter, Measurement, Notificati
 use netward_alerting::store::{
     AlertNotification, AlertWrite, Attempt, CurrentInterface, DeliveryState, InterfaceMemory,
     InterfaceRollup, InterfaceSampleRow, NewNotification, NotifyWhen, PgStore, SilenceRow,
-    SnmpBatch, SnmpDeviceWrite, Stores,
+    SnmpBatch, SnmpDeviceWrite, SqliteStore, Stores,
 };
 use netward_shared::proto::v1;
 use netward_shared::status::{DbErrorKind, classify_sqlx};
@@ -481,32 +482,73 @@ pub async fn snmp_store(stores: &Stores) {
     assert!(snmp.snmp_devices().await.unwrap().is_empty());
 }
 
-async fn postgres() -> (TestDatabase, Stores) {
-    let database = TestDatabase::create().await.unwrap();
-    let stores = Stores::postgres(PgStore::connect(database.url()).await.unwrap());
-    (database, stores)
+/// Stores on a fresh database, dropped (PostgreSQL) or deleted (SQLite)
+/// with it.
+pub struct Backend {
+    pub stores: Stores,
+    _database: Option<TestDatabase>,
+    file: Option<std::path::PathBuf>,
 }
 
-#[tokio::test]
-async fn postgres_keeps_the_alert_store_contract() {
-    let (_database, stores) = postgres().await;
-    alert_store(&stores).await;
+impl Backend {
+    pub async fn postgres() -> Backend {
+        let database = TestDatabase::create().await.unwrap();
+        let stores = Stores::postgres(PgStore::connect(database.url()).await.unwrap());
+        Backend {
+            stores,
+            _database: Some(database),
+            file: None,
+        }
+    }
+
+    pub async fn sqlite() -> Backend {
+        let file = std::env::temp_dir().join(format!(
+            "netward-alerting-stores-{}.db",
+            Uuid::new_v4().simple()
+        ));
+        let url = format!("sqlite://{}", file.display());
+        let stores = Stores::sqlite(SqliteStore::connect(&url).await.unwrap());
+        Backend {
+            stores,
+            _database: None,
+            file: Some(file),
+        }
+    }
 }
 
-#[tokio::test]
-async fn postgres_keeps_the_notification_store_contract() {
-    let (_database, stores) = postgres().await;
-    notification_store(&stores).await;
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
+    }
 }
 
-#[tokio::test]
-async fn postgres_keeps_the_silence_store_contract() {
-    let (_database, stores) = postgres().await;
-    silence_store(&stores).await;
+/// Each case, as a test on PostgreSQL (`stores::pg::…`) and one on SQLite
+/// (`stores::sqlite::…`).
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod pg {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = super::Backend::postgres().await;
+                    super::$case(&backend.stores).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$case(&backend.stores).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn postgres_keeps_the_snmp_store_contract() {
-    let (_database, stores) = postgres().await;
-    snmp_store(&stores).await;
-}
+on_both_backends!(alert_store, notification_store, silence_store, snmp_store);
