@@ -118,7 +118,9 @@ impl AlertingConfig {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("alerting needs a PostgreSQL URL (--database-url or NETWARD_DATABASE_URL)")]
+    #[error(
+        "alerting needs a database URL, sqlite: or postgres: (--database-url or NETWARD_DATABASE_URL)"
+    )]
     NoDatabase,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

@@ -53,6 +53,18 @@ impl Stores {
             snmp: store,
         }
     }
+
+    /// Every store on one SQLite file.
+    pub fn sqlite(store: SqliteStore) -> Self {
+        let store = Arc::new(store);
+        Self {
+            results: store.clone(),
+            alerts: store.clone(),
+            notifications: store.clone(),
+            silences: store.clone(),
+            snmp: store,
+        }
+    }
 }
 
 /// Why [`open`] could not give the stores.
@@ -60,8 +72,6 @@ impl Stores {
 pub enum OpenError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("the SQLite store of alerting is not built yet; use a postgres:// URL")]
-    SqliteNotBuilt,
     #[error("unsupported database URL scheme {0:?}: use sqlite: or postgres: (postgresql:)")]
     UnsupportedScheme(String),
 }
@@ -72,7 +82,7 @@ pub async fn open(url: &str) -> Result<Stores, OpenError> {
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
     match scheme.to_ascii_lowercase().as_str() {
         "postgres" | "postgresql" => Ok(Stores::postgres(PgStore::connect(url).await?)),
-        "sqlite" => Err(OpenError::SqliteNotBuilt),
+        "sqlite" => Ok(Stores::sqlite(SqliteStore::connect(url).await?)),
         _ => Err(OpenError::UnsupportedScheme(scheme.to_string())),
     }
 }
@@ -312,8 +322,16 @@ mod tests {
 
     #[tokio::test]
     async fn open_dispatches_on_the_scheme() {
-        let sqlite = open("sqlite:///tmp/alerting.db").await.err();
-        assert!(matches!(sqlite, Some(OpenError::SqliteNotBuilt)));
+        let file = std::env::temp_dir().join(format!(
+            "netward-alerting-open-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let sqlite = open(&format!("sqlite://{}", file.display())).await;
+        assert!(sqlite.is_ok(), "{:?}", sqlite.err());
+        drop(sqlite);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
         let other = open("mysql://localhost/alerting").await.err();
         assert!(
             matches!(&other, Some(OpenError::UnsupportedScheme(s)) if s == "mysql"),

@@ -12,6 +12,11 @@
 //! deletes and then drops it. The SNMP raw tables are plain tables whose old
 //! rows `expire` deletes the same way.
 
+mod alerts;
+mod notifications;
+mod silences;
+mod snmp;
+
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;

@@ -26,44 +26,12 @@ struct Alerting {
 impl Alerting {
     async fn start() -> Alerting {
         let database = TestDatabase::create().await.unwrap();
-        let env = HashMap::from([(
-            "NETWARD_DATABASE_URL".to_string(),
-            database.url().to_string(),
-        )]);
-        let config = ConfigLoader::new(Target::Alerting).env(env).load().unwrap();
-        let listeners = Listeners::local().await.unwrap();
-        let addr = listeners.grpc_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            netward_alerting::run(&config, listeners, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        let alerting = Alerting {
+        let (addr, stop) = serve(database.url()).await;
+        Alerting {
             database,
             addr,
             stop: Some(stop),
-        };
-        // The port is bound before start-up finishes: wait for health.
-        netward_shared::testkit::eventually(
-            "alerting serves",
-            Duration::from_secs(20),
-            || async move {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(
-                    connect(&format!("http://{addr}"), None).ok()?,
-                );
-                let check = health.check(tonic_health::pb::HealthCheckRequest::default());
-                tokio::time::timeout(Duration::from_millis(500), check)
-                    .await
-                    .ok()?
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
-        alerting
+        }
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -72,6 +40,41 @@ impl Alerting {
             .await
             .unwrap()
     }
+}
+
+/// Runs alerting (`netward_alerting::run`) on the database `url` until the
+/// sender is dropped or fired; returns once it serves.
+async fn serve(url: &str) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let env = HashMap::from([("NETWARD_DATABASE_URL".to_string(), url.to_string())]);
+    let config = ConfigLoader::new(Target::Alerting).env(env).load().unwrap();
+    let listeners = Listeners::local().await.unwrap();
+    let addr = listeners.grpc_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        netward_alerting::run(&config, listeners, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    // The port is bound before start-up finishes: wait for health.
+    netward_shared::testkit::eventually(
+        "alerting serves",
+        Duration::from_secs(20),
+        || async move {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(
+                connect(&format!("http://{addr}"), None).ok()?,
+            );
+            let check = health.check(tonic_health::pb::HealthCheckRequest::default());
+            tokio::time::timeout(Duration::from_millis(500), check)
+                .await
+                .ok()?
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    (addr, stop)
 }
 
 impl Drop for Alerting {
@@ -512,4 +515,71 @@ async fn a_batch_met_by_a_database_outage_is_not_acked_and_is_stored_once_when_r
             .await,
         5
     );
+}
+
+/// `run` on a SQLite file (the embedded default): a batch is stored once,
+/// acked, evaluated, and its device's state read back over gRPC and from
+/// the file.
+#[tokio::test]
+async fn run_serves_on_a_sqlite_file() {
+    let file = std::env::temp_dir().join(format!(
+        "netward-alerting-run-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let url = format!("sqlite://{}", file.display());
+    let (addr, stop) = serve(&url).await;
+    let devices = devices(3);
+    let mut stream = Stream::open(addr).await;
+    for expected in [(3, false), (0, true)] {
+        let sent = stream.send(batch("sqlite-1", &devices, Utc::now()));
+        let Some(v1::ingest_response::Msg::Ack(ack)) = stream.next(Duration::from_secs(10)).await
+        else {
+            panic!("no ack");
+        };
+        assert_eq!(
+            (ack.sequence, ack.stored, ack.duplicate),
+            (sent, expected.0, expected.1)
+        );
+    }
+
+    let mut client: AlertingServiceClient<PeerChannel> =
+        AlertingServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+    let device_id = devices[0].to_string();
+    netward_shared::testkit::eventually("the device is evaluated", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let device_id = device_id.clone();
+        async move {
+            let status = client
+                .get_device_status(v1::GetDeviceStatusRequest { device_id })
+                .await
+                .ok()?
+                .into_inner()
+                .status?;
+            (status.state == v1::DeviceState::Up as i32).then_some(())
+        }
+    })
+    .await;
+    let rules = client
+        .list_rules(v1::ListRulesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rules;
+    assert!(rules.iter().any(|r| r.builtin), "built-in rules seeded");
+    drop(stop);
+
+    let store = netward_alerting::store::SqliteStore::connect(&url)
+        .await
+        .unwrap();
+    let states = store.states().await.unwrap();
+    assert_eq!(states.len(), 3);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM probe_results")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
 }
