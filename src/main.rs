@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::config::{ConfigLoader, LoadedConfig, Target};
 use netward_shared::server::Listeners;
 
 /// Monitors a fleet of network devices: pings every device every 10 s, polls
@@ -212,12 +212,24 @@ async fn serve(target: Target, args: ServeArgs) -> anyhow::Result<()> {
     let _telemetry = netward_shared::telemetry::init(target.name(), &config.common.log, &env)?;
     let listeners = Listeners::bind(&config.common).await?;
     let shutdown = netward_shared::shutdown::signal();
-    let outcome: anyhow::Result<()> = match target {
-        Target::Inventory => Ok(netward_inventory::run(&config, listeners, shutdown).await?),
-        Target::Planner => Ok(netward_planner::run(&config, listeners, shutdown).await?),
-        Target::Alerting => Ok(netward_alerting::run(&config, listeners, shutdown).await?),
-        Target::PingExecutor => Ok(netward_ping_executor::run(&config, listeners, shutdown).await?),
-        Target::SnmpPoller => Ok(netward_snmp_poller::run(&config, listeners, shutdown).await?),
-    };
-    outcome.with_context(|| format!("{target} stopped with an error"))
+    run_target(target, &config, listeners, shutdown)
+        .await
+        .with_context(|| format!("{target} stopped with an error"))
+}
+
+/// One target's service code until `shutdown`: what `netward <target>`
+/// runs, and each of the five `netward up` runs.
+async fn run_target(
+    target: Target,
+    config: &LoadedConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    match target {
+        Target::Inventory => Ok(netward_inventory::run(config, listeners, shutdown).await?),
+        Target::Planner => Ok(netward_planner::run(config, listeners, shutdown).await?),
+        Target::Alerting => Ok(netward_alerting::run(config, listeners, shutdown).await?),
+        Target::PingExecutor => Ok(netward_ping_executor::run(config, listeners, shutdown).await?),
+        Target::SnmpPoller => Ok(netward_snmp_poller::run(config, listeners, shutdown).await?),
+    }
 }

@@ -232,7 +232,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let listeners = listeners.remove(&target).expect("bound once");
         let shutdown = stages.token(target).cancelled_owned();
         services.spawn(async move {
-            let outcome = serve(target, &config, listeners, shutdown).await;
+            let outcome = crate::run_target(target, &config, listeners, shutdown).await;
             (target, outcome)
         });
     };
@@ -390,22 +390,6 @@ impl Stages {
                 }
             }
         }
-    }
-}
-
-/// One target on the same code as `netward <target>`.
-async fn serve(
-    target: Target,
-    config: &LoadedConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    match target {
-        Target::Inventory => Ok(netward_inventory::run(config, listeners, shutdown).await?),
-        Target::Planner => Ok(netward_planner::run(config, listeners, shutdown).await?),
-        Target::Alerting => Ok(netward_alerting::run(config, listeners, shutdown).await?),
-        Target::PingExecutor => Ok(netward_ping_executor::run(config, listeners, shutdown).await?),
-        Target::SnmpPoller => Ok(netward_snmp_poller::run(config, listeners, shutdown).await?),
     }
 }
 

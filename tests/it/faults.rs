@@ -19,7 +19,7 @@ use netward_shared::testkit::lab::{self, Rule};
 use netward_shared::testkit::{TestDatabase, eventually};
 use sqlx::PgPool;
 
-use crate::support::Netward;
+use crate::support::{Netward, rss_kib};
 
 type Alerting = AlertingServiceClient<PeerChannel>;
 
@@ -635,23 +635,6 @@ async fn redis_flushed_then_stopped_for_30_s_the_stack_says_so_and_recovers() {
     planner.stop().await;
     alerting.stop().await;
     inventory.stop().await;
-}
-
-/// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                line.strip_prefix("VmRSS:")?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
 }
 
 fn signal(pid: u32, name: &str) {

@@ -33,12 +33,6 @@ async fn open_alerts() -> HashMap<String, BTreeSet<String>> {
 
 /// `/proc/<pid>` figures: resident memory in MiB and CPU seconds used.
 fn usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -48,7 +42,7 @@ fn usage(pid: u32) -> (f64, f64) {
         .iter()
         .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
         .sum();
-    (rss_kib / 1024.0, ticks / 100.0)
+    (crate::support::rss_kib(pid) as f64 / 1024.0, ticks / 100.0)
 }
 
 #[tokio::test]

@@ -31,6 +31,25 @@ pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
+/// Stored protobuf bodies decoded, a body that no longer decodes skipped
+/// (both backends read messages this way).
+fn decode_all<M: prost::Message + Default>(bodies: &[Vec<u8>]) -> Vec<M> {
+    bodies
+        .iter()
+        .filter_map(|b| M::decode(b.as_slice()).ok())
+        .collect()
+}
+
+/// An id the service handed over as text; the nil UUID when it is not one.
+fn uuid_of(id: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(id).unwrap_or_default()
+}
+
+/// A u64 counter bit for bit in a signed 64-bit column (bigint, INTEGER).
+fn bits(value: Option<u64>) -> Option<i64> {
+    value.map(|v| v as i64)
+}
+
 /// Every store alerting needs, one per aggregate; one backend behind all.
 #[derive(Clone)]
 pub struct Stores {

@@ -7,14 +7,7 @@ use prost::Message as _;
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::store::{SilenceRow, SilenceStore, StoreResult};
-
-fn decode_all(bodies: &[Vec<u8>]) -> Vec<v1::Silence> {
-    bodies
-        .iter()
-        .filter_map(|b| v1::Silence::decode(b.as_slice()).ok())
-        .collect()
-}
+use crate::store::{SilenceRow, SilenceStore, StoreResult, decode_all};
 
 #[async_trait]
 impl SilenceStore for PgStore {

@@ -11,16 +11,12 @@ use uuid::Uuid;
 
 use super::{PgStore, claim_batch};
 use crate::snmp::book::scalar_json;
+use crate::store::bits;
 use crate::store::{
     CurrentInterface, InterfaceMemory, InterfaceRollup, InterfaceSampleRow, SampleRef, SnmpBatch,
     SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoreResult,
 };
 use crate::timestamp as ts;
-
-/// A u64 counter bit for bit in a bigint column.
-fn bits(value: Option<u64>) -> Option<i64> {
-    value.map(|v| v as i64)
-}
 
 fn index_of(if_index: u32) -> i32 {
     i32::try_from(if_index).unwrap_or(i32::MAX)

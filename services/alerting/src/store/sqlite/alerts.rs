@@ -11,18 +11,7 @@ use uuid::Uuid;
 
 use super::notifications::insert_outbox;
 use super::{SqliteStore, micros};
-use crate::store::{AlertStore, AlertWrite, NotifyWhen, StoreResult};
-
-fn decode_all<M: prost::Message + Default>(bodies: &[Vec<u8>]) -> Vec<M> {
-    bodies
-        .iter()
-        .filter_map(|b| M::decode(b.as_slice()).ok())
-        .collect()
-}
-
-fn uuid_of(id: &str) -> Uuid {
-    Uuid::parse_str(id).unwrap_or_default()
-}
+use crate::store::{AlertStore, AlertWrite, NotifyWhen, StoreResult, decode_all, uuid_of};
 
 /// Whether a firing notification of the alert is in the outbox (sent or due).
 async fn fired_notified(tx: &mut SqliteConnection, alert_id: Uuid) -> Result<bool, sqlx::Error> {

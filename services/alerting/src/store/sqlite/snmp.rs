@@ -14,16 +14,12 @@ use uuid::Uuid;
 
 use super::{SqliteStore, claim_batch, instant, json_rows, micros};
 use crate::snmp::book::scalar_json;
+use crate::store::bits;
 use crate::store::{
     CurrentInterface, InterfaceMemory, InterfaceRollup, InterfaceSampleRow, SampleRef, SnmpBatch,
     SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoreResult,
 };
 use crate::timestamp as ts;
-
-/// A u64 counter bit for bit in a signed INTEGER column.
-fn bits(value: Option<u64>) -> Option<i64> {
-    value.map(|v| v as i64)
-}
 
 fn index_of(if_index: u32) -> i64 {
     i64::from(if_index.min(i32::MAX as u32))
