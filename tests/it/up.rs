@@ -185,6 +185,30 @@ async fn netward_up_without_icmp_privileges_says_what_to_do_and_reports_the_gap(
         }
     })
     .await;
+    // A second `netward up` with the same defaults is refused before it
+    // starts anything (its ports are taken), naming what to check; the first
+    // runs on undisturbed.
+    let second_dir = dir.join("second");
+    let second = Command::new(NETWARD)
+        .args(["up", "--data-dir"])
+        .arg(&second_dir)
+        .env_remove("NETWARD_DATABASE_URL")
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("a second netward up exits at once")
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{refusal}");
+    assert!(
+        refusal.contains("cannot listen on 127.0.0.1:50051")
+            && refusal.contains("is another netward running?"),
+        "{refusal}"
+    );
+    assert!(
+        !second_dir.join("inventory.db").exists(),
+        "the refused start touched no store"
+    );
     // The rest runs, and says it cannot see: a monitoring-gap alert.
     let gap = wait_for(
         &up,
