@@ -5,7 +5,7 @@
 //! PostgreSQL stopped for 30 s, Redis flushed and stopped for 30 s.
 //! Each counts the results the executors reported to the planner (the sum of
 //! `succeeded + failed` over its ping cycles) against the rows stored in
-//! `alerting.probe_results`, and prints its figures. They take minutes and
+//! `alerting.probe_raw`, and prints its figures. They take minutes and
 //! stop services, so they are ignored in CI: `scripts/faults.sh` runs them.
 
 use std::path::PathBuf;
@@ -118,13 +118,13 @@ async fn sent(planner_url: &str) -> u64 {
 
 /// Rows stored, and how many of them repeat a (device, cycle) pair.
 async fn stored(pool: &PgPool) -> (u64, u64) {
-    let (rows, distinct): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT (device_id, cycle_id)) FROM alerting.probe_results",
+    let results = crate::support::stored_results(pool).await;
+    let distinct: std::collections::HashSet<(uuid::Uuid, u64)> =
+        results.iter().map(|r| (r.device_id, r.cycle_id)).collect();
+    (
+        results.len() as u64,
+        (results.len() - distinct.len()) as u64,
     )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    (rows as u64, (rows - distinct) as u64)
 }
 
 async fn executor(planner_url: &str, alerting_url: &str, id: &str) -> Netward {

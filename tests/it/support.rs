@@ -294,3 +294,21 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Every probe result alerting stored in PostgreSQL, decoded from its
+/// packed raw rows (`alerting.probe_raw`).
+pub async fn stored_results(
+    pool: &sqlx::PgPool,
+) -> Vec<netward_alerting::store::packed::RawResult> {
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT probed_at, devices, packed FROM alerting.probe_raw")
+            .fetch_all(pool)
+            .await
+            .expect("reading alerting.probe_raw");
+    rows.iter()
+        .flat_map(|(at, devices, packed)| {
+            netward_alerting::store::packed::unpack_results(*at, devices, packed, None)
+                .expect("a damaged raw row")
+        })
+        .collect()
+}

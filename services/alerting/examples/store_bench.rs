@@ -1,36 +1,29 @@
-//! Benchmark of alerting's store on both backends (not a test): the same
-//! probe results, written through `AlertingStore::store_probe_batches` in
-//! groups of 500-result batches, into a fresh PostgreSQL database and a
-//! fresh SQLite file. Prints, per backend, results/s of the writes (raw rows
-//! and their one-minute rollups, as ingest writes them), bytes on disk per
-//! stored result (PostgreSQL: `pg_total_relation_size` of the
-//! `probe_results` partitions, indexes included; SQLite: the day tables'
-//! pages, and the whole file after a checkpoint), the rollups' share, and
-//! how long `expire` took to drop the day.
+//! Benchmark of alerting's store on both backends (not a test): a day (by
+//! default) of 10-second probe results for a fleet, written through
+//! `AlertingStore::store_probe_batches` in groups of 500-result batches as
+//! ingest writes them, then rolled up into the one-minute and hourly tiers
+//! (`rollup::Roller`), into a fresh PostgreSQL database and a fresh SQLite
+//! file. Prints, per backend: results/s of the writes; bytes at rest per
+//! raw result, per one-minute rollup row (10 entries) and per hourly row
+//! (24 entries), indexes and TOAST included (PostgreSQL:
+//! `pg_total_relation_size` of the partitions; SQLite: `dbstat` pages); the
+//! projection per device at the default retentions (raw 7 days, one-minute
+//! 30, hourly 400); how long the rollup and `expire` of the day took.
 //!
-//! `cargo run --release -p netward-alerting --example store_bench -- --devices 10000 --results 1000000`
-//! One result per device per minute (a cycle), as a one-minute cycle writes
-//! them. PostgreSQL comes from `NETWARD_TEST_DATABASE_URL` (default the
-//! local server as user postgres); its database is dropped at the end, and
-//! the SQLite file is written in the temporary directory and deleted.
+//! `cargo run --release -p netward-alerting --example store_bench -- --devices 1000 --hours 24`
 //!
-//! Measured here (release, 2 cores shared with other builds, load ~9):
-//!
-//! | backend | results/s | raw B/result | rollups B/result | all B/result | expire of the day |
-//! |---|---|---|---|---|---|
-//! | SQLite | 3,122 | 85.4 | 83.1 | 168.9 (file) | 2.98 s (100 batched deletes + DROP) |
-//! | PostgreSQL | 32,604 | 163.3 | 156.3 | 320.4 | 0.59 s (DROP partition) |
-//!
-//! SQLite's rate falls as the day grows (6,700/s at 100,000 results): each
-//! commit writes every leaf page it touched to the WAL, and device-ordered
-//! keys (the day table's and the rollups') touch about one page per result.
+//! PostgreSQL comes from `NETWARD_TEST_DATABASE_URL` (default the local
+//! server as user postgres); its database is dropped at the end, and the
+//! SQLite file is written in the temporary directory and deleted. Measured
+//! figures are in BENCHMARKS.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use netward_alerting::store::{AlertingStore, BatchRows, PgStore, ProbeRow, SqliteStore};
+use netward_alerting::rollup::Roller;
+use netward_alerting::store::{AlertingStore, BatchRows, Cutoffs, PgStore, ProbeRow, SqliteStore};
 use netward_shared::proto::v1;
 use netward_shared::testkit::TestDatabase;
 use uuid::Uuid;
@@ -41,27 +34,30 @@ const BATCH: usize = 500;
 /// stream received together in one transaction).
 const GROUP: usize = 4;
 
-fn args() -> anyhow::Result<(usize, usize)> {
-    let (mut devices, mut results) = (10_000usize, 1_000_000usize);
+/// Seconds between cycles (the default ping interval).
+const INTERVAL: i64 = 10;
+
+fn args() -> anyhow::Result<(usize, u64)> {
+    let (mut devices, mut hours) = (1_000usize, 24u64);
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--devices" => devices = value()?.parse()?,
-            "--results" => results = value()?.parse()?,
-            other => bail!("unknown argument: {other} (try --devices N --results N)"),
+            "--hours" => hours = value()?.parse()?,
+            other => bail!("unknown argument: {other} (try --devices N --hours N)"),
         }
     }
-    if devices == 0 || results < devices {
-        bail!("--devices must be at least 1 and --results at least --devices");
+    if devices == 0 || !(1..=24).contains(&hours) {
+        bail!("--devices must be at least 1 and --hours 1 to 24");
     }
-    Ok((devices, results))
+    Ok((devices, hours))
 }
 
 /// One cycle's results for every device, `at` plus a spread over the minute.
 fn cycle_rows(devices: &[Uuid], cycle: u64, start: DateTime<Utc>) -> Vec<ProbeRow> {
-    let at = start + TimeDelta::minutes(cycle as i64);
-    let spread = 60_000_000 / devices.len().max(1) as i64;
+    let at = start + TimeDelta::seconds(cycle as i64 * INTERVAL);
+    let spread = INTERVAL * 1_000_000 / devices.len().max(1) as i64;
     devices
         .iter()
         .enumerate()
@@ -121,115 +117,156 @@ async fn write(
     Ok(spent)
 }
 
+/// Bytes and rows of one kind of stored data.
+#[derive(Default)]
+struct Size {
+    bytes: u64,
+    rows: u64,
+}
+
+impl Size {
+    fn per_row(&self) -> f64 {
+        self.bytes as f64 / self.rows.max(1) as f64
+    }
+}
+
 struct Figures {
     results: u64,
     write: Duration,
-    raw_bytes: u64,
-    rollup_bytes: u64,
-    total_bytes: u64,
+    roll: Duration,
+    raw: Size,
+    minute: Size,
+    hour: Size,
     expire: Duration,
 }
 
 impl Figures {
     fn print(&self, backend: &str) {
-        let per = |bytes: u64| bytes as f64 / self.results as f64;
+        let raw = self.raw.bytes as f64 / self.results as f64;
+        let projected = raw * 8_640.0 * 7.0
+            + self.minute.per_row() * 144.0 * 30.0
+            + self.hour.per_row() * 400.0;
         println!(
-            "{backend:<10} {:>9} results in {:>7.1} s = {:>7.0} results/s | raw {:>6.1} B/result \
-             | rollups {:>6.1} B/result | all tables {:>6.1} B/result | expire of the day {:>6.2} s",
+            "{backend:<10} {:>9} results in {:>6.1} s = {:>7.0} results/s | raw {:>5.1} B/result \
+             | 1-min {:>6.1} B/row ({} rows) | hourly {:>6.1} B/row ({} rows) | rollup {:>5.1} s \
+             | projected {:>4.2} MB/device | expire of the day {:>5.2} s",
             self.results,
             self.write.as_secs_f64(),
             self.results as f64 / self.write.as_secs_f64(),
-            per(self.raw_bytes),
-            per(self.rollup_bytes),
-            per(self.total_bytes),
+            raw,
+            self.minute.per_row(),
+            self.minute.rows,
+            self.hour.per_row(),
+            self.hour.rows,
+            self.roll.as_secs_f64(),
+            projected / 1e6,
             self.expire.as_secs_f64(),
         );
     }
 }
 
-async fn postgres(devices: &[Uuid], cycles: u64, day: NaiveDate) -> anyhow::Result<Figures> {
-    let database = TestDatabase::create().await?;
-    let store = Arc::new(PgStore::connect(database.url()).await?);
+/// Writes the day, rolls it up, measures; `size` measures a table family.
+async fn run<S, F>(
+    store: Arc<S>,
+    devices: &[Uuid],
+    cycles: u64,
+    day: NaiveDate,
+    size: F,
+) -> anyhow::Result<Figures>
+where
+    S: AlertingStore,
+    F: AsyncFn(&'static str) -> anyhow::Result<Size>,
+{
     store.ensure_partitions(&[day]).await?;
     let start = day.and_hms_opt(0, 0, 0).context("midnight")?.and_utc();
     let write = write(store.as_ref(), devices, cycles, start).await?;
-    let pool = store.pool();
-    let results: i64 = sqlx::query_scalar("SELECT count(*) FROM probe_results")
-        .fetch_one(pool)
+    let started = Instant::now();
+    let rolled = Roller::new(store.clone())
+        .run(start + TimeDelta::days(2))
         .await?;
-    let raw_bytes: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::int8 FROM pg_inherits i \
-         JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
-         WHERE p.relname = 'probe_results' AND n.nspname = 'alerting'",
-    )
-    .fetch_one(pool)
-    .await?;
-    let rollup_bytes: i64 =
-        sqlx::query_scalar("SELECT pg_total_relation_size('alerting.probe_rollups')")
-            .fetch_one(pool)
-            .await?;
-    let total_bytes: i64 = sqlx::query_scalar(
-        "SELECT sum(pg_total_relation_size(c.oid))::int8 FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = 'alerting' AND c.relkind IN ('r', 'm')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let roll = started.elapsed();
+    if rolled.days != 1 {
+        bail!("rolled {rolled:?}: expected the whole day");
+    }
+    let raw = size("probe_raw").await?;
+    let minute = size("probe_rollups_1m").await?;
+    let hour = size("probe_rollups_1h").await?;
     let started = Instant::now();
     store
-        .expire(day + TimeDelta::days(1), DateTime::UNIX_EPOCH)
+        .expire(Cutoffs::raw_only(day + TimeDelta::days(1)))
         .await?;
-    let expire = started.elapsed();
     Ok(Figures {
-        results: results as u64,
+        results: raw.rows,
         write,
-        raw_bytes: raw_bytes as u64,
-        rollup_bytes: rollup_bytes as u64,
-        total_bytes: total_bytes as u64,
-        expire,
+        roll,
+        raw,
+        minute,
+        hour,
+        expire: started.elapsed(),
     })
+}
+
+async fn postgres(devices: &[Uuid], cycles: u64, day: NaiveDate) -> anyhow::Result<Figures> {
+    let database = TestDatabase::create().await?;
+    let store = Arc::new(PgStore::connect(database.url()).await?);
+    let pool = store.pool().clone();
+    run(store, devices, cycles, day, async |table| {
+        // Rows: results for the raw table, rows for the tiers.
+        let rows_sql = if table == "probe_raw" {
+            "SELECT coalesce(sum(results), 0)::int8 FROM probe_raw".to_string()
+        } else {
+            format!("SELECT count(*) FROM {table}")
+        };
+        let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(rows_sql))
+            .fetch_one(&pool)
+            .await?;
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::int8 FROM pg_inherits i \
+             JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE p.relname = $1 AND n.nspname = 'alerting'",
+        )
+        .bind(table)
+        .fetch_one(&pool)
+        .await?;
+        Ok(Size {
+            bytes: bytes as u64,
+            rows: rows as u64,
+        })
+    })
+    .await
 }
 
 async fn sqlite(devices: &[Uuid], cycles: u64, day: NaiveDate) -> anyhow::Result<Figures> {
     let file = std::env::temp_dir().join(format!("netward-store-bench-{}.db", Uuid::new_v4()));
     let figures = async {
-        let store = SqliteStore::connect(&format!("sqlite://{}", file.display())).await?;
-        store.ensure_partitions(&[day]).await?;
-        let start = day.and_hms_opt(0, 0, 0).context("midnight")?.and_utc();
-        let write = write(&store, devices, cycles, start).await?;
-        let pool = store.pool();
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(pool)
-            .await?;
-        let results: i64 = sqlx::query_scalar("SELECT count(*) FROM probe_results")
-            .fetch_one(pool)
-            .await?;
-        // dbstat: the pages of each table and index.
-        let raw_bytes: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'probe_results_%'",
-        )
-        .fetch_one(pool)
-        .await?;
-        let rollup_bytes: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'probe_rollups%' \
-             OR name = 'sqlite_autoindex_probe_rollups_1'",
-        )
-        .fetch_one(pool)
-        .await?;
-        let total_bytes = std::fs::metadata(&file)?.len();
-        let started = Instant::now();
-        store
-            .expire(day + TimeDelta::days(1), DateTime::UNIX_EPOCH)
-            .await?;
-        let expire = started.elapsed();
-        anyhow::Ok(Figures {
-            results: results as u64,
-            write,
-            raw_bytes: raw_bytes as u64,
-            rollup_bytes: rollup_bytes as u64,
-            total_bytes,
-            expire,
+        let store = Arc::new(SqliteStore::connect(&format!("sqlite://{}", file.display())).await?);
+        let pool = store.pool().clone();
+        run(store, devices, cycles, day, async |table| {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&pool)
+                .await?;
+            let rows_sql = if table == "probe_raw" {
+                "SELECT coalesce(sum(results), 0) FROM probe_raw".to_string()
+            } else {
+                format!("SELECT count(*) FROM {table}")
+            };
+            let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(rows_sql))
+                .fetch_one(&pool)
+                .await?;
+            // dbstat: the pages of the table and its indexes.
+            let bytes: i64 = sqlx::query_scalar(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = ?1 OR tbl_name = ?1",
+            )
+            .bind(table)
+            .fetch_one(&pool)
+            .await
+            .or_else(|_| Ok::<i64, sqlx::Error>(0))?;
+            Ok(Size {
+                bytes: bytes as u64,
+                rows: rows as u64,
+            })
         })
+        .await
     }
     .await;
     for suffix in ["", "-wal", "-shm"] {
@@ -240,20 +277,17 @@ async fn sqlite(devices: &[Uuid], cycles: u64, day: NaiveDate) -> anyhow::Result
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (devices, results) = args()?;
-    let cycles = (results / devices) as u64;
+    let (devices, hours) = args()?;
+    let cycles = hours * 3_600 / INTERVAL as u64;
     let ids: Vec<Uuid> = (0..devices).map(|_| Uuid::new_v4()).collect();
-    // A past day, so every cycle falls on it (at most 1,440 of them).
-    let day = Utc::now().date_naive() - TimeDelta::days(2);
-    if cycles > 1_440 {
-        bail!("at most 1,440 cycles (one day of one-minute cycles): raise --devices");
-    }
+    // A past day, so every cycle falls on it and the day rolls up whole.
+    let day = Utc::now().date_naive() - TimeDelta::days(3);
     println!(
-        "{devices} devices × {cycles} one-minute cycles, {BATCH}-result batches, {GROUP} per transaction"
+        "{devices} devices × {cycles} {INTERVAL}-second cycles, {BATCH}-result batches, {GROUP} per transaction"
     );
-    let sqlite = sqlite(&ids, cycles, day).await?;
-    sqlite.print("sqlite");
     let postgres = postgres(&ids, cycles, day).await?;
     postgres.print("postgres");
+    let sqlite = sqlite(&ids, cycles, day).await?;
+    sqlite.print("sqlite");
     Ok(())
 }

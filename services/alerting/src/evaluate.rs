@@ -14,7 +14,7 @@
 //! `backlog.rs`). Writers take `writer` in turn, so no two of them stage
 //! from the same memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -44,6 +44,11 @@ pub struct Evaluator {
     /// change staged from memory another writer is about to replace would
     /// be lost.
     writer: tokio::sync::Mutex<()>,
+    /// Devices whose live fields (last result, counters, the state
+    /// machine's memory) changed in memory since they were last written:
+    /// a result that changes no state is not a row update; these go in
+    /// [`Evaluator::checkpoint`].
+    dirty: Mutex<HashSet<Uuid>>,
     /// Parent id → children ids, rebuilt when the inventory revision moves.
     children: Mutex<(u64, HashMap<String, Vec<String>>)>,
     pub changes: broadcast::Sender<v1::StateChange>,
@@ -103,6 +108,7 @@ impl Evaluator {
             copy,
             devices: Mutex::new(devices),
             writer: tokio::sync::Mutex::new(()),
+            dirty: Mutex::new(HashSet::new()),
             children: Mutex::new((u64::MAX, HashMap::new())),
             changes,
             live: None,
@@ -380,6 +386,33 @@ impl Evaluator {
         self.persist(staged, changes).await
     }
 
+    /// Writes the live fields of every device whose row is behind memory
+    /// (see `dirty`), in chunks; returns how many. Run every few minutes
+    /// and at shutdown: a restart resumes counters from here (states and
+    /// transitions are always written at once).
+    pub async fn checkpoint(&self) -> Result<usize, sqlx::Error> {
+        let _writer = self.writer.lock().await;
+        let ids: Vec<Uuid> = {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            dirty.drain().collect()
+        };
+        let rows: Vec<StateRow> = {
+            let devices = self.lock();
+            ids.iter()
+                .filter_map(|id| devices.get(id).map(|d| d.row.clone()))
+                .collect()
+        };
+        for (done, chunk) in rows.chunks(CHECKPOINT_CHUNK).enumerate() {
+            if let Err(error) = self.store.save_states(chunk, &[]).await {
+                let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+                dirty.extend(rows[done * CHECKPOINT_CHUNK..].iter().map(|r| r.device_id));
+                return Err(error);
+            }
+        }
+        metrics::counter!("alerting_checkpoint_rows_total").increment(rows.len() as u64);
+        Ok(rows.len())
+    }
+
     /// Every device alerting holds a state for.
     pub fn device_ids(&self) -> Vec<Uuid> {
         self.lock().keys().copied().collect()
@@ -410,9 +443,37 @@ impl Evaluator {
         if staged.is_empty() {
             return Ok(());
         }
-        let states: Vec<StateRow> = staged.values().map(|d| d.row.clone()).collect();
-        self.store.save_states(&states, &changes).await?;
+        // Only what a restart must not lose goes now: devices with a
+        // transition, new ones, and any whose state, reason or flags moved.
+        // The rest (last result, counters) waits for the checkpoint.
+        let (states, later): (Vec<StateRow>, Vec<Uuid>) = {
+            let base = self.lock();
+            let mut states = Vec::new();
+            let mut later = Vec::new();
+            for (id, device) in &staged {
+                let durable = changes.iter().any(|c| c.device_id == *id)
+                    || base
+                        .get(id)
+                        .is_none_or(|old| !same_state(&old.row, &device.row));
+                if durable {
+                    states.push(device.row.clone());
+                } else {
+                    later.push(*id);
+                }
+            }
+            (states, later)
+        };
+        if !states.is_empty() || !changes.is_empty() {
+            self.store.save_states(&states, &changes).await?;
+        }
         self.lock().extend(staged);
+        {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            for row in &states {
+                dirty.remove(&row.device_id);
+            }
+            dirty.extend(later);
+        }
         // After the commit, the live copy of what changed (Redis, or its
         // in-process stand-in); never blocking, never the source of truth.
         if let Some(live) = &self.live
@@ -516,6 +577,19 @@ impl Evaluator {
     pub fn status(&self, id: Uuid) -> Option<StateRow> {
         self.lock().get(&id).map(|d| d.row.clone())
     }
+}
+
+/// Device rows written per statement by [`Evaluator::checkpoint`].
+const CHECKPOINT_CHUNK: usize = 5_000;
+
+/// The same state as far as a restart is concerned: what the row says
+/// besides the live fields of the last result.
+fn same_state(old: &StateRow, new: &StateRow) -> bool {
+    old.state == new.state
+        && old.since == new.since
+        && old.reason == new.reason
+        && old.maintenance == new.maintenance
+        && old.stale == new.stale
 }
 
 /// Copies of the devices a writer changes, over the memory it read them

@@ -21,8 +21,10 @@ use netward_shared::proto::v1;
 use netward_shared::status::data_rejection;
 use prost::Message as _;
 
+use crate::rollup::GRACE;
 use crate::snmp::book::{SnmpBook, SnmpStored};
-use crate::store::{AlertingStore, BatchRows, ProbeRow, Stored};
+use crate::store::packed::block_of;
+use crate::store::{AlertingStore, BatchRows, Cutoffs, ProbeRow, Stored, Tier};
 
 /// Why a batch was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +52,8 @@ pub struct Ingested {
 pub struct Ingestor {
     store: Arc<dyn AlertingStore>,
     retention: Duration,
-    rollup_retention: Duration,
+    /// How long the one-minute and the hourly rollup tiers are kept.
+    rollup_retention: (Duration, Duration),
     /// Days known to have a partition (creation is idempotent; this saves
     /// a round trip per batch).
     known_days: Mutex<BTreeSet<NaiveDate>>,
@@ -196,7 +199,7 @@ impl Ingestor {
     pub fn new(
         store: Arc<dyn AlertingStore>,
         retention: Duration,
-        rollup_retention: Duration,
+        rollup_retention: (Duration, Duration),
     ) -> Self {
         Self {
             store,
@@ -367,6 +370,7 @@ impl Ingestor {
         };
         metrics::histogram!("alerting_write_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("alerting_write_batches").record(pending.len() as f64);
+        self.note_late(&pending, &stored, now).await;
         for ((index, batch, mut rows, skipped), stored) in pending.into_iter().zip(stored) {
             let stored = match stored {
                 Ok(stored) => stored,
@@ -398,6 +402,55 @@ impl Ingestor {
             });
         }
         Ok(outcomes)
+    }
+
+    /// Notes stored results whose block the rollup may already have read
+    /// (see `rollup.rs`): only results of blocks that closed more than the
+    /// grace ago are checked, against the mark read after the commit. A
+    /// failure is logged and counted: the results are stored, only their
+    /// one-minute rollup would miss them.
+    async fn note_late(
+        &self,
+        pending: &[(usize, &v1::ResultBatch, Vec<ProbeRow>, u32)],
+        stored: &[Result<Stored, String>],
+        now: DateTime<Utc>,
+    ) {
+        let due = |at: DateTime<Utc>| block_of(at) + Tier::Minute.row() + GRACE <= now;
+        let candidates: BTreeSet<(DateTime<Utc>, uuid::Uuid)> = pending
+            .iter()
+            .zip(stored)
+            .filter(|(_, s)| s.as_ref().is_ok_and(|s| !s.duplicate))
+            .flat_map(|((_, _, rows, _), _)| rows.iter())
+            .filter(|row| due(row.probed_at))
+            .map(|row| (block_of(row.probed_at), row.device_id))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let noted = async {
+            let Some(mark) = self.store.rollup_mark(Tier::Minute).await? else {
+                return Ok(0);
+            };
+            let late: Vec<_> = candidates.into_iter().filter(|(b, _)| *b < mark).collect();
+            if !late.is_empty() {
+                self.store.mark_late(&late).await?;
+            }
+            Ok::<_, sqlx::Error>(late.len())
+        };
+        match noted.await {
+            Ok(0) => {}
+            Ok(late) => {
+                metrics::counter!("alerting_results_late_total").increment(late as u64);
+                tracing::info!(
+                    late,
+                    "results stored into blocks already rolled up: rolling them again"
+                );
+            }
+            Err(error) => {
+                metrics::counter!("alerting_late_unnoted_total").increment(1);
+                tracing::warn!(%error, "could not note late results: their one-minute rollups miss them");
+            }
+        }
     }
 
     /// One SNMP batch, in its own transaction.
@@ -490,20 +543,51 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Creates the partitions of yesterday to two days ahead, and drops raw
-    /// partitions past the retention and rollups past theirs. Run at start
-    /// and then hourly.
+    /// Creates the partitions of yesterday to two days ahead, and drops
+    /// what lies past each retention: raw partitions, one-minute and hourly
+    /// rollup partitions. Nothing the tier above has not rolled up yet is
+    /// dropped (rollups that lag hold their source back, with a warning).
+    /// Run at start and then hourly.
     pub async fn maintain(&self, now: DateTime<Utc>) -> Result<Vec<NaiveDate>, sqlx::Error> {
         let today = now.date_naive();
         let ahead: BTreeSet<NaiveDate> = (-1..=2)
             .filter_map(|d| today.checked_add_signed(TimeDelta::days(d)))
             .collect();
         self.ensure_days(&ahead).await?;
-        let keep_days = i64::try_from(self.retention.as_secs().div_ceil(86_400)).unwrap_or(7);
-        let before = today - TimeDelta::days(keep_days);
-        let rollups_before =
-            now - TimeDelta::from_std(self.rollup_retention).unwrap_or(TimeDelta::days(400));
-        let dropped = self.store.expire(before, rollups_before).await?;
+        let days = |retention: Duration, default: i64| {
+            let keep = i64::try_from(retention.as_secs().div_ceil(86_400)).unwrap_or(default);
+            today - TimeDelta::days(keep)
+        };
+        let rolled = |mark: Option<DateTime<Utc>>| mark.map_or(NaiveDate::MIN, |m| m.date_naive());
+        let hold = |wanted: NaiveDate, mark: Option<DateTime<Utc>>, what: &str| {
+            let allowed = wanted.min(rolled(mark));
+            if allowed < wanted {
+                tracing::warn!(%wanted, %allowed, what, "keeping data past its retention: the rollup above has not reached it yet");
+            }
+            allowed
+        };
+        let minute_mark = self.store.rollup_mark(Tier::Minute).await?;
+        let hour_mark = self.store.rollup_mark(Tier::Hour).await?;
+        let raw_before = hold(days(self.retention, 7), minute_mark, "raw results");
+        let cutoffs = Cutoffs {
+            raw_before,
+            // Keys a day longer than the rows: the day covers the whole-day
+            // rounding and the few minutes a result may be stamped ahead
+            // of its arrival.
+            keys_before: raw_before
+                .pred_opt()
+                .and_then(|day| day.and_hms_opt(0, 0, 0))
+                .map_or(now, |t| t.and_utc()),
+            minute_before: hold(
+                days(self.rollup_retention.0, 30),
+                hour_mark,
+                "one-minute rollups",
+            ),
+            hour_before: days(self.rollup_retention.1, 400),
+            interface_rollups_before: now
+                - TimeDelta::from_std(self.rollup_retention.1).unwrap_or(TimeDelta::days(400)),
+        };
+        let dropped = self.store.expire(cutoffs).await?;
         if !dropped.is_empty() {
             let mut known = self.known_days.lock().unwrap_or_else(|p| p.into_inner());
             for day in &dropped {

@@ -2,8 +2,9 @@
 //! rules, raises and resolves alerts, and delivers notifications.
 //!
 //! This version stores ping results: `ingest.rs` turns each `ResultBatch`
-//! into rows exactly once and acks after the commit; `store/` keeps them in
-//! daily partitions with a retention and one-minute rollups. What is
+//! into rows exactly once and acks after the commit; `store/` keeps them
+//! packed in daily partitions with a retention, and `rollup.rs` rolls them
+//! into one-minute and hourly tiers. What is
 //! stored is then evaluated through `backlog.rs` (state, then alerts, each
 //! swapped into memory only after its commit, retried until it commits).
 //! `service.rs` is the domain the API calls, with one error type;
@@ -20,6 +21,7 @@ pub mod live;
 pub mod notify;
 mod overlay;
 pub mod retention;
+pub mod rollup;
 pub mod rules;
 pub mod scope;
 pub mod service;
@@ -52,9 +54,13 @@ pub struct AlertingConfig {
     /// How long raw probe results are kept (whole days, daily partitions).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// How long one-minute rollups are kept.
+    /// How long one-minute rollups are kept (whole days, daily partitions).
     #[serde(with = "humantime_serde")]
-    pub rollup_retention: Duration,
+    pub minute_rollup_retention: Duration,
+    /// How long hourly rollups (and hourly interface rollups) are kept
+    /// (monthly partitions: up to a month longer).
+    #[serde(with = "humantime_serde")]
+    pub hour_rollup_retention: Duration,
     /// How long state changes are kept: as far back as availability reports
     /// reach (ranges of up to 400 days). Each device keeps its last change
     /// before the cutoff, so the state at a range's start is still known.
@@ -89,7 +95,8 @@ impl Default for AlertingConfig {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(7 * 86_400),
-            rollup_retention: Duration::from_secs(400 * 86_400),
+            minute_rollup_retention: Duration::from_secs(30 * 86_400),
+            hour_rollup_retention: Duration::from_secs(400 * 86_400),
             state_change_retention: Duration::from_secs(400 * 86_400),
             alert_retention: Duration::from_secs(400 * 86_400),
             notification_retention: Duration::from_secs(30 * 86_400),
@@ -281,6 +288,9 @@ fn every<F, Fut>(
     });
 }
 
+/// How often the live fields of unchanged devices are written.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
+
 /// Runs the alerting target on `listeners` until `shutdown` completes.
 pub async fn run(
     config: &LoadedConfig,
@@ -313,7 +323,10 @@ pub async fn run(
         Ingestor::new(
             stores.results.clone(),
             section.retention,
-            section.rollup_retention,
+            (
+                section.minute_rollup_retention,
+                section.hour_rollup_retention,
+            ),
         )
         .with_snmp(snmp.clone())
         .with_inventory(copy.clone()),
@@ -329,8 +342,9 @@ pub async fn run(
         Some(url) => live::LiveState::redis(url.expose(), live::DEFAULT_PREFIX)?,
         None => live::LiveState::memory(),
     });
-    let evaluator =
-        Arc::new(Evaluator::restore_with_live(machine, stores.results, copy.clone(), live).await?);
+    let evaluator = Arc::new(
+        Evaluator::restore_with_live(machine, stores.results.clone(), copy.clone(), live).await?,
+    );
     let backlog = Arc::new(backlog::Backlog::new(
         evaluator.clone(),
         alerts.clone(),
@@ -470,6 +484,24 @@ pub async fn run(
             }
         }
     });
+    // Live fields of devices whose state did not change: every 10 minutes
+    // (and at shutdown, below), not one row update per result.
+    every(CHECKPOINT_EVERY, &stop, "checkpointing device state", {
+        let evaluator = evaluator.clone();
+        move || {
+            let evaluator = evaluator.clone();
+            async move { evaluator.checkpoint().await.map(drop) }
+        }
+    });
+    // Raw results into the tiers: every minute, off the ingest path.
+    every(Duration::from_secs(60), &stop, "rolling results up", {
+        let roller = Arc::new(rollup::Roller::new(stores.results.clone()));
+        move || {
+            let roller = roller.clone();
+            async move { roller.run(chrono::Utc::now()).await.map(drop) }
+        }
+    });
+    let checkpointed = evaluator.clone();
     let alerting = Arc::new(service::Alerting::new(
         ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
     ));
@@ -479,5 +511,12 @@ pub async fn run(
         .add_service(service)
         .serve(listeners, shutdown)
         .await?;
+    // What memory holds beyond the last checkpoint, before the process goes.
+    match checkpointed.checkpoint().await {
+        Ok(rows) => tracing::info!(rows, "device state checkpointed at shutdown"),
+        Err(error) => {
+            tracing::warn!(%error, "device state checkpoint at shutdown failed: counters resume from the last one")
+        }
+    }
     Ok(())
 }

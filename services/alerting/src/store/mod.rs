@@ -6,6 +6,7 @@
 
 mod alerts;
 mod notifications;
+pub mod packed;
 pub mod postgres;
 mod silences;
 mod snmp;
@@ -14,13 +15,16 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use netward_shared::proto::v1;
 
 pub use alerts::{AlertNotification, AlertStore, AlertWrite, NotifyWhen};
 pub use notifications::{
     Attempt, ClaimedNotification, DeliveryState, NewNotification, NotificationStore,
 };
+pub use packed::{Agg, RawResult};
 pub use postgres::PgStore;
 pub use silences::{SilenceRow, SilenceStore};
 pub use snmp::{
@@ -208,8 +212,6 @@ pub enum Prunable {
     Silences,
     /// `ingested_batches` keys received before the cutoff.
     IdempotencyKeys,
-    /// One-minute probe rollups before the cutoff.
-    ProbeRollups,
     /// Hourly interface rollups before the cutoff.
     InterfaceRollups,
 }
@@ -223,7 +225,6 @@ impl Prunable {
             Prunable::Notifications => "notification_outbox",
             Prunable::Silences => "silences",
             Prunable::IdempotencyKeys => "ingested_batches",
-            Prunable::ProbeRollups => "probe_rollups",
             Prunable::InterfaceRollups => "interface_rollups",
         }
     }
@@ -241,7 +242,8 @@ pub struct Pruned {
     pub batches: u32,
 }
 
-/// One step of a device's history, summed from its one-minute rollups.
+/// One step of a device's history, summed from the finest tier that
+/// covers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
     pub time: DateTime<Utc>,
@@ -253,16 +255,229 @@ pub struct HistoryRow {
     pub rtt_max_us: Option<u32>,
 }
 
+impl HistoryRow {
+    fn of(time: DateTime<Utc>, agg: &Agg) -> Self {
+        Self {
+            time,
+            probes: agg.probes,
+            packets_sent: agg.packets_sent,
+            packets_received: agg.packets_received,
+            rtt_min_us: agg.rtt_min_us,
+            rtt_avg_us: agg.rtt_avg_us(),
+            rtt_max_us: agg.rtt_max_us,
+        }
+    }
+}
+
+/// The rollup tiers, finest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// One-minute entries, a row per device and 10-minute block; daily
+    /// partitions.
+    Minute,
+    /// Hourly entries, a row per device and UTC day; monthly partitions.
+    Hour,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 2] = [Tier::Minute, Tier::Hour];
+
+    /// The table, as metrics, logs and the progress marks name it.
+    pub fn table(self) -> &'static str {
+        match self {
+            Tier::Minute => "probe_rollups_1m",
+            Tier::Hour => "probe_rollups_1h",
+        }
+    }
+
+    /// The span of one entry.
+    pub fn entry(self) -> TimeDelta {
+        match self {
+            Tier::Minute => TimeDelta::minutes(1),
+            Tier::Hour => TimeDelta::hours(1),
+        }
+    }
+
+    /// The span of one row (its entries' slots count from its start).
+    pub fn row(self) -> TimeDelta {
+        match self {
+            Tier::Minute => TimeDelta::minutes(packed::BLOCK_MINUTES),
+            Tier::Hour => TimeDelta::days(1),
+        }
+    }
+
+    /// The start of the row `at` falls in.
+    pub fn row_of(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at.duration_trunc(self.row()).unwrap_or(at)
+    }
+
+    /// The slot of `at` within its row.
+    pub fn slot_of(self, at: DateTime<Utc>) -> u8 {
+        let into = at - self.row_of(at);
+        (into.num_seconds() / self.entry().num_seconds()).clamp(0, 255) as u8
+    }
+}
+
+/// One rollup row: a device's entries over one row span of a tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    pub device_id: uuid::Uuid,
+    /// The start of the row's span.
+    pub start: DateTime<Utc>,
+    /// (slot, sums), slots ascending.
+    pub entries: Vec<(u8, Agg)>,
+}
+
+/// A raw row as read back: its start and packed bytes.
+#[derive(Debug, Clone)]
+pub struct StoredRaw {
+    pub probed_at: DateTime<Utc>,
+    pub devices: Vec<u8>,
+    pub results: Vec<u8>,
+}
+
+impl StoredRaw {
+    /// Its results (`device`'s only, when given); a damaged row is logged
+    /// and read as empty, not an error for the whole range.
+    pub fn results(&self, device: Option<uuid::Uuid>) -> Vec<RawResult> {
+        packed::unpack_results(self.probed_at, &self.devices, &self.results, device).unwrap_or_else(
+            |error| {
+                tracing::error!(%error, probed_at = %self.probed_at, "skipping a damaged raw row");
+                Vec::new()
+            },
+        )
+    }
+}
+
+/// Where each kind of stored result ends: what [`AlertingStore::expire`]
+/// drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Raw partitions of days before this one.
+    pub raw_before: NaiveDate,
+    /// Idempotency keys received before this instant.
+    pub keys_before: DateTime<Utc>,
+    /// One-minute rollup partitions of days before this one.
+    pub minute_before: NaiveDate,
+    /// Hourly rollup partitions (months) that end on or before this day.
+    pub hour_before: NaiveDate,
+    /// Hourly interface rollups before this instant.
+    pub interface_rollups_before: DateTime<Utc>,
+}
+
+impl Cutoffs {
+    /// Raw results (and SNMP samples) of days before `day` only, their
+    /// idempotency keys a day later; no rollup.
+    pub fn raw_only(day: NaiveDate) -> Self {
+        Self {
+            raw_before: day,
+            keys_before: day
+                .pred_opt()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(DateTime::UNIX_EPOCH, |t| t.and_utc()),
+            minute_before: NaiveDate::MIN,
+            hour_before: NaiveDate::MIN,
+            interface_rollups_before: DateTime::UNIX_EPOCH,
+        }
+    }
+}
+
 #[async_trait]
 pub trait AlertingStore: Send + Sync + 'static {
-    /// A device's rollups in [from, to), summed per `step_seconds` (≥ 60).
+    /// A device's history in [from, to), summed per `step_seconds` (≥ 60)
+    /// from the finest tier that covers each part: hourly entries before
+    /// the one-minute tier's floor, one-minute entries up to its progress
+    /// mark, raw results after it.
     async fn history(
         &self,
         device_id: uuid::Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         step_seconds: i64,
-    ) -> StoreResult<Vec<HistoryRow>>;
+    ) -> StoreResult<Vec<HistoryRow>> {
+        let step = step_seconds.max(60);
+        let bucket = |at: DateTime<Utc>| {
+            let secs = at.timestamp().div_euclid(step) * step;
+            DateTime::from_timestamp(secs, 0).unwrap_or(at)
+        };
+        let mut buckets: BTreeMap<DateTime<Utc>, Agg> = BTreeMap::new();
+        let mut add = |at: DateTime<Utc>, agg: &Agg| {
+            if at >= from && at < to {
+                buckets.entry(bucket(at)).or_default().merge(agg);
+            }
+        };
+        // The one-minute tier holds [floor, mark); raw results the rest.
+        // Without rows the one-minute tier starts at its mark: what lies
+        // before was dropped from it (the hourly tier has it).
+        let mark = self.rollup_mark(Tier::Minute).await?;
+        let floor = match self.tier_floor(Tier::Minute).await? {
+            Some(floor) => Some(floor),
+            None => mark,
+        };
+        let minute_from = floor.map_or(from, |f| f.clamp(from, to.max(from)));
+        if minute_from > from {
+            for row in self
+                .rollups(
+                    Tier::Hour,
+                    Some(device_id),
+                    Tier::Hour.row_of(from),
+                    minute_from,
+                    None,
+                    u32::MAX,
+                )
+                .await?
+            {
+                for (slot, agg) in &row.entries {
+                    let at = row.start + Tier::Hour.entry() * i32::from(*slot);
+                    if at < minute_from {
+                        add(at, agg);
+                    }
+                }
+            }
+        }
+        let raw_from = mark.map_or(minute_from, |m| m.clamp(minute_from, to.max(minute_from)));
+        if raw_from > minute_from {
+            for row in self
+                .rollups(
+                    Tier::Minute,
+                    Some(device_id),
+                    Tier::Minute.row_of(minute_from),
+                    raw_from,
+                    None,
+                    u32::MAX,
+                )
+                .await?
+            {
+                for (slot, agg) in &row.entries {
+                    let at = row.start + Tier::Minute.entry() * i32::from(*slot);
+                    if at >= minute_from && at < raw_from {
+                        add(at, agg);
+                    }
+                }
+            }
+        }
+        if to > raw_from {
+            // A raw row starts at most a block before its results.
+            let rows_from = packed::block_of(raw_from);
+            for row in self.raw_rows(rows_from, to, Some(device_id)).await? {
+                for result in row.results(Some(device_id)) {
+                    if result.probed_at >= raw_from {
+                        let minute = Tier::Minute.row_of(result.probed_at);
+                        let minute = minute
+                            + Tier::Minute.entry()
+                                * i32::from(Tier::Minute.slot_of(result.probed_at));
+                        let mut agg = Agg::default();
+                        agg.add(&result);
+                        add(minute, &agg);
+                    }
+                }
+            }
+        }
+        Ok(buckets
+            .iter()
+            .map(|(time, agg)| HistoryRow::of(*time, agg))
+            .collect())
+    }
     /// Upserts current states and appends transitions, in one transaction.
     async fn save_states(&self, states: &[StateRow], changes: &[ChangeRow]) -> StoreResult<()>;
     /// Deletes the current-state rows of devices gone from the inventory
@@ -284,25 +499,59 @@ pub trait AlertingStore: Send + Sync + 'static {
         device_id: uuid::Uuid,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChangeRow>>;
-    /// Stores the rows and rollups of a group of batches in one
-    /// transaction, each batch unless its `batch_uid` was stored before
-    /// (then its `Stored` says duplicate). Partitions for the rows' days
-    /// must exist.
+    /// Stores the results of a group of batches in one transaction, packed
+    /// (see [`packed`]), each batch unless its `batch_uid` was stored
+    /// before (then its `Stored` says duplicate). Partitions for the rows'
+    /// days must exist.
     async fn store_probe_batches(&self, batches: &[BatchRows<'_>]) -> StoreResult<Vec<Stored>>;
-    /// Creates the daily partitions of `days` that do not exist yet.
-    async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()>;
-    /// The days that have a partition.
-    async fn partitions(&self) -> StoreResult<Vec<NaiveDate>>;
-    /// Drops raw partitions older than `before`, idempotency keys a day
-    /// older than that, and rollups older than `rollups_before`; returns
-    /// the dropped days. A key outlives its batch's rows, so a replay that
-    /// no longer finds its key only carries results older than the
-    /// retention, which ingest skips: nothing is stored twice.
-    async fn expire(
+    /// The raw rows whose start lies in [from, to) (a row spans at most
+    /// one 10-minute block), with `device` only those holding its results.
+    async fn raw_rows(
         &self,
-        before: NaiveDate,
-        rollups_before: DateTime<Utc>,
-    ) -> StoreResult<Vec<NaiveDate>>;
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        device: Option<uuid::Uuid>,
+    ) -> StoreResult<Vec<StoredRaw>>;
+    /// The start of the first raw row at or after `from`.
+    async fn raw_from(&self, from: DateTime<Utc>) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Up to where `tier` is complete (its rows before are final).
+    async fn rollup_mark(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>>;
+    async fn set_rollup_mark(&self, tier: Tier, until: DateTime<Utc>) -> StoreResult<()>;
+    /// Where `tier`'s rows begin (its oldest partition or row).
+    async fn tier_floor(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Writes rollup rows, replacing rows of the same device and start.
+    async fn put_rollups(&self, tier: Tier, rows: &[RollupRow]) -> StoreResult<()>;
+    /// Rollup rows starting in [from, to), by device then start, `device`'s
+    /// only when given, after the (device, start) key `after`, at most
+    /// `limit`.
+    async fn rollups(
+        &self,
+        tier: Tier,
+        device: Option<uuid::Uuid>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<(uuid::Uuid, DateTime<Utc>)>,
+        limit: u32,
+    ) -> StoreResult<Vec<RollupRow>>;
+    /// Notes results stored into blocks already rolled up: (block start,
+    /// device), to roll again.
+    async fn mark_late(&self, late: &[(DateTime<Utc>, uuid::Uuid)]) -> StoreResult<()>;
+    /// The noted late (block, device) pairs.
+    async fn late(&self) -> StoreResult<Vec<(DateTime<Utc>, uuid::Uuid)>>;
+    /// Forgets late pairs once rolled again.
+    async fn clear_late(&self, done: &[(DateTime<Utc>, uuid::Uuid)]) -> StoreResult<()>;
+    /// Creates the partitions of `days` that do not exist yet: raw and
+    /// one-minute tier days, and the hourly tier's months.
+    async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()>;
+    /// The days that have a raw partition.
+    async fn partitions(&self) -> StoreResult<Vec<NaiveDate>>;
+    /// Drops what lies past `cutoffs` — raw, one-minute and hourly
+    /// partitions whole, idempotency keys and interface rollups in small
+    /// batches — and returns the raw days dropped. Keys outlive their
+    /// batch's rows, so a replay that no longer finds its key only carries
+    /// results older than the retention, which ingest skips: nothing is
+    /// stored twice.
+    async fn expire(&self, cutoffs: Cutoffs) -> StoreResult<Vec<NaiveDate>>;
     /// Deletes at most `limit` rows of `what` older than `cutoff`, in one
     /// short statement; returns how many went.
     async fn prune_batch(

@@ -53,7 +53,10 @@ impl Domain {
         let ingestor = Ingestor::new(
             store.clone(),
             Duration::from_secs(7 * 86_400),
-            Duration::from_secs(400 * 86_400),
+            (
+                Duration::from_secs(30 * 86_400),
+                Duration::from_secs(400 * 86_400),
+            ),
         )
         .with_snmp(book.clone())
         .with_inventory(copy.clone());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta, Utc};
 use netward_alerting::ingest::Ingestor;
-use netward_alerting::store::{AlertingStore, PgStore};
+use netward_alerting::store::{AlertingStore, PgStore, Tier};
 use netward_shared::client::{PeerChannel, connect};
 use netward_shared::config::{ConfigLoader, Target};
 use netward_shared::proto::v1;
@@ -198,13 +198,7 @@ async fn a_replayed_batch_is_stored_once() {
 
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.probe_results")
-            .await,
-        5
-    );
-    assert_eq!(
-        alerting
-            .count("SELECT sum(probes)::int8 FROM alerting.probe_rollups")
+            .count("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
             .await,
         5
     );
@@ -260,7 +254,7 @@ async fn acks_come_only_after_the_commit() {
     // By the time the ack is read, the rows are visible to anyone.
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.probe_results")
+            .count("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
             .await,
         5
     );
@@ -286,7 +280,10 @@ async fn partitions_are_made_ahead_and_dropped_past_the_retention() {
     let ingestor = Ingestor::new(
         store.clone(),
         Duration::from_secs(7 * 86_400),
-        Duration::from_secs(400 * 86_400),
+        (
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(400 * 86_400),
+        ),
     );
     let now = Utc::now();
     let old = ingestor
@@ -307,6 +304,10 @@ async fn partitions_are_made_ahead_and_dropped_past_the_retention() {
     // Three days later, the five-day-old partition is past the 7-day
     // retention: dropped with its rows; its rollups stay.
     let later = now + TimeDelta::days(3);
+    netward_alerting::rollup::Roller::new(store.clone())
+        .run(later)
+        .await
+        .unwrap();
     let dropped = ingestor.maintain(later).await.unwrap();
     assert!(dropped.contains(&day(-5)), "{dropped:?}");
     let partitions: Vec<NaiveDate> = store.partitions().await.unwrap();
@@ -317,16 +318,25 @@ async fn partitions_are_made_ahead_and_dropped_past_the_retention() {
     );
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.probe_results")
+            .count("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
             .await,
         0
     );
-    assert_eq!(
-        alerting
-            .count("SELECT sum(probes)::int8 FROM alerting.probe_rollups")
-            .await,
-        3
-    );
+    let rolled: u32 = store
+        .rollups(
+            Tier::Minute,
+            None,
+            now - TimeDelta::days(6),
+            later,
+            None,
+            100,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.entries.iter().map(|(_, a)| a.probes))
+        .sum();
+    assert_eq!(rolled, 3, "the rollups of the dropped day stay");
 }
 
 #[tokio::test]
@@ -375,7 +385,7 @@ async fn batches_sent_back_to_back_are_stored_together_and_acked_each() {
     );
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.probe_results")
+            .count("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
             .await,
         1000
     );
@@ -443,7 +453,8 @@ async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_
 
     // Past the edge, PostgreSQL refuses it (a constraint the edge does not
     // know): rejected alone, the rest of its group stored.
-    sqlx::query("ALTER TABLE alerting.probe_results ADD CONSTRAINT sent_sane CHECK (sent < 1000)")
+    // (Here: a raw row of exactly two results.)
+    sqlx::query("ALTER TABLE alerting.probe_raw ADD CONSTRAINT sent_sane CHECK (results <> 2)")
         .execute(alerting.database.pool())
         .await
         .unwrap();
@@ -466,7 +477,7 @@ async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_
     assert_eq!(acked(stream.next(wait).await, "good-5"), 1);
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.probe_results")
+            .count("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
             .await,
         4 + 5 + 6 + 7 + 1
     );
@@ -511,7 +522,7 @@ async fn a_batch_met_by_a_database_outage_is_not_acked_and_is_stored_once_when_r
     }
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.probe_results")
+            .count("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
             .await,
         5
     );
@@ -573,10 +584,11 @@ async fn run_serves_on_a_sqlite_file() {
         .unwrap();
     let states = store.states().await.unwrap();
     assert_eq!(states.len(), 3);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM probe_results")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let rows: i64 =
+        sqlx::query_scalar("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     assert_eq!(rows, 3);
     drop(store);
     for suffix in ["", "-wal", "-shm"] {

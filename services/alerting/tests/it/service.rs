@@ -73,7 +73,10 @@ async fn alerting(stores: &Stores) -> Alerting {
         Ingestor::new(
             stores.results.clone(),
             Duration::from_secs(7 * 86_400),
-            Duration::from_secs(400 * 86_400),
+            (
+                Duration::from_secs(30 * 86_400),
+                Duration::from_secs(400 * 86_400),
+            ),
         )
         .with_snmp(book.clone()),
     );

@@ -79,7 +79,10 @@ async fn open(database: &TestDatabase) -> (Ingestor, Arc<SnmpBook>) {
     let ingestor = Ingestor::new(
         store,
         Duration::from_secs(7 * 86_400),
-        Duration::from_secs(400 * 86_400),
+        (
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(400 * 86_400),
+        ),
     )
     .with_snmp(book.clone());
     ingestor.maintain(Utc::now()).await.unwrap();

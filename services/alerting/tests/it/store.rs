@@ -11,9 +11,10 @@ use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use netward_alerting::AlertingConfig;
 use netward_alerting::ingest::Ingestor;
 use netward_alerting::retention::{Pruner, Retentions};
+use netward_alerting::rollup::Roller;
 use netward_alerting::store::{
-    AlertingStore, BatchRows, ChangeRow, HistoryRow, PgStore, ProbeRow, Prunable, Pruned,
-    SqliteStore, StateRow, Stored,
+    AlertingStore, BatchRows, ChangeRow, Cutoffs, HistoryRow, PgStore, ProbeRow, Prunable, Pruned,
+    SqliteStore, StateRow, Stored, Tier,
 };
 use netward_shared::proto::v1;
 use netward_shared::testkit::TestDatabase;
@@ -45,7 +46,8 @@ macro_rules! on_both_backends {
 on_both_backends!(
     a_batch_is_stored_once_and_a_replay_stores_nothing,
     results_stamped_with_the_same_instant_are_all_kept,
-    rollups_merge_per_minute_and_history_sums_them_per_step,
+    history_answers_the_same_from_raw_results_and_from_each_tier,
+    late_results_are_rolled_up_again,
     states_are_upserted_and_transitions_appended,
     forgotten_states_go_and_their_transitions_stay,
     partitions_are_made_ahead_and_raw_days_expire_past_the_retention,
@@ -406,14 +408,34 @@ async fn a_batch_is_stored_once_and_a_replay_stores_nothing(backend: &Backend) {
         .unwrap();
     assert_eq!(third, vec![DUPLICATE, DUPLICATE]);
 
-    assert_eq!(backend.count("SELECT count(*) FROM probe_results").await, 6);
+    assert_eq!(
+        backend
+            .count("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
+            .await,
+        6
+    );
     assert_eq!(
         backend.count("SELECT count(*) FROM ingested_batches").await,
         4
     );
-    let probes = backend
-        .count("SELECT CAST(sum(probes) AS BIGINT) FROM probe_rollups")
-        .await;
+    Roller::new(store.clone())
+        .run(now() + TimeDelta::days(1))
+        .await
+        .unwrap();
+    let probes: u32 = store
+        .rollups(
+            Tier::Minute,
+            None,
+            DateTime::UNIX_EPOCH,
+            now() + TimeDelta::days(1),
+            None,
+            100,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.entries.iter().map(|(_, a)| a.probes))
+        .sum();
     assert_eq!(probes, 6, "rollups count each result once");
 }
 
@@ -426,7 +448,12 @@ async fn results_stamped_with_the_same_instant_are_all_kept(backend: &Backend) {
     let same: Vec<ProbeRow> = (0..3).map(|_| row(device, at, Some((5, 6, 7)))).collect();
     assert_eq!(store_rows(backend, "one", &same).await, stored(3));
     assert_eq!(store_rows(backend, "two", &same[..2]).await, stored(2));
-    assert_eq!(backend.count("SELECT count(*) FROM probe_results").await, 5);
+    assert_eq!(
+        backend
+            .count("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
+            .await,
+        5
+    );
     let history = backend
         .store()
         .history(
@@ -440,7 +467,7 @@ async fn results_stamped_with_the_same_instant_are_all_kept(backend: &Backend) {
     assert_eq!(history.iter().map(|h| h.probes).sum::<u32>(), 5);
 }
 
-async fn rollups_merge_per_minute_and_history_sums_them_per_step(backend: &Backend) {
+async fn history_answers_the_same_from_raw_results_and_from_each_tier(backend: &Backend) {
     let store = backend.store();
     let (device, other) = (Uuid::new_v4(), Uuid::new_v4());
     let m0 = now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::hours(2);
@@ -543,6 +570,143 @@ async fn rollups_merge_per_minute_and_history_sums_them_per_step(backend: &Backe
     );
     let nothing = store.history(Uuid::new_v4(), m0, s(600), 60).await.unwrap();
     assert!(nothing.is_empty());
+
+    // Rolled up, the one-minute tier answers what the raw results did:
+    // the same minutes, the same steps, the same range ends.
+    let day = m0.duration_trunc(TimeDelta::days(1)).unwrap();
+    let whole_day = |step| store.history(device, day, day + TimeDelta::days(1), step);
+    let hours = whole_day(3600).await.unwrap();
+    assert_eq!(hours.iter().map(|h| h.probes).sum::<u32>(), 6);
+    let rolled = Roller::new(store.clone())
+        .run(now() + TimeDelta::days(2))
+        .await
+        .unwrap();
+    assert!(rolled.blocks >= 1 && rolled.days >= 1, "{rolled:?}");
+    let mark = store.rollup_mark(Tier::Minute).await.unwrap().unwrap();
+    assert!(
+        mark > s(600),
+        "the one-minute tier covers the range: {mark}"
+    );
+    let history = |step| store.history(device, m0, m0 + TimeDelta::minutes(10), step);
+    assert_eq!(history(60).await.unwrap(), minutes);
+    assert_eq!(history(300).await.unwrap(), steps);
+    assert_eq!(
+        store.history(device, s(60), s(300), 60).await.unwrap(),
+        middle
+    );
+    assert_eq!(whole_day(3600).await.unwrap(), hours);
+    let rows = store
+        .rollups(
+            Tier::Minute,
+            Some(device),
+            day,
+            day + TimeDelta::days(1),
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one row per device and 10-minute block");
+    assert_eq!(rows[0].entries.len(), 3, "an entry per minute with probes");
+    // Rolling again changes nothing.
+    Roller::new(store.clone())
+        .run(now() + TimeDelta::days(2))
+        .await
+        .unwrap();
+    assert_eq!(history(60).await.unwrap(), minutes);
+
+    // With raw results and one-minute rows of the day gone, the hourly
+    // tier answers the hours alone.
+    let next = day.date_naive() + TimeDelta::days(1);
+    store
+        .expire(Cutoffs {
+            minute_before: next,
+            ..Cutoffs::raw_only(next)
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .raw_rows(day, day + TimeDelta::days(1), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let minute_rows = store
+        .rollups(Tier::Minute, None, day, day + TimeDelta::days(1), None, 100)
+        .await
+        .unwrap();
+    assert!(minute_rows.is_empty(), "{minute_rows:?}");
+    assert_eq!(whole_day(3600).await.unwrap(), hours);
+    // A finer step gets what the tier has: hours.
+    assert_eq!(whole_day(60).await.unwrap(), hours);
+}
+
+async fn late_results_are_rolled_up_again(backend: &Backend) {
+    let store = backend.store();
+    let device = Uuid::new_v4();
+    let m0 = now().duration_trunc(TimeDelta::hours(1)).unwrap() - TimeDelta::hours(3);
+    let ingestor = Ingestor::new(
+        store.clone(),
+        Duration::from_secs(7 * 86_400),
+        (
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(400 * 86_400),
+        ),
+    );
+    let result = |at: DateTime<Utc>| v1::ProbeResult {
+        device_id: device.to_string(),
+        cycle_id: 7,
+        batch_id: "b".into(),
+        sent: 3,
+        received: 3,
+        loss_percent: 0.0,
+        rtt_min_us: Some(5),
+        rtt_avg_us: Some(6),
+        rtt_max_us: Some(7),
+        outcome: v1::ProbeOutcome::Ok as i32,
+        probed_at: Some(prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let send = |uid: &str, at| v1::ResultBatch {
+        batch_uid: uid.into(),
+        executor_id: "e".into(),
+        probes: vec![result(at)],
+        ..Default::default()
+    };
+    ingestor.ingest(&send("on-time", m0), now()).await.unwrap();
+    let roller = Roller::new(store.clone());
+    roller.run(now()).await.unwrap();
+    let probes = || async {
+        store
+            .rollups(
+                Tier::Minute,
+                Some(device),
+                m0,
+                m0 + TimeDelta::minutes(10),
+                None,
+                10,
+            )
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.entries.iter().map(|(_, a)| a.probes))
+            .sum::<u32>()
+    };
+    assert_eq!(probes().await, 1);
+    // A replayed result for the same block arrives after it was rolled.
+    ingestor
+        .ingest(&send("late", m0 + TimeDelta::seconds(30)), now())
+        .await
+        .unwrap();
+    assert_eq!(store.late().await.unwrap(), vec![(m0, device)]);
+    let rolled = roller.run(now()).await.unwrap();
+    assert_eq!(rolled.late, 1);
+    assert_eq!(probes().await, 2);
+    assert!(store.late().await.unwrap().is_empty());
 }
 
 fn state(device: Uuid, to: v1::DeviceState, since: DateTime<Utc>) -> StateRow {
@@ -733,7 +897,10 @@ async fn partitions_are_made_ahead_and_raw_days_expire_past_the_retention(backen
     let ingestor = Ingestor::new(
         store.clone(),
         Duration::from_secs(7 * 86_400),
-        Duration::from_secs(400 * 86_400),
+        (
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(400 * 86_400),
+        ),
     );
     assert!(ingestor.maintain(now).await.unwrap().is_empty());
     let partitions = store.partitions().await.unwrap();
@@ -773,23 +940,38 @@ async fn partitions_are_made_ahead_and_raw_days_expire_past_the_retention(backen
         .await
         .unwrap();
     assert_eq!((ancient.stored.rows, ancient.skipped), (0, 2));
-    assert_eq!(backend.count("SELECT count(*) FROM probe_results").await, 5);
+    assert_eq!(
+        backend
+            .count("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
+            .await,
+        5
+    );
 
     // Three days later the five-day-old day is past the 7-day retention:
     // dropped with its rows; its rollups stay; days ahead are made.
     let later = now + TimeDelta::days(3);
+    // Raw days go only once rolled up: before, maintain holds them.
+    assert!(ingestor.maintain(later).await.unwrap().is_empty());
+    Roller::new(store.clone()).run(later).await.unwrap();
     let dropped = ingestor.maintain(later).await.unwrap();
     assert_eq!(dropped, vec![day(-5)]);
     let partitions = store.partitions().await.unwrap();
     assert_eq!(partitions.first(), Some(&day(-1)));
     assert_eq!(partitions.last(), Some(&day(5)));
-    assert_eq!(backend.count("SELECT count(*) FROM probe_results").await, 2);
     assert_eq!(
         backend
-            .count("SELECT CAST(sum(probes) AS BIGINT) FROM probe_rollups")
+            .count("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
             .await,
-        5
+        2
     );
+    let rolled: u32 = store
+        .rollups(Tier::Minute, None, DateTime::UNIX_EPOCH, later, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.entries.iter().map(|(_, a)| a.probes))
+        .sum();
+    assert_eq!(rolled, 5);
     // Nothing more to drop.
     assert!(ingestor.maintain(later).await.unwrap().is_empty());
 }
@@ -804,7 +986,7 @@ async fn expire_keeps_the_day_of_its_cutoff(backend: &Backend) {
         let rows = [row(device, noon(day), None), row(device, noon(day), None)];
         assert_eq!(store_rows(backend, uid, &rows).await, stored(2));
     }
-    let dropped = store.expire(before, DateTime::UNIX_EPOCH).await.unwrap();
+    let dropped = store.expire(Cutoffs::raw_only(before)).await.unwrap();
     assert_eq!(
         dropped,
         vec![before - TimeDelta::days(2), before - TimeDelta::days(1)]
@@ -813,14 +995,24 @@ async fn expire_keeps_the_day_of_its_cutoff(backend: &Backend) {
         store.partitions().await.unwrap(),
         vec![before, before + TimeDelta::days(1)]
     );
-    assert_eq!(backend.count("SELECT count(*) FROM probe_results").await, 4);
+    assert_eq!(
+        backend
+            .count("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
+            .await,
+        4
+    );
     // The days can be made again, empty.
     store
         .ensure_partitions(&[before - TimeDelta::days(1)])
         .await
         .unwrap();
     assert_eq!(store.partitions().await.unwrap().len(), 3);
-    assert_eq!(backend.count("SELECT count(*) FROM probe_results").await, 4);
+    assert_eq!(
+        backend
+            .count("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
+            .await,
+        4
+    );
 }
 
 async fn state_changes_past_the_retention_go_but_each_device_keeps_its_state_at_the_cutoff(
@@ -973,7 +1165,9 @@ async fn idempotency_keys_outlive_raw_results_by_a_day_and_rollups_keep_theirs(b
     ] {
         backend.key(uid, at).await;
     }
-    for (uid, days) in [("ancient", 401), ("recent", 1)] {
+    // "ancient" is a month past the hourly tier's 400 days (PostgreSQL
+    // drops that tier by the month).
+    for (uid, days) in [("ancient", 431), ("recent", 1)] {
         let at = now - TimeDelta::days(days);
         let stored = store_rows(backend, uid, &[row(Uuid::new_v4(), at, None)]).await;
         assert_eq!(stored, self::stored(1));
@@ -981,8 +1175,23 @@ async fn idempotency_keys_outlive_raw_results_by_a_day_and_rollups_keep_theirs(b
     let ingestor = Ingestor::new(
         store.clone(),
         Duration::from_secs(7 * 86_400),
-        Duration::from_secs(400 * 86_400),
+        (
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(400 * 86_400),
+        ),
     );
+    Roller::new(store.clone()).run(now).await.unwrap();
+    let rows = |tier| {
+        let store = store.clone();
+        async move {
+            store
+                .rollups(tier, None, DateTime::UNIX_EPOCH, now, None, 100)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!((rows(Tier::Minute).await, rows(Tier::Hour).await), (2, 2));
     ingestor.maintain(now).await.unwrap();
     // "margin" is past the 7-day raw retention but within its extra day;
     // "ancient" and "recent" were received just now.
@@ -992,8 +1201,15 @@ async fn idempotency_keys_outlive_raw_results_by_a_day_and_rollups_keep_theirs(b
             .await,
         ["ancient", "margin", "new", "recent"]
     );
-    assert_eq!(backend.count("SELECT count(*) FROM probe_rollups").await, 1);
-    assert_eq!(backend.count("SELECT count(*) FROM probe_results").await, 1);
+    // Each tier keeps its own retention: raw 7 days, one-minute 30,
+    // hourly 400.
+    assert_eq!((rows(Tier::Minute).await, rows(Tier::Hour).await), (1, 1));
+    assert_eq!(
+        backend
+            .count("SELECT CAST(coalesce(sum(results), 0) AS BIGINT) FROM probe_raw")
+            .await,
+        1
+    );
 }
 
 async fn interface_rollups_go_past_their_cutoff(backend: &Backend) {

@@ -1,14 +1,15 @@
 //! The PostgreSQL store (schema `alerting`): one pool behind every trait of
 //! `store`. Each aggregate's queries live in a file of their own: probe
-//! results, states and retention (`results.rs`), rules and alerts, the
+//! results' states and retention (`results.rs`), raw results and rollup
+//! tiers (`tiers.rs`), rules and alerts, the
 //! notification outbox, silences, SNMP interfaces and polls.
 
 mod alerts;
 mod notify;
 mod results;
-pub(crate) use results::{partition_day, partition_of};
 mod silences;
 mod snmp;
+mod tiers;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -1,0 +1,275 @@
+//! Rolls raw results up into the tiers, off the ingest path: every minute,
+//! each 10-minute block that closed more than [`GRACE`] ago becomes one
+//! one-minute rollup row per device, and each UTC day the one-minute tier
+//! has completed becomes one hourly row per device. Progress is kept in
+//! `rollup_marks`; every step recomputes its rows from the tier below and
+//! replaces them, so running a step twice (two instances, a restart) gives
+//! the same rows.
+//!
+//! A step's mark moves before it reads: a result stored after that sees
+//! the new mark and is noted late (`Ingestor` does it), one stored before
+//! is read. Late (block, device) pairs are rolled again, and their day too
+//! when its hourly row exists. A process stopped between moving a mark and
+//! writing the rows leaves that block unrolled: the first run of every
+//! process rolls the block before the mark again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::store::packed::block_of;
+use crate::store::{Agg, AlertingStore, RollupRow, StoreResult, Tier};
+
+/// How long after a block closes it is rolled up: results of its last
+/// cycle are in by then (they arrive within seconds; an executor that
+/// replays later makes them late, and late is handled).
+pub const GRACE: TimeDelta = TimeDelta::minutes(2);
+
+/// Rollup rows written per statement.
+const WRITE_CHUNK: usize = 5_000;
+/// One-minute rows read per page when a day is rolled into hours.
+const READ_PAGE: u32 = 20_000;
+
+/// What one run rolled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rolled {
+    /// 10-minute blocks rolled into the one-minute tier.
+    pub blocks: u32,
+    /// Days rolled into the hourly tier.
+    pub days: u32,
+    /// Late (block, device) pairs rolled again.
+    pub late: u32,
+}
+
+pub struct Roller {
+    store: Arc<dyn AlertingStore>,
+    /// Set once the block before the mark was rolled again at start.
+    resumed: AtomicBool,
+}
+
+impl Roller {
+    pub fn new(store: Arc<dyn AlertingStore>) -> Self {
+        Self {
+            store,
+            resumed: AtomicBool::new(false),
+        }
+    }
+
+    /// Rolls what is due at `now`.
+    pub async fn run(&self, now: DateTime<Utc>) -> StoreResult<Rolled> {
+        let mut rolled = Rolled::default();
+        let block_span = Tier::Minute.row();
+        let mut block = match self.store.rollup_mark(Tier::Minute).await? {
+            Some(mark) => {
+                if !self.resumed.swap(true, Ordering::Relaxed) {
+                    self.roll_block(mark - block_span, None).await?;
+                }
+                mark
+            }
+            None => {
+                self.resumed.store(true, Ordering::Relaxed);
+                let start = self
+                    .store
+                    .raw_from(DateTime::UNIX_EPOCH)
+                    .await?
+                    .unwrap_or(now);
+                let start = block_of(start);
+                self.store.set_rollup_mark(Tier::Minute, start).await?;
+                start
+            }
+        };
+        // Blocks that closed at least the grace ago end by `last`.
+        let last = block_of(now - GRACE);
+        while block + block_span <= last {
+            // An empty stretch (alerting was away, a fresh start) is
+            // passed over in one step.
+            let next = self.store.raw_from(block).await?.map_or(last, block_of);
+            if next > block {
+                block = next.min(last);
+                self.store.set_rollup_mark(Tier::Minute, block).await?;
+                continue;
+            }
+            self.store
+                .set_rollup_mark(Tier::Minute, block + block_span)
+                .await?;
+            self.roll_block(block, None).await?;
+            block += block_span;
+            rolled.blocks += 1;
+        }
+        let minute_mark = block;
+
+        let mut day = match self.store.rollup_mark(Tier::Hour).await? {
+            Some(mark) => mark,
+            None => {
+                let floor = self.store.tier_floor(Tier::Minute).await?;
+                let start = Tier::Hour.row_of(floor.unwrap_or(minute_mark).min(minute_mark));
+                self.store.set_rollup_mark(Tier::Hour, start).await?;
+                start
+            }
+        };
+        let day_span = Tier::Hour.row();
+        while day + day_span <= minute_mark {
+            self.store
+                .set_rollup_mark(Tier::Hour, day + day_span)
+                .await?;
+            self.roll_day(day, None).await?;
+            day += day_span;
+            rolled.days += 1;
+        }
+
+        rolled.late = self.roll_late(day).await?;
+        if rolled != Rolled::default() {
+            metrics::counter!("alerting_rollup_blocks_total").increment(u64::from(rolled.blocks));
+            metrics::counter!("alerting_rollup_days_total").increment(u64::from(rolled.days));
+            tracing::debug!(?rolled, "rolled results up");
+        }
+        Ok(rolled)
+    }
+
+    /// Rolls the noted late pairs again; `hour_mark`: days before it have
+    /// hourly rows, rolled again for the same devices.
+    async fn roll_late(&self, hour_mark: DateTime<Utc>) -> StoreResult<u32> {
+        let late = self.store.late().await?;
+        if late.is_empty() {
+            return Ok(0);
+        }
+        let mut blocks: BTreeMap<DateTime<Utc>, HashSet<Uuid>> = BTreeMap::new();
+        for (block, device) in &late {
+            blocks.entry(*block).or_default().insert(*device);
+        }
+        let mut days: BTreeMap<DateTime<Utc>, HashSet<Uuid>> = BTreeMap::new();
+        for (block, devices) in &blocks {
+            self.roll_block(*block, Some(devices)).await?;
+            let day = Tier::Hour.row_of(*block);
+            if day < hour_mark {
+                days.entry(day).or_default().extend(devices);
+            }
+        }
+        for (day, devices) in &days {
+            self.roll_day(*day, Some(devices)).await?;
+        }
+        self.store.clear_late(&late).await?;
+        tracing::info!(pairs = late.len(), "rolled late results up again");
+        Ok(late.len() as u32)
+    }
+
+    /// The one-minute rows of one block, from its raw results (all
+    /// devices', or only `devices`').
+    async fn roll_block(
+        &self,
+        block: DateTime<Utc>,
+        devices: Option<&HashSet<Uuid>>,
+    ) -> StoreResult<()> {
+        let end = block + Tier::Minute.row();
+        let mut sums: HashMap<Uuid, BTreeMap<u8, Agg>> = HashMap::new();
+        let mut add = |rows: Vec<crate::store::StoredRaw>, only: Option<Uuid>| {
+            for row in rows {
+                for result in row.results(only) {
+                    let wanted = devices.is_none_or(|d| d.contains(&result.device_id));
+                    if wanted && result.probed_at >= block && result.probed_at < end {
+                        sums.entry(result.device_id)
+                            .or_default()
+                            .entry(Tier::Minute.slot_of(result.probed_at))
+                            .or_default()
+                            .add(&result);
+                    }
+                }
+            }
+        };
+        match devices {
+            // A few late devices: their rows only.
+            Some(devices) if devices.len() <= 100 => {
+                for device in devices {
+                    add(
+                        self.store.raw_rows(block, end, Some(*device)).await?,
+                        Some(*device),
+                    );
+                }
+            }
+            // A minute at a time, so a block of a large fleet is never in
+            // memory at once.
+            _ => {
+                let mut from = block;
+                while from < end {
+                    let to = from + Tier::Minute.entry();
+                    add(self.store.raw_rows(from, to, None).await?, None);
+                    from = to;
+                }
+            }
+        }
+        let rows: Vec<RollupRow> = sums
+            .into_iter()
+            .map(|(device_id, entries)| RollupRow {
+                device_id,
+                start: block,
+                entries: entries.into_iter().collect(),
+            })
+            .collect();
+        for chunk in rows.chunks(WRITE_CHUNK) {
+            self.store.put_rollups(Tier::Minute, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// The hourly rows of one day, from its one-minute rows (all devices',
+    /// or only `devices`').
+    async fn roll_day(
+        &self,
+        day: DateTime<Utc>,
+        devices: Option<&HashSet<Uuid>>,
+    ) -> StoreResult<()> {
+        let end = day + Tier::Hour.row();
+        let mut out: Vec<RollupRow> = Vec::new();
+        let mut current: Option<(Uuid, BTreeMap<u8, Agg>)> = None;
+        let flush = |current: &mut Option<(Uuid, BTreeMap<u8, Agg>)>, out: &mut Vec<RollupRow>| {
+            if let Some((device_id, entries)) = current.take() {
+                out.push(RollupRow {
+                    device_id,
+                    start: day,
+                    entries: entries.into_iter().collect(),
+                });
+            }
+        };
+        let mut pages: Vec<Option<Uuid>> = match devices {
+            Some(devices) => devices.iter().copied().map(Some).collect(),
+            None => vec![None],
+        };
+        for device in pages.drain(..) {
+            let mut after = None;
+            loop {
+                let rows = self
+                    .store
+                    .rollups(Tier::Minute, device, day, end, after, READ_PAGE)
+                    .await?;
+                let full = rows.len() as u32 == READ_PAGE;
+                for row in &rows {
+                    if current.as_ref().is_some_and(|(d, _)| *d != row.device_id) {
+                        flush(&mut current, &mut out);
+                        if out.len() >= WRITE_CHUNK {
+                            self.store.put_rollups(Tier::Hour, &out).await?;
+                            out.clear();
+                        }
+                    }
+                    let (_, hours) =
+                        current.get_or_insert_with(|| (row.device_id, BTreeMap::new()));
+                    for (slot, agg) in &row.entries {
+                        let at = row.start + Tier::Minute.entry() * i32::from(*slot);
+                        hours.entry(Tier::Hour.slot_of(at)).or_default().merge(agg);
+                    }
+                }
+                match rows.last() {
+                    Some(last) if full => after = Some((last.device_id, last.start)),
+                    _ => break,
+                }
+            }
+        }
+        flush(&mut current, &mut out);
+        if !out.is_empty() {
+            self.store.put_rollups(Tier::Hour, &out).await?;
+        }
+        Ok(())
+    }
+}
