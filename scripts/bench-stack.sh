@@ -146,25 +146,11 @@ cleaned=0
 cleanup() {
   ((cleaned)) && return
   cleaned=1
-  local name pid i
-  # Executor first (it drains into alerting), redis last.
+  local i
+  # In reverse order, one at a time: the executor first (it drains into
+  # alerting), redis last.
   for ((i = ${#started_order[@]} - 1; i >= 0; i--)); do
-    name=${started_order[$i]}
-    pid=${pid_of[$name]}
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for ((i = ${#started_order[@]} - 1; i >= 0; i--)); do
-    name=${started_order[$i]}
-    pid=${pid_of[$name]}
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "$name ($pid) did not stop in 10 s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop "${started_order[$i]}"
   done
   if ((db_created)); then
     if ((keep)); then
@@ -179,13 +165,31 @@ cleanup() {
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM HUP
 
-# start NAME COMMAND...: runs it in the background, its output in $work/NAME.log.
+# start NAME COMMAND...: runs it in the background, its output in
+# $work/NAME.log, in a session of its own: a Ctrl-C reaches this script
+# only, which then stops everything in order (redis and the services would
+# otherwise each react to the terminal's SIGINT on their own).
 start() {
   local name=$1
   shift
-  "$@" >"$work/$name.log" 2>&1 &
+  setsid "$@" >"$work/$name.log" 2>&1 &
   pid_of[$name]=$!
   started_order+=("$name")
+}
+
+# stop NAME: SIGTERM, then SIGKILL after 10 s; waits for the exit.
+stop() {
+  local name=$1 pid=${pid_of[$1]}
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name ($pid) did not stop in 10 s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
 }
 
 # Waits until the service's gRPC health check answers SERVING (grpcurl, as
@@ -270,21 +274,25 @@ cycles_log=$work/cycles.jsonl
 : >"$cycles_log"
 
 # Appends the planner's recent ping cycles (it keeps the last 100 per kind)
-# as JSON lines {id, completed, devices, probed, skipped, overruns,
-# unserved, unserved_devices, duration_ms}; the last line of an id wins.
+# as JSON lines {id, started (epoch s), completed, devices, probed, skipped,
+# overruns, unserved, unserved_devices, duration_ms}; the last line of an id wins.
+# RFC 3339 with fractional seconds (jq's fromdateiso8601 takes none) to epoch seconds.
+jq_epoch='def epoch: capture("^(?<s>[^.Z]+)(?<f>\\.[0-9]+)?Z$") | (.s + "Z" | fromdateiso8601) + ("0" + (.f // "") | tonumber);'
 fetch_cycles() {
   if ((have_grpcurl)); then
     # probed: devices that answered or not, as the executors reported in BatchDone.
     grpcurl -plaintext -max-time 5 -emit-defaults \
       -d '{"kind":"EXECUTOR_KIND_PING","page_size":100}' \
       127.0.0.1:50052 netward.v1.PlannerService/ListCycles 2>/dev/null |
-      jq -c '.cycles[]? | {id: (.cycleId | tonumber), completed, devices: .deviceCount,
+      jq -c "$jq_epoch"'.cycles[]? | {id: (.cycleId | tonumber),
+             started: (.startedAt | epoch), completed, devices: .deviceCount,
              probed: (.succeeded + .failed), skipped, overruns, unserved,
              unserved_devices: .unservedDevices, duration_ms: .durationMs}' >>"$cycles_log" || true
   else
     # netward planner status has no succeeded/failed: probed = planned - skipped - unserved.
     "$netward" planner status --json --cycles 100 2>/dev/null |
-      jq -c '.cycles[]? | select(.kind == "ping") | {id: .cycle_id, completed, devices: .device_count,
+      jq -c "$jq_epoch"'.cycles[]? | select(.kind == "ping") | {id: .cycle_id,
+             started: (.started_at | epoch), completed, devices: .device_count,
              probed: (.device_count - .skipped - .unserved_devices), skipped, overruns, unserved,
              unserved_devices, duration_ms}' >>"$cycles_log" || true
   fi
@@ -527,14 +535,27 @@ while :; do
 done
 t_end=$(now)
 window_s=$(calc 'b - a' -v a="$t0" -v b="$t_end")
+# The executor stops first (it drains: running batches end and their results
+# are acked), so that alerting's counters and the tables at rest agree.
 scrape end
+say "stopping the ping executor (drain), then measuring storage"
+stop ping-executor
+sleep 1
+curl -sf -m 5 "http://127.0.0.1:9553/metrics" >"$work/alerting-end.prom" || : >"$work/alerting-end.prom"
+# Nothing writes while the tables are measured (and VACUUM FULL locks them).
+stop alerting
+stop planner
 
 # ---------------------------------------------------------------------------
 # Figures.
 
-# Cycles: the last report of each id; completed ones only.
-jq -s 'group_by(.id) | map(last) | map(select(.completed))' "$cycles_log" >"$work/cycles.json"
+# Cycles: the last report of each id; those that started in the window and
+# completed (the first cycles, planned before the executor connected, are
+# warm-up).
+jq -s --argjson t0 "$t0" 'group_by(.id) | map(last) | map(select(.completed and .started >= $t0))' \
+  "$cycles_log" >"$work/cycles.json"
 cycles_done=$(jq length "$work/cycles.json")
+cycles_warmup=$(jq -s --argjson t0 "$t0" 'map(select(.started < $t0)) | unique_by(.id) | length' "$cycles_log")
 read -r probed_min probed_mean skipped_sum overruns_sum unserved_sum unserved_devices_sum <<<"$(
   jq -r --argjson n "$devices" '
     if length == 0 then "n/a n/a 0 0 0 0" else
@@ -591,19 +612,48 @@ cpu_rows=$(awk -F '\t' -v hz="$clk_tck" -v w="$window_s" '
   }' "$samples")
 cpu_of() { awk -F '\t' -v p="$1" '$1 == p' <<<"$cpu_rows"; }
 
-# 6. Storage at rest, grouped by storage_group.
-storage_rows >"$work/storage.tsv"
-declare -A group_bytes=() group_rows=() group_tables=()
-for g in "${storage_groups[@]}"; do group_bytes[$g]=0; group_rows[$g]=0; group_tables[$g]=""; done
-while IFS=$'\t' read -r root _ bytes rows; do
-  g=$(storage_group "$root")
-  [[ -n $g ]] || continue
-  group_bytes[$g]=$((group_bytes[$g] + bytes))
-  group_rows[$g]=$((group_rows[$g] + rows))
-  case " ${group_tables[$g]} " in *" $root "*) ;; *) group_tables[$g]="${group_tables[$g]:+${group_tables[$g]} }$root" ;; esac
-done <"$work/storage.tsv"
+# 6. Storage at rest, grouped by storage_group, measured twice: as the run
+# left it, and after VACUUM FULL, without the dead versions of rows updated
+# in place (device_state on every result, the one-minute rollups merged
+# batch by batch). Under autovacuum, whose freed space new rows reuse, a
+# long run's tables come close to the second: the per-result, per-device-day
+# and projected figures use the one PROJECT_FROM names (compacted or as-is).
+PROJECT_FROM=${BENCH_PROJECT_FROM:-compacted}
+# shellcheck disable=SC2034 # compact_rows is read through the group_rows nameref
+declare -A asis_bytes=() asis_rows=() compact_bytes=() compact_rows=() group_tables=()
+for g in "${storage_groups[@]}"; do group_tables[$g]=""; done
+# group_sizes FILE BYTES_ARRAY ROWS_ARRAY: sums a storage_rows listing per group.
+# shellcheck disable=SC2004 # associative arrays (through namerefs): the $ is the key
+group_sizes() {
+  local -n bytes_of=$2 rows_of=$3
+  local root bytes rows g
+  for g in "${storage_groups[@]}"; do bytes_of[$g]=0; rows_of[$g]=0; done
+  while IFS=$'\t' read -r root _ bytes rows; do
+    g=$(storage_group "$root")
+    [[ -n $g ]] || continue
+    bytes_of[$g]=$((bytes_of[$g] + bytes))
+    rows_of[$g]=$((rows_of[$g] + rows))
+    case " ${group_tables[$g]} " in *" $root "*) ;; *) group_tables[$g]="${group_tables[$g]:+${group_tables[$g]} }$root" ;; esac
+  done <"$1"
+}
+storage_rows >"$work/storage-as-is.tsv"
+group_sizes "$work/storage-as-is.tsv" asis_bytes asis_rows
+say "VACUUM (FULL, ANALYZE) of $db"
+"${psql_admin[@]}" -d "$db" -c 'VACUUM (FULL, ANALYZE)' >/dev/null
+storage_rows >"$work/storage-compacted.tsv"
+group_sizes "$work/storage-compacted.tsv" compact_bytes compact_rows
+if [[ $PROJECT_FROM == as-is ]]; then
+  declare -n group_bytes=asis_bytes group_rows=asis_rows
+else
+  declare -n group_bytes=compact_bytes group_rows=compact_rows
+fi
 total_bytes=0
-for g in "${storage_groups[@]}"; do total_bytes=$((total_bytes + group_bytes[$g])); done
+asis_total=0
+# shellcheck disable=SC2004 # associative arrays: the $ is the key
+for g in "${storage_groups[@]}"; do
+  total_bytes=$((total_bytes + group_bytes[$g]))
+  asis_total=$((asis_total + asis_bytes[$g]))
+done
 
 if [[ -z $results_stored ]] || awk -v r="$results_stored" 'BEGIN { exit !(r == 0) }'; then
   results_stored=${group_rows[raw]}
@@ -616,6 +666,7 @@ if ((results_stored > 0)); then
   bytes_per_result=$(calc 'b / r' -v b="${group_bytes[raw]}" -v r="$results_stored")
 fi
 bytes_per_device_day=$(calc 't / n / d' -v t="$total_bytes" -v n="$devices" -v d="$run_days")
+asis_per_device_day=$(calc 't / n / d' -v t="$asis_total" -v n="$devices" -v d="$run_days")
 results_per_device_day=$((86400 / interval))
 
 declare -A tier_value=() tier_how=()
@@ -637,6 +688,8 @@ done
 # ---------------------------------------------------------------------------
 # 7. The report.
 
+sizes() { printf '%s -> %s' "$(fmt_bytes "${asis_bytes[$1]}")" "$(fmt_bytes "${compact_bytes[$1]}")"; }
+
 tier_cell() {
   local tier=$1
   if [[ -n ${tier_value[$tier]} ]]; then
@@ -649,10 +702,11 @@ tier_cell() {
 {
   echo "Storage at rest, schema alerting (pg_total_relation_size of every leaf table: heap, indexes, TOAST):"
   echo
-  printf '| group | tables | rows | bytes |\n|---|---|---:|---:|\n'
+  printf '| group | tables | rows | bytes as left | bytes after VACUUM FULL |\n|---|---|---:|---:|---:|\n'
   for g in "${storage_groups[@]}"; do
     [[ -n ${group_tables[$g]} ]] || continue
-    printf '| %s | %s | %s | %s (%s) |\n' "$g" "${group_tables[$g]}" "${group_rows[$g]}" "${group_bytes[$g]}" "$(fmt_bytes "${group_bytes[$g]}")"
+    printf '| %s | %s | %s | %s (%s) | %s (%s) |\n' "$g" "${group_tables[$g]}" "${asis_rows[$g]}" \
+      "${asis_bytes[$g]}" "$(fmt_bytes "${asis_bytes[$g]}")" "${compact_bytes[$g]}" "$(fmt_bytes "${compact_bytes[$g]}")"
   done
   echo
 } >"$work/storage.md"
@@ -665,15 +719,15 @@ commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?")
   echo
   echo "| measure | value |"
   echo "|---|---|"
-  echo "| devices | $devices (import ${import_s%.*} s) |"
+  echo "| devices | $devices (import $(printf '%.1f' "$import_s") s) |"
   echo "| duration | ${duration} s (measured window $(printf '%.1f' "$window_s") s) |"
-  echo "| ping cycles completed | $cycles_done |"
+  echo "| ping cycles completed (started in the window; $cycles_warmup warm-up cycles before it left out) | $cycles_done |"
   echo "| probed per cycle, % of N (min / mean) | $(pct "$probed_min") / $(pct "$probed_mean") |"
   echo "| skipped (sum over cycles) | $skipped_sum |"
   echo "| overruns (sum over cycles) | $overruns_sum |"
   echo "| unserved batches (sum over cycles) | $unserved_sum ($unserved_devices_sum devices) |"
   echo "| alerting write p50 / p99 (alerting_write_seconds, ${writes%.*} writes) | $(fmt_secs "$write_p50") / $(fmt_secs "$write_p99") |"
-  echo "| ingest lag p50 / p99 (alerting_ingest_lag_seconds) | $(fmt_secs "$lag_p50") / $(fmt_secs "$lag_p99") |"
+  echo "| ingest lag p50 / p99 (alerting_ingest_lag_seconds; alerting truncates sent_at to whole seconds) | $(fmt_secs "$lag_p50") / $(fmt_secs "$lag_p99") |"
   echo "| executor packets sent / probes in window | ${packets%.*} ($(printf '%.0f' "$packet_rate")/s) / ${probes%.*} |"
   for name in "${services[@]}" redis; do
     IFS=$'\t' read -r _ cpu pcore _ r1 r2 r3 rmax <<<"$(cpu_of "$name")"
@@ -685,12 +739,13 @@ commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?")
   echo "| PostgreSQL, checkpointer + bgwriter + walwriter (whole cluster) | ${cpu:-0} (${pcore:-0} %) |"
   echo "| fping one pass (-c1 -r0 -i0 -t1000) | $(printf '%.0f' "$fping_rate") addresses/s; $(printf '%.2f' "$fping_s") s for $devices, $fping_answered answered |"
   echo "| results stored ($results_note) | $results_stored; duplicate batches ${duplicates:-0} |"
-  echo "| raw bytes at rest (${group_tables[raw]:-none}) | $(fmt_bytes "${group_bytes[raw]}") |"
-  echo "| one-minute tier (${group_tables[minute]:-none}) | $(fmt_bytes "${group_bytes[minute]}"); $(tier_cell minute) |"
-  echo "| hourly tier (${group_tables[hour]:-none}) | $(fmt_bytes "${group_bytes[hour]}"); $(tier_cell hour) |"
-  echo "| ingested_batches / device_state / state_changes | $(fmt_bytes "${group_bytes[ingested_batches]}") / $(fmt_bytes "${group_bytes[device_state]}") / $(fmt_bytes "${group_bytes[state_changes]}") |"
+  echo "| storage below: bytes as left by the run -> after VACUUM FULL; per-result, per-device-day and projection from: $PROJECT_FROM | |"
+  echo "| raw (${group_tables[raw]:-none}) | $(sizes raw) |"
+  echo "| one-minute tier (${group_tables[minute]:-none}) | $(sizes minute); $(tier_cell minute) |"
+  echo "| hourly tier (${group_tables[hour]:-none}) | $(sizes hour); $(tier_cell hour) |"
+  echo "| ingested_batches / device_state / state_changes | $(sizes ingested_batches) / $(sizes device_state) / $(sizes state_changes) |"
   echo "| bytes per result (raw / results) | $(awk -v b="${bytes_per_result:-}" 'BEGIN { if (b == "") print "n/a"; else printf "%.1f", b }') |"
-  echo "| bytes per device-day (all counted tables / N / $(printf '%.4f' "$run_days") run-days) | $(printf '%.0f' "$bytes_per_device_day") |"
+  echo "| bytes per device-day (all counted tables / N / $(printf '%.4f' "$run_days") run-days) | $(printf '%.0f' "$bytes_per_device_day") (as left: $(printf '%.0f' "$asis_per_device_day")) |"
   echo "| projected per device: raw ${RAW_DAYS} d x ${results_per_device_day}/day + minute ${MINUTE_DAYS} d + hourly ${HOUR_DAYS} d | $(fmt_bytes "$projected_device")$projection_note |"
   echo "| projected for $devices devices | $(fmt_bytes "$projected_total") |"
 } >"$work/result.md"
