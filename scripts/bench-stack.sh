@@ -33,7 +33,6 @@ set -euo pipefail
 
 script=$(realpath "$0")
 repo=$(cd "$(dirname "$script")/.." && pwd)
-cd "$repo"
 
 die() {
   echo "bench-stack: $*" >&2
@@ -50,7 +49,6 @@ duration=600
 interval=10
 out=
 keep=0
-orig_args=("$@")
 while (($#)); do
   case "$1" in
     --devices) (($# >= 2)) || usage; devices=$2; shift 2 ;;
@@ -67,9 +65,11 @@ done
 [[ $interval =~ ^[1-9][0-9]*$ ]] || die "--interval wants whole seconds"
 # One /24 per site, at most 254 devices each, second octets 1-255 (the generator's limits).
 ((devices <= 63750 * 100)) || die "--devices $devices does not fit in 127.0.0.0/8 at 100 per site"
+# Resolved before the cd, from where the caller is.
 if [[ -n $out ]]; then
   out=$(realpath -m "$out")
 fi
+cd "$repo"
 ((EUID == 0)) || die "must run as root (network namespace, ICMP, /proc of postgres)"
 
 sample_s=${BENCH_SAMPLE_S:-10}
@@ -109,7 +109,10 @@ if command -v grpcurl >/dev/null 2>&1; then have_grpcurl=1; fi
 
 if ! in_lab; then
   export NETWARD_BIN=$netward
-  exec "$repo/deploy/lab/lab.sh" -- "$script" "${orig_args[@]}"
+  args=(--devices "$devices" --duration "$duration" --interval "$interval")
+  if [[ -n $out ]]; then args+=(--out "$out"); fi
+  if ((keep)); then args+=(--keep); fi
+  exec "$repo/deploy/lab/lab.sh" -- "$script" "${args[@]}"
 fi
 
 # ---------------------------------------------------------------------------
