@@ -444,6 +444,19 @@ storage_rows() {
 # ---------------------------------------------------------------------------
 # 1-2. Database, Redis, inventory, devices.
 
+# The cluster's settings that move the figures, for the table. With
+# autovacuum off (as some CI images set it), rows updated in place
+# (device_state, rollups) leave every old version behind: the "as left"
+# sizes are then the worst case, and the VACUUM FULL ones the steady state.
+pg_settings=$("${psql_admin[@]}" -d postgres -At -c "
+  SELECT 'PostgreSQL ' || current_setting('server_version') || '; autovacuum ' || current_setting('autovacuum')
+      || '; fsync ' || current_setting('fsync') || '; synchronous_commit ' || current_setting('synchronous_commit')
+      || '; shared_buffers ' || current_setting('shared_buffers')") ||
+  die "cannot reach PostgreSQL through $pg_socket (is it running? scripts/setup.sh)"
+if [[ $pg_settings == *"autovacuum off"* ]]; then
+  say "autovacuum is off in this cluster: updated tables keep their dead rows (see the VACUUM FULL column)"
+fi
+
 say "binary $netward; work dir $work"
 "${psql_admin[@]}" -d postgres -c "CREATE DATABASE $db" >/dev/null ||
   die "cannot create database $db through $pg_socket (is PostgreSQL running? scripts/setup.sh)"
@@ -740,6 +753,7 @@ commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?")
   echo "| PostgreSQL, backends of the bench database: CPU s (% of one core) | ${cpu:-0} (${pcore:-0} %), ${count:-0} PIDs |"
   IFS=$'\t' read -r _ cpu pcore count _ <<<"$(cpu_of postgres-shared)"
   echo "| PostgreSQL, checkpointer + bgwriter + walwriter (whole cluster) | ${cpu:-0} (${pcore:-0} %) |"
+  echo "| PostgreSQL settings | $pg_settings |"
   echo "| fping one pass (-c1 -r0 -i0 -t1000) | $(printf '%.0f' "$fping_rate") addresses/s; $(printf '%.2f' "$fping_s") s for $devices, $fping_answered answered |"
   echo "| results stored ($results_note) | $results_stored; duplicate batches ${duplicates:-0} |"
   echo "| storage below: bytes as left by the run -> after VACUUM FULL; per-result, per-device-day and projection from: $PROJECT_FROM | |"
