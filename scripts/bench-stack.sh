@@ -409,11 +409,13 @@ HOUR_DAYS=400
 # A fixed figure in TIER_BYTES_MINUTE / TIER_BYTES_HOUR wins (e.g. from a
 # longer run or store_bench). Otherwise it is measured as the tier's bytes at
 # rest per stored row times TIER_ROWS_PER_DEVICE_DAY, the rows one device
-# adds per day in the layout being measured: adjust those two numbers when the
-# layout changes (one row per device-minute today: 1440; per device-hour:
-# 24; rows per 10-minute block: 144; one row per device-day: 1). A tier with
-# no rows prints "not measured" and counts 0 in the projection.
-declare -A TIER_ROWS_PER_DEVICE_DAY=([minute]=1440 [hour]=24)
+# adds per day: one one-minute row per device and 10-minute block (144 a
+# day), one hourly row per device and day. A run shorter than a day has
+# partly filled rows (the rollup runs 2 minutes after a block closes, a day
+# after a day does): for the projection pass the full-row figures that
+# `store_bench` measures (see BENCHMARKS.md). A tier with no rows prints
+# "not measured" and counts 0 in the projection.
+declare -A TIER_ROWS_PER_DEVICE_DAY=([minute]=144 [hour]=1)
 declare -A TIER_BYTES=([minute]="${TIER_BYTES_MINUTE:-}" [hour]="${TIER_BYTES_HOUR:-}")
 # tier_bytes_per_device_day TIER BYTES ROWS -> "VALUE<TAB>how it was obtained", or "" when not measured.
 tier_bytes_per_device_day() {

@@ -255,12 +255,12 @@ async fn sqlite(devices: &[Uuid], cycles: u64, day: NaiveDate) -> anyhow::Result
                 .await?;
             // dbstat: the pages of the table and its indexes.
             let bytes: i64 = sqlx::query_scalar(
-                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = ?1 OR tbl_name = ?1",
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat \
+                 WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name = ?1)",
             )
             .bind(table)
             .fetch_one(&pool)
-            .await
-            .or_else(|_| Ok::<i64, sqlx::Error>(0))?;
+            .await?;
             Ok(Size {
                 bytes: bytes as u64,
                 rows: rows as u64,
