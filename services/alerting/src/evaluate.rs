@@ -32,7 +32,18 @@ use crate::store::{AlertingStore, ChangeRow, ProbeRow, StateRow};
 #[derive(Debug, Clone)]
 struct Device {
     memory: DeviceMemory,
+    /// The device's row, its `memory` left empty in memory.
     row: StateRow,
+}
+
+impl Device {
+    /// The row as written: with the state machine's memory as JSON.
+    fn stored(&self) -> StateRow {
+        StateRow {
+            memory: serde_json::to_value(&self.memory).unwrap_or(serde_json::Value::Null),
+            ..self.row.clone()
+        }
+    }
 }
 
 pub struct Evaluator {
@@ -98,6 +109,9 @@ impl Evaluator {
                 });
             row.stale = memory.stale();
             row.last_result_at = memory.last_result().map(DateTime::<Utc>::from);
+            // Memory holds the state machine's memory once, as itself: its
+            // JSON is made when the row is written (`Device::stored`).
+            row.memory = serde_json::Value::Null;
             devices.insert(row.device_id, Device { memory, row });
         }
         tracing::info!(devices = devices.len(), "device states restored");
@@ -399,7 +413,7 @@ impl Evaluator {
         let rows: Vec<StateRow> = {
             let devices = self.lock();
             ids.iter()
-                .filter_map(|id| devices.get(id).map(|d| d.row.clone()))
+                .filter_map(|id| devices.get(id).map(Device::stored))
                 .collect()
         };
         for (done, chunk) in rows.chunks(CHECKPOINT_CHUNK).enumerate() {
@@ -456,7 +470,7 @@ impl Evaluator {
                         .get(id)
                         .is_none_or(|old| !same_state(&old.row, &device.row));
                 if durable {
-                    states.push(device.row.clone());
+                    states.push(device.stored());
                 } else {
                     later.push(*id);
                 }
@@ -653,7 +667,6 @@ fn record(
     row.consecutive_failures = device.memory.consecutive_failures();
     row.stale = step.stale;
     row.last_result_at = device.memory.last_result().map(DateTime::<Utc>::from);
-    row.memory = serde_json::to_value(&device.memory).unwrap_or(serde_json::Value::Null);
     for event in &step.events {
         if let EventKind::MaintenanceChanged { maintenance } = event.kind {
             let state = v1::DeviceState::from(step.state);

@@ -97,9 +97,15 @@ impl Inventory {
                 if !send(begin).await {
                     return Ok(());
                 }
-                for part in devices.chunks(chunk) {
-                    let devices = part.to_vec();
-                    if !send(Event::SnapshotChunk(v1::DeviceChunk { devices })).await {
+                // Moved out chunk by chunk, not copied: the snapshot is the
+                // one copy of the fleet this watcher costs.
+                let mut devices = devices.into_iter();
+                loop {
+                    let part: Vec<v1::Device> = devices.by_ref().take(chunk).collect();
+                    if part.is_empty() {
+                        break;
+                    }
+                    if !send(Event::SnapshotChunk(v1::DeviceChunk { devices: part })).await {
                         return Ok(());
                     }
                 }

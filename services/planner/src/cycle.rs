@@ -125,7 +125,11 @@ pub enum BatchState {
 pub struct Batch {
     pub id: String,
     pub index: usize,
+    /// Emptied once the cycle completes: a finished cycle in the history
+    /// keeps its figures, not its 100,000 targets (`device_count` stays).
     pub targets: Vec<Arc<v1::Target>>,
+    /// The batch's devices (the targets it kept at assignment).
+    pub device_count: u32,
     selector: Arc<BTreeMap<String, String>>,
     pub start_at: Instant,
     pub deadline: Instant,
@@ -422,6 +426,7 @@ impl Scheduler {
                 Batch {
                     id: format!("{id}-{index}"),
                     index,
+                    device_count: targets.len() as u32,
                     targets,
                     selector,
                     start_at,
@@ -782,7 +787,7 @@ impl Scheduler {
                         cycle_id = cycle.id,
                         batch_id = %batch.id,
                         executor_id = %batch.executor_id,
-                        devices = batch.targets.len(),
+                        devices = batch.device_count,
                         "batch overrun: not done by its deadline"
                     );
                 }
@@ -806,6 +811,9 @@ impl Scheduler {
             if cycle.completed_at.is_none() && cycle.finished() {
                 cycle.completed_at = Some(now);
                 finished.push(self.summary(cycle));
+                for batch in &mut cycle.batches {
+                    batch.targets = Vec::new();
+                }
             }
         }
         for summary in finished {
@@ -1128,7 +1136,7 @@ impl Scheduler {
             state: state as i32,
             start_at: Some(timestamp(self.wall(batch.start_at))),
             deadline: Some(timestamp(self.wall(batch.deadline))),
-            device_count: batch.targets.len() as u32,
+            device_count: batch.device_count,
             assigned_at: batch.assigned_at.map(timestamp),
             done_at: batch.done_at.map(timestamp),
             succeeded: batch.succeeded,
@@ -1161,6 +1169,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
             .is_none_or(|holder| holder == key)
     });
     let skipped = (before - batch.targets.len()) as u32;
+    batch.device_count = batch.targets.len() as u32;
     if skipped > 0 {
         batch.skipped += skipped;
         cycle.skipped += skipped;
@@ -1306,7 +1315,7 @@ fn release(
     {
         executor.in_flight_devices = executor
             .in_flight_devices
-            .saturating_sub(batch.targets.len() as u32);
+            .saturating_sub(batch.device_count);
     }
 }
 
