@@ -410,21 +410,26 @@ impl Evaluator {
             let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
             dirty.drain().collect()
         };
-        let rows: Vec<StateRow> = {
-            let devices = self.lock();
-            ids.iter()
-                .filter_map(|id| devices.get(id).map(Device::stored))
-                .collect()
-        };
-        for (done, chunk) in rows.chunks(CHECKPOINT_CHUNK).enumerate() {
-            if let Err(error) = self.store.save_states(chunk, &[]).await {
+        // Rows (with their memory as JSON) are made a chunk at a time: a
+        // whole fleet's at once would be the process's largest allocation.
+        let mut written = 0;
+        for (done, chunk) in ids.chunks(CHECKPOINT_CHUNK).enumerate() {
+            let rows: Vec<StateRow> = {
+                let devices = self.lock();
+                chunk
+                    .iter()
+                    .filter_map(|id| devices.get(id).map(Device::stored))
+                    .collect()
+            };
+            if let Err(error) = self.store.save_states(&rows, &[]).await {
                 let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
-                dirty.extend(rows[done * CHECKPOINT_CHUNK..].iter().map(|r| r.device_id));
+                dirty.extend(&ids[done * CHECKPOINT_CHUNK..]);
                 return Err(error);
             }
+            written += rows.len();
         }
-        metrics::counter!("alerting_checkpoint_rows_total").increment(rows.len() as u64);
-        Ok(rows.len())
+        metrics::counter!("alerting_checkpoint_rows_total").increment(written as u64);
+        Ok(written)
     }
 
     /// Every device alerting holds a state for.

@@ -561,7 +561,9 @@ impl Ingestor {
         let rolled = |mark: Option<DateTime<Utc>>| mark.map_or(NaiveDate::MIN, |m| m.date_naive());
         let hold = |wanted: NaiveDate, mark: Option<DateTime<Utc>>, what: &str| {
             let allowed = wanted.min(rolled(mark));
-            if allowed < wanted {
+            // No mark: the rollup has not run yet (a fresh store), nothing
+            // to say. A mark behind the retention is a rollup that lags.
+            if allowed < wanted && mark.is_some() {
                 tracing::warn!(%wanted, %allowed, what, "keeping data past its retention: the rollup above has not reached it yet");
             }
             allowed

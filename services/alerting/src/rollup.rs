@@ -6,12 +6,14 @@
 //! replaces them, so running a step twice (two instances, a restart) gives
 //! the same rows.
 //!
-//! A step's mark moves before it reads: a result stored after that sees
+//! A block's mark moves before it reads: a result stored after that sees
 //! the new mark and is noted late (`Ingestor` does it), one stored before
 //! is read. Late (block, device) pairs are rolled again, and their day too
-//! when its hourly row exists. A process stopped between moving a mark and
-//! writing the rows leaves that block unrolled: the first run of every
-//! process rolls the block before the mark again.
+//! when its hourly row exists. A process stopped between moving the minute
+//! mark and writing the rows leaves that block unrolled: the first run of
+//! every process rolls the block before the mark again. The hourly mark
+//! moves after its rows are written (the one-minute rows it reads are
+//! final, or noted late), so a day cut short is simply rolled again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -46,7 +48,7 @@ pub struct Rolled {
 
 pub struct Roller {
     store: Arc<dyn AlertingStore>,
-    /// Set once the block before the mark was rolled again at start.
+    /// Set once the block before the minute mark was rolled again at start.
     resumed: AtomicBool,
 }
 
@@ -101,6 +103,7 @@ impl Roller {
         }
         let minute_mark = block;
 
+        let day_span = Tier::Hour.row();
         let mut day = match self.store.rollup_mark(Tier::Hour).await? {
             Some(mark) => mark,
             None => {
@@ -110,12 +113,13 @@ impl Roller {
                 start
             }
         };
-        let day_span = Tier::Hour.row();
         while day + day_span <= minute_mark {
+            // The hourly tier is read from the one-minute tier, which late
+            // results update themselves: its mark moves after the rows.
+            self.roll_day(day, None).await?;
             self.store
                 .set_rollup_mark(Tier::Hour, day + day_span)
                 .await?;
-            self.roll_day(day, None).await?;
             day += day_span;
             rolled.days += 1;
         }

@@ -334,3 +334,55 @@ async fn a_device_deleted_from_the_inventory_leaves_memory_and_its_alerts_resolv
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].device_id, kept);
 }
+
+#[tokio::test]
+async fn results_that_change_no_state_are_no_row_update_until_the_checkpoint() {
+    let domain = Domain::start().await;
+    let device = Uuid::new_v4();
+    for _ in 0..2 {
+        let rows = domain.store(&[device], true).await;
+        domain.backlog.probes(rows).await.unwrap();
+    }
+    assert_eq!(domain.state(device), v1::DeviceState::Up);
+    let stored_probe = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<Utc>>>(
+            "SELECT last_probe_at FROM alerting.device_state WHERE device_id = $1",
+        )
+        .bind(device)
+        .fetch_one(domain.database.pool())
+        .await
+        .unwrap()
+    };
+    let written = stored_probe().await;
+    assert!(written.is_some(), "the transition to UP wrote the row");
+
+    // Five more answered probes: memory follows each, the row none.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let rows = domain.store(&[device], true).await;
+        domain.backlog.probes(rows).await.unwrap();
+    }
+    let live = domain.evaluator.status(device).unwrap().last_probe_at;
+    assert!(live > written, "memory has the last result");
+    assert_eq!(stored_probe().await, written, "no row update per result");
+
+    // The checkpoint writes what memory has; nothing is left after it.
+    assert_eq!(domain.evaluator.checkpoint().await.unwrap(), 1);
+    let micros = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.timestamp_micros());
+    assert_eq!(micros(stored_probe().await), micros(live));
+    assert_eq!(domain.evaluator.checkpoint().await.unwrap(), 0);
+
+    // A state change is written at once, with its transition.
+    for _ in 0..3 {
+        let rows = domain.store(&[device], false).await;
+        domain.backlog.probes(rows).await.unwrap();
+    }
+    assert_eq!(domain.state(device), v1::DeviceState::Down);
+    let state: i16 =
+        sqlx::query_scalar("SELECT state FROM alerting.device_state WHERE device_id = $1")
+            .bind(device)
+            .fetch_one(domain.database.pool())
+            .await
+            .unwrap();
+    assert_eq!(i32::from(state), v1::DeviceState::Down as i32);
+}
