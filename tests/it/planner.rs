@@ -1218,20 +1218,17 @@ async fn a_hung_inventory_never_holds_up_ping_cycles() {
     {
         let mut copy = planner.copy.write().unwrap();
         for (id, snmp) in [("ping-only", None), ("snmp-v3", Some("cred-hung"))] {
-            copy.devices.insert(
-                id.into(),
-                v1::Device {
-                    id: id.into(),
-                    name: id.into(),
-                    ip_address: "127.34.0.1".into(),
-                    snmp: snmp.map(|credential| v1::SnmpSettings {
-                        enabled: true,
-                        credential_id: credential.into(),
-                        ..Default::default()
-                    }),
+            copy.insert(v1::Device {
+                id: id.into(),
+                name: id.into(),
+                ip_address: "127.34.0.1".into(),
+                snmp: snmp.map(|credential| v1::SnmpSettings {
+                    enabled: true,
+                    credential_id: credential.into(),
                     ..Default::default()
-                },
-            );
+                }),
+                ..Default::default()
+            });
         }
         copy.revision = 1;
         copy.synced = true;

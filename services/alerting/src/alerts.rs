@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use netward_shared::inventory_copy::SharedCopy;
+use netward_shared::inventory_copy::{CopiedDevice, SharedCopy};
 use netward_shared::proto::v1;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -348,7 +348,7 @@ impl AlertEngine {
 
     /// The enabled rule of `kind` that applies to the device, most specific
     /// scope first: device, tag, site, device type, global.
-    fn rule_for(&self, kind: v1::RuleKind, device: &v1::Device) -> Option<v1::Rule> {
+    fn rule_for(&self, kind: v1::RuleKind, device: &CopiedDevice) -> Option<v1::Rule> {
         let rules = self.rules.read().ok()?;
         rules
             .iter()
@@ -358,22 +358,24 @@ impl AlertEngine {
             .map(|(_, r)| r.clone())
     }
 
-    fn device(&self, id: &str) -> v1::Device {
+    fn device(&self, id: &str) -> Arc<CopiedDevice> {
         self.copy
             .read()
             .ok()
             .and_then(|c| c.devices.get(id).cloned())
-            .unwrap_or_else(|| v1::Device {
-                id: id.to_string(),
-                name: id.to_string(),
-                ..Default::default()
+            .unwrap_or_else(|| {
+                Arc::new(CopiedDevice {
+                    id: id.into(),
+                    name: id.into(),
+                    ..Default::default()
+                })
             })
     }
 
     fn new_alert(
         &self,
         rule: &v1::Rule,
-        device: &v1::Device,
+        device: &CopiedDevice,
         summary: String,
         probe: Option<&ProbeRow>,
         at: DateTime<Utc>,
@@ -384,14 +386,14 @@ impl AlertEngine {
             rule_id: rule.id.clone(),
             rule_name: rule.name.clone(),
             rule_kind: rule.kind,
-            device_id: device.id.clone(),
-            device_name: device.name.clone(),
-            ip_address: device.ip_address.clone(),
+            device_id: device.id.to_string(),
+            device_name: device.name.to_string(),
+            ip_address: device.ip_address.to_string(),
             device_type: device.device_type,
-            site_id: device.site_id.clone(),
-            site_name: device.site_name.clone(),
-            region: device.region.clone(),
-            parent_device_id: device.parent_device_id.clone(),
+            site_id: device.site_id.to_string(),
+            site_name: device.site_name.to_string(),
+            region: device.region.to_string(),
+            parent_device_id: device.parent_device_id.to_string(),
             severity: rule.severity,
             state: v1::AlertState::Firing as i32,
             started_at: Some(ts(at)),
@@ -410,7 +412,7 @@ impl AlertEngine {
     /// [`Self::mute`] for an alert that opens now: one that opens under a
     /// maintenance window is a maintenance alert for good (no notification,
     /// not even when the window ends before it resolves).
-    fn mute_new(&self, alert: &mut v1::Alert, device: &v1::Device, at: DateTime<Utc>) {
+    fn mute_new(&self, alert: &mut v1::Alert, device: &CopiedDevice, at: DateTime<Utc>) {
         if self
             .mute(alert, device, at)
             .is_some_and(|silence| silence.maintenance())
@@ -425,7 +427,7 @@ impl AlertEngine {
     fn mute(
         &self,
         alert: &mut v1::Alert,
-        device: &v1::Device,
+        device: &CopiedDevice,
         at: DateTime<Utc>,
     ) -> Option<crate::silences::Silence> {
         let silence = self.silences.muting(device, &alert.rule_id, at);
@@ -471,7 +473,7 @@ impl AlertEngine {
             .collect()
     }
 
-    fn resolved(&self, mut alert: v1::Alert, device: &v1::Device, at: DateTime<Utc>) -> Change {
+    fn resolved(&self, mut alert: v1::Alert, device: &CopiedDevice, at: DateTime<Utc>) -> Change {
         alert.state = v1::AlertState::Resolved as i32;
         alert.resolved_at = Some(ts(at));
         alert.updated_at = Some(ts(at));
@@ -510,7 +512,7 @@ impl AlertEngine {
                 let at = DateTime::<Utc>::from(event.at);
                 let probe = probes.iter().rev().find(|p| p.device_id == *device_id);
                 if fire {
-                    let key = (rule.id.clone(), device.id.clone(), String::new());
+                    let key = (rule.id.clone(), device.id.to_string(), String::new());
                     if open.contains_key(&key) {
                         continue;
                     }
@@ -548,8 +550,9 @@ impl AlertEngine {
         let rings = {
             let base = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             let mut windows = Overlay::new(&base);
-            let mut devices: HashMap<Uuid, (v1::Device, Option<v1::Rule>, Option<v1::Rule>)> =
-                HashMap::new();
+            // Per device: its inventory entry, latency rule, loss rule.
+            type Judged = (Arc<CopiedDevice>, Option<v1::Rule>, Option<v1::Rule>);
+            let mut devices: HashMap<Uuid, Judged> = HashMap::new();
             for probe in probes {
                 let Some(sample) = window::Sample::of(&probe.result) else {
                     continue;
@@ -575,7 +578,7 @@ impl AlertEngine {
                 ring.push(sample, capacity);
                 let observe = |kind, judged| Observation {
                     kind,
-                    device_id: device.id.clone(),
+                    device_id: device.id.to_string(),
                     subject: Subject::Device,
                     measure: Measure::Window(judged),
                     at: probe.probed_at,
@@ -608,7 +611,7 @@ impl AlertEngine {
     fn rule_for_subject(
         &self,
         kind: v1::RuleKind,
-        device: &v1::Device,
+        device: &CopiedDevice,
         subject: &Subject,
     ) -> Option<v1::Rule> {
         let rules = self.rules.read().ok()?;
@@ -637,11 +640,11 @@ impl AlertEngine {
             let streaks_base = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
             let mut open = Overlay::new(&open_base);
             let mut streaks = Overlay::new(&streaks_base);
-            let mut devices: HashMap<&str, v1::Device> = HashMap::new();
+            let mut devices: HashMap<&str, Arc<CopiedDevice>> = HashMap::new();
             for o in observations {
                 // One inventory lookup per device, not per observation (a
                 // router's interfaces give several each).
-                let device: &v1::Device = devices
+                let device: &CopiedDevice = devices
                     .entry(o.device_id.as_str())
                     .or_insert_with(|| self.device(&o.device_id));
                 let subject_key = o.subject.key();
@@ -651,19 +654,19 @@ impl AlertEngine {
                 let rule = self.rule_for_subject(o.kind, device, &o.subject);
                 let verdict = rule.as_ref().and_then(|rule| o.verdict(rule));
                 let (Some(rule), Some((value, detail))) = (rule, verdict) else {
-                    streaks.remove(&(device.id.clone(), subject_key.clone(), o.kind as i32));
+                    streaks.remove(&(device.id.to_string(), subject_key.clone(), o.kind as i32));
                     for alert in self.take_open(&mut open, o.kind, &device.id, &subject_key) {
                         changes.push(self.resolved(alert, device, o.at));
                     }
                     continue;
                 };
                 let streak = streaks.get_or_insert_with(
-                    (device.id.clone(), subject_key.clone(), o.kind as i32),
+                    (device.id.to_string(), subject_key.clone(), o.kind as i32),
                     u32::default,
                 );
                 *streak += 1;
                 let streak = *streak;
-                let key = (rule.id.clone(), device.id.clone(), subject_key.clone());
+                let key = (rule.id.clone(), device.id.to_string(), subject_key.clone());
                 if streak < rule.consecutive.max(1) || open.contains_key(&key) {
                     continue;
                 }
@@ -726,7 +729,7 @@ impl AlertEngine {
                 .cloned()
         });
         let _writer = self.writer.lock().await;
-        let nobody = v1::Device::default();
+        let nobody = CopiedDevice::default();
         let mut changes = Vec::new();
         let staged = {
             let base = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -907,8 +910,8 @@ impl AlertEngine {
         } else {
             NotificationEvent::Firing
         };
-        let parent =
-            (!alert.parent_device_id.is_empty()).then(|| self.device(&alert.parent_device_id).name);
+        let parent = (!alert.parent_device_id.is_empty())
+            .then(|| self.device(&alert.parent_device_id).name.to_string());
         let severity = v1::Severity::try_from(alert.severity)
             .map(|s| {
                 s.as_str_name()

@@ -142,7 +142,7 @@ impl Evaluator {
             .and_then(|c| {
                 c.devices
                     .get(device_id)
-                    .map(|d| (d.name.clone(), d.parent_device_id.clone()))
+                    .map(|d| (d.name.to_string(), d.parent_device_id.to_string()))
             })
             .unwrap_or_else(|| (device_id.to_string(), String::new()))
     }
@@ -160,9 +160,9 @@ impl Evaluator {
                 .filter(|d| !d.parent_device_id.is_empty())
             {
                 index
-                    .entry(device.parent_device_id.clone())
+                    .entry(device.parent_device_id.to_string())
                     .or_default()
-                    .push(device.id.clone());
+                    .push(device.id.to_string());
             }
             *cache = (copy.revision, index);
         }
@@ -339,7 +339,7 @@ impl Evaluator {
             };
             copy.devices
                 .values()
-                .filter(|d| d.enabled.unwrap_or(true))
+                .filter(|d| d.enabled)
                 .filter_map(|d| {
                     let id = Uuid::parse_str(&d.id).ok()?;
                     let updated = d
@@ -516,7 +516,7 @@ impl Evaluator {
                 .and_then(|c| {
                     c.devices
                         .get(&change.device_id.to_string())
-                        .map(|d| (d.site_id.clone(), d.site_name.clone()))
+                        .map(|d| (d.site_id.to_string(), d.site_name.to_string()))
                 })
                 .unwrap_or_default();
             let _ = self.changes.send(v1::StateChange {
@@ -546,7 +546,7 @@ impl Evaluator {
             .and_then(|c| {
                 c.devices
                     .get(&id)
-                    .map(|d| (d.name.clone(), d.site_name.clone()))
+                    .map(|d| (d.name.to_string(), d.site_name.to_string()))
             })
             .unwrap_or_else(|| (id.clone(), String::new()));
         LiveDevice {

@@ -302,11 +302,11 @@ pub fn gaps(
         let mut selector_of: std::collections::HashMap<Uuid, BTreeMap<String, String>> =
             std::collections::HashMap::new();
         let mut sizes: BTreeMap<BTreeMap<String, String>, usize> = BTreeMap::new();
-        for device in copy.devices.values().filter(|d| d.enabled.unwrap_or(true)) {
+        for device in copy.devices.values().filter(|d| d.enabled) {
             let selector: BTreeMap<String, String> = device
                 .executor_selector
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             *sizes.entry(selector.clone()).or_default() += 1;
             if let Ok(id) = Uuid::parse_str(&device.id) {

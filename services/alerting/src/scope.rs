@@ -2,21 +2,23 @@
 //! module owns the match (with its specificity — the most specific rule of
 //! a kind wins) and the check of a scope against the inventory copy.
 
-use netward_shared::inventory_copy::InventoryCopy;
+use netward_shared::inventory_copy::{CopiedDevice, InventoryCopy};
 use netward_shared::proto::v1;
 use netward_shared::status::FieldViolation;
 
 /// How specifically `scope` selects `device` (device 5, tag 4, site 3,
 /// device type 2, global 1), or `None` when it does not select it.
-pub fn specificity(scope: &v1::Scope, device: &v1::Device) -> Option<u8> {
+pub fn specificity(scope: &v1::Scope, device: &CopiedDevice) -> Option<u8> {
     let value = scope.value.as_str();
     match v1::ScopeKind::try_from(scope.kind).ok()? {
-        v1::ScopeKind::Device => (value == device.id || value == device.name).then_some(5),
+        v1::ScopeKind::Device => (value == &*device.id || value == &*device.name).then_some(5),
         v1::ScopeKind::Tag => {
             let (k, v) = value.split_once('=')?;
-            (device.tags.get(k).map(String::as_str) == Some(v)).then_some(4)
+            (device.tags.get(k) == Some(v)).then_some(4)
         }
-        v1::ScopeKind::Site => (value == device.site_id || value == device.site_name).then_some(3),
+        v1::ScopeKind::Site => {
+            (value == &*device.site_id || value == &*device.site_name).then_some(3)
+        }
         v1::ScopeKind::DeviceType => {
             let name = v1::DeviceType::try_from(device.device_type)
                 .ok()?
@@ -59,9 +61,9 @@ pub fn normalize(
             let device = copy
                 .devices
                 .values()
-                .find(|d| d.id == value || d.name == value);
+                .find(|d| &*d.id == value || &*d.name == value);
             match device {
-                Some(device) => device.id.clone(),
+                Some(device) => device.id.to_string(),
                 None if !copy.synced && uuid::Uuid::parse_str(value).is_ok() => value.to_string(),
                 None => return Err(violation("no such device in the inventory (id or name)")),
             }
@@ -70,9 +72,9 @@ pub fn normalize(
             let site = copy
                 .devices
                 .values()
-                .find(|d| d.site_id == value || d.site_name == value);
+                .find(|d| &*d.site_id == value || &*d.site_name == value);
             match site {
-                Some(device) => device.site_id.clone(),
+                Some(device) => device.site_id.to_string(),
                 None if !copy.synced && uuid::Uuid::parse_str(value).is_ok() => value.to_string(),
                 None => {
                     return Err(violation(
@@ -145,18 +147,15 @@ mod tests {
             (scope(v1::ScopeKind::Global, ""), Some(1)),
         ];
         for (scope, want) in cases {
-            assert_eq!(specificity(&scope, &d), want, "{scope:?}");
+            let copied = CopiedDevice::of(d.clone(), &mut Default::default());
+            assert_eq!(specificity(&scope, &copied), want, "{scope:?}");
         }
     }
 
     #[test]
     fn normalize_stores_ids_and_rejects_unknowns() {
         let d = device();
-        let copy = InventoryCopy {
-            devices: HashMap::from([(d.id.clone(), d.clone())]),
-            revision: 1,
-            synced: true,
-        };
+        let copy = InventoryCopy::of([d.clone()], 1);
         let ok = |s: v1::Scope| normalize("scope", &s, &copy).map(|s| s.value);
         assert_eq!(ok(scope(v1::ScopeKind::Device, &d.name)), Ok(d.id.clone()));
         assert_eq!(

@@ -354,20 +354,20 @@ impl Alerting {
                     .read()
                     .ok()?
                     .devices
-                    .get(&d.parent_device_id)
-                    .map(|p| p.name.clone())
+                    .get(&*d.parent_device_id)
+                    .map(|p| p.name.to_string())
             })
             .unwrap_or_default();
         let device = device.unwrap_or_default();
         v1::DeviceStatus {
             device_id: id,
-            device_name: device.name,
-            ip_address: device.ip_address,
-            site_id: device.site_id,
-            site_name: device.site_name,
-            region: device.region,
+            device_name: device.name.to_string(),
+            ip_address: device.ip_address.to_string(),
+            site_id: device.site_id.to_string(),
+            site_name: device.site_name.to_string(),
+            region: device.region.to_string(),
             device_type: device.device_type,
-            parent_device_id: device.parent_device_id,
+            parent_device_id: device.parent_device_id.to_string(),
             parent_device_name: parent_name,
             state: row.state as i32,
             maintenance: row.maintenance,
@@ -431,8 +431,8 @@ impl Alerting {
             .map(|c| {
                 c.devices
                     .values()
-                    .filter(|d| d.enabled.unwrap_or(true))
-                    .map(|d| d.id.clone())
+                    .filter(|d| d.enabled)
+                    .map(|d| d.id.to_string())
                     .collect()
             })
             .unwrap_or_default();
@@ -851,7 +851,7 @@ impl Alerting {
                         .copy
                         .read()
                         .ok()
-                        .and_then(|c| c.devices.get(&id).map(|d| d.name.clone()))
+                        .and_then(|c| c.devices.get(&id).map(|d| d.name.to_string()))
                         .unwrap_or_else(|| id.clone());
                     (id.clone(), String::new(), name.clone(), vec![(id, name)])
                 }
@@ -863,14 +863,14 @@ impl Alerting {
                             let devices: Vec<(String, String)> = c
                                 .devices
                                 .values()
-                                .filter(|d| d.site_id == site)
-                                .map(|d| (d.id.clone(), d.name.clone()))
+                                .filter(|d| *d.site_id == *site)
+                                .map(|d| (d.id.to_string(), d.name.to_string()))
                                 .collect();
                             let name = c
                                 .devices
                                 .values()
-                                .find(|d| d.site_id == site)
-                                .map(|d| d.site_name.clone());
+                                .find(|d| *d.site_id == *site)
+                                .map(|d| d.site_name.to_string());
                             (name, devices)
                         })
                         .unwrap_or_default();
@@ -967,7 +967,7 @@ impl Alerting {
             .copy
             .read()
             .ok()
-            .and_then(|c| c.devices.get(&r.device_id).map(|d| d.name.clone()))
+            .and_then(|c| c.devices.get(&r.device_id).map(|d| d.name.to_string()))
             .unwrap_or_default();
         let (polled_at, mut interfaces) = self.snmp.interfaces_of(device);
         if device_name.is_empty() && polled_at.is_none() && interfaces.is_empty() {

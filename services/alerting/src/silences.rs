@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Datelike as _, Duration, NaiveTime, TimeZone as _, Utc, Weekday};
 use chrono_tz::Tz;
-use netward_shared::inventory_copy::InventoryCopy;
+use netward_shared::inventory_copy::{CopiedDevice, InventoryCopy};
 use netward_shared::proto::v1;
 use netward_shared::status::{FieldViolation, Violations};
 use uuid::Uuid;
@@ -226,7 +226,7 @@ impl Silence {
     }
 
     /// True when the device matches every matcher.
-    pub fn covers(&self, device: &v1::Device) -> bool {
+    pub fn covers(&self, device: &CopiedDevice) -> bool {
         self.body
             .matchers
             .iter()
@@ -427,7 +427,12 @@ impl Silences {
 
     /// The silence that mutes an alert of `rule_id` on `device` at `at`, if
     /// any (a maintenance window also mutes).
-    pub fn muting(&self, device: &v1::Device, rule_id: &str, at: DateTime<Utc>) -> Option<Silence> {
+    pub fn muting(
+        &self,
+        device: &CopiedDevice,
+        rule_id: &str,
+        at: DateTime<Utc>,
+    ) -> Option<Silence> {
         let current = self.current.read().ok()?;
         current
             .values()

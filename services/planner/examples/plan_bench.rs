@@ -54,18 +54,15 @@ fn planner(devices: usize) -> Result<Planner, Box<dyn std::error::Error>> {
             let site = i / 100;
             let router = format!("dev-{}", site * 100);
             let id = format!("dev-{i}");
-            copy.devices.insert(
-                id.clone(),
-                v1::Device {
-                    id: id.clone(),
-                    name: id,
-                    ip_address: format!("127.{}.{}.{}", 1 + site / 250, site % 250, i % 100 + 1),
-                    site_name: format!("site-{site}"),
-                    enabled: Some(true),
-                    parent_device_id: if i % 100 == 0 { String::new() } else { router },
-                    ..Default::default()
-                },
-            );
+            copy.insert(v1::Device {
+                id: id.clone(),
+                name: id,
+                ip_address: format!("127.{}.{}.{}", 1 + site / 250, site % 250, i % 100 + 1),
+                site_name: format!("site-{site}"),
+                enabled: Some(true),
+                parent_device_id: if i % 100 == 0 { String::new() } else { router },
+                ..Default::default()
+            });
         }
         copy.synced = true;
     }

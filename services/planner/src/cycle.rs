@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::lease::EpochFloor;
 use crate::sizing::{self, Sizing, SizingPolicy};
-use netward_shared::inventory_copy::SharedCopy;
+use netward_shared::inventory_copy::{CopiedDevice, SharedCopy};
 
 pub type SessionId = u64;
 pub type WorkSender = mpsc::Sender<Result<v1::WorkResponse, tonic::Status>>;
@@ -127,7 +127,7 @@ pub struct Batch {
     pub index: usize,
     /// Emptied once the cycle completes: a finished cycle in the history
     /// keeps its figures, not its 100,000 targets (`device_count` stays).
-    pub targets: Vec<Arc<v1::Target>>,
+    pub targets: Vec<Arc<CopiedDevice>>,
     /// The batch's devices (the targets it kept at assignment).
     pub device_count: u32,
     selector: Arc<BTreeMap<String, String>>,
@@ -258,7 +258,7 @@ pub struct Scheduler {
     /// any poller polls it without a cold start. Lost with the process: the
     /// next poll of each device rediscovers it.
     snmp_hints: Mutex<HashMap<String, v1::SnmpHints>>,
-    /// Per kind: the eligible devices in planning order with their targets,
+    /// Per kind: the eligible devices in planning order with their groups,
     /// rebuilt only when the inventory (or a credential) changed — so a
     /// cycle of 100,000 devices costs a pass over a list, not a sort.
     plans: Mutex<HashMap<i32, Arc<Plan>>>,
@@ -267,7 +267,10 @@ pub struct Scheduler {
 /// Labels an executor must carry to take a batch.
 type Selector = Arc<BTreeMap<String, String>>;
 
-/// Eligible devices of one kind, parents first, with prepared targets.
+/// Eligible devices of one kind, parents first, in their selector groups.
+/// The devices are the inventory copy's own (shared, not copied); a
+/// batch's targets are built when it is sent, with the credentials and
+/// SNMP hints of that moment.
 struct Plan {
     revision: u64,
     credentials_generation: u64,
@@ -283,13 +286,13 @@ struct Plan {
 }
 
 struct Planned {
-    target: Arc<v1::Target>,
+    device: Arc<CopiedDevice>,
     group: usize,
 }
 
 /// Whether a device takes part in a cycle of `kind`.
-fn eligible(device: &v1::Device, kind: v1::ExecutorKind) -> bool {
-    device.enabled.unwrap_or(true)
+fn eligible(device: &CopiedDevice, kind: v1::ExecutorKind) -> bool {
+    device.enabled
         && match kind {
             v1::ExecutorKind::Snmp => device.snmp.as_ref().is_some_and(|s| s.enabled),
             _ => true,
@@ -401,15 +404,15 @@ impl Scheduler {
         // Keep the plan's parent-first order within each selector group.
         // The cut is the same every cycle while the inventory is, so each
         // device keeps its slot.
-        let mut groups: Vec<Vec<Arc<v1::Target>>> = vec![Vec::new(); plan.selectors.len()];
+        let mut groups: Vec<Vec<Arc<CopiedDevice>>> = vec![Vec::new(); plan.selectors.len()];
         for planned in &plan.devices {
-            groups[planned.group].push(planned.target.clone());
+            groups[planned.group].push(planned.device.clone());
         }
 
         let id = state.next_cycle;
         state.next_cycle += 1;
         let batch_size = sizing.batch_size.max(1) as usize;
-        let mut cut: Vec<(Selector, Vec<Arc<v1::Target>>)> = Vec::new();
+        let mut cut: Vec<(Selector, Vec<Arc<CopiedDevice>>)> = Vec::new();
         for (group, targets) in groups.into_iter().enumerate() {
             for chunk in targets.chunks(batch_size) {
                 cut.push((plan.selectors[group].clone(), chunk.to_vec()));
@@ -547,7 +550,7 @@ impl Scheduler {
         // branch router is probed in the same batch as the devices behind it,
         // moments apart — so when a branch goes dark mid-cycle, its router's
         // result of that cycle already says so when its children's arrive.
-        let mut eligible: Vec<&v1::Device> = tree_order(&copy.devices)
+        let mut eligible: Vec<&Arc<CopiedDevice>> = tree_order(&copy.devices)
             .into_iter()
             .filter(|d| eligible(d, kind))
             .collect();
@@ -579,14 +582,14 @@ impl Scheduler {
                 let selector: BTreeMap<String, String> = device
                     .executor_selector
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
                 let group = *group_of.entry(selector.clone()).or_insert_with(|| {
                     selectors.push(Arc::new(selector));
                     selectors.len() - 1
                 });
                 Planned {
-                    target: Arc::new(self.target(device, kind)),
+                    device: device.clone(),
                     group,
                 }
             })
@@ -606,7 +609,7 @@ impl Scheduler {
     /// Forgets what is kept per device or credential that left the
     /// inventory: SNMP hints of deleted devices, credentials no SNMP device
     /// uses any more. Run at each SNMP plan rebuild (an inventory change).
-    fn prune(&self, devices: &HashMap<String, v1::Device>) {
+    fn prune(&self, devices: &HashMap<String, Arc<CopiedDevice>>) {
         if let Ok(mut hints) = self.snmp_hints.lock() {
             hints.retain(|device_id, _| devices.contains_key(device_id));
         }
@@ -659,7 +662,7 @@ impl Scheduler {
         self.snmp_hints.lock().map(|h| h.len()).unwrap_or_default()
     }
 
-    fn target(&self, device: &v1::Device, kind: v1::ExecutorKind) -> v1::Target {
+    fn target(&self, device: &CopiedDevice, kind: v1::ExecutorKind) -> v1::Target {
         let probe = device.probe_overrides.as_ref().map(|o| v1::ProbeSettings {
             count: o.count.unwrap_or(self.config.probe.count),
             interval_ms: o.interval_ms.unwrap_or(self.config.probe.interval_ms),
@@ -687,11 +690,11 @@ impl Scheduler {
             _ => None,
         };
         v1::Target {
-            device_id: device.id.clone(),
-            device_name: device.name.clone(),
-            address: device.ip_address.clone(),
-            site: device.site_name.clone(),
-            parent_device_id: device.parent_device_id.clone(),
+            device_id: device.id.to_string(),
+            device_name: device.name.to_string(),
+            address: device.ip_address.to_string(),
+            site: device.site_name.to_string(),
+            parent_device_id: device.parent_device_id.to_string(),
             probe,
             snmp,
         }
@@ -1058,11 +1061,9 @@ impl Scheduler {
             for batch in cycle.batches.iter_mut() {
                 if batch.state == BatchState::Assigned(session) {
                     for target in &batch.targets {
-                        state.in_flight.release(
-                            cycle.kind,
-                            &target.device_id,
-                            (cycle.id, batch.index),
-                        );
+                        state
+                            .in_flight
+                            .release(cycle.kind, &target.id, (cycle.id, batch.index));
                     }
                     batch.previous_executor_id = executor.id.clone();
                     batch.state = BatchState::Pending;
@@ -1165,7 +1166,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
     batch.targets.retain(|t| {
         state
             .in_flight
-            .holder(cycle.kind, &t.device_id)
+            .holder(cycle.kind, &t.id)
             .is_none_or(|holder| holder == key)
     });
     let skipped = (before - batch.targets.len()) as u32;
@@ -1242,7 +1243,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         targets: batch
             .targets
             .iter()
-            .map(|t| scheduler.with_hints((**t).clone()))
+            .map(|device| scheduler.with_hints(scheduler.target(device, cycle.kind)))
             .collect(),
         probe: (cycle.kind == v1::ExecutorKind::Ping).then_some(scheduler.config.probe),
         trace_context: Some(trace_context),
@@ -1270,7 +1271,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
     for target in &batch.targets {
         state
             .in_flight
-            .insert(cycle.kind, target.device_id.clone(), key);
+            .insert(cycle.kind, target.id.to_string(), key);
     }
 }
 
@@ -1308,7 +1309,7 @@ fn release(
     batch: &Batch,
 ) {
     for target in &batch.targets {
-        in_flight.release(kind, &target.device_id, (cycle_id, batch.index));
+        in_flight.release(kind, &target.id, (cycle_id, batch.index));
     }
     if let Some(executor) = executors.get_mut(&session)
         && executor.batches.remove(&(cycle_id, batch.index))
@@ -1357,13 +1358,13 @@ pub fn timestamp(at: SystemTime) -> prost_types::Timestamp {
 /// by name): every device after its parent, each subtree contiguous.
 /// Devices caught in a parent cycle (which the inventory refuses) or below
 /// a missing parent come as roots.
-fn tree_order(devices: &HashMap<String, v1::Device>) -> Vec<&v1::Device> {
-    let mut children: HashMap<&str, Vec<&v1::Device>> = HashMap::new();
-    let mut roots: Vec<&v1::Device> = Vec::new();
+fn tree_order(devices: &HashMap<String, Arc<CopiedDevice>>) -> Vec<&Arc<CopiedDevice>> {
+    let mut children: HashMap<&str, Vec<&Arc<CopiedDevice>>> = HashMap::new();
+    let mut roots: Vec<&Arc<CopiedDevice>> = Vec::new();
     for device in devices.values() {
-        if devices.contains_key(&device.parent_device_id) && device.parent_device_id != device.id {
+        if devices.contains_key(&*device.parent_device_id) && device.parent_device_id != device.id {
             children
-                .entry(device.parent_device_id.as_str())
+                .entry(&device.parent_device_id)
                 .or_default()
                 .push(device);
         } else {
@@ -1377,24 +1378,24 @@ fn tree_order(devices: &HashMap<String, v1::Device>) -> Vec<&v1::Device> {
     let mut order = Vec::with_capacity(devices.len());
     let mut seen: std::collections::HashSet<&str> =
         std::collections::HashSet::with_capacity(devices.len());
-    let mut stack: Vec<&v1::Device> = Vec::new();
+    let mut stack: Vec<&Arc<CopiedDevice>> = Vec::new();
     for root in roots {
         stack.push(root);
         while let Some(device) = stack.pop() {
-            if !seen.insert(device.id.as_str()) {
+            if !seen.insert(&device.id) {
                 continue;
             }
             order.push(device);
-            if let Some(list) = children.get(device.id.as_str()) {
+            if let Some(list) = children.get(&*device.id) {
                 // Reversed, so the first child by name is visited first.
                 stack.extend(list.iter().rev().copied());
             }
         }
     }
     // Whatever a cycle kept unreachable from any root.
-    let mut rest: Vec<&v1::Device> = devices
+    let mut rest: Vec<&Arc<CopiedDevice>> = devices
         .values()
-        .filter(|d| !seen.contains(d.id.as_str()))
+        .filter(|d| !seen.contains(&*d.id))
         .collect();
     rest.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     order.extend(rest);
@@ -1421,20 +1422,17 @@ mod tests {
         let mut copy = InventoryCopy::default();
         for i in 0..devices {
             let id = format!("dev-{i:06}");
-            copy.devices.insert(
-                id.clone(),
-                v1::Device {
-                    id: id.clone(),
-                    name: id,
-                    ip_address: format!("127.1.{}.{}", i / 100 % 250, i % 100 + 1),
-                    parent_device_id: if i % 100 == 0 {
-                        String::new()
-                    } else {
-                        format!("dev-{:06}", i / 100 * 100)
-                    },
-                    ..Default::default()
+            copy.insert(v1::Device {
+                id: id.clone(),
+                name: id,
+                ip_address: format!("127.1.{}.{}", i / 100 % 250, i % 100 + 1),
+                parent_device_id: if i % 100 == 0 {
+                    String::new()
+                } else {
+                    format!("dev-{:06}", i / 100 * 100)
                 },
-            );
+                ..Default::default()
+            });
         }
         copy.synced = true;
         let config = crate::PlannerConfig {
@@ -1754,25 +1752,22 @@ mod tests {
 
     #[test]
     fn tree_order_puts_each_parent_right_before_its_subtree() {
-        let devices: HashMap<String, v1::Device> = [
-            device("core", ""),
-            device("rtr-b", "core"),
-            device("rtr-a", "core"),
-            device("a-sw", "rtr-a"),
-            device("a-atm", "a-sw"),
-            device("b-ap", "rtr-b"),
-            device("lonely", ""),
-            device("orphan", "missing"),
-            device("loop-1", "loop-2"),
-            device("loop-2", "loop-1"),
-        ]
-        .into_iter()
-        .map(|d| (d.id.clone(), d))
-        .collect();
-        let order: Vec<&str> = tree_order(&devices)
-            .iter()
-            .map(|d| d.name.as_str())
-            .collect();
+        let copy = InventoryCopy::of(
+            [
+                device("core", ""),
+                device("rtr-b", "core"),
+                device("rtr-a", "core"),
+                device("a-sw", "rtr-a"),
+                device("a-atm", "a-sw"),
+                device("b-ap", "rtr-b"),
+                device("lonely", ""),
+                device("orphan", "missing"),
+                device("loop-1", "loop-2"),
+                device("loop-2", "loop-1"),
+            ],
+            1,
+        );
+        let order: Vec<&str> = tree_order(&copy.devices).iter().map(|d| &*d.name).collect();
         assert_eq!(
             order,
             [

@@ -203,7 +203,7 @@ impl SnmpBook {
             .and_then(|c| {
                 c.devices
                     .get(&device_id.to_string())
-                    .map(|d| d.interface_overrides.clone())
+                    .map(|d| d.interface_overrides.to_vec())
             })
             .unwrap_or_default()
     }

@@ -261,15 +261,12 @@ async fn a_device_deleted_from_the_inventory_leaves_memory_and_its_alerts_resolv
     {
         let mut copy = domain.copy.write().unwrap();
         for id in [kept, deleted] {
-            copy.devices.insert(
-                id.to_string(),
-                v1::Device {
-                    id: id.to_string(),
-                    name: format!("dev-{id}"),
-                    enabled: Some(true),
-                    ..Default::default()
-                },
-            );
+            copy.insert(v1::Device {
+                id: id.to_string(),
+                name: format!("dev-{id}"),
+                enabled: Some(true),
+                ..Default::default()
+            });
         }
         copy.synced = true;
         copy.revision = 1;

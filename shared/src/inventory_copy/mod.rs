@@ -12,13 +12,58 @@ use crate::proto::v1::inventory_service_client::InventoryServiceClient;
 use crate::proto::v1::watch_devices_response::Event;
 use tokio_util::sync::CancellationToken;
 
+mod device;
+
+pub use device::{CopiedDevice, Interner, Labels};
+
 /// Devices by id at one revision.
 #[derive(Debug, Default)]
 pub struct InventoryCopy {
-    pub devices: HashMap<String, v1::Device>,
+    /// Shared, so a plan or a batch holds a device without copying it.
+    pub devices: HashMap<String, Arc<CopiedDevice>>,
+    /// The values the devices share, one allocation each.
+    interner: Interner,
+    /// Devices removed since the interner was last swept.
+    removed: usize,
     pub revision: u64,
     /// A complete snapshot has been applied at least once.
     pub synced: bool,
+}
+
+impl InventoryCopy {
+    /// A synced copy of `devices` at `revision` (tests and snapshots).
+    pub fn of(devices: impl IntoIterator<Item = v1::Device>, revision: u64) -> Self {
+        let mut copy = Self {
+            revision,
+            synced: true,
+            ..Self::default()
+        };
+        for device in devices {
+            copy.insert(device);
+        }
+        copy
+    }
+
+    /// Adds or replaces `device`.
+    pub fn insert(&mut self, device: v1::Device) {
+        let device = CopiedDevice::of(device, &mut self.interner);
+        self.devices.insert(device.id.to_string(), Arc::new(device));
+    }
+
+    /// Removes the device with `id`; its interned values go at the next
+    /// sweep.
+    pub fn remove(&mut self, id: &str) -> Option<Arc<CopiedDevice>> {
+        let removed = self.devices.remove(id);
+        // Sweeping walks every distinct value: once per 1,024 removals.
+        if removed.is_some() {
+            self.removed += 1;
+            if self.removed >= 1024 {
+                self.interner.sweep();
+                self.removed = 0;
+            }
+        }
+        removed
+    }
 }
 
 pub type SharedCopy = Arc<RwLock<InventoryCopy>>;
@@ -67,7 +112,7 @@ async fn apply_stream(
 ) -> Result<(), tonic::Status> {
     // A snapshot is collected aside and swapped in whole at its end, so
     // planning never sees half an inventory.
-    let mut staging: Option<HashMap<String, v1::Device>> = None;
+    let mut staging: Option<InventoryCopy> = None;
     while let Some(message) = stream.message().await? {
         let Some(event) = message.event else { continue };
         match event {
@@ -77,20 +122,25 @@ async fn apply_stream(
                     devices = begin.device_count,
                     "inventory snapshot begins"
                 );
-                staging = Some(HashMap::with_capacity(begin.device_count as usize));
+                staging = Some(InventoryCopy {
+                    devices: HashMap::with_capacity(begin.device_count as usize),
+                    ..InventoryCopy::default()
+                });
             }
             Event::SnapshotChunk(chunk) => {
                 if let Some(staging) = staging.as_mut() {
-                    staging.extend(chunk.devices.into_iter().map(|d| (d.id.clone(), d)));
+                    for device in chunk.devices {
+                        staging.insert(device);
+                    }
                 }
             }
             Event::SnapshotEnd(end) => {
-                if let Some(devices) = staging.take() {
-                    let count = devices.len();
+                if let Some(mut staged) = staging.take() {
+                    let count = staged.devices.len();
+                    staged.revision = end.revision;
+                    staged.synced = true;
                     if let Ok(mut copy) = copy.write() {
-                        copy.devices = devices;
-                        copy.revision = end.revision;
-                        copy.synced = true;
+                        *copy = staged;
                     }
                     metrics::gauge!("inventory_copy_devices").set(count as f64);
                     tracing::info!(
@@ -107,9 +157,9 @@ async fn apply_stream(
                 };
                 if let Ok(mut copy) = copy.write() {
                     if change.kind == v1::ChangeKind::Deleted as i32 {
-                        copy.devices.remove(&device.id);
+                        copy.remove(&device.id);
                     } else {
-                        copy.devices.insert(device.id.clone(), device.clone());
+                        copy.insert(device.clone());
                     }
                     copy.revision = change.revision;
                     metrics::gauge!("inventory_copy_devices").set(copy.devices.len() as f64);
