@@ -7,6 +7,7 @@
 mod alerts;
 mod notifications;
 pub mod packed;
+pub mod packed_snmp;
 pub mod postgres;
 mod silences;
 mod snmp;
