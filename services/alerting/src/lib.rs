@@ -1,10 +1,11 @@
 //! Alerting: stores results durably, owns each device's state, evaluates
 //! rules, raises and resolves alerts, and delivers notifications.
 //!
-//! This version stores ping results: `ingest.rs` turns each `ResultBatch`
-//! into rows exactly once and acks after the commit; `store/` keeps them
-//! packed in daily partitions with a retention, and `rollup.rs` rolls them
-//! into one-minute and hourly tiers. What is
+//! This version stores ping results and SNMP polls: `ingest.rs` turns each
+//! `ResultBatch` into rows exactly once and acks after the commit; `store/`
+//! keeps them packed in daily partitions with a retention, and `rollup.rs`
+//! rolls them into one-minute and hourly tiers (SNMP interfaces: hourly
+//! only). What is
 //! stored is then evaluated through `backlog.rs` (state, then alerts, each
 //! swapped into memory only after its commit, retried until it commits).
 //! `service.rs` is the domain the API calls, with one error type;
@@ -51,7 +52,8 @@ pub use crate::grpc::AlertingGrpc;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct AlertingConfig {
-    /// How long raw probe results are kept (whole days, daily partitions).
+    /// How long raw probe results and SNMP polls are kept (whole days,
+    /// daily partitions).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// How long one-minute rollups are kept (whole days, daily partitions).
@@ -495,7 +497,8 @@ pub async fn run(
     });
     // Raw results into the tiers: every minute, off the ingest path.
     every(Duration::from_secs(60), &stop, "rolling results up", {
-        let roller = Arc::new(rollup::Roller::new(stores.results.clone()));
+        let roller =
+            Arc::new(rollup::Roller::new(stores.results.clone()).with_snmp(stores.snmp.clone()));
         move || {
             let roller = roller.clone();
             async move { roller.run(chrono::Utc::now()).await.map(drop) }

@@ -2,7 +2,7 @@
 //! counter wrap gives the right rate (no spike), a reboot (sysUpTime went
 //! back) gives no rate and is remembered, a replayed batch is stored once,
 //! the ISP uplink is classified from its ifAlias, the current view survives
-//! a restart, and interface history sums the stored rows.
+//! a restart, and interface history sums the stored polls (a row each).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -124,7 +124,7 @@ async fn wraps_reboots_and_replays_of_interface_counters() {
     // The same batch again: acked as a duplicate, nothing stored twice.
     let replay = ingestor.ingest(&wrapped, Utc::now()).await.unwrap();
     assert!(replay.stored.duplicate && replay.snmp.duplicate);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.interface_samples")
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.snmp_raw")
         .fetch_one(database.pool())
         .await
         .unwrap();
@@ -173,7 +173,6 @@ async fn wraps_reboots_and_replays_of_interface_counters() {
                 Utc::now() + TimeDelta::minutes(1),
             ),
             3600,
-            Utc::now() - TimeDelta::days(7),
         )
         .await
         .unwrap();
@@ -186,7 +185,7 @@ async fn wraps_reboots_and_replays_of_interface_counters() {
         .fold(0.0, f64::max);
     assert!((peak - 4000.0).abs() < 0.01, "{points:?}");
     assert!(points.iter().all(|p| p.oper_up_percent == 100.0));
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.snmp_samples")
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.snmp_raw")
         .fetch_one(database.pool())
         .await
         .unwrap();
