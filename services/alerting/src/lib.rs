@@ -495,6 +495,15 @@ pub async fn run(
             async move { evaluator.checkpoint().await.map(drop) }
         }
     });
+    // The interface view's rates and counters: every 10 minutes (and at
+    // shutdown), not a row per interface and poll.
+    every(CHECKPOINT_EVERY, &stop, "checkpointing interfaces", {
+        let snmp = snmp.clone();
+        move || {
+            let snmp = snmp.clone();
+            async move { snmp.checkpoint().await.map(drop) }
+        }
+    });
     // Raw results into the tiers: every minute, off the ingest path.
     every(Duration::from_secs(60), &stop, "rolling results up", {
         let roller =
@@ -505,6 +514,7 @@ pub async fn run(
         }
     });
     let checkpointed = evaluator.clone();
+    let interfaces = snmp.clone();
     let alerting = Arc::new(service::Alerting::new(
         ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
     ));
@@ -519,6 +529,12 @@ pub async fn run(
         Ok(rows) => tracing::info!(rows, "device state checkpointed at shutdown"),
         Err(error) => {
             tracing::warn!(%error, "device state checkpoint at shutdown failed: counters resume from the last one")
+        }
+    }
+    match interfaces.checkpoint().await {
+        Ok(rows) => tracing::info!(rows, "interfaces checkpointed at shutdown"),
+        Err(error) => {
+            tracing::warn!(%error, "interface checkpoint at shutdown failed: each interface's first rate after the restart is skipped")
         }
     }
     Ok(())

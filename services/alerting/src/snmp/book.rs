@@ -2,13 +2,16 @@
 //! poll's interfaces get rates against the previous poll (`rates` tells
 //! wraps, reboots and missed polls apart), a role (`classify`, with the
 //! operator's overrides from inventory) and their oper-status history for
-//! flap counting. Everything is written in the batch's transaction (the
-//! poll packed in one row, see `store::packed_snmp`; the hourly tier is
-//! rolled from those rows later, by `rollup::Roller`); the in-memory view
-//! moves only after the commit, so a failed write leaves it as the
-//! database has it.
+//! flap counting. The batch's transaction writes each poll (packed in one
+//! row, see `store::packed_snmp`; the hourly tier is rolled from those rows
+//! later, by `rollup::Roller`), each device's last poll, and the view rows
+//! of interfaces that are new or whose labels, role or statuses changed;
+//! the rest of the view (rates, the sample the next rates are computed
+//! against) is written by [`SnmpBook::checkpoint`], not a row per interface
+//! and poll. The in-memory view moves only after the commit, so a failed
+//! write leaves it as the database has it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -31,6 +34,9 @@ use crate::timestamp as ts;
 /// Oper-status changes are remembered this long (the longest flap window).
 const FLAP_MEMORY: TimeDelta = TimeDelta::hours(24);
 
+/// View rows written per statement at a checkpoint.
+const CHECKPOINT_CHUNK: usize = 5_000;
+
 #[derive(Debug, Clone)]
 struct Interface {
     status: v1::InterfaceStatus,
@@ -39,9 +45,42 @@ struct Interface {
     /// Errors in, out, discards in, out counted in the interval that ended
     /// at `sample` (for history sums); not stored in the current view.
     deltas: [Option<i64>; 4],
+    /// Moved on since its view row was written (rates, sample, clock):
+    /// written at the next checkpoint.
+    unsaved: bool,
+    /// Loaded with a sample older than its device's last poll: the process
+    /// stopped without its checkpoint, so polls after that sample were
+    /// stored (with their deltas) and the next rate against it would count
+    /// them again. The next poll only takes a new base.
+    stale_base: bool,
+}
+
+/// Whether two statuses differ in what is written at once: labels, role,
+/// statuses and their since, speed. Rates, the last poll and the last
+/// discontinuity move every poll and wait for the checkpoint.
+fn same_settled(a: &v1::InterfaceStatus, b: &v1::InterfaceStatus) -> bool {
+    (&a.if_name, &a.if_alias, &a.if_descr, &a.isp_name)
+        == (&b.if_name, &b.if_alias, &b.if_descr, &b.isp_name)
+        && (a.role, a.classification_source, a.monitored)
+            == (b.role, b.classification_source, b.monitored)
+        && a.classification_confidence.to_bits() == b.classification_confidence.to_bits()
+        && (a.admin_status, a.oper_status, &a.oper_status_since)
+            == (b.admin_status, b.oper_status, &b.oper_status_since)
+        && (a.speed_bps, a.hc) == (b.speed_bps, b.hc)
 }
 
 impl Interface {
+    /// Its view row.
+    fn current(&self, (device_id, if_index): (Uuid, u32)) -> CurrentInterface {
+        CurrentInterface {
+            device_id,
+            if_index,
+            status: self.status.clone(),
+            sample: self.sample.clone(),
+            memory: self.memory.clone(),
+        }
+    }
+
     fn clock(&self) -> PollClock {
         PollClock {
             polled_at: from_us(self.memory.polled_at_us).into(),
@@ -153,21 +192,7 @@ impl SnmpBook {
         rates: RateConfig,
         copy: SharedCopy,
     ) -> Result<Self, sqlx::Error> {
-        let interfaces = store
-            .current_interfaces()
-            .await?
-            .into_iter()
-            .map(|row| {
-                let interface = Interface {
-                    status: row.status,
-                    sample: row.sample,
-                    memory: row.memory,
-                    deltas: [None; 4],
-                };
-                ((row.device_id, row.if_index), interface)
-            })
-            .collect();
-        let devices = store
+        let devices: HashMap<Uuid, Device> = store
             .snmp_devices()
             .await?
             .into_iter()
@@ -180,6 +205,23 @@ impl SnmpBook {
                     detail: row.detail,
                 };
                 (row.device_id, device)
+            })
+            .collect();
+        let interfaces = store
+            .current_interfaces()
+            .await?
+            .into_iter()
+            .map(|row| {
+                let last_poll = devices.get(&row.device_id).map(|d| to_us(d.polled_at));
+                let interface = Interface {
+                    stale_base: last_poll.is_some_and(|last| row.memory.polled_at_us < last),
+                    status: row.status,
+                    sample: row.sample,
+                    memory: row.memory,
+                    deltas: [None; 4],
+                    unsaved: false,
+                };
+                ((row.device_id, row.if_index), interface)
             })
             .collect();
         Ok(Self {
@@ -218,6 +260,10 @@ impl SnmpBook {
         let mut next_devices: HashMap<Uuid, Device> = HashMap::new();
         let mut stored = SnmpStored::default();
         let mut polls = Vec::with_capacity(samples.len());
+        // Interfaces whose settled status changed (or that are new): their
+        // view rows are written with the batch, the others' at the next
+        // checkpoint.
+        let mut changed: HashSet<(Uuid, u32)> = HashSet::new();
         for (device_id, polled_at, sample) in samples {
             let (device_id, polled_at) = (*device_id, *polled_at);
             let clock = PollClock {
@@ -283,8 +329,15 @@ impl SnmpBook {
                         .ok()
                         .and_then(|i| i.get(&key).cloned())
                 });
-                let interface =
-                    self.next_interface(previous, current, clock, polled_at, &overrides);
+                let next =
+                    self.next_interface(previous.as_ref(), current, clock, polled_at, &overrides);
+                let settled = previous
+                    .as_ref()
+                    .is_some_and(|p| same_settled(&p.status, &next.status));
+                let interface = next;
+                if !settled {
+                    changed.insert(key);
+                }
                 rows.push(stored_row(&interface));
                 stored.interfaces.push(InterfaceUpdate {
                     device_id,
@@ -314,15 +367,13 @@ impl SnmpBook {
         for (id, _, sample) in samples {
             last.insert(*id, sample);
         }
+        for (key, interface) in &mut next_interfaces {
+            interface.unsaved = !changed.contains(key);
+        }
         let interfaces: Vec<CurrentInterface> = next_interfaces
             .iter()
-            .map(|(&(device_id, if_index), interface)| CurrentInterface {
-                device_id,
-                if_index,
-                status: interface.status.clone(),
-                sample: interface.sample.clone(),
-                memory: interface.memory.clone(),
-            })
+            .filter(|(_, interface)| !interface.unsaved)
+            .map(|(&key, interface)| interface.current(key))
             .collect();
         let devices: Vec<SnmpDeviceWrite> = next_devices
             .iter()
@@ -375,16 +426,13 @@ impl SnmpBook {
     /// role, status, rates against the previous poll, flap memory.
     fn next_interface(
         &self,
-        previous: Option<Interface>,
+        previous: Option<&Interface>,
         current: &v1::InterfaceSample,
         clock: PollClock,
         polled_at: DateTime<Utc>,
         overrides: &[v1::InterfaceOverride],
     ) -> Interface {
-        let mut status = previous
-            .as_ref()
-            .map(|p| p.status.clone())
-            .unwrap_or_default();
+        let mut status = previous.map(|p| p.status.clone()).unwrap_or_default();
         status.if_index = current.if_index;
         if current.labels_refreshed || previous.is_none() {
             status.if_name.clone_from(&current.if_name);
@@ -413,10 +461,7 @@ impl SnmpBook {
         } as i32;
         status.monitored = classification.monitored;
 
-        let mut memory = previous
-            .as_ref()
-            .map(|p| p.memory.clone())
-            .unwrap_or_default();
+        let mut memory = previous.map(|p| p.memory.clone()).unwrap_or_default();
         if previous.is_none() || status.oper_status != current.oper_status {
             status.oper_status_since = Some(ts(polled_at));
             if previous.is_some() {
@@ -430,8 +475,9 @@ impl SnmpBook {
         status.hc = current.hc;
         status.last_polled_at = Some(ts(polled_at));
 
-        // Rates against the previous poll; none for the first one.
-        let rated = previous.as_ref().map(|p| {
+        // Rates against the previous poll; none for the first one, nor
+        // against a base that may be older than stored polls.
+        let rated = previous.filter(|p| !p.stale_base).map(|p| {
             let rates = interface_rates(
                 InterfacePoll {
                     clock: p.clock(),
@@ -490,10 +536,10 @@ impl SnmpBook {
         let keep_base = matches!(rated, Some((Interval::TimeNotAdvanced, _)));
         let (sample, memory) = match (keep_base, previous) {
             (true, Some(p)) => (
-                p.sample,
+                p.sample.clone(),
                 Memory {
                     oper_changes_us: memory.oper_changes_us,
-                    ..p.memory
+                    ..p.memory.clone()
                 },
             ),
             _ => {
@@ -507,7 +553,48 @@ impl SnmpBook {
             sample,
             memory,
             deltas,
+            unsaved: true,
+            stale_base: false,
         }
+    }
+
+    /// Writes the view rows of interfaces that moved on since theirs was
+    /// written, a chunk at a time; returns how many. Run every 10 minutes
+    /// and at shutdown: a row per interface and poll is what this saves.
+    /// After a stop without it, interfaces resume from their last row,
+    /// their first rate after the restart skipped (see `stale_base`).
+    pub async fn checkpoint(&self) -> Result<usize, sqlx::Error> {
+        let keys: Vec<(Uuid, u32)> = self
+            .interfaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, interface)| interface.unsaved)
+            .map(|(key, _)| *key)
+            .collect();
+        let mut written = 0;
+        for chunk in keys.chunks(CHECKPOINT_CHUNK) {
+            let rows: Vec<CurrentInterface> = {
+                let interfaces = self.interfaces.lock().unwrap_or_else(|p| p.into_inner());
+                chunk
+                    .iter()
+                    .filter_map(|key| interfaces.get(key).map(|i| i.current(*key)))
+                    .collect()
+            };
+            self.store.save_interfaces(&rows).await?;
+            // Saved, unless a poll moved it on meanwhile.
+            let mut interfaces = self.interfaces.lock().unwrap_or_else(|p| p.into_inner());
+            for row in &rows {
+                if let Some(interface) = interfaces.get_mut(&(row.device_id, row.if_index))
+                    && interface.memory.polled_at_us == row.memory.polled_at_us
+                {
+                    interface.unsaved = false;
+                }
+            }
+            written += rows.len();
+        }
+        metrics::counter!("alerting_interface_checkpoint_rows_total").increment(written as u64);
+        Ok(written)
     }
 
     /// The last poll of a device: when it last answered, the outcome of

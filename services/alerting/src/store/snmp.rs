@@ -160,6 +160,8 @@ pub trait SnmpStore: Send + Sync + 'static {
     /// already stored is not stored again. Partitions for the polls' days
     /// must exist.
     async fn store_snmp_batch(&self, batch: SnmpBatch<'_>) -> StoreResult<bool>;
+    /// Upserts view rows (the book's checkpoint).
+    async fn save_interfaces(&self, interfaces: &[CurrentInterface]) -> StoreResult<()>;
     /// The interfaces of the polls in [from, to), by device then time,
     /// `device`'s only when given, after the (device, polled_at) key
     /// `after`, at most `limit`.

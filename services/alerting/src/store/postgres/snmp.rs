@@ -92,6 +92,12 @@ impl SnmpStore for PgStore {
         Ok(true)
     }
 
+    async fn save_interfaces(&self, interfaces: &[CurrentInterface]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        write_current(&mut tx, interfaces, &[]).await?;
+        tx.commit().await
+    }
+
     async fn interface_polls(
         &self,
         device: Option<Uuid>,

@@ -103,6 +103,12 @@ impl SnmpStore for SqliteStore {
         Ok(true)
     }
 
+    async fn save_interfaces(&self, interfaces: &[CurrentInterface]) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        write_current(&mut tx, interfaces, &[]).await?;
+        tx.commit().await
+    }
+
     async fn interface_polls(
         &self,
         device: Option<Uuid>,
