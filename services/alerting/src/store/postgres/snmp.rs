@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use netward_shared::proto::v1;
 use prost::Message as _;
+use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -16,6 +17,28 @@ use crate::store::{
     CurrentInterface, INTERFACE_HOURS, InterfaceMemory, InterfaceRollupRow, PollRow, SnmpBatch,
     SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoreResult, StoredPoll,
 };
+
+/// `select` over [$1, $2) of `time`, by device then time, `$3`'s rows
+/// only when `device`, after the key ($4, $5) when `after`, at most $6.
+/// Each case is a statement of its own: with `$3 IS NULL OR …` a cached
+/// generic plan could not use the key's index, and every page of a roll
+/// would scan the day again.
+fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
+    let device = if device {
+        "AND device_id = $3".to_string()
+    } else {
+        "AND $3::uuid IS NULL".to_string()
+    };
+    let after = if after {
+        format!("AND (device_id, {time}) > ($4, $5)")
+    } else {
+        "AND $4::uuid IS NULL AND $5::timestamptz IS NULL".to_string()
+    };
+    format!(
+        "{select} WHERE {time} >= $1 AND {time} < $2 {device} {after} \
+         ORDER BY device_id, {time} LIMIT $6"
+    )
+}
 
 fn index_of(if_index: u32) -> i32 {
     i32::try_from(if_index).unwrap_or(i32::MAX)
@@ -105,20 +128,21 @@ impl SnmpStore for PgStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<StoredPoll>> {
-        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
-            "SELECT device_id, polled_at, interfaces FROM snmp_raw \
-             WHERE polled_at >= $1 AND polled_at < $2 AND ($3::uuid IS NULL OR device_id = $3) \
-               AND ($4::uuid IS NULL OR (device_id, polled_at) > ($4, $5)) \
-             ORDER BY device_id, polled_at LIMIT $6",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(device)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = keyset_sql(
+            "SELECT device_id, polled_at, interfaces FROM snmp_raw",
+            "polled_at",
+            device.is_some(),
+            after.is_some(),
+        );
+        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(device)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(device_id, polled_at, interfaces)| StoredPoll {
@@ -144,20 +168,21 @@ impl SnmpStore for PgStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<InterfaceRollupRow>> {
-        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
-            "SELECT device_id, start, entries FROM interface_rollups_1h \
-             WHERE start >= $1 AND start < $2 AND ($3::uuid IS NULL OR device_id = $3) \
-               AND ($4::uuid IS NULL OR (device_id, start) > ($4, $5)) \
-             ORDER BY device_id, start LIMIT $6",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(device)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = keyset_sql(
+            "SELECT device_id, start, entries FROM interface_rollups_1h",
+            "start",
+            device.is_some(),
+            after.is_some(),
+        );
+        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(device)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(device_id, start, entries)| {

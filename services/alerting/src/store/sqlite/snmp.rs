@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use netward_shared::proto::v1;
 use prost::Message as _;
 use serde_json::{Value, json};
-use sqlx::SqliteConnection;
+use sqlx::{AssertSqlSafe, SqliteConnection};
 use uuid::Uuid;
 
 use super::{SqliteStore, claim_batch, instant, json_rows, micros};
@@ -19,6 +19,29 @@ use crate::store::{
     CurrentInterface, INTERFACE_HOURS, InterfaceMemory, InterfaceRollupRow, PollRow, SnmpBatch,
     SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoreResult, StoredPoll,
 };
+
+/// `select` over [?1, ?2) of `time`, by device then time, ?3's rows only
+/// when `device`, after the key (?4, ?5) when `after`, at most ?6. Each
+/// case is a statement of its own: `?3 IS NULL OR …` keeps the planner
+/// from using the key's index. Across devices the time's own index is
+/// ruled out (`+`): through it every page would sort the whole range
+/// again; the key's index reads the pages in order.
+fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
+    let (device, time_of_range) = if device {
+        ("AND device_id = ?3", time.to_string())
+    } else {
+        ("AND ?3 IS NULL", format!("+{time}"))
+    };
+    let after = if after {
+        format!("AND (device_id, {time}) > (?4, ?5)")
+    } else {
+        "AND ?4 IS NULL AND ?5 IS NULL".to_string()
+    };
+    format!(
+        "{select} WHERE {time_of_range} >= ?1 AND {time_of_range} < ?2 {device} {after} \
+         ORDER BY device_id, {time} LIMIT ?6"
+    )
+}
 
 fn index_of(if_index: u32) -> i64 {
     i64::from(if_index.min(i32::MAX as u32))
@@ -116,20 +139,21 @@ impl SnmpStore for SqliteStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<StoredPoll>> {
-        let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT device_id, polled_at, interfaces FROM snmp_raw \
-             WHERE polled_at >= ?1 AND polled_at < ?2 AND (?3 IS NULL OR device_id = ?3) \
-               AND (?4 IS NULL OR (device_id, polled_at) > (?4, ?5)) \
-             ORDER BY device_id, polled_at LIMIT ?6",
-        )
-        .bind(micros(from))
-        .bind(micros(to))
-        .bind(device)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| micros(a.1)))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = keyset_sql(
+            "SELECT device_id, polled_at, interfaces FROM snmp_raw",
+            "polled_at",
+            device.is_some(),
+            after.is_some(),
+        );
+        let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(micros(from))
+            .bind(micros(to))
+            .bind(device)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| micros(a.1)))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(device_id, polled_at, interfaces)| StoredPoll {
@@ -152,20 +176,21 @@ impl SnmpStore for SqliteStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<InterfaceRollupRow>> {
-        let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT device_id, start, entries FROM interface_rollups_1h \
-             WHERE start >= ?1 AND start < ?2 AND (?3 IS NULL OR device_id = ?3) \
-               AND (?4 IS NULL OR (device_id, start) > (?4, ?5)) \
-             ORDER BY device_id, start LIMIT ?6",
-        )
-        .bind(micros(from))
-        .bind(micros(to))
-        .bind(device)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| micros(a.1)))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = keyset_sql(
+            "SELECT device_id, start, entries FROM interface_rollups_1h",
+            "start",
+            device.is_some(),
+            after.is_some(),
+        );
+        let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(micros(from))
+            .bind(micros(to))
+            .bind(device)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| micros(a.1)))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(
