@@ -21,7 +21,14 @@
 //! What is not kept: raw counters (the current view keeps the last sample,
 //! which is all rates need), packet, error and discard rates per second
 //! (history sums the deltas instead), the `hc` flag, the executor (in
-//! `ingested_batches` as long as the raw rows live).
+//! `ingested_batches` as long as the raw rows live). Rates are kept as
+//! whole bits per second and hundredths of a percent: history's sums stay
+//! exact over what is stored, so every tier answers alike.
+//!
+//! Measured by `store_bench` (a day of 48-interface switches, PostgreSQL):
+//! 13.7 bytes an interface sample at rest with its share of the row, 583 a
+//! poll's outcome and 13 scalar values (2,121 as the JSON row before), 14.8
+//! an hourly entry; the README has the rest.
 
 use std::collections::BTreeMap;
 
