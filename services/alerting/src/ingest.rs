@@ -242,11 +242,6 @@ impl Ingestor {
         self
     }
 
-    /// How long raw rows are kept.
-    pub fn retention(&self) -> Duration {
-        self.retention
-    }
-
     /// The store it writes to (queries read it too).
     pub fn store(&self) -> &Arc<dyn AlertingStore> {
         &self.store
@@ -544,9 +539,10 @@ impl Ingestor {
     }
 
     /// Creates the partitions of yesterday to two days ahead, and drops
-    /// what lies past each retention: raw partitions, one-minute and hourly
-    /// rollup partitions. Nothing the tier above has not rolled up yet is
-    /// dropped (rollups that lag hold their source back, with a warning).
+    /// what lies past each retention: raw partitions (probe results and
+    /// SNMP polls), one-minute and hourly rollup partitions. Nothing the
+    /// tier above has not rolled up yet is dropped (rollups that lag hold
+    /// their source back, with a warning).
     /// Run at start and then hourly.
     pub async fn maintain(&self, now: DateTime<Utc>) -> Result<Vec<NaiveDate>, sqlx::Error> {
         let today = now.date_naive();
@@ -570,7 +566,17 @@ impl Ingestor {
         };
         let minute_mark = self.store.rollup_mark(Tier::Minute).await?;
         let hour_mark = self.store.rollup_mark(Tier::Hour).await?;
-        let raw_before = hold(days(self.retention, 7), minute_mark, "raw results");
+        let mut raw_before = hold(days(self.retention, 7), minute_mark, "raw results");
+        // SNMP polls share the raw days: held back by the hourly interface
+        // tier too.
+        if let Some(book) = &self.snmp {
+            let interface_mark = book.rolled_until().await?;
+            raw_before = raw_before.min(hold(
+                days(self.retention, 7),
+                interface_mark,
+                "raw SNMP polls",
+            ));
+        }
         let cutoffs = Cutoffs {
             raw_before,
             // Keys a day longer than the rows: the day covers the whole-day
@@ -586,8 +592,6 @@ impl Ingestor {
                 "one-minute rollups",
             ),
             hour_before: days(self.rollup_retention.1, 400),
-            interface_rollups_before: now
-                - TimeDelta::from_std(self.rollup_retention.1).unwrap_or(TimeDelta::days(400)),
         };
         let dropped = self.store.expire(cutoffs).await?;
         if !dropped.is_empty() {

@@ -1,10 +1,11 @@
 //! Alerting: stores results durably, owns each device's state, evaluates
 //! rules, raises and resolves alerts, and delivers notifications.
 //!
-//! This version stores ping results: `ingest.rs` turns each `ResultBatch`
-//! into rows exactly once and acks after the commit; `store/` keeps them
-//! packed in daily partitions with a retention, and `rollup.rs` rolls them
-//! into one-minute and hourly tiers. What is
+//! This version stores ping results and SNMP polls: `ingest.rs` turns each
+//! `ResultBatch` into rows exactly once and acks after the commit; `store/`
+//! keeps them packed in daily partitions with a retention, and `rollup.rs`
+//! rolls them into one-minute and hourly tiers (SNMP interfaces: hourly
+//! only). What is
 //! stored is then evaluated through `backlog.rs` (state, then alerts, each
 //! swapped into memory only after its commit, retried until it commits).
 //! `service.rs` is the domain the API calls, with one error type;
@@ -51,7 +52,8 @@ pub use crate::grpc::AlertingGrpc;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct AlertingConfig {
-    /// How long raw probe results are kept (whole days, daily partitions).
+    /// How long raw probe results and SNMP polls are kept (whole days,
+    /// daily partitions).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// How long one-minute rollups are kept (whole days, daily partitions).
@@ -493,15 +495,26 @@ pub async fn run(
             async move { evaluator.checkpoint().await.map(drop) }
         }
     });
+    // The interface view's rates and counters: every 10 minutes (and at
+    // shutdown), not a row per interface and poll.
+    every(CHECKPOINT_EVERY, &stop, "checkpointing interfaces", {
+        let snmp = snmp.clone();
+        move || {
+            let snmp = snmp.clone();
+            async move { snmp.checkpoint().await.map(drop) }
+        }
+    });
     // Raw results into the tiers: every minute, off the ingest path.
     every(Duration::from_secs(60), &stop, "rolling results up", {
-        let roller = Arc::new(rollup::Roller::new(stores.results.clone()));
+        let roller =
+            Arc::new(rollup::Roller::new(stores.results.clone()).with_snmp(stores.snmp.clone()));
         move || {
             let roller = roller.clone();
             async move { roller.run(chrono::Utc::now()).await.map(drop) }
         }
     });
     let checkpointed = evaluator.clone();
+    let interfaces = snmp.clone();
     let alerting = Arc::new(service::Alerting::new(
         ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
     ));
@@ -516,6 +529,12 @@ pub async fn run(
         Ok(rows) => tracing::info!(rows, "device state checkpointed at shutdown"),
         Err(error) => {
             tracing::warn!(%error, "device state checkpoint at shutdown failed: counters resume from the last one")
+        }
+    }
+    match interfaces.checkpoint().await {
+        Ok(rows) => tracing::info!(rows, "interfaces checkpointed at shutdown"),
+        Err(error) => {
+            tracing::warn!(%error, "interface checkpoint at shutdown failed: each interface's first rate after the restart is skipped")
         }
     }
     Ok(())

@@ -994,8 +994,8 @@ impl Alerting {
         })
     }
 
-    /// One interface's history in buckets: from raw samples within the
-    /// raw retention, else from hourly rollups.
+    /// One interface's history in buckets: from raw polls where they are
+    /// kept, else from the hourly tier (see `SnmpBook::history`).
     pub async fn interface_history(
         &self,
         r: v1::GetInterfaceHistoryRequest,
@@ -1012,11 +1012,9 @@ impl Alerting {
             Ok(_) => return Err(Error::invalid("if_index", 0, "required, >= 1")),
             Err(violations) => return Err(Error::InvalidArgument(violations)),
         };
-        let raw_since =
-            now - TimeDelta::from_std(self.ingestor.retention()).unwrap_or(TimeDelta::days(7));
         let (step, points) = self
             .snmp
-            .history(device, r.if_index, (start, end), step, raw_since)
+            .history(device, r.if_index, (start, end), step)
             .await
             .map_err(Error::storage("reading interface history"))?;
         let if_name = self

@@ -2,11 +2,16 @@
 //! poll's interfaces get rates against the previous poll (`rates` tells
 //! wraps, reboots and missed polls apart), a role (`classify`, with the
 //! operator's overrides from inventory) and their oper-status history for
-//! flap counting. Everything is written in the batch's transaction; the
-//! in-memory view moves only after the commit, so a failed write leaves it
-//! as the database has it.
+//! flap counting. The batch's transaction writes each poll (packed in one
+//! row, see `store::packed_snmp`; the hourly tier is rolled from those rows
+//! later, by `rollup::Roller`), each device's last poll, and the view rows
+//! of interfaces that are new or whose labels, role or statuses changed;
+//! the rest of the view (rates, the sample the next rates are computed
+//! against) is written by [`SnmpBook::checkpoint`], not a row per interface
+//! and poll. The in-memory view moves only after the commit, so a failed
+//! write leaves it as the database has it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -19,14 +24,18 @@ use super::classify::{Classifier, DecidedBy, Labels};
 use super::rates::{
     CounterRate, Discontinuity, InterfacePoll, Interval, PollClock, RateConfig, interface_rates,
 };
+use crate::rollup::LATE_AFTER;
 use crate::store::{
-    CurrentInterface, InterfaceMemory as Memory, InterfaceRollup, InterfaceSampleRow, SampleRef,
-    SnmpBatch, SnmpDeviceWrite, SnmpStore,
+    CurrentInterface, InterfaceAgg, InterfaceMemory as Memory, InterfaceSampleRow, PollRow,
+    SampleRef, SnmpBatch, SnmpDeviceWrite, SnmpStore, history_point,
 };
 use crate::timestamp as ts;
 
 /// Oper-status changes are remembered this long (the longest flap window).
 const FLAP_MEMORY: TimeDelta = TimeDelta::hours(24);
+
+/// View rows written per statement at a checkpoint.
+const CHECKPOINT_CHUNK: usize = 5_000;
 
 #[derive(Debug, Clone)]
 struct Interface {
@@ -36,9 +45,42 @@ struct Interface {
     /// Errors in, out, discards in, out counted in the interval that ended
     /// at `sample` (for history sums); not stored in the current view.
     deltas: [Option<i64>; 4],
+    /// Moved on since its view row was written (rates, sample, clock):
+    /// written at the next checkpoint.
+    unsaved: bool,
+    /// Loaded with a sample older than its device's last poll: the process
+    /// stopped without its checkpoint, so polls after that sample were
+    /// stored (with their deltas) and the next rate against it would count
+    /// them again. The next poll only takes a new base.
+    stale_base: bool,
+}
+
+/// Whether two statuses differ in what is written at once: labels, role,
+/// statuses and their since, speed. Rates, the last poll and the last
+/// discontinuity move every poll and wait for the checkpoint.
+fn same_settled(a: &v1::InterfaceStatus, b: &v1::InterfaceStatus) -> bool {
+    (&a.if_name, &a.if_alias, &a.if_descr, &a.isp_name)
+        == (&b.if_name, &b.if_alias, &b.if_descr, &b.isp_name)
+        && (a.role, a.classification_source, a.monitored)
+            == (b.role, b.classification_source, b.monitored)
+        && a.classification_confidence.to_bits() == b.classification_confidence.to_bits()
+        && (a.admin_status, a.oper_status, &a.oper_status_since)
+            == (b.admin_status, b.oper_status, &b.oper_status_since)
+        && (a.speed_bps, a.hc) == (b.speed_bps, b.hc)
 }
 
 impl Interface {
+    /// Its view row.
+    fn current(&self, (device_id, if_index): (Uuid, u32)) -> CurrentInterface {
+        CurrentInterface {
+            device_id,
+            if_index,
+            status: self.status.clone(),
+            sample: self.sample.clone(),
+            memory: self.memory.clone(),
+        }
+    }
+
     fn clock(&self) -> PollClock {
         PollClock {
             polled_at: from_us(self.memory.polled_at_us).into(),
@@ -90,13 +132,6 @@ pub struct SnmpStored {
     pub samples: u32,
     pub interfaces: Vec<InterfaceUpdate>,
     pub devices: Vec<DeviceUpdate>,
-}
-
-fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 fn to_us(at: DateTime<Utc>) -> i64 {
@@ -157,21 +192,7 @@ impl SnmpBook {
         rates: RateConfig,
         copy: SharedCopy,
     ) -> Result<Self, sqlx::Error> {
-        let interfaces = store
-            .current_interfaces()
-            .await?
-            .into_iter()
-            .map(|row| {
-                let interface = Interface {
-                    status: row.status,
-                    sample: row.sample,
-                    memory: row.memory,
-                    deltas: [None; 4],
-                };
-                ((row.device_id, row.if_index), interface)
-            })
-            .collect();
-        let devices = store
+        let devices: HashMap<Uuid, Device> = store
             .snmp_devices()
             .await?
             .into_iter()
@@ -184,6 +205,23 @@ impl SnmpBook {
                     detail: row.detail,
                 };
                 (row.device_id, device)
+            })
+            .collect();
+        let interfaces = store
+            .current_interfaces()
+            .await?
+            .into_iter()
+            .map(|row| {
+                let last_poll = devices.get(&row.device_id).map(|d| to_us(d.polled_at));
+                let interface = Interface {
+                    stale_base: last_poll.is_some_and(|last| row.memory.polled_at_us < last),
+                    status: row.status,
+                    sample: row.sample,
+                    memory: row.memory,
+                    deltas: [None; 4],
+                    unsaved: false,
+                };
+                ((row.device_id, row.if_index), interface)
             })
             .collect();
         Ok(Self {
@@ -208,8 +246,8 @@ impl SnmpBook {
             .unwrap_or_default()
     }
 
-    /// Stores one SNMP batch once (`batch_uid`), with rates, rollups and
-    /// the current view, in one transaction.
+    /// Stores one SNMP batch once (`batch_uid`), with rates and the
+    /// current view, in one transaction.
     pub async fn store(
         &self,
         batch_uid: &str,
@@ -221,8 +259,11 @@ impl SnmpBook {
         let mut next_interfaces: HashMap<(Uuid, u32), Interface> = HashMap::new();
         let mut next_devices: HashMap<Uuid, Device> = HashMap::new();
         let mut stored = SnmpStored::default();
-        let mut rows = Vec::new();
-        let mut rollups: BTreeMap<(Uuid, u32, DateTime<Utc>), InterfaceRollup> = BTreeMap::new();
+        let mut polls = Vec::with_capacity(samples.len());
+        // Interfaces whose settled status changed (or that are new): their
+        // view rows are written with the batch, the others' at the next
+        // checkpoint.
+        let mut changed: HashSet<(Uuid, u32)> = HashSet::new();
         for (device_id, polled_at, sample) in samples {
             let (device_id, polled_at) = (*device_id, *polled_at);
             let clock = PollClock {
@@ -279,6 +320,7 @@ impl SnmpBook {
                 values: sample.values.clone(),
             });
             let overrides = self.overrides(device_id);
+            let mut rows = Vec::with_capacity(sample.interfaces.len());
             for current in &sample.interfaces {
                 let key = (device_id, current.if_index);
                 let previous = next_interfaces.get(&key).cloned().or_else(|| {
@@ -287,9 +329,16 @@ impl SnmpBook {
                         .ok()
                         .and_then(|i| i.get(&key).cloned())
                 });
-                let interface =
-                    self.next_interface(previous, current, clock, polled_at, &overrides);
-                push_row(&mut rows, &mut rollups, device_id, polled_at, &interface);
+                let next =
+                    self.next_interface(previous.as_ref(), current, clock, polled_at, &overrides);
+                let settled = previous
+                    .as_ref()
+                    .is_some_and(|p| same_settled(&p.status, &next.status));
+                let interface = next;
+                if !settled {
+                    changed.insert(key);
+                }
+                rows.push(stored_row(&interface));
                 stored.interfaces.push(InterfaceUpdate {
                     device_id,
                     status: interface.status.clone(),
@@ -304,6 +353,12 @@ impl SnmpBook {
                 });
                 next_interfaces.insert(key, interface);
             }
+            polls.push(PollRow {
+                device_id,
+                polled_at,
+                sample,
+                interfaces: rows,
+            });
             stored.samples += 1;
         }
 
@@ -312,15 +367,13 @@ impl SnmpBook {
         for (id, _, sample) in samples {
             last.insert(*id, sample);
         }
+        for (key, interface) in &mut next_interfaces {
+            interface.unsaved = !changed.contains(key);
+        }
         let interfaces: Vec<CurrentInterface> = next_interfaces
             .iter()
-            .map(|(&(device_id, if_index), interface)| CurrentInterface {
-                device_id,
-                if_index,
-                status: interface.status.clone(),
-                sample: interface.sample.clone(),
-                memory: interface.memory.clone(),
-            })
+            .filter(|(_, interface)| !interface.unsaved)
+            .map(|(&key, interface)| interface.current(key))
             .collect();
         let devices: Vec<SnmpDeviceWrite> = next_devices
             .iter()
@@ -330,6 +383,7 @@ impl SnmpBook {
                 uptime_ticks: device.uptime_ticks,
                 last_reboot_at: device.last_reboot_at,
                 outcome: device.outcome,
+                detail: device.detail.clone(),
                 sys_object_id: last
                     .get(&device_id)
                     .map(|s| s.sys_object_id.clone())
@@ -340,15 +394,12 @@ impl SnmpBook {
                     .unwrap_or_default(),
             })
             .collect();
-        let rollups: Vec<InterfaceRollup> = rollups.into_values().collect();
         let fresh = self
             .store
             .store_snmp_batch(SnmpBatch {
                 batch_uid,
                 executor_id,
-                samples,
-                interface_samples: &rows,
-                rollups: &rollups,
+                polls: &polls,
                 interfaces: &interfaces,
                 devices: &devices,
             })
@@ -360,6 +411,7 @@ impl SnmpBook {
                 ..Default::default()
             });
         }
+        self.note_late(&polls).await;
 
         if let Ok(mut interfaces) = self.interfaces.lock() {
             interfaces.extend(next_interfaces);
@@ -374,16 +426,13 @@ impl SnmpBook {
     /// role, status, rates against the previous poll, flap memory.
     fn next_interface(
         &self,
-        previous: Option<Interface>,
+        previous: Option<&Interface>,
         current: &v1::InterfaceSample,
         clock: PollClock,
         polled_at: DateTime<Utc>,
         overrides: &[v1::InterfaceOverride],
     ) -> Interface {
-        let mut status = previous
-            .as_ref()
-            .map(|p| p.status.clone())
-            .unwrap_or_default();
+        let mut status = previous.map(|p| p.status.clone()).unwrap_or_default();
         status.if_index = current.if_index;
         if current.labels_refreshed || previous.is_none() {
             status.if_name.clone_from(&current.if_name);
@@ -412,10 +461,7 @@ impl SnmpBook {
         } as i32;
         status.monitored = classification.monitored;
 
-        let mut memory = previous
-            .as_ref()
-            .map(|p| p.memory.clone())
-            .unwrap_or_default();
+        let mut memory = previous.map(|p| p.memory.clone()).unwrap_or_default();
         if previous.is_none() || status.oper_status != current.oper_status {
             status.oper_status_since = Some(ts(polled_at));
             if previous.is_some() {
@@ -429,8 +475,9 @@ impl SnmpBook {
         status.hc = current.hc;
         status.last_polled_at = Some(ts(polled_at));
 
-        // Rates against the previous poll; none for the first one.
-        let rated = previous.as_ref().map(|p| {
+        // Rates against the previous poll; none for the first one, nor
+        // against a base that may be older than stored polls.
+        let rated = previous.filter(|p| !p.stale_base).map(|p| {
             let rates = interface_rates(
                 InterfacePoll {
                     clock: p.clock(),
@@ -489,10 +536,10 @@ impl SnmpBook {
         let keep_base = matches!(rated, Some((Interval::TimeNotAdvanced, _)));
         let (sample, memory) = match (keep_base, previous) {
             (true, Some(p)) => (
-                p.sample,
+                p.sample.clone(),
                 Memory {
                     oper_changes_us: memory.oper_changes_us,
-                    ..p.memory
+                    ..p.memory.clone()
                 },
             ),
             _ => {
@@ -506,7 +553,48 @@ impl SnmpBook {
             sample,
             memory,
             deltas,
+            unsaved: true,
+            stale_base: false,
         }
+    }
+
+    /// Writes the view rows of interfaces that moved on since theirs was
+    /// written, a chunk at a time; returns how many. Run every 10 minutes
+    /// and at shutdown: a row per interface and poll is what this saves.
+    /// After a stop without it, interfaces resume from their last row,
+    /// their first rate after the restart skipped (see `stale_base`).
+    pub async fn checkpoint(&self) -> Result<usize, sqlx::Error> {
+        let keys: Vec<(Uuid, u32)> = self
+            .interfaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, interface)| interface.unsaved)
+            .map(|(key, _)| *key)
+            .collect();
+        let mut written = 0;
+        for chunk in keys.chunks(CHECKPOINT_CHUNK) {
+            let rows: Vec<CurrentInterface> = {
+                let interfaces = self.interfaces.lock().unwrap_or_else(|p| p.into_inner());
+                chunk
+                    .iter()
+                    .filter_map(|key| interfaces.get(key).map(|i| i.current(*key)))
+                    .collect()
+            };
+            self.store.save_interfaces(&rows).await?;
+            // Saved, unless a poll moved it on meanwhile.
+            let mut interfaces = self.interfaces.lock().unwrap_or_else(|p| p.into_inner());
+            for row in &rows {
+                if let Some(interface) = interfaces.get_mut(&(row.device_id, row.if_index))
+                    && interface.memory.polled_at_us == row.memory.polled_at_us
+                {
+                    interface.unsaved = false;
+                }
+            }
+            written += rows.len();
+        }
+        metrics::counter!("alerting_interface_checkpoint_rows_total").increment(written as u64);
+        Ok(written)
     }
 
     /// The last poll of a device: when it last answered, the outcome of
@@ -548,30 +636,91 @@ impl SnmpBook {
         (polled_at, interfaces)
     }
 
-    /// Buckets of `step_seconds` of one interface between `start` and `end`:
-    /// from the raw samples when they still exist (`raw_since`), else from
-    /// the hourly rollups (the step then rounded up to whole hours).
+    /// Notes polls stored more than [`LATE_AFTER`] after their UTC day
+    /// closed: the hourly tier may have rolled that day already (the
+    /// roller reads a day only after it has been closed longer), so it is
+    /// rolled again for the device. The clock is read after the commit,
+    /// so a poll the roller could have missed is always noted. A failure
+    /// is logged and counted: the polls are stored, only their hourly rows
+    /// would miss them.
+    async fn note_late(&self, polls: &[PollRow<'_>]) {
+        let now = Utc::now();
+        let day_of = |at: DateTime<Utc>| at.duration_trunc(TimeDelta::days(1)).unwrap_or(at);
+        let late: std::collections::BTreeSet<(DateTime<Utc>, Uuid)> = polls
+            .iter()
+            .filter(|p| !p.interfaces.is_empty())
+            .filter(|p| day_of(p.polled_at) + TimeDelta::days(1) + LATE_AFTER <= now)
+            .map(|p| (day_of(p.polled_at), p.device_id))
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        let late: Vec<_> = late.into_iter().collect();
+        match self.store.note_interfaces_late(&late).await {
+            Ok(()) => {
+                metrics::counter!("alerting_snmp_polls_late_total").increment(late.len() as u64);
+                tracing::info!(
+                    late = late.len(),
+                    "SNMP polls stored after their day closed: rolling their hours again"
+                );
+            }
+            Err(error) => {
+                metrics::counter!("alerting_late_unnoted_total").increment(1);
+                tracing::warn!(%error, "could not note late SNMP polls: their hourly rollups miss them");
+            }
+        }
+    }
+
+    /// Buckets of `step_seconds` of one interface between `start` and
+    /// `end`, from the finest tier that covers each part: raw polls where
+    /// they still exist; where they do not, the hourly tier (up to its
+    /// mark), the step then rounded up to whole hours. A step of whole
+    /// hours reads the hourly tier up to its mark too — the same sums as
+    /// the raw polls (tested on both backends), far fewer rows — and starts
+    /// at a whole hour. Returns the step used.
     pub async fn history(
         &self,
         device_id: Uuid,
         if_index: u32,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
         step_seconds: i64,
-        raw_since: DateTime<Utc>,
     ) -> Result<(i64, Vec<v1::InterfaceHistoryPoint>), sqlx::Error> {
-        if start >= raw_since {
-            let points = self
-                .store
-                .interface_history(device_id, if_index, (start, end), step_seconds, true)
-                .await?;
-            return Ok((step_seconds, points));
+        const HOUR: i64 = 3600;
+        let mark = self.store.interface_mark().await?;
+        let raw_floor = self.store.snmp_raw_days().await?.first().copied();
+        let before_raw = raw_floor.is_none_or(|floor| start < floor);
+        let mut step = step_seconds.max(1);
+        if mark.is_some() && before_raw {
+            step = (step + HOUR - 1) / HOUR * HOUR;
         }
-        let step = (step_seconds + 3599) / 3600 * 3600;
-        let start = start.duration_trunc(TimeDelta::hours(1)).unwrap_or(start);
-        let points = self
+        let hourly = mark.is_some() && step % HOUR == 0;
+        let start = if hourly {
+            start.duration_trunc(TimeDelta::hours(1)).unwrap_or(start)
+        } else {
+            start
+        };
+        // The hourly tier answers [start, split), raw polls the rest.
+        let split = match mark {
+            Some(mark) if hourly => mark.clamp(start, end.max(start)),
+            _ => start,
+        };
+        let mut sums = self
             .store
-            .interface_history(device_id, if_index, (start, end), step, false)
+            .interface_sums(device_id, if_index, (start, split), step, false)
             .await?;
+        let raw = self
+            .store
+            .interface_sums(device_id, if_index, (split, end), step, true)
+            .await?;
+        for (time, agg) in raw {
+            sums.entry(time)
+                .or_insert_with(InterfaceAgg::default)
+                .merge(&agg);
+        }
+        let points = sums
+            .iter()
+            .map(|(time, agg)| history_point(*time, agg))
+            .collect();
         Ok((step, points))
     }
 
@@ -614,96 +763,27 @@ impl SnmpBook {
         devices
     }
 
+    /// Up to where the hourly interface tier is complete: raw polls before
+    /// it may go.
+    pub async fn rolled_until(&self) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        self.store.interface_mark().await
+    }
+
     pub fn rate_config(&self) -> &RateConfig {
         &self.rates
     }
 }
 
-fn push_row(
-    rows: &mut Vec<InterfaceSampleRow>,
-    rollups: &mut BTreeMap<(Uuid, u32, DateTime<Utc>), InterfaceRollup>,
-    device_id: Uuid,
-    polled_at: DateTime<Utc>,
-    interface: &Interface,
-) {
-    let (status, sample) = (&interface.status, &interface.sample);
-    let deltas = interface.deltas;
+/// An interface's stored form after a poll: its status, the rates and
+/// deltas of the interval, and the discontinuity found at this poll.
+fn stored_row(interface: &Interface) -> InterfaceSampleRow {
+    let status = &interface.status;
     let discontinuity = if status.last_discontinuity_at == status.last_polled_at {
         status.last_discontinuity
     } else {
         0
     };
-    rows.push(InterfaceSampleRow {
-        device_id,
-        if_index: status.if_index,
-        polled_at,
-        admin_status: status.admin_status,
-        oper_status: status.oper_status,
-        speed_bps: status.speed_bps,
-        hc: status.hc,
-        in_octets: sample.in_octets,
-        out_octets: sample.out_octets,
-        in_errors: sample.in_errors,
-        out_errors: sample.out_errors,
-        rates: [
-            status.in_bps,
-            status.out_bps,
-            status.in_utilisation_percent,
-            status.out_utilisation_percent,
-            status.in_packets_per_second,
-            status.out_packets_per_second,
-            status.in_errors_per_second,
-            status.out_errors_per_second,
-            status.in_discards_per_second,
-            status.out_discards_per_second,
-        ],
-        deltas,
-        discontinuity,
-    });
-
-    let hour = polled_at
-        .duration_trunc(TimeDelta::hours(1))
-        .unwrap_or(polled_at);
-    let rollup = rollups
-        .entry((device_id, status.if_index, hour))
-        .or_insert_with(|| InterfaceRollup {
-            device_id,
-            if_index: status.if_index,
-            hour,
-            ..InterfaceRollup::default()
-        });
-    rollup.samples += 1;
-    rollup.oper_up += i32::from(status.oper_status == v1::IfOperStatus::Up as i32);
-    if let (Some(i), Some(o)) = (status.in_bps, status.out_bps) {
-        rollup.rate_samples += 1;
-        rollup.in_sum += i;
-        rollup.out_sum += o;
-    }
-    rollup.in_max = max_opt(rollup.in_max, status.in_bps);
-    rollup.out_max = max_opt(rollup.out_max, status.out_bps);
-    rollup.in_util_max = max_opt(rollup.in_util_max, status.in_utilisation_percent);
-    rollup.out_util_max = max_opt(rollup.out_util_max, status.out_utilisation_percent);
-    for (sum, value) in rollup.deltas.iter_mut().zip(deltas) {
-        *sum += value.unwrap_or(0);
-    }
-}
-
-/// A scalar as JSON: numbers as numbers, text as text.
-pub fn scalar_json(value: &v1::ScalarValue) -> serde_json::Value {
-    use v1::scalar_value::Value;
-    let v = match &value.value {
-        Some(Value::Integer(i)) => serde_json::json!(i),
-        Some(Value::Counter32(c) | Value::Gauge32(c) | Value::Timeticks(c)) => serde_json::json!(c),
-        Some(Value::Counter64(c)) => serde_json::json!(c),
-        Some(Value::Text(t) | Value::ObjectId(t) | Value::IpAddress(t)) => serde_json::json!(t),
-        Some(Value::Octets(b) | Value::Opaque(b)) => serde_json::json!(hex(b)),
-        None => serde_json::Value::Null,
-    };
-    serde_json::json!({"oid": value.oid, "name": value.name, "instance": value.instance, "value": v})
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    InterfaceSampleRow::of(status, interface.deltas, discontinuity)
 }
 
 /// A scalar's numeric value, when it has one.

@@ -7,6 +7,7 @@
 mod alerts;
 mod notifications;
 pub mod packed;
+pub mod packed_snmp;
 pub mod postgres;
 mod silences;
 mod snmp;
@@ -25,11 +26,12 @@ pub use notifications::{
     Attempt, ClaimedNotification, DeliveryState, NewNotification, NotificationStore,
 };
 pub use packed::{Agg, RawResult};
+pub use packed_snmp::{InterfaceAgg, InterfaceHours, InterfaceSampleRow};
 pub use postgres::PgStore;
 pub use silences::{SilenceRow, SilenceStore};
 pub use snmp::{
-    CurrentInterface, InterfaceMemory, InterfaceRollup, InterfaceSampleRow, SampleRef, SnmpBatch,
-    SnmpDeviceRow, SnmpDeviceWrite, SnmpStore,
+    CurrentInterface, INTERFACE_HOURS, InterfaceMemory, InterfaceRollupRow, PollRow, SampleRef,
+    SnmpBatch, SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoredPoll, history_point,
 };
 pub use sqlite::SqliteStore;
 
@@ -47,11 +49,6 @@ fn decode_all<M: prost::Message + Default>(bodies: &[Vec<u8>]) -> Vec<M> {
 /// An id the service handed over as text; the nil UUID when it is not one.
 fn uuid_of(id: &str) -> uuid::Uuid {
     uuid::Uuid::parse_str(id).unwrap_or_default()
-}
-
-/// A u64 counter bit for bit in a signed 64-bit column (bigint, INTEGER).
-fn bits(value: Option<u64>) -> Option<i64> {
-    value.map(|v| v as i64)
 }
 
 /// Every store alerting needs, one per aggregate; one backend behind all.
@@ -212,8 +209,6 @@ pub enum Prunable {
     Silences,
     /// `ingested_batches` keys received before the cutoff.
     IdempotencyKeys,
-    /// Hourly interface rollups before the cutoff.
-    InterfaceRollups,
 }
 
 impl Prunable {
@@ -225,7 +220,6 @@ impl Prunable {
             Prunable::Notifications => "notification_outbox",
             Prunable::Silences => "silences",
             Prunable::IdempotencyKeys => "ingested_batches",
-            Prunable::InterfaceRollups => "interface_rollups",
         }
     }
 }
@@ -359,14 +353,13 @@ pub struct Cutoffs {
     pub keys_before: DateTime<Utc>,
     /// One-minute rollup partitions of days before this one.
     pub minute_before: NaiveDate,
-    /// Hourly rollup partitions (months) that end on or before this day.
+    /// Hourly rollup partitions (months) that end on or before this day:
+    /// probes' and interfaces'.
     pub hour_before: NaiveDate,
-    /// Hourly interface rollups before this instant.
-    pub interface_rollups_before: DateTime<Utc>,
 }
 
 impl Cutoffs {
-    /// Raw results (and SNMP samples) of days before `day` only, their
+    /// Raw results (and SNMP polls) of days before `day` only, their
     /// idempotency keys a day later; no rollup.
     pub fn raw_only(day: NaiveDate) -> Self {
         Self {
@@ -377,7 +370,6 @@ impl Cutoffs {
                 .map_or(DateTime::UNIX_EPOCH, |t| t.and_utc()),
             minute_before: NaiveDate::MIN,
             hour_before: NaiveDate::MIN,
-            interface_rollups_before: DateTime::UNIX_EPOCH,
         }
     }
 }
@@ -545,9 +537,10 @@ pub trait AlertingStore: Send + Sync + 'static {
     async fn ensure_partitions(&self, days: &[NaiveDate]) -> StoreResult<()>;
     /// The days that have a raw partition.
     async fn partitions(&self) -> StoreResult<Vec<NaiveDate>>;
-    /// Drops what lies past `cutoffs` — raw, one-minute and hourly
-    /// partitions whole, idempotency keys and interface rollups in small
-    /// batches — and returns the raw days dropped. Keys outlive their
+    /// Drops what lies past `cutoffs` — raw (probe results and SNMP
+    /// polls), one-minute and hourly (probes' and interfaces') partitions
+    /// whole, idempotency keys in small batches — and returns the raw days
+    /// dropped. Keys outlive their
     /// batch's rows, so a replay that no longer finds its key only carries
     /// results older than the retention, which ingest skips: nothing is
     /// stored twice.

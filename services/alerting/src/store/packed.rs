@@ -398,7 +398,7 @@ pub fn unpack_rollups(bytes: &[u8]) -> Result<Vec<(u8, Agg)>, Damaged> {
     Ok(out)
 }
 
-fn put(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn put(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -406,48 +406,52 @@ fn put(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-fn put_str(out: &mut Vec<u8>, value: &str) {
-    put(out, value.len() as u64);
-    out.extend_from_slice(value.as_bytes());
+pub(super) fn put_str(out: &mut Vec<u8>, value: &str) {
+    put_blob(out, value.as_bytes());
 }
 
-fn zig(value: i64) -> u64 {
+pub(super) fn put_blob(out: &mut Vec<u8>, value: &[u8]) {
+    put(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+pub(super) fn zig(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-fn unzig(value: u64) -> i64 {
+pub(super) fn unzig(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     what: &'static str,
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(what: &'static str, bytes: &'a [u8]) -> Self {
+    pub(super) fn new(what: &'static str, bytes: &'a [u8]) -> Self {
         Self { what, bytes, at: 0 }
     }
 
-    fn damaged(&self) -> Damaged {
+    pub(super) fn damaged(&self) -> Damaged {
         Damaged {
             what: self.what,
             at: self.at,
         }
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
 
-    fn byte(&mut self) -> Result<u8, Damaged> {
+    pub(super) fn byte(&mut self) -> Result<u8, Damaged> {
         let byte = *self.bytes.get(self.at).ok_or_else(|| self.damaged())?;
         self.at += 1;
         Ok(byte)
     }
 
-    fn varint(&mut self) -> Result<u64, Damaged> {
+    pub(super) fn varint(&mut self) -> Result<u64, Damaged> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.byte()?;
@@ -459,18 +463,23 @@ impl<'a> Reader<'a> {
         Err(self.damaged())
     }
 
-    fn u32(&mut self) -> Result<u32, Damaged> {
+    pub(super) fn u32(&mut self) -> Result<u32, Damaged> {
         let value = self.varint()?;
         u32::try_from(value).map_err(|_| self.damaged())
     }
 
-    fn string(&mut self) -> Result<String, Damaged> {
+    pub(super) fn string(&mut self) -> Result<String, Damaged> {
+        let bytes = self.blob()?.to_vec();
+        String::from_utf8(bytes).map_err(|_| self.damaged())
+    }
+
+    /// Bytes written with their length in front (`put_str`, `put_blob`).
+    pub(super) fn blob(&mut self) -> Result<&'a [u8], Damaged> {
         let len = self.varint()? as usize;
         let end = self.at.checked_add(len).ok_or_else(|| self.damaged())?;
         let bytes = self.bytes.get(self.at..end).ok_or_else(|| self.damaged())?;
-        let value = String::from_utf8(bytes.to_vec()).map_err(|_| self.damaged())?;
         self.at = end;
-        Ok(value)
+        Ok(bytes)
     }
 }
 

@@ -212,10 +212,6 @@ fn prune_sql(what: Prunable) -> &'static str {
             "DELETE FROM ingested_batches WHERE batch_uid IN ( \
                  SELECT batch_uid FROM ingested_batches WHERE received_at < ?1 LIMIT ?2)"
         }
-        Prunable::InterfaceRollups => {
-            "DELETE FROM interface_rollups WHERE (device_id, if_index, hour) IN ( \
-                 SELECT device_id, if_index, hour FROM interface_rollups WHERE hour < ?1 LIMIT ?2)"
-        }
     }
 }
 
@@ -430,11 +426,11 @@ impl AlertingStore for SqliteStore {
     }
 
     async fn rollup_mark(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>> {
-        self.mark(tier).await
+        self.mark(tier.table()).await
     }
 
     async fn set_rollup_mark(&self, tier: Tier, until: DateTime<Utc>) -> StoreResult<()> {
-        self.set_mark(tier, until).await
+        self.set_mark(tier.table(), until).await
     }
 
     async fn tier_floor(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>> {

@@ -2,7 +2,8 @@
 //! counter wrap gives the right rate (no spike), a reboot (sysUpTime went
 //! back) gives no rate and is remembered, a replayed batch is stored once,
 //! the ISP uplink is classified from its ifAlias, the current view survives
-//! a restart, and interface history sums the stored rows.
+//! a restart (its rates exactly with the checkpoint, the first one skipped
+//! without), and interface history sums the stored polls (a row each).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -121,10 +122,22 @@ async fn wraps_reboots_and_replays_of_interface_counters() {
     );
     assert_eq!(status.out_bps, Some(0.0));
 
+    // No status changed: the view row still holds the first poll's
+    // counters (the checkpoint writes the rest), a poll is a row.
+    let base = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (memory ->> 'polled_at_us')::int8 FROM alerting.interfaces",
+        )
+        .fetch_one(database.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(base().await, t0.timestamp_micros());
+
     // The same batch again: acked as a duplicate, nothing stored twice.
     let replay = ingestor.ingest(&wrapped, Utc::now()).await.unwrap();
     assert!(replay.stored.duplicate && replay.snmp.duplicate);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.interface_samples")
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.snmp_raw")
         .fetch_one(database.pool())
         .await
         .unwrap();
@@ -145,8 +158,11 @@ async fn wraps_reboots_and_replays_of_interface_counters() {
     let rebooted = third.snmp.devices[0].last_reboot_at.unwrap();
     assert_eq!(rebooted, t2 - TimeDelta::seconds(20));
 
-    // A restarted alerting continues from the stored view: the next rate
-    // is computed against the third poll, not from scratch.
+    // A restarted alerting continues from the stored view: stopped with
+    // its checkpoint, the next rate is computed against the third poll,
+    // not from scratch.
+    assert_eq!(book.checkpoint().await.unwrap(), 1);
+    assert_eq!(base().await, t2.timestamp_micros());
     drop((ingestor, book));
     let (ingestor, book) = open(&database).await;
     let (polled, interfaces) = book.interfaces_of(DEVICE);
@@ -162,35 +178,56 @@ async fn wraps_reboots_and_replays_of_interface_counters() {
     let in_bps = fourth.snmp.interfaces[0].status.in_bps.unwrap();
     assert!((in_bps - 30_000.0 * 8.0 / 60.0).abs() < 0.01, "{in_bps}");
 
-    // History: one bucket over the four polls, three rates... of which
-    // two exist (after the wrap, after the restart).
+    // Stopped without its checkpoint (a crash), it does not know which
+    // polls came after the stored counters: the first rate is skipped (a
+    // rate against them would count the fourth poll's deltas again), the
+    // next is right.
+    drop((ingestor, book));
+    let (ingestor, book) = open(&database).await;
+    let t4 = t2 + TimeDelta::seconds(120);
+    let fifth = ingestor
+        .ingest(&batch(vec![sample(t4, 14_000, 86_000)]), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(fifth.snmp.interfaces[0].status.in_bps, None);
+    let sixth = ingestor
+        .ingest(
+            &batch(vec![sample(t4 + TimeDelta::seconds(60), 20_000, 92_000)]),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let in_bps = sixth.snmp.interfaces[0].status.in_bps.unwrap();
+    assert!((in_bps - 6_000.0 * 8.0 / 60.0).abs() < 0.01, "{in_bps}");
+
+    // History: the six polls, of which three have rates (after the wrap,
+    // after the clean restart, after the skipped one).
     let (step, points) = book
         .history(
             DEVICE,
             2,
             (
                 t0 - TimeDelta::minutes(1),
-                Utc::now() + TimeDelta::minutes(1),
+                Utc::now() + TimeDelta::minutes(10),
             ),
             3600,
-            Utc::now() - TimeDelta::days(7),
         )
         .await
         .unwrap();
     assert_eq!(step, 3600);
     let samples: u32 = points.iter().map(|p| p.sample_count).sum();
-    assert_eq!(samples, 4);
+    assert_eq!(samples, 6);
     let peak = points
         .iter()
         .filter_map(|p| p.in_bps_max)
         .fold(0.0, f64::max);
     assert!((peak - 4000.0).abs() < 0.01, "{points:?}");
     assert!(points.iter().all(|p| p.oper_up_percent == 100.0));
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.snmp_samples")
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM alerting.snmp_raw")
         .fetch_one(database.pool())
         .await
         .unwrap();
-    assert_eq!(stored, 4);
+    assert_eq!(stored, 6);
 }
 
 #[tokio::test]

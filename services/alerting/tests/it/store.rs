@@ -12,9 +12,12 @@ use netward_alerting::AlertingConfig;
 use netward_alerting::ingest::Ingestor;
 use netward_alerting::retention::{Pruner, Retentions};
 use netward_alerting::rollup::Roller;
+use netward_alerting::snmp::book::SnmpBook;
+use netward_alerting::snmp::classify::{Classifier, InterfacesConfig};
+use netward_alerting::snmp::rates::RateConfig;
 use netward_alerting::store::{
-    AlertingStore, BatchRows, ChangeRow, Cutoffs, HistoryRow, PgStore, ProbeRow, Prunable, Pruned,
-    SqliteStore, StateRow, Stored, Tier,
+    AlertingStore, BatchRows, ChangeRow, Cutoffs, HistoryRow, InterfaceSampleRow, PgStore, PollRow,
+    ProbeRow, Prunable, Pruned, SnmpBatch, SnmpStore, SqliteStore, StateRow, Stored, Tier,
 };
 use netward_shared::proto::v1;
 use netward_shared::testkit::TestDatabase;
@@ -56,7 +59,10 @@ on_both_backends!(
     resolved_alerts_settled_notifications_and_ended_silences_go_pending_ones_stay,
     pruning_proceeds_in_small_batches,
     idempotency_keys_outlive_raw_results_by_a_day_and_rollups_keep_theirs,
-    interface_rollups_go_past_their_cutoff,
+    a_day_of_polls_rolls_into_hours_that_answer_as_the_raw_polls_do,
+    a_replayed_snmp_batch_or_poll_stores_nothing,
+    late_polls_are_rolled_up_again,
+    snmp_polls_and_hours_go_past_their_retentions_by_partition,
 );
 
 enum Pool {
@@ -68,6 +74,7 @@ enum Pool {
 /// write. Dropping it drops the database (PostgreSQL) or deletes the file.
 struct Backend {
     store: Arc<dyn AlertingStore>,
+    snmp: Arc<dyn SnmpStore>,
     pool: Pool,
     _database: Option<TestDatabase>,
     file: Option<std::path::PathBuf>,
@@ -76,10 +83,11 @@ struct Backend {
 impl Backend {
     async fn postgres() -> Backend {
         let database = TestDatabase::create().await.unwrap();
-        let store = PgStore::connect(database.url()).await.unwrap();
+        let store = Arc::new(PgStore::connect(database.url()).await.unwrap());
         Backend {
             pool: Pool::Pg(store.pool().clone()),
-            store: Arc::new(store),
+            snmp: store.clone(),
+            store,
             _database: Some(database),
             file: None,
         }
@@ -88,12 +96,15 @@ impl Backend {
     async fn sqlite() -> Backend {
         let file =
             std::env::temp_dir().join(format!("netward-alerting-{}.db", Uuid::new_v4().simple()));
-        let store = SqliteStore::connect(&format!("sqlite://{}", file.display()))
-            .await
-            .unwrap();
+        let store = Arc::new(
+            SqliteStore::connect(&format!("sqlite://{}", file.display()))
+                .await
+                .unwrap(),
+        );
         Backend {
             pool: Pool::Sqlite(store.pool().clone()),
-            store: Arc::new(store),
+            snmp: store.clone(),
+            store,
             _database: None,
             file: Some(file),
         }
@@ -255,26 +266,37 @@ impl Backend {
         .unwrap();
     }
 
-    /// An hourly interface rollup of a new device at `hour`.
-    async fn interface_rollup(&self, hour: DateTime<Utc>) {
-        let sql = "INSERT INTO interface_rollups (device_id, if_index, hour, samples, oper_up, \
-                       rate_samples, in_bps_sum, out_bps_sum, in_errors, out_errors, \
-                       in_discards, out_discards) VALUES ($1, 1, $2, 1, 1, 0, 0, 0, 0, 0, 0, 0)";
+    /// The tables of the schema whose names start with `prefix`
+    /// (PostgreSQL's partitions; SQLite has none).
+    async fn tables(&self, prefix: &str) -> Vec<String> {
         match &self.pool {
-            Pool::Pg(pool) => sqlx::query(sql)
-                .bind(Uuid::new_v4())
-                .bind(hour)
-                .execute(pool)
+            Pool::Pg(pool) => {
+                let mut names: Vec<String> = sqlx::query_scalar(
+                    "SELECT c.relname::text FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = 'alerting' AND c.relkind = 'r' AND c.relname LIKE $1",
+                )
+                .bind(format!("{prefix}%"))
+                .fetch_all(pool)
                 .await
-                .map(drop),
-            Pool::Sqlite(pool) => sqlx::query(sql)
-                .bind(Uuid::new_v4())
-                .bind(hour.timestamp_micros())
-                .execute(pool)
-                .await
-                .map(drop),
+                .unwrap();
+                names.sort();
+                names
+            }
+            Pool::Sqlite(_) => Vec::new(),
         }
-        .unwrap();
+    }
+
+    /// A book over the store (interfaces classified by the defaults).
+    async fn book(&self) -> SnmpBook {
+        SnmpBook::load(
+            self.snmp.clone(),
+            Classifier::new(&InterfacesConfig::default()).unwrap(),
+            RateConfig::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap()
     }
 }
 
@@ -1212,30 +1234,355 @@ async fn idempotency_keys_outlive_raw_results_by_a_day_and_rollups_keep_theirs(b
     );
 }
 
-async fn interface_rollups_go_past_their_cutoff(backend: &Backend) {
-    let store = backend.store();
-    let now = now().duration_trunc(TimeDelta::hours(1)).unwrap();
-    for hours in [24 * 401, 24 * 400 + 1, 2, 1] {
-        backend
-            .interface_rollup(now - TimeDelta::hours(hours))
-            .await;
+/// Interface `if_index` at minute `minute` of the day: rates that vary,
+/// some interfaces down, now and then errors, a few odd utilisations, no
+/// rates at the day's first poll.
+fn interface_at(if_index: u32, minute: i64) -> InterfaceSampleRow {
+    let speed = if if_index > 44 {
+        10_000_000_000
+    } else {
+        1_000_000_000
+    };
+    let n = u64::from(if_index) * 7_919 + minute as u64 * 104_729;
+    let rated = minute > 0;
+    let in_bps = rated.then_some(n % (speed / 3));
+    let out_bps = rated.then_some(n * 31 % (speed / 5));
+    let utilisation =
+        |bps: Option<u64>| bps.map(|b| (b as f64 * 10_000.0 / speed as f64).round() as u32);
+    let errors = rated && n.is_multiple_of(97);
+    InterfaceSampleRow {
+        if_index,
+        admin_status: 1,
+        oper_status: if if_index.is_multiple_of(5) && minute % 180 < 20 {
+            2
+        } else {
+            1
+        },
+        speed_bps: Some(speed),
+        discontinuity: i32::from(minute == 0),
+        in_bps,
+        out_bps,
+        in_utilisation: if minute % 61 == 7 {
+            Some(9_999)
+        } else {
+            utilisation(in_bps)
+        },
+        out_utilisation: utilisation(out_bps),
+        deltas: [
+            rated.then_some(if errors { 3 } else { 0 }),
+            rated.then_some(0),
+            rated.then_some(i64::from(errors)),
+            if if_index == 2 {
+                None
+            } else {
+                rated.then_some(0)
+            },
+        ],
     }
-    let cutoff = now - TimeDelta::days(400);
-    let done = store
-        .prune(Prunable::InterfaceRollups, cutoff, 1)
+}
+
+/// Polls of `device` at each of `minutes` of `day` with `interfaces`,
+/// stored in batches of an hour's polls.
+async fn store_polls(
+    backend: &Backend,
+    device: Uuid,
+    day: DateTime<Utc>,
+    minutes: std::ops::Range<i64>,
+    interfaces: std::ops::RangeInclusive<u32>,
+) {
+    let sample = v1::SnmpSample {
+        device_id: device.to_string(),
+        outcome: v1::SnmpOutcome::Ok as i32,
+        profile: "interfaces".into(),
+        ..Default::default()
+    };
+    let minutes: Vec<i64> = minutes.collect();
+    for hour in minutes.chunks(60) {
+        let polls: Vec<PollRow<'_>> = hour
+            .iter()
+            .map(|minute| PollRow {
+                device_id: device,
+                polled_at: day + TimeDelta::minutes(*minute) + TimeDelta::milliseconds(1_234),
+                sample: &sample,
+                interfaces: interfaces
+                    .clone()
+                    .map(|i| interface_at(i, *minute))
+                    .collect(),
+            })
+            .collect();
+        let uid = Uuid::new_v4().to_string();
+        let batch = SnmpBatch {
+            batch_uid: &uid,
+            executor_id: "poller",
+            polls: &polls,
+            interfaces: &[],
+            devices: &[],
+        };
+        assert!(backend.snmp.store_snmp_batch(batch).await.unwrap());
+    }
+}
+
+async fn a_day_of_polls_rolls_into_hours_that_answer_as_the_raw_polls_do(backend: &Backend) {
+    let (store, snmp) = (backend.store(), backend.snmp.clone());
+    let day = (now() - TimeDelta::days(3))
+        .duration_trunc(TimeDelta::days(1))
+        .unwrap();
+    let next = day + TimeDelta::days(1);
+    store.ensure_partitions(&[day.date_naive()]).await.unwrap();
+    // A 48-port switch polled every minute of the day; a router with two
+    // interfaces polled from noon on.
+    let (switch, router) = (Uuid::new_v4(), Uuid::new_v4());
+    store_polls(backend, switch, day, 0..1440, 1..=48).await;
+    store_polls(backend, router, day, 720..1440, 1..=2).await;
+    assert_eq!(backend.count("SELECT count(*) FROM snmp_raw").await, 2160);
+
+    let roller = Roller::new(store.clone()).with_snmp(snmp.clone());
+    let rolled = roller.run(day + TimeDelta::days(2)).await.unwrap();
+    assert_eq!(rolled.interface_days, 1, "{rolled:?}");
+    assert_eq!(snmp.interface_mark().await.unwrap(), Some(next));
+    let rows = snmp
+        .interface_rollups(None, (day, next), None, 10)
         .await
         .unwrap();
+    assert_eq!(rows.len(), 2, "a row per device and day");
+    let of = |device| rows.iter().find(|r| r.device_id == device).unwrap();
+    let switch_day = &of(switch).interfaces;
+    assert_eq!(switch_day.len(), 48);
+    for interface in switch_day {
+        assert_eq!(interface.hours.len(), 24);
+        assert!(interface.hours.iter().all(|(_, agg)| agg.samples == 60));
+    }
+    assert_eq!(of(router).interfaces[1].hours.len(), 12);
+    // Rolling again changes nothing.
     assert_eq!(
-        done,
-        Pruned {
-            rows: 2,
-            batches: 3
+        roller
+            .run(day + TimeDelta::days(2))
+            .await
+            .unwrap()
+            .interface_days,
+        0
+    );
+
+    // Every step of whole hours sums the same from the hours as from the
+    // raw polls, over the day and over part of it.
+    for if_index in [1, 2, 5, 17, 48] {
+        for step in [3600, 7200, 5 * 3600, 86_400] {
+            for range in [
+                (day, next),
+                (day + TimeDelta::hours(5), day + TimeDelta::hours(17)),
+            ] {
+                let from_raw = snmp
+                    .interface_history(switch, if_index, range, step, true)
+                    .await
+                    .unwrap();
+                let from_hours = snmp
+                    .interface_history(switch, if_index, range, step, false)
+                    .await
+                    .unwrap();
+                assert!(!from_raw.is_empty());
+                assert_eq!(from_raw, from_hours, "ifIndex {if_index}, step {step}");
+            }
         }
-    );
+    }
+    let router_raw = snmp
+        .interface_history(router, 2, (day, next), 3600, true)
+        .await
+        .unwrap();
+    assert_eq!(router_raw.len(), 12);
     assert_eq!(
-        backend
-            .count("SELECT count(*) FROM interface_rollups")
-            .await,
-        2
+        router_raw,
+        snmp.interface_history(router, 2, (day, next), 3600, false)
+            .await
+            .unwrap()
     );
+
+    // The book picks the tier: minutes from raw polls while they exist;
+    // once they are gone, the hours, whatever step was asked for.
+    let book = backend.book().await;
+    let (step, minutes) = book.history(switch, 17, (day, next), 60).await.unwrap();
+    assert_eq!((step, minutes.len()), (60, 1440));
+    let (step, hours) = book.history(switch, 17, (day, next), 3600).await.unwrap();
+    let from_raw = snmp
+        .interface_history(switch, 17, (day, next), 3600, true)
+        .await
+        .unwrap();
+    assert_eq!((step, &hours), (3600, &from_raw));
+    store
+        .expire(Cutoffs::raw_only(next.date_naive()))
+        .await
+        .unwrap();
+    assert_eq!(backend.count("SELECT count(*) FROM snmp_raw").await, 0);
+    let (step, after) = book.history(switch, 17, (day, next), 60).await.unwrap();
+    assert_eq!((step, &after), (3600, &from_raw));
+}
+
+async fn a_replayed_snmp_batch_or_poll_stores_nothing(backend: &Backend) {
+    let (store, snmp) = (backend.store(), backend.snmp.clone());
+    let device = Uuid::new_v4();
+    let at = now() - TimeDelta::minutes(10);
+    store.ensure_partitions(&[at.date_naive()]).await.unwrap();
+    let sample = v1::SnmpSample::default();
+    let poll = |minutes: i64| PollRow {
+        device_id: device,
+        polled_at: at + TimeDelta::minutes(minutes),
+        sample: &sample,
+        interfaces: vec![interface_at(1, 5), interface_at(2, 5)],
+    };
+    let batch = |uid, polls| SnmpBatch {
+        batch_uid: uid,
+        executor_id: "poller",
+        polls,
+        interfaces: &[],
+        devices: &[],
+    };
+    let first = [poll(0), poll(1)];
+    assert!(snmp.store_snmp_batch(batch("a", &first)).await.unwrap());
+    assert!(!snmp.store_snmp_batch(batch("a", &first)).await.unwrap());
+    // A new batch carrying a poll already stored (same device, same
+    // instant) stores only its new poll.
+    let second = [poll(1), poll(2)];
+    assert!(snmp.store_snmp_batch(batch("b", &second)).await.unwrap());
+    assert_eq!(backend.count("SELECT count(*) FROM snmp_raw").await, 3);
+    let range = (at - TimeDelta::hours(1), at + TimeDelta::hours(1));
+    let points = snmp
+        .interface_history(device, 1, range, 7200, true)
+        .await
+        .unwrap();
+    assert_eq!(points.iter().map(|p| p.sample_count).sum::<u32>(), 3);
+}
+
+async fn late_polls_are_rolled_up_again(backend: &Backend) {
+    let (store, snmp) = (backend.store(), backend.snmp.clone());
+    let device = Uuid::new_v4();
+    let day = (now() - TimeDelta::days(2))
+        .duration_trunc(TimeDelta::days(1))
+        .unwrap();
+    store.ensure_partitions(&[day.date_naive()]).await.unwrap();
+    let book = backend.book().await;
+    let sample = |minute: i64, octets: u64| v1::SnmpSample {
+        device_id: device.to_string(),
+        outcome: v1::SnmpOutcome::Ok as i32,
+        sys_uptime_ticks: Some(100_000 + minute as u32 * 6_000),
+        interfaces: vec![v1::InterfaceSample {
+            if_index: 1,
+            admin_status: 1,
+            oper_status: 1,
+            speed_bps: Some(1_000_000),
+            in_octets: Some(octets),
+            out_octets: Some(octets),
+            labels_refreshed: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let at = |minute: i64| day + TimeDelta::hours(10) + TimeDelta::minutes(minute);
+    let first = sample(0, 1_000);
+    book.store("on-time", "poller", &[(device, at(0), &first)])
+        .await
+        .unwrap();
+    // Stored long after its day closed: noted at once, rolled with the day.
+    assert_eq!(snmp.interfaces_late().await.unwrap(), vec![(day, device)]);
+    let roller = Roller::new(store.clone()).with_snmp(snmp.clone());
+    roller.run(now()).await.unwrap();
+    let samples = || async {
+        snmp.interface_history(device, 1, (day, day + TimeDelta::days(1)), 86_400, false)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.sample_count)
+            .sum::<u32>()
+    };
+    assert_eq!(samples().await, 1);
+    // A poll of the rolled day arrives (a replay from a poller's buffer):
+    // noted, rolled again, its hour now counts both.
+    let second = sample(1, 61_000);
+    book.store("late", "poller", &[(device, at(1), &second)])
+        .await
+        .unwrap();
+    assert_eq!(snmp.interfaces_late().await.unwrap(), vec![(day, device)]);
+    let rolled = roller.run(now()).await.unwrap();
+    assert_eq!(rolled.interface_late, 1);
+    assert_eq!(samples().await, 2);
+    let hour = snmp
+        .interface_history(device, 1, (day, day + TimeDelta::days(1)), 3600, false)
+        .await
+        .unwrap();
+    assert_eq!(hour[0].in_bps_max, Some(8_000.0), "60,000 octets in 60 s");
+    assert!(snmp.interfaces_late().await.unwrap().is_empty());
+}
+
+async fn snmp_polls_and_hours_go_past_their_retentions_by_partition(backend: &Backend) {
+    let (store, snmp) = (backend.store(), backend.snmp.clone());
+    let now = now();
+    let day = |days: i64| {
+        (now - TimeDelta::days(days))
+            .duration_trunc(TimeDelta::days(1))
+            .unwrap()
+    };
+    let (old, ancient) = (day(10), day(431));
+    store
+        .ensure_partitions(&[old.date_naive(), ancient.date_naive()])
+        .await
+        .unwrap();
+    let device = Uuid::new_v4();
+    store_polls(backend, device, old, 0..3, 1..=4).await;
+    store_polls(backend, device, ancient, 0..2, 1..=4).await;
+    let book = Arc::new(backend.book().await);
+    let ingestor = Ingestor::new(
+        store.clone(),
+        Duration::from_secs(7 * 86_400),
+        (
+            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(400 * 86_400),
+        ),
+    )
+    .with_snmp(book);
+    let raw_rows = || backend.count("SELECT count(*) FROM snmp_raw");
+
+    // Probe results rolled, interfaces not yet: raw days are held back.
+    Roller::new(store.clone()).run(now).await.unwrap();
+    ingestor.maintain(now).await.unwrap();
+    assert_eq!(raw_rows().await, 5);
+    Roller::new(store.clone())
+        .with_snmp(snmp.clone())
+        .run(now)
+        .await
+        .unwrap();
+    let dropped = ingestor.maintain(now).await.unwrap();
+    assert!(dropped.contains(&old.date_naive()) && dropped.contains(&ancient.date_naive()));
+    assert_eq!(raw_rows().await, 0);
+    let stamp = |at: DateTime<Utc>, format: &str| at.format(format).to_string();
+    if let Pool::Pg(_) = backend.pool {
+        let raw = backend.tables("snmp_raw_").await;
+        assert!(
+            !raw.contains(&format!("snmp_raw_{}", stamp(old, "%Y%m%d"))),
+            "{raw:?}"
+        );
+        let hourly = backend.tables("interface_rollups_1h_").await;
+        assert!(hourly.contains(&format!("interface_rollups_1h_{}", stamp(old, "%Y%m"))));
+        assert!(
+            !hourly.contains(&format!("interface_rollups_1h_{}", stamp(ancient, "%Y%m"))),
+            "{hourly:?}"
+        );
+    }
+    // The old day's hours stay (400 days); the ancient day's went with its
+    // month.
+    let rows = snmp
+        .interface_rollups(None, (ancient, now), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.iter().map(|r| r.start).collect::<Vec<_>>(), [old]);
+    let history = book_history(backend, device, old).await;
+    assert_eq!(history, 3);
+}
+
+/// Samples the book's history finds for ifIndex 1 over `day`.
+async fn book_history(backend: &Backend, device: Uuid, day: DateTime<Utc>) -> u32 {
+    let (_, points) = backend
+        .book()
+        .await
+        .history(device, 1, (day, day + TimeDelta::days(1)), 60)
+        .await
+        .unwrap();
+    points.iter().map(|p| p.sample_count).sum()
 }

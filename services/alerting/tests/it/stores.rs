@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use netward_alerting::notify::{AlertPayload, ListFilter, Measurement, NotificationEvent};
+use netward_alerting::rollup::Roller;
 use netward_alerting::store::{
     AlertNotification, AlertWrite, Attempt, CurrentInterface, DeliveryState, InterfaceMemory,
-    InterfaceRollup, InterfaceSampleRow, NewNotification, NotifyWhen, PgStore, SilenceRow,
-    SnmpBatch, SnmpDeviceWrite, SqliteStore, Stores,
+    InterfaceSampleRow, NewNotification, NotifyWhen, PgStore, PollRow, SilenceRow, SnmpBatch,
+    SnmpDeviceWrite, SqliteStore, Stores,
 };
 use netward_shared::proto::v1;
 use netward_shared::status::{DbErrorKind, classify_sqlx};
@@ -337,8 +338,8 @@ pub async fn silence_store(stores: &Stores) {
     );
 }
 
-/// SNMP: a batch stored once, the view read back, history from samples
-/// and rollups, devices forgotten.
+/// SNMP: a batch stored once, the view read back, history from the raw
+/// poll and from its hour once rolled, devices forgotten.
 pub async fn snmp_store(stores: &Stores) {
     let snmp = &stores.snmp;
     let device_id = Uuid::new_v4();
@@ -356,7 +357,6 @@ pub async fn snmp_store(stores: &Stores) {
         profile: "generic".into(),
         ..Default::default()
     };
-    let samples = [(device_id, polled_at, &sample)];
     let status = v1::InterfaceStatus {
         if_index: 3,
         if_name: "Gi0/3".into(),
@@ -365,47 +365,15 @@ pub async fn snmp_store(stores: &Stores) {
         out_bps: Some(2000.0),
         ..Default::default()
     };
-    let interface_samples = [InterfaceSampleRow {
+    let polls = [PollRow {
         device_id,
-        if_index: 3,
         polled_at,
-        admin_status: 1,
-        oper_status: v1::IfOperStatus::Up as i32,
-        speed_bps: Some(1_000_000_000),
-        hc: true,
-        in_octets: Some(u64::MAX),
-        out_octets: Some(1),
-        in_errors: None,
-        out_errors: None,
-        rates: [
-            Some(1000.0),
-            Some(2000.0),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        deltas: [Some(2), None, None, None],
-        discontinuity: 0,
-    }];
-    let hour = polled_at.duration_trunc(TimeDelta::hours(1)).unwrap();
-    let rollups = [InterfaceRollup {
-        device_id,
-        if_index: 3,
-        hour,
-        samples: 1,
-        oper_up: 1,
-        rate_samples: 1,
-        in_sum: 1000.0,
-        in_max: Some(1000.0),
-        out_sum: 2000.0,
-        out_max: Some(2000.0),
-        deltas: [2, 0, 0, 0],
-        ..Default::default()
+        sample: &sample,
+        interfaces: vec![InterfaceSampleRow {
+            speed_bps: Some(1_000_000_000),
+            deltas: [Some(2), Some(0), Some(0), Some(0)],
+            ..InterfaceSampleRow::of(&status, [None; 4], 0)
+        }],
     }];
     let memory = InterfaceMemory {
         polled_at_us: polled_at.timestamp_micros(),
@@ -429,15 +397,14 @@ pub async fn snmp_store(stores: &Stores) {
         uptime_ticks: Some(1000),
         last_reboot_at: None,
         outcome: v1::SnmpOutcome::Ok as i32,
+        detail: "partial walk".into(),
         sys_object_id: "1.3.6.1.4.1.9".into(),
         profile: "generic".into(),
     }];
     let batch = SnmpBatch {
         batch_uid: "snmp-1",
         executor_id: "poller",
-        samples: &samples,
-        interface_samples: &interface_samples,
-        rollups: &rollups,
+        polls: &polls,
         interfaces: &interfaces,
         devices: &devices,
     };
@@ -449,33 +416,41 @@ pub async fn snmp_store(stores: &Stores) {
     assert_eq!(current[0].status, status);
     assert_eq!(current[0].sample.in_octets, Some(u64::MAX));
     assert_eq!(current[0].memory, memory);
-    let polls = snmp.snmp_devices().await.unwrap();
-    assert_eq!(polls.len(), 1);
+    let polled = snmp.snmp_devices().await.unwrap();
+    assert_eq!(polled.len(), 1);
     assert_eq!(
         (
-            polls[0].polled_at,
-            polls[0].uptime_ticks,
-            polls[0].detail.as_str()
+            polled[0].polled_at,
+            polled[0].uptime_ticks,
+            polled[0].detail.as_str()
         ),
         (polled_at, Some(1000), "partial walk")
     );
 
+    let hour = polled_at.duration_trunc(TimeDelta::hours(1)).unwrap();
     let range = (hour, now() + TimeDelta::hours(1));
     let raw = snmp
         .interface_history(device_id, 3, range, 3600, true)
         .await
         .unwrap();
-    let rolled = snmp
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].sample_count, 1);
+    assert_eq!(raw[0].in_bps_max, Some(1000.0));
+    assert_eq!(raw[0].in_bps_avg, Some(1000.0));
+    assert_eq!(raw[0].in_errors, 2);
+    assert_eq!(raw[0].oper_up_percent, 100.0);
+    // Rolled once its day has closed: the hour answers the same.
+    let rolled = Roller::new(stores.results.clone())
+        .with_snmp(snmp.clone())
+        .run(now() + TimeDelta::days(2))
+        .await
+        .unwrap();
+    assert!(rolled.interface_days >= 1, "{rolled:?}");
+    let hourly = snmp
         .interface_history(device_id, 3, range, 3600, false)
         .await
         .unwrap();
-    for points in [&raw, &rolled] {
-        assert_eq!(points.len(), 1);
-        assert_eq!(points[0].sample_count, 1);
-        assert_eq!(points[0].in_bps_max, Some(1000.0));
-        assert_eq!(points[0].in_errors, 2);
-        assert_eq!(points[0].oper_up_percent, 100.0);
-    }
+    assert_eq!(hourly, raw);
 
     snmp.forget_snmp_devices(&[device_id]).await.unwrap();
     assert!(snmp.current_interfaces().await.unwrap().is_empty());
@@ -1075,49 +1050,30 @@ pub async fn silences_expire_by_their_end_and_windows_without_one_stay(stores: &
     assert_eq!(silences.silence(weekly.id).await.unwrap(), Some(ended));
 }
 
-fn interface_row(
-    device_id: Uuid,
-    polled_at: DateTime<Utc>,
-    in_bps: f64,
-    up: bool,
-) -> InterfaceSampleRow {
+fn interface_row(in_bps: u64, up: bool) -> InterfaceSampleRow {
     InterfaceSampleRow {
-        device_id,
         if_index: 7,
-        polled_at,
         admin_status: 1,
         oper_status: if up { 1 } else { 2 },
         speed_bps: Some(u64::MAX),
-        hc: true,
-        in_octets: Some(u64::MAX - 5),
-        out_octets: Some(1 << 63),
-        in_errors: Some(0),
-        out_errors: None,
-        rates: [
-            Some(in_bps),
-            Some(in_bps / 2.0),
-            Some(in_bps / 1e7),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        deltas: [Some(1), Some(2), None, Some(4)],
         discontinuity: 0,
+        in_bps: Some(in_bps),
+        out_bps: Some(in_bps / 2),
+        in_utilisation: None,
+        out_utilisation: up.then_some(500),
+        deltas: [Some(1), Some(2), None, Some(4)],
     }
 }
 
 /// Two polls in one hour: the hour's rollup adds them up (sums, peaks,
-/// counts), raw history averages them per step, the current view and the
-/// device's last poll move on (an empty sysObjectID keeps the stored one),
-/// and 64-bit counters come back bit for bit.
+/// counts), raw history gives each poll per minute and the same sums per
+/// hour, the current view and the device's last poll move on (an empty
+/// sysObjectID keeps the stored one), and 64-bit counters come back bit
+/// for bit.
 pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits(stores: &Stores) {
     let snmp = &stores.snmp;
     let device_id = Uuid::new_v4();
-    let hour = (now() - TimeDelta::hours(2))
+    let hour = (now() - TimeDelta::days(1))
         .duration_trunc(TimeDelta::hours(1))
         .unwrap();
     stores
@@ -1128,12 +1084,12 @@ pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits
     let polls = [
         (
             hour + TimeDelta::minutes(1),
-            1000.0,
+            1000,
             true,
             "1.3.6.1.4.1.9",
             Some(100),
         ),
-        (hour + TimeDelta::minutes(2), 3000.0, false, "", None),
+        (hour + TimeDelta::minutes(2), 3000, false, "", None),
     ];
     for (n, (at, in_bps, up, sys_object_id, reboot)) in polls.into_iter().enumerate() {
         let sample = v1::SnmpSample {
@@ -1143,26 +1099,16 @@ pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits
             error_detail: format!("poll {n}"),
             ..Default::default()
         };
-        let rows = [interface_row(device_id, at, in_bps, up)];
-        let rollups = [InterfaceRollup {
+        let rows = [PollRow {
             device_id,
-            if_index: 7,
-            hour,
-            samples: 1,
-            oper_up: i32::from(up),
-            rate_samples: 1,
-            in_sum: in_bps,
-            in_max: Some(in_bps),
-            out_sum: in_bps / 2.0,
-            out_max: if up { Some(in_bps / 2.0) } else { None },
-            in_util_max: None,
-            out_util_max: up.then_some(5.0),
-            deltas: [1, 2, 0, 4],
+            polled_at: at,
+            sample: &sample,
+            interfaces: vec![interface_row(in_bps, up)],
         }];
         let status = v1::InterfaceStatus {
             if_index: 7,
             if_name: format!("Gi0/7 poll {n}"),
-            in_bps: Some(in_bps),
+            in_bps: Some(in_bps as f64),
             ..Default::default()
         };
         let memory = InterfaceMemory {
@@ -1187,6 +1133,7 @@ pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits
             uptime_ticks: Some(100 + n as u32),
             last_reboot_at: reboot.map(|s| hour + TimeDelta::seconds(s)),
             outcome: v1::SnmpOutcome::Ok as i32,
+            detail: sample.error_detail.clone(),
             sys_object_id: sys_object_id.into(),
             profile: String::new(),
         }];
@@ -1194,9 +1141,7 @@ pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits
         let batch = SnmpBatch {
             batch_uid: &uid,
             executor_id: "poller",
-            samples: &[(device_id, at, &sample)],
-            interface_samples: &rows,
-            rollups: &rollups,
+            polls: &rows,
             interfaces: &interfaces,
             devices: &devices,
         };
@@ -1222,6 +1167,11 @@ pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits
     );
 
     let range = (hour, hour + TimeDelta::hours(1));
+    Roller::new(stores.results.clone())
+        .with_snmp(snmp.clone())
+        .run(now() + TimeDelta::days(1))
+        .await
+        .unwrap();
     let rolled = snmp
         .interface_history(device_id, 7, range, 3600, false)
         .await
@@ -1232,12 +1182,12 @@ pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits
     assert_eq!(point.sample_count, 2);
     assert_eq!(point.in_bps_avg, Some(2000.0));
     assert_eq!(point.in_bps_max, Some(3000.0));
+    assert_eq!(point.out_bps_max, Some(1500.0));
     assert_eq!(
-        point.out_bps_max,
-        Some(500.0),
+        point.out_utilisation_max_percent,
+        Some(5.0),
         "a peak outlives a poll without one"
     );
-    assert_eq!(point.out_utilisation_max_percent, Some(5.0));
     assert_eq!(point.in_utilisation_max_percent, None);
     assert_eq!(
         (
@@ -1267,16 +1217,13 @@ pub async fn snmp_hours_merge_current_views_move_on_and_counters_keep_their_bits
         (raw[0].oper_up_percent, raw[1].oper_up_percent),
         (100.0, 0.0)
     );
-    // Per hour from the raw samples: the same sums as the rollup.
+    // Per hour from the raw polls: what the rollup says.
     let raw_hour = snmp
         .interface_history(device_id, 7, range, 3600, true)
         .await
         .unwrap();
-    assert_eq!(raw_hour.len(), 1);
-    assert_eq!(raw_hour[0].sample_count, 2);
-    assert_eq!(raw_hour[0].in_bps_avg, Some(2000.0));
-    assert_eq!(raw_hour[0].oper_up_percent, 50.0);
-    // Another interface, or before the range: nothing.
+    assert_eq!(raw_hour, rolled);
+    // Another interface: nothing.
     assert!(
         snmp.interface_history(device_id, 8, range, 3600, true)
             .await

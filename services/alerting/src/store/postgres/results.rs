@@ -79,10 +79,6 @@ fn prune_sql(what: Prunable) -> &'static str {
             "DELETE FROM ingested_batches WHERE batch_uid = ANY(ARRAY( \
                  SELECT batch_uid FROM ingested_batches WHERE received_at < $1 LIMIT $2))"
         }
-        Prunable::InterfaceRollups => {
-            "DELETE FROM interface_rollups WHERE ctid = ANY(ARRAY( \
-                 SELECT ctid FROM interface_rollups WHERE hour < $1 LIMIT $2))"
-        }
     }
 }
 
@@ -285,11 +281,11 @@ impl AlertingStore for PgStore {
     }
 
     async fn rollup_mark(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>> {
-        self.mark(tier).await
+        self.mark(tier.table()).await
     }
 
     async fn set_rollup_mark(&self, tier: Tier, until: DateTime<Utc>) -> StoreResult<()> {
-        self.set_mark(tier, until).await
+        self.set_mark(tier.table(), until).await
     }
 
     async fn tier_floor(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>> {

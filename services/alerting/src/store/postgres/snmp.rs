@@ -1,22 +1,44 @@
-//! SNMP polls in PostgreSQL: samples and interface samples in daily
-//! partitions (UNNEST inserts), hourly rollups merged with ON CONFLICT,
-//! the current view upserted.
+//! SNMP polls in PostgreSQL: a packed row per device and poll in daily
+//! partitions of `snmp_raw` (made and dropped with `probe_raw`'s, see
+//! `tiers.rs`), hourly interface rows per device and day in monthly
+//! partitions of `interface_rollups_1h`, the current view upserted.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use netward_shared::proto::v1;
 use prost::Message as _;
+use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{PgStore, claim_batch};
-use crate::snmp::book::scalar_json;
-use crate::store::bits;
+use crate::store::packed_snmp;
 use crate::store::{
-    CurrentInterface, InterfaceMemory, InterfaceRollup, InterfaceSampleRow, SampleRef, SnmpBatch,
-    SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoreResult,
+    CurrentInterface, INTERFACE_HOURS, InterfaceMemory, InterfaceRollupRow, PollRow, SnmpBatch,
+    SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoreResult, StoredPoll,
 };
-use crate::timestamp as ts;
+
+/// `select` over [$1, $2) of `time`, by device then time, `$3`'s rows
+/// only when `device`, after the key ($4, $5) when `after`, at most $6.
+/// Each case is a statement of its own: with `$3 IS NULL OR …` a cached
+/// generic plan could not use the key's index, and every page of a roll
+/// would scan the day again.
+fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
+    let device = if device {
+        "AND device_id = $3".to_string()
+    } else {
+        "AND $3::uuid IS NULL".to_string()
+    };
+    let after = if after {
+        format!("AND (device_id, {time}) > ($4, $5)")
+    } else {
+        "AND $4::uuid IS NULL AND $5::timestamptz IS NULL".to_string()
+    };
+    format!(
+        "{select} WHERE {time} >= $1 AND {time} < $2 {device} {after} \
+         ORDER BY device_id, {time} LIMIT $6"
+    )
+}
 
 fn index_of(if_index: u32) -> i32 {
     i32::try_from(if_index).unwrap_or(i32::MAX)
@@ -51,15 +73,11 @@ impl SnmpStore for PgStore {
             Option<i64>,
             Option<DateTime<Utc>>,
             i16,
-            Option<String>,
+            String,
         );
-        // The last poll's detail lives with its sample (one index lookup
-        // per device); a sample already dropped by retention leaves it empty.
         let rows: Vec<DeviceRow> = sqlx::query_as(
-            "SELECT d.device_id, d.polled_at, d.sys_uptime_ticks, d.last_reboot_at, d.outcome, \
-             (SELECT s.error_detail FROM snmp_samples s WHERE s.device_id = d.device_id \
-              ORDER BY s.polled_at DESC LIMIT 1) \
-             FROM snmp_devices d",
+            "SELECT device_id, polled_at, sys_uptime_ticks, last_reboot_at, outcome, error_detail \
+             FROM snmp_devices",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -72,7 +90,7 @@ impl SnmpStore for PgStore {
                     uptime_ticks: uptime.and_then(|u| u32::try_from(u).ok()),
                     last_reboot_at,
                     outcome: i32::from(outcome),
-                    detail: detail.unwrap_or_default(),
+                    detail,
                 },
             )
             .collect())
@@ -84,105 +102,168 @@ impl SnmpStore for PgStore {
             &mut tx,
             batch.batch_uid,
             batch.executor_id,
-            batch.samples.len(),
+            batch.polls.len(),
         )
         .await?
         {
             tx.rollback().await?;
             return Ok(false);
         }
-        write_samples(&mut tx, batch.executor_id, batch.samples).await?;
-        write_interface_rows(&mut tx, batch.interface_samples).await?;
-        write_rollups(&mut tx, batch.rollups).await?;
+        write_polls(&mut tx, batch.polls).await?;
         write_current(&mut tx, batch.interfaces, batch.devices).await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    async fn interface_history(
+    async fn save_interfaces(&self, interfaces: &[CurrentInterface]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        write_current(&mut tx, interfaces, &[]).await?;
+        tx.commit().await
+    }
+
+    async fn interface_polls(
         &self,
-        device_id: Uuid,
-        if_index: u32,
-        (start, end): (DateTime<Utc>, DateTime<Utc>),
-        step_seconds: i64,
-        raw: bool,
-    ) -> StoreResult<Vec<v1::InterfaceHistoryPoint>> {
-        type Row = (
-            DateTime<Utc>,
-            i64,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<f64>,
+        device: Option<Uuid>,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        after: Option<(Uuid, DateTime<Utc>)>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredPoll>> {
+        let sql = keyset_sql(
+            "SELECT device_id, polled_at, interfaces FROM snmp_raw",
+            "polled_at",
+            device.is_some(),
+            after.is_some(),
         );
-        let index = index_of(if_index);
-        let rows: Vec<Row> = if raw {
-            sqlx::query_as(
-                "SELECT to_timestamp(floor(extract(epoch FROM polled_at) / $4) * $4) AS bucket, \
-                        count(*), avg(in_bps), max(in_bps), avg(out_bps), max(out_bps), \
-                        max(in_utilisation), max(out_utilisation), \
-                        sum(in_errors_delta)::int8, sum(out_errors_delta)::int8, \
-                        sum(in_discards_delta)::int8, sum(out_discards_delta)::int8, \
-                        100.0 * avg((oper_status = 1)::int)::float8 \
-                 FROM interface_samples \
-                 WHERE device_id = $1 AND if_index = $2 AND polled_at >= $3 AND polled_at < $5 \
-                 GROUP BY bucket ORDER BY bucket",
-            )
-            .bind(device_id)
-            .bind(index)
-            .bind(start)
-            .bind(step_seconds as f64)
-            .bind(end)
+        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(device)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1))
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
-            .await?
-        } else {
-            sqlx::query_as(
-                "SELECT to_timestamp(floor(extract(epoch FROM hour) / $4) * $4) AS bucket, \
-                        sum(samples)::int8, \
-                        sum(in_bps_sum) / NULLIF(sum(rate_samples), 0), max(in_bps_max), \
-                        sum(out_bps_sum) / NULLIF(sum(rate_samples), 0), max(out_bps_max), \
-                        max(in_utilisation_max), max(out_utilisation_max), \
-                        sum(in_errors)::int8, sum(out_errors)::int8, \
-                        sum(in_discards)::int8, sum(out_discards)::int8, \
-                        100.0 * sum(oper_up)::float8 / NULLIF(sum(samples), 0) \
-                 FROM interface_rollups \
-                 WHERE device_id = $1 AND if_index = $2 AND hour >= $3 AND hour < $5 \
-                 GROUP BY bucket ORDER BY bucket",
-            )
-            .bind(device_id)
-            .bind(index)
-            .bind(start)
-            .bind(step_seconds as f64)
-            .bind(end)
-            .fetch_all(&self.pool)
-            .await?
-        };
-        let count = |v: Option<i64>| v.map_or(0, |v| v.max(0) as u64);
+            .await?;
         Ok(rows
             .into_iter()
-            .map(|r| v1::InterfaceHistoryPoint {
-                time: Some(ts(r.0)),
-                sample_count: u32::try_from(r.1).unwrap_or(u32::MAX),
-                in_bps_avg: r.2,
-                in_bps_max: r.3,
-                out_bps_avg: r.4,
-                out_bps_max: r.5,
-                in_utilisation_max_percent: r.6,
-                out_utilisation_max_percent: r.7,
-                in_errors: count(r.8),
-                out_errors: count(r.9),
-                in_discards: count(r.10),
-                out_discards: count(r.11),
-                oper_up_percent: r.12.unwrap_or(0.0),
+            .map(|(device_id, polled_at, interfaces)| StoredPoll {
+                device_id,
+                polled_at,
+                interfaces,
             })
             .collect())
+    }
+
+    async fn snmp_raw_days(&self) -> StoreResult<Vec<DateTime<Utc>>> {
+        let days = self.partition_starts("snmp_raw", "%Y%m%d").await?;
+        Ok(days
+            .iter()
+            .map(|day| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+            .collect())
+    }
+
+    async fn interface_rollups(
+        &self,
+        device: Option<Uuid>,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        after: Option<(Uuid, DateTime<Utc>)>,
+        limit: u32,
+    ) -> StoreResult<Vec<InterfaceRollupRow>> {
+        let sql = keyset_sql(
+            "SELECT device_id, start, entries FROM interface_rollups_1h",
+            "start",
+            device.is_some(),
+            after.is_some(),
+        );
+        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(device)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(device_id, start, entries)| {
+                match packed_snmp::unpack_hours(&entries) {
+                    Ok(interfaces) => Some(InterfaceRollupRow {
+                        device_id,
+                        start,
+                        interfaces,
+                    }),
+                    Err(error) => {
+                        tracing::error!(%error, %device_id, %start, "skipping a damaged interface rollup row");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn put_interface_rollups(&self, rows: &[InterfaceRollupRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let device: Vec<Uuid> = rows.iter().map(|r| r.device_id).collect();
+        let start: Vec<DateTime<Utc>> = rows.iter().map(|r| r.start).collect();
+        let entries: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|r| packed_snmp::pack_hours(&r.interfaces))
+            .collect();
+        sqlx::query(
+            "INSERT INTO interface_rollups_1h (device_id, start, entries) \
+             SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::bytea[]) \
+             ON CONFLICT (device_id, start) DO UPDATE SET entries = EXCLUDED.entries",
+        )
+        .bind(&device)
+        .bind(&start)
+        .bind(&entries)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn interface_mark(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.mark(INTERFACE_HOURS).await
+    }
+
+    async fn set_interface_mark(&self, until: DateTime<Utc>) -> StoreResult<()> {
+        self.set_mark(INTERFACE_HOURS, until).await
+    }
+
+    async fn note_interfaces_late(&self, late: &[(DateTime<Utc>, Uuid)]) -> StoreResult<()> {
+        let day: Vec<DateTime<Utc>> = late.iter().map(|l| l.0).collect();
+        let device: Vec<Uuid> = late.iter().map(|l| l.1).collect();
+        sqlx::query(
+            "INSERT INTO interface_rollup_late (day, device_id) \
+             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&day)
+        .bind(&device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn interfaces_late(&self) -> StoreResult<Vec<(DateTime<Utc>, Uuid)>> {
+        sqlx::query_as("SELECT day, device_id FROM interface_rollup_late ORDER BY day, device_id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn clear_interfaces_late(&self, done: &[(DateTime<Utc>, Uuid)]) -> StoreResult<()> {
+        let day: Vec<DateTime<Utc>> = done.iter().map(|l| l.0).collect();
+        let device: Vec<Uuid> = done.iter().map(|l| l.1).collect();
+        sqlx::query(
+            "DELETE FROM interface_rollup_late WHERE (day, device_id) IN \
+             (SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[]))",
+        )
+        .bind(&day)
+        .bind(&device)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn forget_snmp_devices(&self, devices: &[Uuid]) -> StoreResult<()> {
@@ -199,224 +280,31 @@ impl SnmpStore for PgStore {
     }
 }
 
-async fn write_samples(
-    tx: &mut sqlx::PgConnection,
-    executor_id: &str,
-    samples: &[SampleRef<'_>],
-) -> Result<(), sqlx::Error> {
-    let values: Vec<Json<Vec<serde_json::Value>>> = samples
+/// One row per poll; a poll already stored (same device and instant)
+/// stays as it was.
+async fn write_polls(tx: &mut sqlx::PgConnection, polls: &[PollRow<'_>]) -> StoreResult<()> {
+    if polls.is_empty() {
+        return Ok(());
+    }
+    let device: Vec<Uuid> = polls.iter().map(|p| p.device_id).collect();
+    let at: Vec<DateTime<Utc>> = polls.iter().map(|p| p.polled_at).collect();
+    let poll: Vec<Vec<u8>> = polls
         .iter()
-        .map(|(_, _, s)| Json(s.values.iter().map(scalar_json).collect()))
+        .map(|p| packed_snmp::pack_poll(p.sample))
+        .collect();
+    let interfaces: Vec<Vec<u8>> = polls
+        .iter()
+        .map(|p| packed_snmp::pack_interfaces(&p.interfaces))
         .collect();
     sqlx::query(
-        "INSERT INTO snmp_samples (device_id, polled_at, cycle_id, executor_id, outcome, partial, \
-             duration_ms, sys_uptime_ticks, requests_sent, profile, error_detail, scalar_values) \
-         SELECT d, t, c, $12, o, p, du, u, r, pr, e, v \
-         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int8[], $4::int2[], $5::bool[], \
-                     $6::int4[], $7::int8[], $8::int4[], $9::text[], $10::text[], $11::jsonb[]) \
-              AS x(d, t, c, o, p, du, u, r, pr, e, v)",
+        "INSERT INTO snmp_raw (device_id, polled_at, poll, interfaces) \
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::bytea[], $4::bytea[]) \
+         ON CONFLICT DO NOTHING",
     )
-    .bind(samples.iter().map(|(d, _, _)| *d).collect::<Vec<_>>())
-    .bind(samples.iter().map(|(_, t, _)| *t).collect::<Vec<_>>())
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.cycle_id.min(i64::MAX as u64) as i64)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.outcome as i16)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.partial)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.duration_ms.min(i32::MAX as u32) as i32)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.sys_uptime_ticks.map(i64::from))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.requests_sent.min(i32::MAX as u32) as i32)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.profile.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        samples
-            .iter()
-            .map(|(_, _, s)| s.error_detail.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(values)
-    .bind(executor_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Interface samples column by column (written with UNNEST).
-#[derive(Default)]
-struct Rows {
-    device: Vec<Uuid>,
-    if_index: Vec<i32>,
-    polled_at: Vec<DateTime<Utc>>,
-    admin: Vec<i16>,
-    oper: Vec<i16>,
-    speed: Vec<Option<i64>>,
-    hc: Vec<bool>,
-    in_octets: Vec<Option<i64>>,
-    out_octets: Vec<Option<i64>>,
-    in_errors: Vec<Option<i64>>,
-    out_errors: Vec<Option<i64>>,
-    rates: [Vec<Option<f64>>; 10],
-    deltas: [Vec<Option<i64>>; 4],
-    discontinuity: Vec<i16>,
-}
-
-async fn write_interface_rows(
-    tx: &mut sqlx::PgConnection,
-    samples: &[InterfaceSampleRow],
-) -> Result<(), sqlx::Error> {
-    if samples.is_empty() {
-        return Ok(());
-    }
-    let mut rows = Rows::default();
-    for sample in samples {
-        rows.device.push(sample.device_id);
-        rows.if_index.push(index_of(sample.if_index));
-        rows.polled_at.push(sample.polled_at);
-        rows.admin.push(sample.admin_status as i16);
-        rows.oper.push(sample.oper_status as i16);
-        rows.speed
-            .push(sample.speed_bps.map(|s| s.min(i64::MAX as u64) as i64));
-        rows.hc.push(sample.hc);
-        rows.in_octets.push(bits(sample.in_octets));
-        rows.out_octets.push(bits(sample.out_octets));
-        rows.in_errors.push(bits(sample.in_errors));
-        rows.out_errors.push(bits(sample.out_errors));
-        for (column, value) in rows.rates.iter_mut().zip(sample.rates) {
-            column.push(value);
-        }
-        for (column, value) in rows.deltas.iter_mut().zip(sample.deltas) {
-            column.push(value);
-        }
-        rows.discontinuity.push(sample.discontinuity as i16);
-    }
-    let [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9] = &rows.rates;
-    let [d0, d1, d2, d3] = &rows.deltas;
-    sqlx::query(
-        "INSERT INTO interface_samples (device_id, if_index, polled_at, admin_status, oper_status, \
-             speed_bps, hc, in_octets, out_octets, in_errors, out_errors, in_bps, out_bps, \
-             in_utilisation, out_utilisation, in_pps, out_pps, in_errors_ps, out_errors_ps, \
-             in_discards_ps, out_discards_ps, in_errors_delta, out_errors_delta, \
-             in_discards_delta, out_discards_delta, discontinuity) \
-         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int2[], $5::int2[], \
-             $6::int8[], $7::bool[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
-             $12::float8[], $13::float8[], $14::float8[], $15::float8[], $16::float8[], \
-             $17::float8[], $18::float8[], $19::float8[], $20::float8[], $21::float8[], \
-             $22::int8[], $23::int8[], $24::int8[], $25::int8[], $26::int2[])",
-    )
-    .bind(&rows.device)
-    .bind(&rows.if_index)
-    .bind(&rows.polled_at)
-    .bind(&rows.admin)
-    .bind(&rows.oper)
-    .bind(&rows.speed)
-    .bind(&rows.hc)
-    .bind(&rows.in_octets)
-    .bind(&rows.out_octets)
-    .bind(&rows.in_errors)
-    .bind(&rows.out_errors)
-    .bind(r0)
-    .bind(r1)
-    .bind(r2)
-    .bind(r3)
-    .bind(r4)
-    .bind(r5)
-    .bind(r6)
-    .bind(r7)
-    .bind(r8)
-    .bind(r9)
-    .bind(d0)
-    .bind(d1)
-    .bind(d2)
-    .bind(d3)
-    .bind(&rows.discontinuity)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_rollups(
-    tx: &mut sqlx::PgConnection,
-    rollups: &[InterfaceRollup],
-) -> Result<(), sqlx::Error> {
-    if rollups.is_empty() {
-        return Ok(());
-    }
-    let values = rollups;
-    sqlx::query(
-        "INSERT INTO interface_rollups AS r (device_id, if_index, hour, samples, oper_up, \
-             rate_samples, in_bps_sum, in_bps_max, out_bps_sum, out_bps_max, in_utilisation_max, \
-             out_utilisation_max, in_errors, out_errors, in_discards, out_discards) \
-         SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], $5::int4[], \
-             $6::int4[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], \
-             $12::float8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[]) \
-         ON CONFLICT (device_id, if_index, hour) DO UPDATE SET \
-             samples = r.samples + EXCLUDED.samples, \
-             oper_up = r.oper_up + EXCLUDED.oper_up, \
-             rate_samples = r.rate_samples + EXCLUDED.rate_samples, \
-             in_bps_sum = r.in_bps_sum + EXCLUDED.in_bps_sum, \
-             in_bps_max = GREATEST(r.in_bps_max, EXCLUDED.in_bps_max), \
-             out_bps_sum = r.out_bps_sum + EXCLUDED.out_bps_sum, \
-             out_bps_max = GREATEST(r.out_bps_max, EXCLUDED.out_bps_max), \
-             in_utilisation_max = GREATEST(r.in_utilisation_max, EXCLUDED.in_utilisation_max), \
-             out_utilisation_max = GREATEST(r.out_utilisation_max, EXCLUDED.out_utilisation_max), \
-             in_errors = r.in_errors + EXCLUDED.in_errors, \
-             out_errors = r.out_errors + EXCLUDED.out_errors, \
-             in_discards = r.in_discards + EXCLUDED.in_discards, \
-             out_discards = r.out_discards + EXCLUDED.out_discards",
-    )
-    .bind(values.iter().map(|v| v.device_id).collect::<Vec<_>>())
-    .bind(
-        values
-            .iter()
-            .map(|v| index_of(v.if_index))
-            .collect::<Vec<_>>(),
-    )
-    .bind(values.iter().map(|v| v.hour).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.samples).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.oper_up).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.rate_samples).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.in_sum).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.in_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.out_sum).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.out_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.in_util_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.out_util_max).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[0]).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[1]).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[2]).collect::<Vec<_>>())
-    .bind(values.iter().map(|v| v.deltas[3]).collect::<Vec<_>>())
+    .bind(&device)
+    .bind(&at)
+    .bind(&poll)
+    .bind(&interfaces)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -443,14 +331,17 @@ async fn write_current(
         .execute(&mut *tx)
         .await?;
     }
+    if devices.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO snmp_devices (device_id, polled_at, outcome, sys_uptime_ticks, sys_object_id, profile, last_reboot_at) \
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[]) \
+        "INSERT INTO snmp_devices (device_id, polled_at, outcome, sys_uptime_ticks, sys_object_id, profile, last_reboot_at, error_detail) \
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[], $8::text[]) \
          ON CONFLICT (device_id) DO UPDATE SET polled_at = EXCLUDED.polled_at, outcome = EXCLUDED.outcome, \
              sys_uptime_ticks = EXCLUDED.sys_uptime_ticks, \
              sys_object_id = CASE WHEN EXCLUDED.sys_object_id = '' THEN snmp_devices.sys_object_id ELSE EXCLUDED.sys_object_id END, \
              profile = CASE WHEN EXCLUDED.profile = '' THEN snmp_devices.profile ELSE EXCLUDED.profile END, \
-             last_reboot_at = EXCLUDED.last_reboot_at",
+             last_reboot_at = EXCLUDED.last_reboot_at, error_detail = EXCLUDED.error_detail",
     )
     .bind(devices.iter().map(|d| d.device_id).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.polled_at).collect::<Vec<_>>())
@@ -459,6 +350,7 @@ async fn write_current(
     .bind(devices.iter().map(|d| d.sys_object_id.clone()).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.profile.clone()).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.last_reboot_at).collect::<Vec<_>>())
+    .bind(devices.iter().map(|d| d.detail.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())

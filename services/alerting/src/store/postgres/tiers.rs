@@ -1,7 +1,8 @@
 //! Raw results and rollup tiers in PostgreSQL: packed rows (see
-//! `store::packed`), daily partitions for the raw rows and the one-minute
-//! tier, monthly ones for the hourly tier, all managed by name and dropped
-//! whole past their retention.
+//! `store::packed`), daily partitions for the raw rows (probe results and
+//! SNMP polls) and the one-minute tier, monthly ones for the hourly tiers
+//! (probes' and interfaces'), all managed by name and dropped whole past
+//! their retention.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::AssertSqlSafe;
@@ -17,7 +18,14 @@ use crate::store::{
 /// The tables partitioned by day with the raw results' retention; their
 /// partitions are made and dropped together, `probe_raw`'s list standing
 /// for all.
-const RAW_DAILY: [&str; 3] = ["probe_raw", "snmp_samples", "interface_samples"];
+const RAW_DAILY: [&str; 2] = ["probe_raw", "snmp_raw"];
+
+/// The tables partitioned by month with the hourly retention.
+const HOURLY_MONTHLY: [&str; 2] = ["probe_rollups_1h", "interface_rollups_1h"];
+
+fn monthly_partition_of(table: &str, month: NaiveDate) -> String {
+    format!("{table}_{}", month.format("%Y%m"))
+}
 
 pub(crate) fn partition_of(table: &str, day: NaiveDate) -> String {
     format!("{table}_{}", day.format("%Y%m%d"))
@@ -82,7 +90,11 @@ impl PgStore {
     }
 
     /// The days (or months, for the hourly tier) `table` has partitions of.
-    async fn partition_starts(&self, table: &str, format: &str) -> StoreResult<Vec<NaiveDate>> {
+    pub(super) async fn partition_starts(
+        &self,
+        table: &str,
+        format: &str,
+    ) -> StoreResult<Vec<NaiveDate>> {
         let prefix = format!("{table}_");
         let mut starts: Vec<NaiveDate> = self
             .children(table)
@@ -111,12 +123,14 @@ impl PgStore {
         for day in days {
             let next = day.succ_opt().unwrap_or(*day);
             let month = month_of(*day);
-            let hourly = format!("probe_rollups_1h_{}", month.format("%Y%m"));
-            self.create_partition(
-                partition_sql("probe_rollups_1h", &hourly, month, next_month(month)),
-                &hourly,
-            )
-            .await?;
+            for table in HOURLY_MONTHLY {
+                let hourly = monthly_partition_of(table, month);
+                self.create_partition(
+                    partition_sql(table, &hourly, month, next_month(month)),
+                    &hourly,
+                )
+                .await?;
+            }
             let minute = partition_of("probe_rollups_1m", *day);
             self.create_partition(
                 partition_sql("probe_rollups_1m", &minute, *day, next),
@@ -154,22 +168,20 @@ impl PgStore {
                 tracing::info!(%day, "dropped a one-minute rollup partition past its retention");
             }
         }
-        for month in self.partition_starts("probe_rollups_1h", "%Y%m").await? {
-            if next_month(month) <= cutoffs.hour_before {
-                self.drop_table(&format!("probe_rollups_1h_{}", month.format("%Y%m")))
-                    .await?;
-                tracing::info!(%month, "dropped an hourly rollup partition past its retention");
+        for table in HOURLY_MONTHLY {
+            for month in self.partition_starts(table, "%Y%m").await? {
+                if next_month(month) <= cutoffs.hour_before {
+                    self.drop_table(&monthly_partition_of(table, month)).await?;
+                    tracing::info!(table, %month, "dropped an hourly rollup partition past its retention");
+                }
             }
         }
-        for (what, cutoff) in [
-            (Prunable::IdempotencyKeys, cutoffs.keys_before),
-            (Prunable::InterfaceRollups, cutoffs.interface_rollups_before),
-        ] {
-            let Pruned { rows, .. } =
-                crate::store::AlertingStore::prune(self, what, cutoff, PRUNE_BATCH).await?;
-            if rows > 0 {
-                tracing::info!(table = what.table(), rows, %cutoff, "pruned rows past the retention");
-            }
+        let what = Prunable::IdempotencyKeys;
+        let cutoff = cutoffs.keys_before;
+        let Pruned { rows, .. } =
+            crate::store::AlertingStore::prune(self, what, cutoff, PRUNE_BATCH).await?;
+        if rows > 0 {
+            tracing::info!(table = what.table(), rows, %cutoff, "pruned rows past the retention");
         }
         Ok(dropped)
     }
@@ -271,19 +283,20 @@ impl PgStore {
             .await
     }
 
-    pub(super) async fn mark(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>> {
+    /// The progress mark of the tier named `tier` (its table's name).
+    pub(super) async fn mark(&self, tier: &str) -> StoreResult<Option<DateTime<Utc>>> {
         sqlx::query_scalar("SELECT done_until FROM rollup_marks WHERE tier = $1")
-            .bind(tier.table())
+            .bind(tier)
             .fetch_optional(&self.pool)
             .await
     }
 
-    pub(super) async fn set_mark(&self, tier: Tier, until: DateTime<Utc>) -> StoreResult<()> {
+    pub(super) async fn set_mark(&self, tier: &str, until: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO rollup_marks (tier, done_until) VALUES ($1, $2) \
              ON CONFLICT (tier) DO UPDATE SET done_until = EXCLUDED.done_until",
         )
-        .bind(tier.table())
+        .bind(tier)
         .bind(until)
         .execute(&self.pool)
         .await?;

@@ -1,6 +1,6 @@
 //! Raw results and rollup tiers in SQLite: the packed rows of
-//! `store::packed` in plain tables (`migrations-sqlite/0009`), old rows
-//! deleted in short batches.
+//! `store::packed` and `store::packed_snmp` in plain tables
+//! (`migrations-sqlite/0009`, `0010`), old rows deleted in short batches.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::AssertSqlSafe;
@@ -115,22 +115,23 @@ impl SqliteStore {
         Ok(oldest.map(instant))
     }
 
-    pub(super) async fn mark(&self, tier: Tier) -> StoreResult<Option<DateTime<Utc>>> {
+    /// The progress mark of the tier named `tier` (its table's name).
+    pub(super) async fn mark(&self, tier: &str) -> StoreResult<Option<DateTime<Utc>>> {
         let mark: Option<i64> =
             sqlx::query_scalar("SELECT done_until FROM rollup_marks WHERE tier = ?1")
-                .bind(tier.table())
+                .bind(tier)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(mark.map(instant))
     }
 
-    pub(super) async fn set_mark(&self, tier: Tier, until: DateTime<Utc>) -> StoreResult<()> {
+    pub(super) async fn set_mark(&self, tier: &str, until: DateTime<Utc>) -> StoreResult<()> {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO rollup_marks (tier, done_until) VALUES (?1, ?2) \
              ON CONFLICT (tier) DO UPDATE SET done_until = excluded.done_until",
         )
-        .bind(tier.table())
+        .bind(tier)
         .bind(micros(until))
         .execute(&mut *tx)
         .await?;
@@ -267,8 +268,7 @@ impl SqliteStore {
         let raw_before = micros(midnight(cutoffs.raw_before));
         for (table, key, column, before) in [
             ("probe_raw", "rowid", "probed_at", raw_before),
-            ("snmp_samples", "rowid", "polled_at", raw_before),
-            ("interface_samples", "rowid", "polled_at", raw_before),
+            ("snmp_raw", "rowid", "polled_at", raw_before),
             (
                 "probe_rollups_1m",
                 "device_id, start",
@@ -278,6 +278,12 @@ impl SqliteStore {
             (
                 "probe_rollups_1h",
                 "device_id, start",
+                "start",
+                micros(midnight(cutoffs.hour_before)),
+            ),
+            (
+                "interface_rollups_1h",
+                "rowid",
                 "start",
                 micros(midnight(cutoffs.hour_before)),
             ),
@@ -301,14 +307,11 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        for (what, cutoff) in [
-            (Prunable::IdempotencyKeys, cutoffs.keys_before),
-            (Prunable::InterfaceRollups, cutoffs.interface_rollups_before),
-        ] {
-            let Pruned { rows, .. } = self.prune(what, cutoff, PRUNE_BATCH).await?;
-            if rows > 0 {
-                tracing::info!(table = what.table(), rows, %cutoff, "pruned rows past the retention");
-            }
+        let what = Prunable::IdempotencyKeys;
+        let cutoff = cutoffs.keys_before;
+        let Pruned { rows, .. } = self.prune(what, cutoff, PRUNE_BATCH).await?;
+        if rows > 0 {
+            tracing::info!(table = what.table(), rows, %cutoff, "pruned rows past the retention");
         }
         Ok(dropped)
     }
