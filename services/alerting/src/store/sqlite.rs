@@ -495,6 +495,29 @@ impl AlertingStore for SqliteStore {
     }
 }
 
+/// `select` over [?1, ?2) of `time`, by device then time, ?3's rows only
+/// when `device`, after the key (?4, ?5) when `after`, at most ?6. Each
+/// case is a statement of its own: `?3 IS NULL OR …` keeps the planner
+/// from using the key's index. Across devices the time's own index is
+/// ruled out (`+`): through it every page would sort the whole range
+/// again; the key's index reads the pages in order.
+pub(crate) fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
+    let (device, time_of_range) = if device {
+        ("AND device_id = ?3", time.to_string())
+    } else {
+        ("AND ?3 IS NULL", format!("+{time}"))
+    };
+    let after = if after {
+        format!("AND (device_id, {time}) > (?4, ?5)")
+    } else {
+        "AND ?4 IS NULL AND ?5 IS NULL".to_string()
+    };
+    format!(
+        "{select} WHERE {time_of_range} >= ?1 AND {time_of_range} < ?2 {device} {after} \
+         ORDER BY device_id, {time} LIMIT ?6"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,3 +77,25 @@ async fn claim_batch(
     .rows_affected();
     Ok(fresh == 1)
 }
+
+/// `select` over [$1, $2) of `time`, by device then time, `$3`'s rows
+/// only when `device`, after the key ($4, $5) when `after`, at most $6.
+/// Each case is a statement of its own: with `$3 IS NULL OR …` a cached
+/// generic plan could not use the key's index, and every page of a roll
+/// would scan the day again.
+pub(crate) fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
+    let device = if device {
+        "AND device_id = $3".to_string()
+    } else {
+        "AND $3::uuid IS NULL".to_string()
+    };
+    let after = if after {
+        format!("AND (device_id, {time}) > ($4, $5)")
+    } else {
+        "AND $4::uuid IS NULL AND $5::timestamptz IS NULL".to_string()
+    };
+    format!(
+        "{select} WHERE {time} >= $1 AND {time} < $2 {device} {after} \
+         ORDER BY device_id, {time} LIMIT $6"
+    )
+}

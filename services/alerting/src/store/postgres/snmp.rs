@@ -11,34 +11,12 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{PgStore, claim_batch};
+use super::{PgStore, claim_batch, keyset_sql};
 use crate::store::packed_snmp;
 use crate::store::{
     CurrentInterface, INTERFACE_HOURS, InterfaceMemory, InterfaceRollupRow, PollRow, SnmpBatch,
     SnmpDeviceRow, SnmpDeviceWrite, SnmpStore, StoreResult, StoredPoll,
 };
-
-/// `select` over [$1, $2) of `time`, by device then time, `$3`'s rows
-/// only when `device`, after the key ($4, $5) when `after`, at most $6.
-/// Each case is a statement of its own: with `$3 IS NULL OR …` a cached
-/// generic plan could not use the key's index, and every page of a roll
-/// would scan the day again.
-fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
-    let device = if device {
-        "AND device_id = $3".to_string()
-    } else {
-        "AND $3::uuid IS NULL".to_string()
-    };
-    let after = if after {
-        format!("AND (device_id, {time}) > ($4, $5)")
-    } else {
-        "AND $4::uuid IS NULL AND $5::timestamptz IS NULL".to_string()
-    };
-    format!(
-        "{select} WHERE {time} >= $1 AND {time} < $2 {device} {after} \
-         ORDER BY device_id, {time} LIMIT $6"
-    )
-}
 
 fn index_of(if_index: u32) -> i32 {
     i32::try_from(if_index).unwrap_or(i32::MAX)

@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{PgStore, claim_batch};
+use super::{PgStore, claim_batch, keyset_sql};
 use crate::store::packed::{self, RawResult};
 use crate::store::{
     BatchRows, Cutoffs, PRUNE_BATCH, Prunable, Pruned, RollupRow, StoreResult, Stored, StoredRaw,
@@ -352,12 +352,11 @@ impl PgStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<RollupRow>> {
-        let sql = format!(
-            "SELECT device_id, start, entries FROM {} \
-             WHERE start >= $1 AND start < $2 AND ($3::uuid IS NULL OR device_id = $3) \
-               AND ($4::uuid IS NULL OR (device_id, start) > ($4, $5)) \
-             ORDER BY device_id, start LIMIT $6",
-            tier.table()
+        let sql = keyset_sql(
+            &format!("SELECT device_id, start, entries FROM {}", tier.table()),
+            "start",
+            device.is_some(),
+            after.is_some(),
         );
         let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(from)

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{SqliteStore, claim_batch, instant, micros, midnight};
+use super::{SqliteStore, claim_batch, instant, keyset_sql, micros, midnight};
 use crate::store::packed::{self, RawResult};
 use crate::store::{
     AlertingStore, BatchRows, Cutoffs, PRUNE_BATCH, Prunable, Pruned, RollupRow, StoreResult,
@@ -175,12 +175,11 @@ impl SqliteStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<RollupRow>> {
-        let sql = format!(
-            "SELECT device_id, start, entries FROM {} \
-             WHERE start >= ?1 AND start < ?2 AND (?3 IS NULL OR device_id = ?3) \
-               AND (?4 IS NULL OR (device_id, start) > (?4, ?5)) \
-             ORDER BY device_id, start LIMIT ?6",
-            tier.table()
+        let sql = keyset_sql(
+            &format!("SELECT device_id, start, entries FROM {}", tier.table()),
+            "start",
+            device.is_some(),
+            after.is_some(),
         );
         let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(micros(from))
