@@ -60,6 +60,8 @@ enum Command {
     Alerts(cli::AlertsArgs),
     /// A device's SNMP interfaces with status, ISP, rates and open alerts, as alerting holds them (ListInterfaces)
     Interfaces(cli::InterfacesArgs),
+    /// Ask a target's gRPC health service (grpc.health.v1) whether it serves: exit 0 if SERVING, 1 otherwise (container health checks)
+    Health(cli::HealthArgs),
 }
 
 /// `netward planner` runs the target; `netward planner status` is a client
@@ -207,6 +209,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => cli::status(args).await,
         Command::Alerts(args) => cli::alerts(args).await,
         Command::Interfaces(args) => cli::interfaces(args).await,
+        Command::Health(args) => cli::health(args).await,
     }
 }
 

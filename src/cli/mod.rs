@@ -1,13 +1,15 @@
 //! The operator verbs (`netward devices …`, `netward sites …`, `netward
 //! sizing`, `netward planner status`, `netward status`, `netward alerts …`,
 //! `netward interfaces DEVICE`): clients of the inventory's, the planner's
-//! and alerting's gRPC APIs that print tables, JSON lines or CSV. The flags
+//! and alerting's gRPC APIs that print tables, JSON lines or CSV; and
+//! `netward health`, the gRPC health check container probes run. The flags
 //! and the dispatch live here, each verb in its own module.
 
 mod alerting;
 mod csv_format;
 mod devices;
 mod generate;
+mod health;
 mod interfaces;
 mod planner;
 mod sites;
@@ -67,6 +69,7 @@ pub enum AlertsCommand {
 
 pub use alerting::StatusArgs;
 pub use devices::import_csv;
+pub use health::HealthArgs;
 pub use interfaces::InterfacesArgs;
 pub use planner::SizingArgs;
 
@@ -105,6 +108,10 @@ pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
         Some(AlertsCommand::Ack(args)) => alerting::ack(args).await,
         None => alerting::list(args.list).await,
     }
+}
+
+pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    health::run(args).await
 }
 
 pub async fn interfaces(args: InterfacesArgs) -> anyhow::Result<()> {
