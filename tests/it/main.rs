@@ -22,4 +22,5 @@ mod readme;
 mod snmp_isp;
 mod snmp_v3;
 mod support;
+mod trace;
 mod up;
