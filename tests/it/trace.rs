@@ -158,8 +158,9 @@ fn tree(spans: &[Exported]) -> String {
 
 /// The chain the architecture documents, checked on `spans`: the cycle is
 /// the root, an assignment its child, the executor's batch a child of the
-/// assignment (across the work stream) and alerting's ingest a child of the
-/// batch (across the ingest stream). `Err` names the first missing link.
+/// assignment (across the work stream), alerting's ingest a child of the
+/// batch (across the ingest stream) and its evaluation a child of the
+/// ingest. `Err` names the first missing link.
 fn check_chain(spans: &[Exported]) -> Result<(), String> {
     let find = |name: &str, service: &str, parent: Option<&Exported>| {
         spans
@@ -184,7 +185,8 @@ fn check_chain(spans: &[Exported]) -> Result<(), String> {
         "netward-ping-executor",
         Some(assign),
     )?;
-    find("alerting.ingest", "netward-alerting", Some(batch))?;
+    let ingest = find("alerting.ingest", "netward-alerting", Some(batch))?;
+    find("alerting.evaluate", "netward-alerting", Some(ingest))?;
     Ok(())
 }
 
