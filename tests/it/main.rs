@@ -24,4 +24,5 @@ mod snmp_isp;
 mod snmp_v3;
 mod stack;
 mod support;
+mod trace;
 mod up;

@@ -208,6 +208,10 @@ pub struct StoredGroup {
     pub outcomes: Vec<BatchOutcome>,
     probes: Vec<ProbeRow>,
     snmp: Vec<SnmpStored>,
+    /// The `alerting.ingest` span's context: evaluation runs after the ack,
+    /// outside that span, yet belongs to the same trace. Kept as a context,
+    /// not a span handle, so the ingest span ends when storing does.
+    trace_context: v1::TraceContext,
 }
 
 /// The alerting service: the domain parts the API reaches.
@@ -271,6 +275,7 @@ impl Alerting {
                 outcomes: Vec::new(),
                 probes: Vec::new(),
                 snmp: Vec::new(),
+                trace_context: v1::TraceContext::default(),
             });
         };
         let results: usize = batches
@@ -279,6 +284,7 @@ impl Alerting {
             .sum();
         let span = tracing::info_span!("alerting.ingest", batches = batches.len(), batch_uid = %first.batch_uid, results);
         netward_shared::trace_context::set_parent(&span, first.trace_context.as_ref());
+        let trace_context = span.in_scope(netward_shared::trace_context::current);
         let outcomes = {
             use tracing::Instrument as _;
             self.ingestor
@@ -296,6 +302,7 @@ impl Alerting {
             outcomes: Vec::with_capacity(batches.len()),
             probes: Vec::new(),
             snmp: Vec::new(),
+            trace_context,
         };
         for (batch, outcome) in batches.iter().zip(outcomes) {
             group.outcomes.push(match outcome {
@@ -324,6 +331,7 @@ impl Alerting {
         {
             use tracing::Instrument as _;
             let span = tracing::info_span!("alerting.evaluate", results = group.probes.len());
+            netward_shared::trace_context::set_parent(&span, Some(&group.trace_context));
             let _ = self.backlog.probes(group.probes).instrument(span).await;
         }
         for snmp in group.snmp.iter().filter(|s| !s.duplicate && s.samples > 0) {
