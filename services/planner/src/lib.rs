@@ -252,7 +252,8 @@ impl Planner {
                     retry.backoff = (retry.backoff * 2).min(RESOLVE_RETRY_MAX);
                     retry.at = Instant::now() + retry.backoff;
                     self.scheduler.credential_failed(&id, true);
-                    metrics::counter!("planner_credential_resolve_failures_total").increment(1);
+                    metrics::counter!("netward_planner_credential_resolve_failures_total")
+                        .increment(1);
                     tracing::warn!(
                         credential_id = %id,
                         %reason,
