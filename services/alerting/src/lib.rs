@@ -19,6 +19,7 @@ pub mod freshness;
 mod grpc;
 pub mod ingest;
 pub mod live;
+mod metrics_help;
 pub mod notify;
 mod overlay;
 pub mod retention;
@@ -300,6 +301,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let section: AlertingConfig = config.section()?;
+    metrics_help::describe();
     let url = config
         .common
         .database_url

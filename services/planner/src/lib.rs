@@ -10,6 +10,7 @@ pub mod cycle;
 
 mod grpc;
 pub mod lease;
+mod metrics_help;
 pub mod sizing;
 
 use std::collections::HashMap;
@@ -357,6 +358,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let section: PlannerConfig = config.section()?;
+    metrics_help::describe();
     let channel = connect(&config.common.inventory_url, config.common.token.as_ref())?;
     let inventory =
         InventoryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
