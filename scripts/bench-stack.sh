@@ -594,19 +594,19 @@ pct() {
 
 a_start=$work/alerting-start.prom
 a_end=$work/alerting-end.prom
-write_p50=$(hist_quantile 0.5 alerting_write_seconds "$a_start" "$a_end")
-write_p99=$(hist_quantile 0.99 alerting_write_seconds "$a_start" "$a_end")
-writes=$(calc 'b - a' -v a="$(prom_sum "$a_start" alerting_write_seconds_count)" -v b="$(prom_sum "$a_end" alerting_write_seconds_count)")
-lag_p50=$(hist_quantile 0.5 alerting_ingest_lag_seconds "$a_start" "$a_end")
-lag_p99=$(hist_quantile 0.99 alerting_ingest_lag_seconds "$a_start" "$a_end")
-results_stored=$(prom_sum "$a_end" alerting_results_stored_total)
-results_note="alerting_results_stored_total"
-duplicates=$(prom_sum "$a_end" alerting_duplicate_batches_total)
+write_p50=$(hist_quantile 0.5 netward_alerting_write_seconds "$a_start" "$a_end")
+write_p99=$(hist_quantile 0.99 netward_alerting_write_seconds "$a_start" "$a_end")
+writes=$(calc 'b - a' -v a="$(prom_sum "$a_start" netward_alerting_write_seconds_count)" -v b="$(prom_sum "$a_end" netward_alerting_write_seconds_count)")
+lag_p50=$(hist_quantile 0.5 netward_alerting_ingest_lag_seconds "$a_start" "$a_end")
+lag_p99=$(hist_quantile 0.99 netward_alerting_ingest_lag_seconds "$a_start" "$a_end")
+results_stored=$(prom_sum "$a_end" netward_alerting_results_stored_total)
+results_note="netward_alerting_results_stored_total"
+duplicates=$(prom_sum "$a_end" netward_alerting_duplicate_batches_total)
 e_start=$work/executor-start.prom
 e_end=$work/executor-end.prom
-packets=$(calc 'b - a' -v a="$(prom_sum "$e_start" executor_packets_sent_total)" -v b="$(prom_sum "$e_end" executor_packets_sent_total)")
+packets=$(calc 'b - a' -v a="$(prom_sum "$e_start" netward_executor_packets_sent_total)" -v b="$(prom_sum "$e_end" netward_executor_packets_sent_total)")
 packet_rate=$(calc 'p / w' -v p="$packets" -v w="$window_s")
-probes=$(calc 'b - a' -v a="$(prom_sum "$e_start" executor_probes_total)" -v b="$(prom_sum "$e_end" executor_probes_total)")
+probes=$(calc 'b - a' -v a="$(prom_sum "$e_start" netward_executor_probes_total)" -v b="$(prom_sum "$e_end" netward_executor_probes_total)")
 
 # CPU and RSS per process over the window. For the PostgreSQL kinds, per PID:
 # the last sample minus the first (0 for a PID born after the first
@@ -681,7 +681,7 @@ done
 
 if [[ -z $results_stored ]] || awk -v r="$results_stored" 'BEGIN { exit !(r == 0) }'; then
   results_stored=${group_rows[raw]}
-  results_note="raw rows counted (no alerting_results_stored_total)"
+  results_note="raw rows counted (no netward_alerting_results_stored_total)"
 fi
 results_stored=$(printf '%.0f' "$results_stored")
 run_days=$(calc '(b - a) / 86400' -v a="$stack_started" -v b="$t_end")
@@ -750,8 +750,8 @@ commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?")
   echo "| skipped (sum over cycles) | $skipped_sum |"
   echo "| overruns (sum over cycles) | $overruns_sum |"
   echo "| unserved batches (sum over cycles) | $unserved_sum ($unserved_devices_sum devices) |"
-  echo "| alerting write p50 / p99 (alerting_write_seconds, ${writes%.*} writes) | $(fmt_secs "$write_p50") / $(fmt_secs "$write_p99") |"
-  echo "| ingest lag p50 / p99 (alerting_ingest_lag_seconds; alerting truncates sent_at to whole seconds) | $(fmt_secs "$lag_p50") / $(fmt_secs "$lag_p99") |"
+  echo "| alerting write p50 / p99 (netward_alerting_write_seconds, ${writes%.*} writes) | $(fmt_secs "$write_p50") / $(fmt_secs "$write_p99") |"
+  echo "| ingest lag p50 / p99 (netward_alerting_ingest_lag_seconds; alerting truncates sent_at to whole seconds) | $(fmt_secs "$lag_p50") / $(fmt_secs "$lag_p99") |"
   echo "| executor packets sent / probes in window | ${packets%.*} ($(printf '%.0f' "$packet_rate")/s) / ${probes%.*} |"
   for name in "${services[@]}" redis; do
     IFS=$'\t' read -r _ cpu pcore _ r1 r2 r3 rmax <<<"$(cpu_of "$name")"

@@ -145,12 +145,12 @@ impl ResultSender {
             while buffer.entries.len() > self.shared.config.buffer_batches.max(1) {
                 if let Some(oldest) = buffer.entries.pop_front() {
                     buffer.stats.dropped += 1;
-                    metrics::counter!("delivery_dropped_batches_total").increment(1);
+                    metrics::counter!("netward_delivery_dropped_batches_total").increment(1);
                     tracing::warn!(batch_uid = %oldest.uid, "delivery buffer full: oldest result batch dropped");
                 }
             }
             buffer.stats.buffered = buffer.entries.len();
-            metrics::gauge!("delivery_buffered_batches").set(buffer.entries.len() as f64);
+            metrics::gauge!("netward_delivery_buffered_batches").set(buffer.entries.len() as f64);
         }
         self.shared.queued.notify_one();
     }
@@ -258,7 +258,7 @@ async fn deliver(
             buffer.stats.connected = true;
             buffer.stats.reconnects += u64::from(generation > 1);
         }
-        metrics::gauge!("delivery_connected").set(1.0);
+        metrics::gauge!("netward_delivery_connected").set(1.0);
         backoff = Duration::from_millis(100);
         let mut sequence = 0u64;
         let mut in_flight: HashMap<u64, String> = HashMap::new();
@@ -297,7 +297,7 @@ async fn deliver(
                 }
                 buffer.stats.replayed += replayed;
                 buffer.stats.in_flight = in_flight.len();
-                metrics::counter!("delivery_replayed_batches_total").increment(replayed);
+                metrics::counter!("netward_delivery_replayed_batches_total").increment(replayed);
             }
             let queued = shared.queued.notified();
             tokio::select! {
@@ -319,7 +319,7 @@ async fn deliver(
             buffer.stats.in_flight = 0;
         }
         shared.disconnected.notify_waiters();
-        metrics::gauge!("delivery_connected").set(0.0);
+        metrics::gauge!("netward_delivery_connected").set(0.0);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
@@ -350,13 +350,13 @@ fn settle(shared: &Shared, in_flight: &mut HashMap<u64, String>, response: v1::I
     if acked {
         buffer.stats.acked += 1;
         buffer.stats.duplicates += u64::from(duplicate);
-        metrics::counter!("delivery_acked_batches_total").increment(1);
+        metrics::counter!("netward_delivery_acked_batches_total").increment(1);
     } else {
         buffer.stats.rejected += 1;
-        metrics::counter!("delivery_rejected_batches_total").increment(1);
+        metrics::counter!("netward_delivery_rejected_batches_total").increment(1);
     }
     buffer.stats.buffered = buffer.entries.len();
-    metrics::gauge!("delivery_buffered_batches").set(buffer.entries.len() as f64);
+    metrics::gauge!("netward_delivery_buffered_batches").set(buffer.entries.len() as f64);
     if buffer.entries.is_empty() {
         shared.emptied.notify_waiters();
     }

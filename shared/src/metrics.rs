@@ -1,6 +1,10 @@
 //! The Prometheus `/metrics` endpoint every target serves on its metrics
 //! port. Services record with the `metrics` macros; one process-wide
 //! recorder collects them (an all-in-one process shares it across targets).
+//!
+//! Every metric is named `netward_*` and described (`# HELP`): this crate's
+//! own in [`describe`], each service's in its `metrics::describe`, called
+//! when the service starts.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -8,6 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use metrics::Unit;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -33,8 +38,62 @@ pub fn handle() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed");
         }
+        describe();
         handle
     })
+}
+
+/// Describes the metrics this crate records, for every target. Called once,
+/// as the recorder is installed (descriptions given before are lost).
+fn describe() {
+    use crate::layers::{REQUEST_DURATION, REQUESTS_TOTAL};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+
+    describe_gauge!(
+        "netward_build_info",
+        "Always 1; the target and version of this process in its labels"
+    );
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "gRPC calls served, by service, method and status code (CANCELLED: ended without a status)"
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from a gRPC request's arrival to its response headers: the whole call when unary, the opening of the stream when streaming"
+    );
+    describe_counter!(
+        "netward_delivery_acked_batches_total",
+        "Result batches alerting acknowledged (committed)"
+    );
+    describe_gauge!(
+        "netward_delivery_buffered_batches",
+        "Result batches kept until alerting acknowledges them"
+    );
+    describe_gauge!(
+        "netward_delivery_connected",
+        "1 while the ingest stream to alerting is open, else 0"
+    );
+    describe_counter!(
+        "netward_delivery_dropped_batches_total",
+        "Unacknowledged result batches dropped, oldest first, because the buffer was full"
+    );
+    describe_counter!(
+        "netward_delivery_rejected_batches_total",
+        "Result batches alerting refused to store (not sent again)"
+    );
+    describe_counter!(
+        "netward_delivery_replayed_batches_total",
+        "Unacknowledged result batches sent again after a reconnect"
+    );
+    describe_gauge!(
+        "netward_inventory_copy_devices",
+        "Devices in this process's copy of the inventory"
+    );
+    describe_counter!(
+        "netward_executor_stale_assignments_total",
+        "Assignments refused because their leader epoch is older than one already seen"
+    );
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.

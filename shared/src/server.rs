@@ -18,7 +18,7 @@ use tonic_health::ServingStatus;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::config::{CommonConfig, Target};
-use crate::layers::{AuthLayer, TraceLayer};
+use crate::layers::{AuthLayer, MetricsLayer, TraceLayer};
 use crate::secret::Secret;
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -183,6 +183,7 @@ impl GrpcServer {
             .add_service(reflection(&advertised).build_v1alpha()?);
 
         crate::metrics::handle();
+        let methods = served_methods(&advertised);
         metrics::gauge!("netward_build_info", "target" => self.target.name(), "version" => env!("CARGO_PKG_VERSION"))
             .set(1.0);
         let metrics_server = tokio::spawn(crate::metrics::serve(
@@ -198,6 +199,10 @@ impl GrpcServer {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .timeout(self.options.request_timeout)
             .layer(TraceLayer::new(self.target.name()))
+            // Outside auth, so that rejected calls are counted too.
+            .layer(MetricsLayer::new(
+                methods.iter().map(|(s, m)| (s.as_str(), m.as_str())),
+            ))
             .layer(AuthLayer::new(self.options.token.clone()))
             .layer(GlobalConcurrencyLimitLayer::new(
                 self.options.concurrency_limit,
@@ -259,4 +264,37 @@ fn reflection(advertised: &[&'static str]) -> tonic_reflection::server::Builder<
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
         |builder, name| builder.with_service_name(*name),
     )
+}
+
+/// The `(service, method)` pairs of the advertised services, from the
+/// descriptor sets compiled in: the gRPC metrics' label values.
+fn served_methods(advertised: &[&'static str]) -> Vec<(String, String)> {
+    use prost::Message;
+
+    let sets = [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut methods = Vec::new();
+    for set in sets {
+        let set = prost_types::FileDescriptorSet::decode(set)
+            .expect("a compiled-in descriptor set decodes");
+        for file in set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                if !advertised.contains(&name.as_str()) {
+                    continue;
+                }
+                methods.extend(
+                    service
+                        .method
+                        .iter()
+                        .map(|method| (name.clone(), method.name().to_owned())),
+                );
+            }
+        }
+    }
+    methods
 }

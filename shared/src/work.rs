@@ -485,7 +485,7 @@ fn accept<R: BatchRunner>(
         .fetch_max(assignment.leader_epoch, Ordering::AcqRel);
     if assignment.leader_epoch < seen {
         state.stale_assignments.fetch_add(1, Ordering::AcqRel);
-        metrics::counter!("executor_stale_assignments_total").increment(1);
+        metrics::counter!("netward_executor_stale_assignments_total").increment(1);
         return reject(format!(
             "stale leader epoch {} (seen {seen})",
             assignment.leader_epoch

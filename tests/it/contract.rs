@@ -1,6 +1,8 @@
 //! Every target, started as the real binary, answers the real grpcurl:
 //! reflection lists its services, health says SERVING, `/metrics` serves,
 //! SIGTERM stops it cleanly, and a configured token guards all but health.
+//! Every metric it serves is `netward_*` with a `# HELP`, and gRPC calls are
+//! counted by method and status code.
 
 use netward_shared::testkit::TestDatabase;
 
@@ -69,6 +71,14 @@ async fn serves_health_reflection_and_metrics(target: &'static str) {
         metrics.contains(&build_info),
         "{target}: no {build_info} in:\n{metrics}"
     );
+    assert_named_and_described(target, &metrics);
+    // The health check and reflection above were served and counted.
+    assert!(
+        metrics.contains(
+            r#"netward_grpc_server_requests_total{service="grpc.health.v1.Health",method="Check",code="OK"} 1"#
+        ),
+        "{target}: health check not counted in:\n{metrics}"
+    );
 
     let (status, log) = netward.stop().await;
     assert!(status.success(), "{target} exited with {status}:\n{log}");
@@ -76,6 +86,37 @@ async fn serves_health_reflection_and_metrics(target: &'static str) {
         log.contains(r#""message":"stopped""#),
         "{target}: no clean stop in:\n{log}"
     );
+}
+
+/// Every sample's metric is named `netward_*` and has a `# HELP` (a
+/// histogram's `_bucket`, `_sum` and `_count` samples share its HELP).
+fn assert_named_and_described(target: &str, metrics: &str) {
+    let described: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# HELP "))
+        .filter_map(|help| help.split_whitespace().next())
+        .collect();
+    let samples: Vec<&str> = metrics
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.split(['{', ' ']).next().unwrap_or(line))
+        .collect();
+    assert!(!samples.is_empty(), "{target}: no samples in:\n{metrics}");
+    for name in samples {
+        assert!(
+            name.starts_with("netward_"),
+            "{target}: {name} is not named netward_*"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|family| described.contains(family))
+            .unwrap_or(name);
+        assert!(
+            described.contains(family),
+            "{target}: {name} has no # HELP in:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -161,4 +202,34 @@ async fn a_bad_config_file_is_named_in_the_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/netward.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn grpc_calls_are_counted_by_method_and_code() {
+    let (netward, _database) = start("inventory", &[]).await;
+    let addr = netward.grpc_addr;
+
+    let ok = grpcurl(addr, &["-d", "{}", "netward.v1.InventoryService/ListSites"]).await;
+    assert!(ok.success, "ListSites: {}", ok.stderr);
+    // Neither id nor name: INVALID_ARGUMENT.
+    let invalid = grpcurl(addr, &["-d", "{}", "netward.v1.InventoryService/GetDevice"]).await;
+    assert!(
+        invalid.stderr.contains("InvalidArgument"),
+        "GetDevice: {}",
+        invalid.stderr
+    );
+
+    let metrics = http_get(netward.metrics_addr, "/metrics").await;
+    for expected in [
+        r#"netward_grpc_server_requests_total{service="netward.v1.InventoryService",method="ListSites",code="OK"} 1"#,
+        r#"netward_grpc_server_requests_total{service="netward.v1.InventoryService",method="GetDevice",code="INVALID_ARGUMENT"} 1"#,
+        r#"netward_grpc_server_request_duration_seconds_count{service="netward.v1.InventoryService",method="ListSites"} 1"#,
+        r#"netward_grpc_server_request_duration_seconds_count{service="netward.v1.InventoryService",method="GetDevice"} 1"#,
+        "# HELP netward_grpc_server_requests_total ",
+        "# HELP netward_grpc_server_request_duration_seconds ",
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in:\n{metrics}");
+    }
+    assert_named_and_described("inventory", &metrics);
+    netward.stop().await;
 }

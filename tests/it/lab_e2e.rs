@@ -389,8 +389,8 @@ async fn the_core_loop_in_the_lab() {
             .unwrap_or_else(|| panic!("{name} missing in alerting's /metrics"))
     };
     let (write_seconds, writes) = (
-        metric("alerting_write_seconds_sum"),
-        metric("alerting_write_seconds_count"),
+        metric("netward_alerting_write_seconds_sum"),
+        metric("netward_alerting_write_seconds_count"),
     );
     println!(
         "lab e2e: ingest wrote {stored} results in {writes:.0} transactions, {write_seconds:.2} s writing: \

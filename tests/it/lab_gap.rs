@@ -210,13 +210,13 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     // And the metric a Prometheus rule would watch.
     let metrics = crate::support::http_get(alerting.metrics_addr, "/metrics").await;
     let stale_metric = metrics.lines().find_map(|l| {
-        l.strip_prefix("alerting_stale_devices ")?
+        l.strip_prefix("netward_alerting_stale_devices ")?
             .trim()
             .parse::<f64>()
             .ok()
     });
     assert_eq!(stale_metric, Some(100.0), "{metrics}");
-    assert!(metrics.contains("alerting_oldest_result_age_seconds "));
+    assert!(metrics.contains("netward_alerting_oldest_result_age_seconds "));
 
     // An executor returns: fresh and UP again, the gap resolved.
     let second = executor(&planner_url, &alerting_url, "gap-ping-2").await;

@@ -853,7 +853,7 @@ impl AlertEngine {
                 Change::Touch(alert) => (alert, "updated", v1::AlertEventKind::Updated),
             };
             tracing::info!(alert_id = %alert.id, rule = %alert.rule_name, device = %alert.device_name, kind, summary = %alert.summary, suppressed = alert.suppressed, "alert {kind}");
-            metrics::counter!("alerting_alerts_total", "event" => kind).increment(1);
+            metrics::counter!("netward_alerting_alerts_total", "event" => kind).increment(1);
             let _ = self.events.send(v1::WatchAlertsResponse {
                 event: event as i32,
                 alert: Some(alert),
@@ -861,7 +861,7 @@ impl AlertEngine {
                 trace_context: Some(netward_shared::trace_context::current()),
             });
         }
-        metrics::gauge!("alerting_alerts_open")
+        metrics::gauge!("netward_alerting_alerts_open")
             .set(self.open.lock().map(|o| o.len()).unwrap_or(0) as f64);
         Ok(())
     }

@@ -138,13 +138,13 @@ impl Backlog {
     fn push(&self, queue: &mut VecDeque<Work>, work: Work) {
         self.queued.fetch_add(work.results(), Ordering::Relaxed);
         queue.push_back(work);
-        metrics::gauge!("alerting_evaluation_backlog").set(self.queued() as f64);
+        metrics::gauge!("netward_alerting_evaluation_backlog").set(self.queued() as f64);
     }
 
     async fn drain_locked(&self, queue: &mut VecDeque<Work>) -> Result<(), sqlx::Error> {
         while let Some(work) = queue.front_mut() {
             if let Err(error) = self.step(work).await {
-                metrics::counter!("alerting_evaluation_retries_total").increment(1);
+                metrics::counter!("netward_alerting_evaluation_retries_total").increment(1);
                 tracing::warn!(%error, queued = self.queued(), "evaluation failed; kept for a retry");
                 return Err(error);
             }
@@ -152,7 +152,7 @@ impl Backlog {
                 self.queued.fetch_sub(done.results(), Ordering::Relaxed);
             }
         }
-        metrics::gauge!("alerting_evaluation_backlog").set(self.queued() as f64);
+        metrics::gauge!("netward_alerting_evaluation_backlog").set(self.queued() as f64);
         Ok(())
     }
 

@@ -428,7 +428,7 @@ impl Evaluator {
             }
             written += rows.len();
         }
-        metrics::counter!("alerting_checkpoint_rows_total").increment(written as u64);
+        metrics::counter!("netward_alerting_checkpoint_rows_total").increment(written as u64);
         Ok(written)
     }
 
@@ -506,7 +506,7 @@ impl Evaluator {
             live.publish(&changed).await;
         }
         for change in &changes {
-            metrics::counter!("alerting_state_changes_total", "to" => change.to.as_str_name())
+            metrics::counter!("netward_alerting_state_changes_total", "to" => change.to.as_str_name())
                 .increment(1);
             let (name, parent) = self.identity(&change.device_id.to_string());
             let (site_id, site_name) = self

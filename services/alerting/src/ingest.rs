@@ -230,7 +230,7 @@ impl Ingestor {
     /// Counts and logs results dropped for a device the inventory does not have.
     fn unknown_devices(batch_uid: &str, dropped: u32) {
         if dropped > 0 {
-            metrics::counter!("alerting_results_rejected_total", "reason" => "unknown_device")
+            metrics::counter!("netward_alerting_results_rejected_total", "reason" => "unknown_device")
                 .increment(u64::from(dropped));
             tracing::warn!(%batch_uid, dropped, "results not stored: device not in the inventory (deleted meanwhile?)");
         }
@@ -317,7 +317,8 @@ impl Ingestor {
                 });
             }
             if skipped > 0 {
-                metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
+                metrics::counter!("netward_alerting_results_skipped_total")
+                    .increment(u64::from(skipped));
                 tracing::warn!(batch_uid = %batch.batch_uid, skipped, "results not stored: bad device id or older than the retention");
             }
             Self::unknown_devices(&batch.batch_uid, unknown);
@@ -363,8 +364,9 @@ impl Ingestor {
             }
             Err(error) => return Err(error),
         };
-        metrics::histogram!("alerting_write_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("alerting_write_batches").record(pending.len() as f64);
+        metrics::histogram!("netward_alerting_write_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("netward_alerting_write_batches").record(pending.len() as f64);
         self.note_late(&pending, &stored, now).await;
         for ((index, batch, mut rows, skipped), stored) in pending.into_iter().zip(stored) {
             let stored = match stored {
@@ -375,10 +377,10 @@ impl Ingestor {
                 }
             };
             if stored.duplicate {
-                metrics::counter!("alerting_duplicate_batches_total").increment(1);
+                metrics::counter!("netward_alerting_duplicate_batches_total").increment(1);
                 rows.clear();
             } else {
-                metrics::counter!("alerting_results_stored_total")
+                metrics::counter!("netward_alerting_results_stored_total")
                     .increment(u64::from(stored.rows));
             }
             if let Some(sent_at) = batch
@@ -387,7 +389,8 @@ impl Ingestor {
                 .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
             {
                 let lag = (now - sent_at).to_std().unwrap_or_default();
-                metrics::histogram!("alerting_ingest_lag_seconds").record(lag.as_secs_f64());
+                metrics::histogram!("netward_alerting_ingest_lag_seconds")
+                    .record(lag.as_secs_f64());
             }
             outcomes[index] = Ok(Ingested {
                 stored,
@@ -435,14 +438,14 @@ impl Ingestor {
         match noted.await {
             Ok(0) => {}
             Ok(late) => {
-                metrics::counter!("alerting_results_late_total").increment(late as u64);
+                metrics::counter!("netward_alerting_results_late_total").increment(late as u64);
                 tracing::info!(
                     late,
                     "results stored into blocks already rolled up: rolling them again"
                 );
             }
             Err(error) => {
-                metrics::counter!("alerting_late_unnoted_total").increment(1);
+                metrics::counter!("netward_alerting_late_unnoted_total").increment(1);
                 tracing::warn!(%error, "could not note late results: their one-minute rollups miss them");
             }
         }
@@ -482,7 +485,8 @@ impl Ingestor {
             })
             .collect();
         if skipped > 0 {
-            metrics::counter!("alerting_results_skipped_total").increment(u64::from(skipped));
+            metrics::counter!("netward_alerting_results_skipped_total")
+                .increment(u64::from(skipped));
             tracing::warn!(batch_uid = %batch.batch_uid, skipped, "samples not stored: bad device id or older than the retention");
         }
         Self::unknown_devices(&batch.batch_uid, unknown);
@@ -502,11 +506,13 @@ impl Ingestor {
                 };
             }
         };
-        metrics::histogram!("alerting_snmp_write_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("netward_alerting_snmp_write_seconds")
+            .record(started.elapsed().as_secs_f64());
         if snmp.duplicate {
-            metrics::counter!("alerting_duplicate_batches_total").increment(1);
+            metrics::counter!("netward_alerting_duplicate_batches_total").increment(1);
         } else {
-            metrics::counter!("alerting_samples_stored_total").increment(u64::from(snmp.samples));
+            metrics::counter!("netward_alerting_samples_stored_total")
+                .increment(u64::from(snmp.samples));
         }
         Ok(Ok(Ingested {
             stored: Stored {

@@ -19,6 +19,7 @@ pub mod freshness;
 mod grpc;
 pub mod ingest;
 pub mod live;
+mod metrics_help;
 pub mod notify;
 mod overlay;
 pub mod retention;
@@ -209,13 +210,13 @@ pub(crate) async fn sweep_freshness(
     }
     let stale_after = stale_after.unwrap_or(view.interval() * 3);
     let fresh = evaluator.freshness(now, stale_after);
-    metrics::gauge!("alerting_monitored_devices").set(fresh.monitored as f64);
-    metrics::gauge!("alerting_stale_devices").set(fresh.stale.len() as f64);
+    metrics::gauge!("netward_alerting_monitored_devices").set(fresh.monitored as f64);
+    metrics::gauge!("netward_alerting_stale_devices").set(fresh.stale.len() as f64);
     let oldest = fresh
         .oldest_result
         .and_then(|at| now.duration_since(at).ok())
         .unwrap_or_default();
-    metrics::gauge!("alerting_oldest_result_age_seconds").set(oldest.as_secs_f64());
+    metrics::gauge!("netward_alerting_oldest_result_age_seconds").set(oldest.as_secs_f64());
     let fleet_open = alerts.gap_open(freshness::FLEET);
     let (gaps, reasons) = freshness::gaps(&fresh, copy, view, fleet_open, now);
     evaluator.mark_stale(&reasons, now).await?;
@@ -300,6 +301,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let section: AlertingConfig = config.section()?;
+    metrics_help::describe();
     let url = config
         .common
         .database_url

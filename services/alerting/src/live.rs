@@ -372,7 +372,7 @@ impl Writes {
             self.pending
                 .insert(device.device_id.clone(), device.clone());
         }
-        metrics::gauge!("alerting_live_pending").set(self.pending.len() as f64);
+        metrics::gauge!("netward_alerting_live_pending").set(self.pending.len() as f64);
     }
 
     fn waiting(&self) -> bool {
@@ -391,7 +391,7 @@ impl Writes {
     fn succeeded(&mut self) {
         self.retry_at = None;
         self.gap = Duration::ZERO;
-        metrics::gauge!("alerting_live_pending").set(self.pending.len() as f64);
+        metrics::gauge!("netward_alerting_live_pending").set(self.pending.len() as f64);
     }
 }
 
@@ -622,7 +622,7 @@ impl RedisLive {
     }
 
     fn written(&self) {
-        metrics::gauge!("alerting_redis_up").set(1.0);
+        metrics::gauge!("netward_alerting_redis_up").set(1.0);
         if self.down.swap(false, Ordering::Relaxed) {
             info!(prefix = %self.prefix, "redis back");
         }
@@ -630,8 +630,8 @@ impl RedisLive {
 
     /// `error` is None when no attempt was made (waiting to retry).
     fn not_written(&self, error: Option<&LiveError>) {
-        metrics::gauge!("alerting_redis_up").set(0.0);
-        metrics::counter!("alerting_live_publish_failures_total").increment(1);
+        metrics::gauge!("netward_alerting_redis_up").set(0.0);
+        metrics::counter!("netward_alerting_live_publish_failures_total").increment(1);
         if !self.down.swap(true, Ordering::Relaxed) {
             match error {
                 Some(error) => {

@@ -575,7 +575,7 @@ impl Notifier {
             tracing::debug!(id = row.id, channel = %row.channel, "lease lost before recording");
         }
         metrics::counter!(
-            "alerting_notifications_total",
+            "netward_alerting_notifications_total",
             "channel" => row.channel.clone(),
             "outcome" => label
         )
@@ -643,7 +643,7 @@ impl Notifier {
 
     async fn update_pending_gauge(&self) -> Result<(), sqlx::Error> {
         let pending = self.store.pending_notifications().await?;
-        metrics::gauge!("alerting_outbox_pending").set(pending as f64);
+        metrics::gauge!("netward_alerting_outbox_pending").set(pending as f64);
         Ok(())
     }
 }

@@ -168,9 +168,11 @@ impl Roller {
             .await?;
         }
         if rolled != Rolled::default() {
-            metrics::counter!("alerting_rollup_blocks_total").increment(u64::from(rolled.blocks));
-            metrics::counter!("alerting_rollup_days_total").increment(u64::from(rolled.days));
-            metrics::counter!("alerting_rollup_interface_days_total")
+            metrics::counter!("netward_alerting_rollup_blocks_total")
+                .increment(u64::from(rolled.blocks));
+            metrics::counter!("netward_alerting_rollup_days_total")
+                .increment(u64::from(rolled.days));
+            metrics::counter!("netward_alerting_rollup_interface_days_total")
                 .increment(u64::from(rolled.interface_days));
             tracing::debug!(?rolled, "rolled results up");
         }

@@ -267,7 +267,8 @@ impl Alerting {
         for batch in batches.iter_mut() {
             let stripped = crate::ingest::strip_agent_nuls(batch);
             if stripped > 0 {
-                metrics::counter!("alerting_agent_nuls_stripped_total").increment(stripped as u64);
+                metrics::counter!("netward_alerting_agent_nuls_stripped_total")
+                    .increment(stripped as u64);
             }
         }
         let Some(first) = batches.first() else {
@@ -315,7 +316,7 @@ impl Alerting {
                     }
                 }
                 Err(reason) => {
-                    metrics::counter!("alerting_batches_rejected_total").increment(1);
+                    metrics::counter!("netward_alerting_batches_rejected_total").increment(1);
                     tracing::warn!(batch_uid = %batch.batch_uid, executor_id = %batch.executor_id, %reason, "batch rejected");
                     BatchOutcome::Rejected(reason)
                 }

@@ -10,6 +10,7 @@ mod crypto;
 mod error;
 mod grpc;
 mod import;
+mod metrics_help;
 mod service;
 pub mod store;
 mod validate;
@@ -71,6 +72,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let section: InventoryConfig = config.section()?;
+    metrics_help::describe();
     let url = config
         .common
         .database_url

@@ -1306,11 +1306,11 @@ impl Inventory {
                 self.committed(revision);
             }
         }
-        metrics::counter!("inventory_import_rows_total", "outcome" => "failed")
+        metrics::counter!("netward_inventory_import_rows_total", "outcome" => "failed")
             .increment(outcome.plan.failed);
-        metrics::counter!("inventory_import_rows_total", "outcome" => "created")
+        metrics::counter!("netward_inventory_import_rows_total", "outcome" => "created")
             .increment(outcome.plan.created);
-        metrics::counter!("inventory_import_rows_total", "outcome" => "updated")
+        metrics::counter!("netward_inventory_import_rows_total", "outcome" => "updated")
             .increment(outcome.plan.updated);
         tracing::info!(
             rows = outcome.total_rows,

@@ -35,7 +35,7 @@ impl Inventory {
         let (tx, rx) = mpsc::channel(4);
         let inventory = self.clone();
         tokio::spawn(async move {
-            metrics::gauge!("inventory_watchers").increment(1.0);
+            metrics::gauge!("netward_inventory_watchers").increment(1.0);
             if let Err(error) = inventory
                 .run_watch(from_revision, chunk_size, &tx, shutdown)
                 .await
@@ -43,7 +43,7 @@ impl Inventory {
                 tracing::warn!(%error, "watch ended with an error");
                 let _ = tx.send(Err(error)).await;
             }
-            metrics::gauge!("inventory_watchers").decrement(1.0);
+            metrics::gauge!("netward_inventory_watchers").decrement(1.0);
         });
         rx
     }

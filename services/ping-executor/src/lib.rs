@@ -8,6 +8,7 @@
 
 mod grpc;
 pub mod icmp;
+mod metrics_help;
 pub mod pacing;
 pub mod work;
 
@@ -90,8 +91,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     let section: PingExecutorConfig = config.section()?;
     // The engine looks its metrics up once, at construction: the recorder
-    // must exist by then.
-    netward_shared::metrics::handle();
+    // must exist by then (`describe` installs it).
+    metrics_help::describe();
     let pinger = Pinger::new(PingerConfig {
         packets_per_second: section.packets_per_second,
         ..PingerConfig::default()

@@ -11,7 +11,7 @@
 //!
 //! - opens 20 cycles with no executor (every batch unserved, so nothing stays
 //!   in flight) and prints the planning time — what
-//!   `planner_cycle_planning_seconds` measures: the first cycle after an
+//!   `netward_planner_cycle_planning_seconds` measures: the first cycle after an
 //!   inventory change builds the plan, the others reuse it;
 //! - registers one simulated executor that finishes each batch 1.5-3 s after
 //!   it was handed out, drives 10 cycles on chosen instants (50 ms steps, as

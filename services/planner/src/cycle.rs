@@ -451,7 +451,7 @@ impl Scheduler {
 
         let planning_time = planning_started.elapsed();
         if plan.devices_without_credential > 0 {
-            metrics::counter!("planner_credential_pending_devices_total")
+            metrics::counter!("netward_planner_credential_pending_devices_total")
                 .increment(u64::from(plan.devices_without_credential));
             tracing::warn!(
                 cycle_id = id,
@@ -474,12 +474,12 @@ impl Scheduler {
             sizing::log_line(&sizing)
         );
         let kind_label = kind_label(kind);
-        metrics::counter!("planner_cycles_total", "kind" => kind_label).increment(1);
-        metrics::counter!("planner_batches_total", "kind" => kind_label)
+        metrics::counter!("netward_planner_cycles_total", "kind" => kind_label).increment(1);
+        metrics::counter!("netward_planner_batches_total", "kind" => kind_label)
             .increment(batches.len() as u64);
-        metrics::counter!("planner_devices_planned_total", "kind" => kind_label)
+        metrics::counter!("netward_planner_devices_planned_total", "kind" => kind_label)
             .increment(sizing.device_count);
-        metrics::histogram!("planner_cycle_planning_seconds", "kind" => kind_label)
+        metrics::histogram!("netward_planner_cycle_planning_seconds", "kind" => kind_label)
             .record(planning_time.as_secs_f64());
 
         let cycle = Cycle {
@@ -785,7 +785,8 @@ impl Scheduler {
                     if let Some(executor) = state.executors.get_mut(&session) {
                         executor.overruns += 1;
                     }
-                    metrics::counter!("planner_overruns_total", "kind" => kind_label).increment(1);
+                    metrics::counter!("netward_planner_overruns_total", "kind" => kind_label)
+                        .increment(1);
                     tracing::warn!(
                         cycle_id = cycle.id,
                         batch_id = %batch.id,
@@ -956,7 +957,7 @@ impl Scheduler {
     /// an epoch above the executor's at once and the next batches are taken.
     pub fn rejected(&self, session: SessionId, ack: &v1::AssignmentAck) {
         if ack.leader_epoch_seen > ack.leader_epoch {
-            metrics::counter!("planner_stale_rejections_total").increment(1);
+            metrics::counter!("netward_planner_stale_rejections_total").increment(1);
             if self.epoch_floor.observe(ack.leader_epoch_seen) {
                 tracing::warn!(
                     epoch = ack.leader_epoch,
@@ -1074,7 +1075,7 @@ impl Scheduler {
         }
         if state.leading {
             for (c, b) in orphans {
-                metrics::counter!("planner_reassignments_total").increment(1);
+                metrics::counter!("netward_planner_reassignments_total").increment(1);
                 assign(state, self, c, b, true);
             }
         }
@@ -1174,7 +1175,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
     if skipped > 0 {
         batch.skipped += skipped;
         cycle.skipped += skipped;
-        metrics::counter!("planner_skipped_total", "kind" => kind_label(cycle.kind))
+        metrics::counter!("netward_planner_skipped_total", "kind" => kind_label(cycle.kind))
             .increment(u64::from(skipped));
         tracing::warn!(
             cycle_id = cycle.id,
@@ -1215,7 +1216,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         batch.state = BatchState::Unserved;
         cycle.unserved += 1;
         cycle.unserved_devices += size;
-        metrics::counter!("planner_unserved_batches_total", "kind" => kind_label(cycle.kind))
+        metrics::counter!("netward_planner_unserved_batches_total", "kind" => kind_label(cycle.kind))
             .increment(1);
         tracing::warn!(
             cycle_id = cycle.id,
@@ -1284,7 +1285,7 @@ fn send_work(executor: &Executor, stuck: &mut Vec<SessionId>, message: v1::WorkR
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             if !stuck.contains(&executor.session) {
-                metrics::counter!("planner_stuck_sessions_total").increment(1);
+                metrics::counter!("netward_planner_stuck_sessions_total").increment(1);
                 tracing::warn!(
                     executor_id = %executor.id,
                     session = executor.session,
@@ -1332,7 +1333,7 @@ fn find_batch(state: &State, cycle_id: u64, batch_id: &str) -> Option<(usize, us
 fn executors_gauge(state: &State) {
     for kind in [v1::ExecutorKind::Ping, v1::ExecutorKind::Snmp] {
         let count = state.executors.values().filter(|e| e.kind == kind).count();
-        metrics::gauge!("planner_executors_connected", "kind" => kind_label(kind))
+        metrics::gauge!("netward_planner_executors_connected", "kind" => kind_label(kind))
             .set(count as f64);
     }
 }

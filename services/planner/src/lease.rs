@@ -621,7 +621,7 @@ pub fn spawn(
 ) -> watch::Receiver<LeaseState> {
     let period = tick_period(config.ttl);
     let (sender, receiver) = watch::channel(LeaseState::Standby { leader: None });
-    metrics::gauge!("planner_leader").set(0.0);
+    metrics::gauge!("netward_planner_leader").set(0.0);
     let floor = lease.floor();
     tokio::spawn(async move {
         let instance_id = lease.instance_id().to_string();
@@ -734,14 +734,14 @@ fn publish(
     // before the process installs its metrics recorder.
     match &state {
         LeaseState::Leader { epoch, .. } => {
-            metrics::gauge!("planner_leader").set(1.0);
-            metrics::gauge!("planner_leader_epoch").set(*epoch as f64);
+            metrics::gauge!("netward_planner_leader").set(1.0);
+            metrics::gauge!("netward_planner_leader_epoch").set(*epoch as f64);
         }
         LeaseState::Standby { leader } => {
-            metrics::gauge!("planner_leader").set(0.0);
+            metrics::gauge!("netward_planner_leader").set(0.0);
             // The epoch seen last, ours or the holder's.
             if let Some((_, epoch)) = leader.as_deref().and_then(parse_holder) {
-                metrics::gauge!("planner_leader_epoch").set(epoch as f64);
+                metrics::gauge!("netward_planner_leader_epoch").set(epoch as f64);
             }
         }
     }

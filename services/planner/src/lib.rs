@@ -10,6 +10,7 @@ pub mod cycle;
 
 mod grpc;
 pub mod lease;
+mod metrics_help;
 pub mod sizing;
 
 use std::collections::HashMap;
@@ -252,7 +253,8 @@ impl Planner {
                     retry.backoff = (retry.backoff * 2).min(RESOLVE_RETRY_MAX);
                     retry.at = Instant::now() + retry.backoff;
                     self.scheduler.credential_failed(&id, true);
-                    metrics::counter!("planner_credential_resolve_failures_total").increment(1);
+                    metrics::counter!("netward_planner_credential_resolve_failures_total")
+                        .increment(1);
                     tracing::warn!(
                         credential_id = %id,
                         %reason,
@@ -356,6 +358,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let section: PlannerConfig = config.section()?;
+    metrics_help::describe();
     let channel = connect(&config.common.inventory_url, config.common.token.as_ref())?;
     let inventory =
         InventoryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);

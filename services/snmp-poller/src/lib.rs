@@ -10,6 +10,7 @@
 //! is `netward_shared::work`), `grpc.rs` its own `ExecutorService`.
 
 mod grpc;
+mod metrics_help;
 pub mod poll;
 pub mod profile;
 pub mod snmp;
@@ -106,7 +107,7 @@ pub async fn run(
     let section: SnmpPollerConfig = config.section()?;
     // Bad profiles stop the start: better than polling the wrong objects.
     let profiles = Profiles::load(section.profiles_dir.as_deref())?;
-    netward_shared::metrics::handle();
+    metrics_help::describe();
     let poller = Arc::new(Poller::new(SnmpEngine::new().await?, profiles));
     // Delivery and the work streams outlive the gRPC server: they stop only
     // after the drain below.

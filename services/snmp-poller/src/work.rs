@@ -179,8 +179,9 @@ impl SnmpExecutor {
                 continue;
             };
             self.requests.add(sample.requests_sent);
-            metrics::counter!("snmp_requests_total").increment(u64::from(sample.requests_sent));
-            metrics::counter!("snmp_polls_total", "outcome" => sample.outcome().as_str_name())
+            metrics::counter!("netward_snmp_requests_total")
+                .increment(u64::from(sample.requests_sent));
+            metrics::counter!("netward_snmp_polls_total", "outcome" => sample.outcome().as_str_name())
                 .increment(1);
             match sample.outcome() {
                 v1::SnmpOutcome::Ok => succeeded += 1,

@@ -142,7 +142,7 @@ async fn apply_stream(
                     if let Ok(mut copy) = copy.write() {
                         *copy = staged;
                     }
-                    metrics::gauge!("inventory_copy_devices").set(count as f64);
+                    metrics::gauge!("netward_inventory_copy_devices").set(count as f64);
                     tracing::info!(
                         revision = end.revision,
                         devices = count,
@@ -162,7 +162,8 @@ async fn apply_stream(
                         copy.insert(device.clone());
                     }
                     copy.revision = change.revision;
-                    metrics::gauge!("inventory_copy_devices").set(copy.devices.len() as f64);
+                    metrics::gauge!("netward_inventory_copy_devices")
+                        .set(copy.devices.len() as f64);
                 }
                 on_change(&device);
                 *backoff = Duration::from_millis(100);

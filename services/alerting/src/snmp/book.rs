@@ -593,7 +593,8 @@ impl SnmpBook {
             }
             written += rows.len();
         }
-        metrics::counter!("alerting_interface_checkpoint_rows_total").increment(written as u64);
+        metrics::counter!("netward_alerting_interface_checkpoint_rows_total")
+            .increment(written as u64);
         Ok(written)
     }
 
@@ -658,14 +659,15 @@ impl SnmpBook {
         let late: Vec<_> = late.into_iter().collect();
         match self.store.note_interfaces_late(&late).await {
             Ok(()) => {
-                metrics::counter!("alerting_snmp_polls_late_total").increment(late.len() as u64);
+                metrics::counter!("netward_alerting_snmp_polls_late_total")
+                    .increment(late.len() as u64);
                 tracing::info!(
                     late = late.len(),
                     "SNMP polls stored after their day closed: rolling their hours again"
                 );
             }
             Err(error) => {
-                metrics::counter!("alerting_late_unnoted_total").increment(1);
+                metrics::counter!("netward_alerting_late_unnoted_total").increment(1);
                 tracing::warn!(%error, "could not note late SNMP polls: their hourly rollups miss them");
             }
         }

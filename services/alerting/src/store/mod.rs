@@ -555,7 +555,7 @@ pub trait AlertingStore: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Deletes every row of `what` older than `cutoff`, `limit` rows per
     /// statement (each its own transaction), counting them in
-    /// `alerting_rows_pruned_total`.
+    /// `netward_alerting_rows_pruned_total`.
     async fn prune(
         &self,
         what: Prunable,
@@ -568,7 +568,7 @@ pub trait AlertingStore: Send + Sync + 'static {
             let rows = self.prune_batch(what, cutoff, limit).await?;
             pruned.rows += rows;
             pruned.batches += 1;
-            metrics::counter!("alerting_rows_pruned_total", "table" => what.table())
+            metrics::counter!("netward_alerting_rows_pruned_total", "table" => what.table())
                 .increment(rows);
             if rows < u64::from(limit) {
                 return Ok(pruned);

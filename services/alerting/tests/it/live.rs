@@ -312,18 +312,24 @@ fn an_unreachable_redis_costs_a_bounded_wait_and_a_count_never_an_error() {
             "took {:?}",
             started.elapsed()
         );
-        assert_eq!(recorded.counter("alerting_live_publish_failures_total"), 1);
-        assert_eq!(recorded.gauge("alerting_redis_up"), Some(0.0));
-        assert_eq!(recorded.gauge("alerting_live_pending"), Some(2.0));
+        assert_eq!(
+            recorded.counter("netward_alerting_live_publish_failures_total"),
+            1
+        );
+        assert_eq!(recorded.gauge("netward_alerting_redis_up"), Some(0.0));
+        assert_eq!(recorded.gauge("netward_alerting_live_pending"), Some(2.0));
 
         // Until the retry is due, calls return at once, and are counted.
         let started = Instant::now();
         assert!(!live.publish(&[down("dev-c")]).await);
         assert!(!live.rebuild(&[down("dev-a")]).await);
         assert!(started.elapsed() < Duration::from_millis(100));
-        assert_eq!(recorded.counter("alerting_live_publish_failures_total"), 3);
+        assert_eq!(
+            recorded.counter("netward_alerting_live_publish_failures_total"),
+            3
+        );
         // The rebuild replaced what was left over: it is the whole truth.
-        assert_eq!(recorded.gauge("alerting_live_pending"), Some(1.0));
+        assert_eq!(recorded.gauge("netward_alerting_live_pending"), Some(1.0));
         // Reads and watchers do get an error: they asked for Redis.
         assert!(live.get("dev-a").await.is_err());
         assert!(live.subscribe().await.is_err());
@@ -382,7 +388,7 @@ fn what_was_missed_is_written_when_redis_comes_back() {
             .port();
         let live = LiveState::redis(&format!("redis://127.0.0.1:{port}"), &keys.prefix).unwrap();
         assert!(!live.publish(&[down("dev-a"), down("dev-b")]).await);
-        assert_eq!(recorded.gauge("alerting_redis_up"), Some(0.0));
+        assert_eq!(recorded.gauge("netward_alerting_redis_up"), Some(0.0));
 
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let redis = keys.client.get_connection_info().addr().to_string();
@@ -394,8 +400,8 @@ fn what_was_missed_is_written_when_redis_comes_back() {
             assert!(Instant::now() < deadline, "redis never came back");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(recorded.gauge("alerting_redis_up"), Some(1.0));
-        assert_eq!(recorded.gauge("alerting_live_pending"), Some(0.0));
+        assert_eq!(recorded.gauge("netward_alerting_redis_up"), Some(1.0));
+        assert_eq!(recorded.gauge("netward_alerting_live_pending"), Some(0.0));
         // The missed change is written; the newer state of dev-b wins.
         assert_eq!(live.get("dev-a").await.unwrap(), Some(down("dev-a")));
         assert_eq!(live.get("dev-b").await.unwrap(), Some(up("dev-b")));
@@ -406,7 +412,7 @@ fn what_was_missed_is_written_when_redis_comes_back() {
                 .await
                 .is_err()
         );
-        let failures = recorded.counter("alerting_live_publish_failures_total");
+        let failures = recorded.counter("netward_alerting_live_publish_failures_total");
         assert!(failures >= 1, "{failures}");
         forwarder.abort();
     });

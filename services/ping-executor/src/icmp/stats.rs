@@ -49,7 +49,7 @@ pub(super) struct Metrics {
 
 impl Metrics {
     pub(super) fn new() -> Self {
-        let probes = |outcome: &'static str| metrics::counter!("executor_probes_total", "outcome" => outcome);
+        let probes = |outcome: &'static str| metrics::counter!("netward_executor_probes_total", "outcome" => outcome);
         Self {
             probe_ok: probes("ok"),
             probe_timeout: probes("timeout"),
@@ -57,14 +57,14 @@ impl Metrics {
             probe_send_error: probes("send_error"),
             probe_no_route: probes("no_route"),
             probe_invalid: probes("invalid_address"),
-            packets_sent: metrics::counter!("executor_packets_sent_total"),
-            replies: metrics::counter!("executor_replies_total"),
-            stray: metrics::counter!("executor_stray_replies_total"),
-            send_errors: metrics::counter!("executor_send_errors_total"),
-            no_route: metrics::counter!("executor_packets_no_route_total"),
-            rtt: metrics::histogram!("executor_rtt_seconds"),
-            pacing_wait: metrics::histogram!("executor_pacing_wait_seconds"),
-            scheduler_lag: metrics::histogram!("executor_scheduler_lag_seconds"),
+            packets_sent: metrics::counter!("netward_executor_packets_sent_total"),
+            replies: metrics::counter!("netward_executor_replies_total"),
+            stray: metrics::counter!("netward_executor_stray_replies_total"),
+            send_errors: metrics::counter!("netward_executor_send_errors_total"),
+            no_route: metrics::counter!("netward_executor_packets_no_route_total"),
+            rtt: metrics::histogram!("netward_executor_rtt_seconds"),
+            pacing_wait: metrics::histogram!("netward_executor_pacing_wait_seconds"),
+            scheduler_lag: metrics::histogram!("netward_executor_scheduler_lag_seconds"),
         }
     }
 }
