@@ -19,6 +19,7 @@ mod lab_gap;
 mod lab_loss;
 mod lab_up;
 mod planner;
+mod prometheus;
 mod readme;
 mod snmp_isp;
 mod snmp_v3;

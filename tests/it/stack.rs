@@ -74,7 +74,7 @@ fn path(relative: &str) -> PathBuf {
 }
 
 /// The tool's path, or `None` after saying why the check is skipped.
-fn tool(name: &str, check: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str, check: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))
