@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the core loop on this machine as separate processes — inventory,
-# planner, two ping executors, an SNMP poller, alerting — against the local PostgreSQL and
+# Runs the core loop on this machine as separate processes — inventory, two
+# planners (one leads, one stands by), two ping executors, an SNMP poller,
+# alerting: docker-compose.yml's topology — against the local PostgreSQL and
 # Redis, with the example inventory loaded: the separate-processes path
 # (`netward up` runs all five in one process on SQLite). Ctrl-C stops
 # everything.
@@ -70,7 +71,11 @@ wait_healthy 127.0.0.1:50051
 start alerting alerting
 wait_healthy 127.0.0.1:50053
 start planner planner
+start planner-2 planner --grpc-addr 127.0.0.1:50062 --metrics-addr 127.0.0.1:9562
 wait_healthy 127.0.0.1:50052
+wait_healthy 127.0.0.1:50062
+# Executors and the poller dial both planners and work for the leader.
+export NETWARD_PLANNER_URL=http://127.0.0.1:50052,http://127.0.0.1:50062
 NETWARD_PING_EXECUTOR__EXECUTOR_ID=ping-1 start ping-1 ping-executor
 NETWARD_PING_EXECUTOR__EXECUTOR_ID=ping-2 \
   start ping-2 ping-executor --grpc-addr 127.0.0.1:50064 --metrics-addr 127.0.0.1:9564
@@ -82,6 +87,7 @@ wait_healthy 127.0.0.1:50055
 cat <<MSG
 netward is running (logs in $logs/). Try:
   $netward planner status
+  $netward planner status --planner-url http://127.0.0.1:50062   # the standby
   $netward status
   $netward alerts
   $netward interfaces DEVICE      # for a device with SNMP enabled

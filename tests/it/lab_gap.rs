@@ -217,6 +217,14 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     });
     assert_eq!(stale_metric, Some(100.0), "{metrics}");
     assert!(metrics.contains("netward_alerting_oldest_result_age_seconds "));
+    assert!(
+        metrics.contains("netward_alerting_devices{state=\"UNKNOWN\"} 100"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("netward_alerting_devices{state=\"UP\"} 0"),
+        "{metrics}"
+    );
 
     // An executor returns: fresh and UP again, the gap resolved.
     let second = executor(&planner_url, &alerting_url, "gap-ping-2").await;

@@ -29,6 +29,7 @@ const HOST_MEMORY: u64 = 16 << 30;
 /// Every metric the dashboard queries, in the renamed `netward_*` form.
 const DASHBOARD_METRICS: &[&str] = &[
     "netward_alerting_alerts_open",
+    "netward_alerting_devices",
     "netward_alerting_ingest_lag_seconds_bucket",
     "netward_alerting_monitored_devices",
     "netward_alerting_outbox_pending",
@@ -36,7 +37,6 @@ const DASHBOARD_METRICS: &[&str] = &[
     "netward_alerting_results_skipped_total",
     "netward_alerting_results_stored_total",
     "netward_alerting_stale_devices",
-    "netward_alerting_state_changes_total",
     "netward_delivery_buffered_batches",
     "netward_delivery_connected",
     "netward_delivery_dropped_batches_total",

@@ -432,6 +432,25 @@ impl Evaluator {
         Ok(written)
     }
 
+    /// How many devices alerting holds in each state (what everyone sees).
+    pub fn state_counts(&self) -> [(State, usize); 5] {
+        let mut counts = [
+            State::Up,
+            State::Down,
+            State::Unreachable,
+            State::Flapping,
+            State::Unknown,
+        ]
+        .map(|state| (state, 0));
+        for device in self.lock().values() {
+            let state = device.memory.state();
+            if let Some(count) = counts.iter_mut().find(|(s, _)| *s == state) {
+                count.1 += 1;
+            }
+        }
+        counts
+    }
+
     /// Every device alerting holds a state for.
     pub fn device_ids(&self) -> Vec<Uuid> {
         self.lock().keys().copied().collect()

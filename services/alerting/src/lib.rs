@@ -220,6 +220,10 @@ pub(crate) async fn sweep_freshness(
     let fleet_open = alerts.gap_open(freshness::FLEET);
     let (gaps, reasons) = freshness::gaps(&fresh, copy, view, fleet_open, now);
     evaluator.mark_stale(&reasons, now).await?;
+    // After the marking, so the counts include what this sweep made stale.
+    for (state, count) in evaluator.state_counts() {
+        metrics::gauge!("netward_alerting_devices", "state" => state.as_str()).set(count as f64);
+    }
     alerts.on_gaps(&gaps, now.into()).await
 }
 

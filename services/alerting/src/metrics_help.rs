@@ -119,6 +119,10 @@ pub fn describe() {
         "Time to write one group of SNMP batches"
     );
     describe_gauge!(
+        "netward_alerting_devices",
+        "Devices alerting holds a state for, by state (UP, DOWN, UNREACHABLE, FLAPPING, UNKNOWN)"
+    );
+    describe_gauge!(
         "netward_alerting_stale_devices",
         "Monitored devices with no recent result"
     );
