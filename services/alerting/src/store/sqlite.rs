@@ -501,7 +501,7 @@ impl AlertingStore for SqliteStore {
 /// from using the key's index. Across devices the time's own index is
 /// ruled out (`+`): through it every page would sort the whole range
 /// again; the key's index reads the pages in order.
-pub(crate) fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
+fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
     let (device, time_of_range) = if device {
         ("AND device_id = ?3", time.to_string())
     } else {
@@ -516,6 +516,29 @@ pub(crate) fn keyset_sql(select: &str, time: &str, device: bool, after: bool) ->
         "{select} WHERE {time_of_range} >= ?1 AND {time_of_range} < ?2 {device} {after} \
          ORDER BY device_id, {time} LIMIT ?6"
     )
+}
+
+/// A keyset page: `select` (device id, time in µs, packed bytes) over
+/// `range` of `time`, by device then time, of `device` only when given,
+/// after `after`, at most `limit` rows (see [`keyset_sql`]).
+pub(crate) async fn keyset_rows(
+    pool: &sqlx::SqlitePool,
+    (select, time): (&str, &str),
+    device: Option<uuid::Uuid>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    after: Option<(uuid::Uuid, DateTime<Utc>)>,
+    limit: u32,
+) -> Result<Vec<(uuid::Uuid, i64, Vec<u8>)>, sqlx::Error> {
+    let sql = keyset_sql(select, time, device.is_some(), after.is_some());
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(micros(from))
+        .bind(micros(to))
+        .bind(device)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| micros(a.1)))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
 }
 
 #[cfg(test)]

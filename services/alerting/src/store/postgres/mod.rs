@@ -83,7 +83,7 @@ async fn claim_batch(
 /// Each case is a statement of its own: with `$3 IS NULL OR …` a cached
 /// generic plan could not use the key's index, and every page of a roll
 /// would scan the day again.
-pub(crate) fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
+fn keyset_sql(select: &str, time: &str, device: bool, after: bool) -> String {
     let device = if device {
         "AND device_id = $3".to_string()
     } else {
@@ -98,4 +98,27 @@ pub(crate) fn keyset_sql(select: &str, time: &str, device: bool, after: bool) ->
         "{select} WHERE {time} >= $1 AND {time} < $2 {device} {after} \
          ORDER BY device_id, {time} LIMIT $6"
     )
+}
+
+/// A keyset page: `select` (device id, time, packed bytes) over `range` of
+/// `time`, by device then time, of `device` only when given, after `after`,
+/// at most `limit` rows (see [`keyset_sql`]).
+pub(crate) async fn keyset_rows(
+    pool: &sqlx::PgPool,
+    (select, time): (&str, &str),
+    device: Option<uuid::Uuid>,
+    (from, to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    after: Option<(uuid::Uuid, chrono::DateTime<chrono::Utc>)>,
+    limit: u32,
+) -> Result<Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>, Vec<u8>)>, sqlx::Error> {
+    let sql = keyset_sql(select, time, device.is_some(), after.is_some());
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(from)
+        .bind(to)
+        .bind(device)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
 }

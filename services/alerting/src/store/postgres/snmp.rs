@@ -7,11 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use netward_shared::proto::v1;
 use prost::Message as _;
-use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{PgStore, claim_batch, keyset_sql};
+use super::{PgStore, claim_batch, keyset_rows};
 use crate::store::packed_snmp;
 use crate::store::{
     CurrentInterface, INTERFACE_HOURS, InterfaceMemory, InterfaceRollupRow, PollRow, SnmpBatch,
@@ -106,21 +105,18 @@ impl SnmpStore for PgStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<StoredPoll>> {
-        let sql = keyset_sql(
-            "SELECT device_id, polled_at, interfaces FROM snmp_raw",
-            "polled_at",
-            device.is_some(),
-            after.is_some(),
-        );
-        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(from)
-            .bind(to)
-            .bind(device)
-            .bind(after.map(|a| a.0))
-            .bind(after.map(|a| a.1))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = keyset_rows(
+            &self.pool,
+            (
+                "SELECT device_id, polled_at, interfaces FROM snmp_raw",
+                "polled_at",
+            ),
+            device,
+            (from, to),
+            after,
+            limit,
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(device_id, polled_at, interfaces)| StoredPoll {
@@ -146,21 +142,18 @@ impl SnmpStore for PgStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<InterfaceRollupRow>> {
-        let sql = keyset_sql(
-            "SELECT device_id, start, entries FROM interface_rollups_1h",
-            "start",
-            device.is_some(),
-            after.is_some(),
-        );
-        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(from)
-            .bind(to)
-            .bind(device)
-            .bind(after.map(|a| a.0))
-            .bind(after.map(|a| a.1))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = keyset_rows(
+            &self.pool,
+            (
+                "SELECT device_id, start, entries FROM interface_rollups_1h",
+                "start",
+            ),
+            device,
+            (from, to),
+            after,
+            limit,
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(device_id, start, entries)| {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{PgStore, claim_batch, keyset_sql};
+use super::{PgStore, claim_batch, keyset_rows};
 use crate::store::packed::{self, RawResult};
 use crate::store::{
     BatchRows, Cutoffs, PRUNE_BATCH, Prunable, Pruned, RollupRow, StoreResult, Stored, StoredRaw,
@@ -352,21 +352,18 @@ impl PgStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<RollupRow>> {
-        let sql = keyset_sql(
-            &format!("SELECT device_id, start, entries FROM {}", tier.table()),
-            "start",
-            device.is_some(),
-            after.is_some(),
-        );
-        let rows: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(from)
-            .bind(to)
-            .bind(device)
-            .bind(after.map(|a| a.0))
-            .bind(after.map(|a| a.1))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = keyset_rows(
+            &self.pool,
+            (
+                &format!("SELECT device_id, start, entries FROM {}", tier.table()),
+                "start",
+            ),
+            device,
+            (from, to),
+            after,
+            limit,
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(device_id, start, entries)| {

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use netward_shared::proto::v1;
 use prost::Message as _;
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, SqliteConnection};
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, claim_batch, instant, json_rows, keyset_sql, micros};
+use super::{SqliteStore, claim_batch, instant, json_rows, keyset_rows, micros};
 use crate::store::packed_snmp;
 use crate::store::{
     CurrentInterface, INTERFACE_HOURS, InterfaceMemory, InterfaceRollupRow, PollRow, SnmpBatch,
@@ -116,21 +116,18 @@ impl SnmpStore for SqliteStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<StoredPoll>> {
-        let sql = keyset_sql(
-            "SELECT device_id, polled_at, interfaces FROM snmp_raw",
-            "polled_at",
-            device.is_some(),
-            after.is_some(),
-        );
-        let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(micros(from))
-            .bind(micros(to))
-            .bind(device)
-            .bind(after.map(|a| a.0))
-            .bind(after.map(|a| micros(a.1)))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = keyset_rows(
+            &self.pool,
+            (
+                "SELECT device_id, polled_at, interfaces FROM snmp_raw",
+                "polled_at",
+            ),
+            device,
+            (from, to),
+            after,
+            limit,
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(device_id, polled_at, interfaces)| StoredPoll {
@@ -153,21 +150,18 @@ impl SnmpStore for SqliteStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<InterfaceRollupRow>> {
-        let sql = keyset_sql(
-            "SELECT device_id, start, entries FROM interface_rollups_1h",
-            "start",
-            device.is_some(),
-            after.is_some(),
-        );
-        let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(micros(from))
-            .bind(micros(to))
-            .bind(device)
-            .bind(after.map(|a| a.0))
-            .bind(after.map(|a| micros(a.1)))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = keyset_rows(
+            &self.pool,
+            (
+                "SELECT device_id, start, entries FROM interface_rollups_1h",
+                "start",
+            ),
+            device,
+            (from, to),
+            after,
+            limit,
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(

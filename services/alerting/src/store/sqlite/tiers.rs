@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{SqliteStore, claim_batch, instant, keyset_sql, micros, midnight};
+use super::{SqliteStore, claim_batch, instant, keyset_rows, micros, midnight};
 use crate::store::packed::{self, RawResult};
 use crate::store::{
     AlertingStore, BatchRows, Cutoffs, PRUNE_BATCH, Prunable, Pruned, RollupRow, StoreResult,
@@ -175,21 +175,18 @@ impl SqliteStore {
         after: Option<(Uuid, DateTime<Utc>)>,
         limit: u32,
     ) -> StoreResult<Vec<RollupRow>> {
-        let sql = keyset_sql(
-            &format!("SELECT device_id, start, entries FROM {}", tier.table()),
-            "start",
-            device.is_some(),
-            after.is_some(),
-        );
-        let rows: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(micros(from))
-            .bind(micros(to))
-            .bind(device)
-            .bind(after.map(|a| a.0))
-            .bind(after.map(|a| micros(a.1)))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = keyset_rows(
+            &self.pool,
+            (
+                &format!("SELECT device_id, start, entries FROM {}", tier.table()),
+                "start",
+            ),
+            device,
+            (from, to),
+            after,
+            limit,
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(
