@@ -62,6 +62,9 @@ enum Command {
     Interfaces(cli::InterfacesArgs),
     /// Ask a target's gRPC health service (grpc.health.v1) whether it serves: exit 0 if SERVING, 1 otherwise (container health checks)
     Health(cli::HealthArgs),
+    /// Tokens with a role and scope: create one (printed once, with its config entry), hash one, make a grant key
+    #[command(subcommand)]
+    Token(cli::TokenCommand),
 }
 
 /// `netward planner` runs the target; `netward planner status` is a client
@@ -210,6 +213,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Alerts(args) => cli::alerts(args).await,
         Command::Interfaces(args) => cli::interfaces(args).await,
         Command::Health(args) => cli::health(args).await,
+        Command::Token(command) => cli::token(command),
     }
 }
 

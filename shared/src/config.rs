@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::{AuthConfig, Authenticator};
 use crate::secret::Secret;
 
 /// The five services the `netward` binary can run.
@@ -123,8 +124,22 @@ pub struct CommonConfig {
     /// every call to peers. Unset: no authentication.
     #[serde(default)]
     pub token: Option<Secret<String>>,
+    /// Role tokens, the peer token and the batch grant key (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The accepted tokens, built from `token` and `auth` at load time
+    /// (which refuses a malformed `[[auth.tokens]]`).
+    #[serde(skip)]
+    pub authenticator: Authenticator,
     pub log: LogConfig,
     pub server: ServerConfig,
+}
+
+impl CommonConfig {
+    /// The token sent to peers: `auth.peer_token`, else `token`.
+    pub fn peer_token(&self) -> Option<&Secret<String>> {
+        self.auth.peer_token.as_ref().or(self.token.as_ref())
+    }
 }
 
 /// How logs are written (to standard error).
@@ -168,6 +183,8 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Auth(#[from] crate::auth::AuthConfigError),
 }
 
 /// Builds a [`LoadedConfig`] from the layers, lowest first.
@@ -270,7 +287,8 @@ impl ConfigLoader {
             builder = builder.set_override(key, value)?;
         }
         let raw = builder.build()?;
-        let common = raw.clone().try_deserialize()?;
+        let mut common: CommonConfig = raw.clone().try_deserialize()?;
+        common.authenticator = Authenticator::new(common.token.as_ref(), &common.auth)?;
         Ok(LoadedConfig {
             target,
             raw,

@@ -17,9 +17,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
+use crate::auth::Authenticator;
 use crate::config::{CommonConfig, Target};
 use crate::layers::{AuthLayer, MetricsLayer, TraceLayer};
-use crate::secret::Secret;
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const REFLECTION_SERVICES: [&str; 2] = [
@@ -90,7 +90,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// The limits and credentials the bootstrap applies.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    pub token: Option<Secret<String>>,
+    pub auth: Authenticator,
     pub request_timeout: Duration,
     pub concurrency_limit: usize,
     pub shutdown_grace: Duration,
@@ -99,7 +99,7 @@ pub struct ServerOptions {
 impl ServerOptions {
     pub fn from_config(config: &CommonConfig) -> Self {
         Self {
-            token: config.token.clone(),
+            auth: config.authenticator.clone(),
             request_timeout: config.server.request_timeout,
             concurrency_limit: config.server.concurrency_limit.max(1),
             shutdown_grace: config.server.shutdown_grace,
@@ -203,7 +203,7 @@ impl GrpcServer {
             .layer(MetricsLayer::new(
                 methods.iter().map(|(s, m)| (s.as_str(), m.as_str())),
             ))
-            .layer(AuthLayer::new(self.options.token.clone()))
+            .layer(AuthLayer::new(self.options.auth.clone()))
             .layer(GlobalConcurrencyLimitLayer::new(
                 self.options.concurrency_limit,
             ))
@@ -218,7 +218,7 @@ impl GrpcServer {
             %grpc_addr,
             %metrics_addr,
             services = ?self.service_names,
-            authenticated = self.options.token.is_some(),
+            authenticated = self.options.auth.is_enabled(),
             "serving"
         );
 

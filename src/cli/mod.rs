@@ -14,6 +14,7 @@ mod interfaces;
 mod planner;
 mod sites;
 mod table;
+mod token;
 
 use std::io;
 
@@ -23,6 +24,8 @@ use netward_shared::client::PeerChannel;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::secret::Secret;
 use netward_shared::tonic::Status;
+
+pub use token::TokenCommand;
 
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {
@@ -112,6 +115,10 @@ pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
     health::run(args).await
+}
+
+pub fn token(command: TokenCommand) -> anyhow::Result<()> {
+    token::run(command)
 }
 
 pub async fn interfaces(args: InterfacesArgs) -> anyhow::Result<()> {

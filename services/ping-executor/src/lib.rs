@@ -112,7 +112,7 @@ pub async fn run(
             executor_id: executor_id.clone(),
             kind: v1::ExecutorKind::Ping,
             alerting_url: config.common.alerting_url.clone(),
-            token: config.common.token.clone(),
+            token: config.common.peer_token().cloned(),
             buffer_batches: section.buffer_batches,
         },
         delivery_stop.clone(),
@@ -126,7 +126,7 @@ pub async fn run(
         ),
         pinger,
         sender,
-        config.common.token.clone(),
+        config.common.peer_token().cloned(),
         section.results_per_message.max(1),
     ));
     // Several planners (a leader and standbys) may be listed, comma-separated:

@@ -1251,6 +1251,7 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         batch_index: batch.index as u32,
         batch_count,
         reassigned,
+        grant: None,
     };
     // On a full channel the batch still counts as the executor's: ending
     // its session (`end_stuck`) hands it to another at once.

@@ -359,7 +359,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let section: PlannerConfig = config.section()?;
     metrics_help::describe();
-    let channel = connect(&config.common.inventory_url, config.common.token.as_ref())?;
+    let channel = connect(&config.common.inventory_url, config.common.peer_token())?;
     let inventory =
         InventoryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let planner = Arc::new(Planner::new(&section, inventory)?);

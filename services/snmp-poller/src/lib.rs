@@ -124,7 +124,7 @@ pub async fn run(
             executor_id: executor_id.clone(),
             kind: v1::ExecutorKind::Snmp,
             alerting_url: config.common.alerting_url.clone(),
-            token: config.common.token.clone(),
+            token: config.common.peer_token().cloned(),
             buffer_batches: section.buffer_batches,
         },
         delivery_stop.clone(),
@@ -138,7 +138,7 @@ pub async fn run(
         ),
         poller,
         sender.clone(),
-        config.common.token.clone(),
+        config.common.peer_token().cloned(),
         section.results_per_message.max(1),
         section.concurrency.max(1),
     ));
