@@ -645,6 +645,7 @@ impl<'a, T: BatchResult> Outbox<'a, T> {
             batch_id: self.assignment.batch_id.clone(),
             trace_context: Some(self.trace_context.clone()),
             leader_epoch: self.assignment.leader_epoch,
+            grant: self.assignment.grant.clone(),
             ..Default::default()
         };
         T::put(std::mem::take(&mut self.buffered), &mut batch);

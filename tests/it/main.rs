@@ -12,6 +12,7 @@ mod executor;
 mod executor_ids;
 mod executor_shutdown;
 mod faults;
+mod grants;
 mod health;
 mod inventory_cli;
 mod lab_e2e;

@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{FutureExt as _, Stream};
+use netward_shared::auth::Caller;
+use netward_shared::auth::grant::GrantKey;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_server::AlertingService;
 use netward_shared::status::invalid_argument;
@@ -40,13 +42,25 @@ impl From<Error> for Status {
 
 pub struct AlertingGrpc {
     alerting: Arc<Alerting>,
+    /// Verifies the grants of executor tokens' results.
+    grant_key: Option<GrantKey>,
     /// Ends open Ingest and watch streams when the server shuts down.
     shutdown: CancellationToken,
 }
 
 impl AlertingGrpc {
     pub fn new(alerting: Arc<Alerting>, shutdown: CancellationToken) -> Self {
-        Self { alerting, shutdown }
+        Self {
+            alerting,
+            grant_key: None,
+            shutdown,
+        }
+    }
+
+    /// The key executor tokens' results are checked against (`auth.grant_key`).
+    pub fn with_grant_key(mut self, key: Option<GrantKey>) -> Self {
+        self.grant_key = key;
+        self
     }
 }
 
@@ -58,6 +72,7 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<Streaming<v1::IngestRequest>>,
     ) -> Result<Response<Self::IngestStream>, Status> {
+        let caller = Caller::of(&request);
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(v1::IngestRequest {
@@ -69,8 +84,9 @@ impl AlertingService for AlertingGrpc {
                 ));
             }
         };
-        tracing::info!(executor_id = %hello.executor_id, "ingest stream opened");
+        tracing::info!(executor_id = %hello.executor_id, caller = %caller.name, "ingest stream opened");
         let alerting = self.alerting.clone();
+        let grant_key = self.grant_key.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -107,6 +123,41 @@ impl AlertingService for AlertingGrpc {
                         }
                         None => break,
                     }
+                }
+                // An executor token's results outside its grants are refused
+                // for good, before anything is stored.
+                let now_unix = chrono::Utc::now().timestamp();
+                let mut refused = Vec::new();
+                batches.retain(|batch| {
+                    match crate::grants::refusal(grant_key.as_ref(), &caller, batch, now_unix) {
+                        None => true,
+                        Some((reason, message)) => {
+                            metrics::counter!("netward_alerting_batches_rejected_total").increment(1);
+                            metrics::counter!("netward_alerting_results_rejected_total", "reason" => reason)
+                                .increment((batch.probes.len() + batch.samples.len()) as u64);
+                            tracing::warn!(caller = %caller.name, batch_id = %batch.batch_id, %message, "batch refused");
+                            refused.push(v1::IngestReject {
+                                sequence: batch.sequence,
+                                batch_uid: batch.batch_uid.clone(),
+                                reason: message,
+                            });
+                            false
+                        }
+                    }
+                });
+                for reject in refused {
+                    let response = v1::IngestResponse {
+                        msg: Some(v1::ingest_response::Msg::Reject(reject)),
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+                if batches.is_empty() {
+                    if ended {
+                        return;
+                    }
+                    continue;
                 }
                 // Nothing stored is nothing acked: ending the stream makes
                 // the sender reconnect and replay.

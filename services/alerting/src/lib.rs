@@ -16,6 +16,7 @@ pub mod availability;
 pub mod backlog;
 pub mod evaluate;
 pub mod freshness;
+mod grants;
 mod grpc;
 pub mod ingest;
 pub mod live;
@@ -37,6 +38,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netward_shared::auth::grant::GrantKey;
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::proto::v1::alerting_service_server::AlertingServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerError, ServerOptions};
@@ -524,8 +526,15 @@ pub async fn run(
     let alerting = Arc::new(service::Alerting::new(
         ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
     ));
-    let service = AlertingServiceServer::new(AlertingGrpc::new(alerting, stop))
-        .max_decoding_message_size(64 * 1024 * 1024);
+    let grant_key = config
+        .common
+        .auth
+        .grant_key
+        .as_ref()
+        .and_then(|key| GrantKey::parse(key).ok());
+    let service =
+        AlertingServiceServer::new(AlertingGrpc::new(alerting, stop).with_grant_key(grant_key))
+            .max_decoding_message_size(64 * 1024 * 1024);
     server
         .add_service(service)
         .serve(listeners, shutdown)

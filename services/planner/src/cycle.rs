@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use netward_shared::auth::grant::{GrantKey, pack_device_ids};
 use netward_shared::proto::v1;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -37,6 +38,11 @@ pub type WorkReceiver = mpsc::Receiver<Result<v1::WorkResponse, tonic::Status>>;
 /// its session ends (its batches go to others) instead of buffering forever.
 pub const WORK_CHANNEL: usize = 1024;
 
+/// How long after a batch's deadline results under its grant are still
+/// accepted: an executor's delivery buffer replays what alerting did not
+/// ack, after an alerting outage of up to this long.
+const GRANT_REPLAY_WINDOW: i64 = 24 * 3600;
+
 /// Cycles kept per kind for `ListCycles` and for late `BatchDone`s.
 const HISTORY: usize = 100;
 
@@ -53,6 +59,8 @@ pub struct CycleConfig {
     pub snmp_label_refresh: Duration,
     /// How often executors heartbeat; three missed ones end the session.
     pub heartbeat_interval: Duration,
+    /// Signs each assignment's grant; `None`: assignments carry none.
+    pub grant_key: Option<GrantKey>,
 }
 
 impl CycleConfig {
@@ -1251,7 +1259,16 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         batch_index: batch.index as u32,
         batch_count,
         reassigned,
-        grant: None,
+        grant: scheduler.config.grant_key.as_ref().map(|key| {
+            key.sign(&v1::BatchGrant {
+                executor: executor.id.clone(),
+                batch_id: batch.id.clone(),
+                cycle_id: cycle.id,
+                kind: cycle.kind as i32,
+                expires_unix: unix_seconds(scheduler.wall(batch.deadline)) + GRANT_REPLAY_WINDOW,
+                device_ids: pack_device_ids(batch.targets.iter().map(|device| &*device.id)),
+            })
+        }),
     };
     // On a full channel the batch still counts as the executor's: ending
     // its session (`end_stuck`) hands it to another at once.
@@ -1344,6 +1361,11 @@ pub fn kind_label(kind: v1::ExecutorKind) -> &'static str {
         v1::ExecutorKind::Snmp => "snmp",
         _ => "ping",
     }
+}
+
+fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64)
 }
 
 pub fn timestamp(at: SystemTime) -> prost_types::Timestamp {

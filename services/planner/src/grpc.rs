@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use netward_shared::auth::{Caller, Role};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::planner_service_server::PlannerService;
 use netward_shared::status::{FieldViolation, invalid_argument};
@@ -121,6 +122,7 @@ impl PlannerService for PlannerGrpc {
         request: Request<Streaming<v1::WorkRequest>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
         use v1::work_request::Msg;
+        let caller = Caller::of(&request);
         let remote = request
             .remote_addr()
             .map(|a| a.to_string())
@@ -139,6 +141,15 @@ impl PlannerService for PlannerGrpc {
             }
         };
         check_register(&register)?;
+        // An executor token is one executor's identity: it registers as
+        // that executor only (its grants, and alerting's check of them,
+        // rest on this).
+        if caller.role == Role::Executor && register.executor_id != caller.name {
+            return Err(Status::permission_denied(format!(
+                "the executor token {:?} may only register as executor_id {:?}, not {:?}",
+                caller.name, caller.name, register.executor_id
+            )));
+        }
         // Bounded: an executor that stops reading has its session ended
         // when the channel fills, rather than the planner buffering for it.
         let (tx, rx) = mpsc::channel(WORK_CHANNEL);

@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use netward_shared::auth::grant::GrantKey;
 use netward_shared::client::{PeerChannel, connect};
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::proto::v1;
@@ -63,6 +64,10 @@ pub struct PlannerConfig {
     pub heartbeat_interval: Duration,
     pub sizing: SizingPolicy,
     pub lease: LeaseConfig,
+    /// The key batch grants are signed with, from the shared
+    /// `auth.grant_key`; without it assignments carry no grant.
+    #[serde(skip)]
+    pub grant_key: Option<GrantKey>,
 }
 
 impl Default for PlannerConfig {
@@ -80,6 +85,7 @@ impl Default for PlannerConfig {
             heartbeat_interval: Duration::from_secs(5),
             sizing: SizingPolicy::default(),
             lease: LeaseConfig::default(),
+            grant_key: None,
         }
     }
 }
@@ -99,6 +105,7 @@ impl PlannerConfig {
             snmp_retries: self.snmp_retries,
             snmp_label_refresh: self.snmp_label_refresh_interval,
             heartbeat_interval: self.heartbeat_interval,
+            grant_key: self.grant_key.clone(),
         }
     }
 }
@@ -357,7 +364,27 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let section: PlannerConfig = config.section()?;
+    let mut section: PlannerConfig = config.section()?;
+    // Validated with the rest of `[auth]` when the config was loaded.
+    section.grant_key = config
+        .common
+        .auth
+        .grant_key
+        .as_ref()
+        .and_then(|key| GrantKey::parse(key).ok());
+    if section.grant_key.is_none()
+        && config
+            .common
+            .auth
+            .tokens
+            .iter()
+            .any(|token| token.role == netward_shared::auth::Role::Executor)
+    {
+        tracing::warn!(
+            "executor tokens are configured but auth.grant_key is not: assignments carry no \
+             grant, and alerting refuses executor-token results without one"
+        );
+    }
     metrics_help::describe();
     let channel = connect(&config.common.inventory_url, config.common.peer_token())?;
     let inventory =
