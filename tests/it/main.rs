@@ -25,5 +25,6 @@ mod snmp_isp;
 mod snmp_v3;
 mod stack;
 mod support;
+mod tls;
 mod trace;
 mod up;

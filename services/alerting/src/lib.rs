@@ -367,7 +367,7 @@ pub async fn run(
         netward_shared::proto::v1::inventory_service_client::InventoryServiceClient::new(
             netward_shared::client::connect(
                 &config.common.inventory_url,
-                config.common.token.as_ref(),
+                &netward_shared::client::ClientOptions::from_config(&config.common),
             )?,
         )
         .max_decoding_message_size(64 * 1024 * 1024);
@@ -410,7 +410,7 @@ pub async fn run(
     let view: freshness::SharedView = Default::default();
     tokio::spawn(freshness::follow_planner(
         config.common.planner_url.clone(),
-        config.common.token.clone(),
+        netward_shared::client::ClientOptions::from_config(&config.common),
         view.clone(),
         stop.clone(),
     ));

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use netward_shared::client::{PeerChannel, connect};
+use netward_shared::client::{ClientOptions, PeerChannel, connect};
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
@@ -359,7 +359,10 @@ pub async fn run(
 ) -> Result<(), Error> {
     let section: PlannerConfig = config.section()?;
     metrics_help::describe();
-    let channel = connect(&config.common.inventory_url, config.common.token.as_ref())?;
+    let channel = connect(
+        &config.common.inventory_url,
+        &ClientOptions::from_config(&config.common),
+    )?;
     let inventory =
         InventoryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let planner = Arc::new(Planner::new(&section, inventory)?);
