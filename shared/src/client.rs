@@ -21,7 +21,7 @@ pub enum ClientError {
     InvalidToken,
     #[error("cannot set up TLS to {url}: {source}")]
     Tls { url: String, source: TlsError },
-    #[error("cannot set up TLS to {url}: {source}")]
+    #[error("invalid TLS settings for {url}: {source}")]
     Transport {
         url: String,
         source: tonic::transport::Error,
@@ -43,15 +43,6 @@ impl ClientOptions {
         Self {
             token: config.token.clone(),
             tls: config.tls.clone(),
-        }
-    }
-
-    /// A token and no TLS settings (`https://` is still verified, against the
-    /// system's roots).
-    pub fn token(token: Option<Secret<String>>) -> Self {
-        Self {
-            token,
-            tls: TlsConfig::default(),
         }
     }
 }

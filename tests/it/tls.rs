@@ -632,8 +632,7 @@ async fn postgres_sslmode_and_rediss_urls_are_understood() {
         assert!(status.success(), "{log}");
         let error = sqlx::PgConnection::connect(&sslmode(&base, "verify-full"))
             .await
-            .err()
-            .expect("verify-full must not trust a self-signed server certificate")
+            .expect_err("verify-full must not trust a self-signed server certificate")
             .to_string();
         assert!(error.to_lowercase().contains("certificate"), "{error}");
     } else {
@@ -641,8 +640,7 @@ async fn postgres_sslmode_and_rediss_urls_are_understood() {
         // TLS, not because this build lacks it.
         let error = sqlx::PgConnection::connect(&sslmode(&base, "require"))
             .await
-            .err()
-            .expect("the server has no TLS")
+            .expect_err("the server has no TLS")
             .to_string();
         assert!(error.contains("server does not support TLS"), "{error}");
     }
@@ -663,4 +661,92 @@ async fn postgres_sslmode_and_rediss_urls_are_understood() {
         // The handshake hung: no answer, but not "unsupported" either.
         Err(_) => {}
     }
+}
+
+/// An OTLP/gRPC trace receiver over TLS that counts the spans it gets.
+#[derive(Clone, Default)]
+struct TlsCollector {
+    spans: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for TlsCollector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let count: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test]
+async fn spans_reach_an_https_otlp_collector() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    use tonic::transport::{Identity, ServerTlsConfig};
+
+    netward_shared::tls::install_crypto_provider();
+    let pki = Pki::create();
+    let identity = Identity::from_pem(
+        std::fs::read(pki.path("server.pem")).unwrap(),
+        std::fs::read(pki.path("server-key.pem")).unwrap(),
+    );
+    let collector = TlsCollector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let server = tonic::transport::Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .unwrap()
+        .add_service(TraceServiceServer::new(collector.clone()))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+
+    let ca = pki.ca();
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", "http://127.0.0.1:1"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    // Every served call is a span.
+    let sizing = run(
+        NETWARD,
+        &[
+            "sizing",
+            "1000",
+            "--planner-url",
+            &format!("http://{}", planner.grpc_addr),
+        ],
+    )
+    .await;
+    assert!(sizing.success, "{}", sizing.stderr);
+    eventually(
+        "spans exported over TLS",
+        Duration::from_secs(20),
+        || async { (collector.spans.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(()) },
+    )
+    .await;
+    let (status, log) = planner.stop().await;
+    assert!(status.success(), "{log}");
 }
