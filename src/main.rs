@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use netward_shared::config::{ConfigLoader, LoadedConfig, Target};
+use netward_shared::config::{ConfigLoader, Exposure, LoadedConfig, Target};
 use netward_shared::server::Listeners;
 
 /// mimalloc rather than glibc's malloc: freed memory goes back to the OS,
@@ -116,7 +116,7 @@ struct ServeArgs {
     /// Alerting service to dial [default: http://127.0.0.1:50053]
     #[arg(long, env = "NETWARD_ALERTING_URL", value_name = "URL")]
     alerting_url: Option<String>,
-    /// Bearer token: required on every incoming call but health checks, and sent to peers
+    /// Bearer token: required on every incoming call but health checks, and sent to peers (prefer the variable: a flag shows in `ps`)
     #[arg(
         long,
         env = "NETWARD_TOKEN",
@@ -124,6 +124,18 @@ struct ServeArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// Certificate chain (PEM): serve gRPC over TLS, and present it to https:// peers as client certificate
+    #[arg(long, env = "NETWARD_TLS__CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, env = "NETWARD_TLS__KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that verifies https:// peers (and client certificates, with tls.require_client_cert) [default: the system's roots]
+    #[arg(long, env = "NETWARD_TLS__CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Listen beyond loopback with neither TLS nor a token (config `insecure = true`, NETWARD_INSECURE=true)
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl ServeArgs {
@@ -132,7 +144,8 @@ impl ServeArgs {
         if let Some(path) = &self.config {
             loader = loader.file(path);
         }
-        let flags: [(&str, Option<String>); 8] = [
+        let path = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string());
+        let flags: [(&str, Option<String>); 12] = [
             ("grpc_addr", self.grpc_addr.map(|a| a.to_string())),
             ("metrics_addr", self.metrics_addr.map(|a| a.to_string())),
             ("database_url", self.database_url.clone()),
@@ -141,6 +154,11 @@ impl ServeArgs {
             ("planner_url", self.planner_url.clone()),
             ("alerting_url", self.alerting_url.clone()),
             ("token", self.token.clone()),
+            ("tls.cert", path(&self.tls_cert)),
+            ("tls.key", path(&self.tls_key)),
+            ("tls.ca", path(&self.tls_ca)),
+            // Only when given: `insecure = true` from the file or variable stays.
+            ("insecure", self.insecure.then(|| "true".to_string())),
         ];
         for (key, value) in flags {
             if let Some(value) = value {
@@ -153,6 +171,8 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before anything dials or serves TLS (docs/security.md, "TLS").
+    netward_shared::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -222,7 +242,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 async fn serve(target: Target, args: ServeArgs) -> anyhow::Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = args.loader(target, env.clone()).load()?;
+    config.common.tls.validate()?;
+    let exposure = config.common.check_exposure()?;
     let _telemetry = netward_shared::telemetry::init(target.name(), &config.common.log, &env)?;
+    if exposure == Exposure::Insecure {
+        tracing::warn!(
+            grpc_addr = %config.common.grpc_addr,
+            "--insecure: listening beyond loopback with neither TLS nor a token; \
+             anyone who reaches this address can call every RPC"
+        );
+    }
     let listeners = Listeners::bind(&config.common).await?;
     let shutdown = netward_shared::shutdown::signal();
     run_target(target, &config, listeners, shutdown)

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use netward_shared::client::PeerChannel;
+use netward_shared::client::{ClientOptions, PeerChannel};
 use netward_shared::config::{ConfigLoader, LoadedConfig, Target};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
@@ -192,7 +192,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut configs = HashMap::new();
     for target in Target::ALL {
-        configs.insert(target, target_config(target, &args, &env, &storage, &key)?);
+        let config = target_config(target, &args, &env, &storage, &key)?;
+        config.common.check_exposure()?;
+        configs.insert(target, config);
     }
     let common = &configs[&Target::Inventory].common;
     let _telemetry = netward_shared::telemetry::init("up", &common.log, &env)?;
@@ -201,7 +203,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         common.planner_url.clone(),
         common.alerting_url.clone(),
     );
-    let token = common.token.clone();
+    let client = ClientOptions::from_config(common);
 
     // Every port first: a clash is reported before anything starts.
     let mut listeners = HashMap::new();
@@ -245,11 +247,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // The inventory first: the rest follow it, and the example is loaded
     // into it before the planner plans its first cycle.
     start(Target::Inventory, &mut services);
-    let inventory = InventoryServiceClient::new(netward_shared::client::connect(
-        &inventory_url,
-        token.as_ref(),
-    )?)
-    .max_decoding_message_size(64 * 1024 * 1024);
+    let inventory =
+        InventoryServiceClient::new(netward_shared::client::connect(&inventory_url, &client)?)
+            .max_decoding_message_size(64 * 1024 * 1024);
     tokio::select! {
         ready = wait_for_inventory(inventory.clone()) => ready?,
         Some(ended) = services.join_next() => return Err(failed(ended)),
@@ -277,14 +277,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops (drains every service); a second start resumes from the data dir.");
 
-    let planner = PlannerServiceClient::new(netward_shared::client::connect(
-        &planner_url,
-        token.as_ref(),
-    )?);
-    let alerting = AlertingServiceClient::new(netward_shared::client::connect(
-        &alerting_url,
-        token.as_ref(),
-    )?);
+    let planner =
+        PlannerServiceClient::new(netward_shared::client::connect(&planner_url, &client)?);
+    let alerting =
+        AlertingServiceClient::new(netward_shared::client::connect(&alerting_url, &client)?);
     let reporter = tokio::spawn(report_cycles(planner, alerting, stop.clone()));
 
     let shutdown = netward_shared::shutdown::signal();

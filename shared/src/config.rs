@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::secret::Secret;
+use crate::tls::TlsConfig;
 
 /// The five services the `netward` binary can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +132,13 @@ pub struct CommonConfig {
     /// (which refuses a malformed `[[auth.tokens]]`).
     #[serde(skip)]
     pub authenticator: Authenticator,
+    /// TLS of the gRPC server and of the clients dialing `https://` peers.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Allows a gRPC listener beyond loopback with neither TLS nor a token
+    /// (see [`CommonConfig::check_exposure`]).
+    #[serde(default)]
+    pub insecure: bool,
     pub log: LogConfig,
     pub server: ServerConfig,
 }
@@ -140,6 +148,40 @@ impl CommonConfig {
     pub fn peer_token(&self) -> Option<&Secret<String>> {
         self.auth.peer_token.as_ref().or(self.token.as_ref())
     }
+
+    /// The safe default: a gRPC listener reachable beyond loopback must be
+    /// protected by TLS or a token, unless `insecure` says the risk is
+    /// accepted. Checked before binding, so the process exits at once.
+    pub fn check_exposure(&self) -> Result<Exposure, ConfigError> {
+        if self.grpc_addr.ip().is_loopback() {
+            return Ok(Exposure::Loopback);
+        }
+        let token = self
+            .token
+            .as_ref()
+            .is_some_and(|token| !token.expose().is_empty())
+            || !self.auth.tokens.is_empty();
+        if token || self.tls.enabled() {
+            Ok(Exposure::Protected)
+        } else if self.insecure {
+            Ok(Exposure::Insecure)
+        } else {
+            Err(ConfigError::Exposed {
+                addr: self.grpc_addr,
+            })
+        }
+    }
+}
+
+/// How far the gRPC listener is reachable, and what protects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Only this host can connect.
+    Loopback,
+    /// Beyond loopback, with TLS or a token.
+    Protected,
+    /// Beyond loopback with neither, because `insecure` is set: worth a warning.
+    Insecure,
 }
 
 /// How logs are written (to standard error).
@@ -185,6 +227,13 @@ pub enum ConfigError {
     Invalid(#[from] config::ConfigError),
     #[error("invalid configuration: {0}")]
     Auth(#[from] crate::auth::AuthConfigError),
+    #[error(
+        "refusing to listen on {addr}: it is not a loopback address and neither TLS \
+         (--tls-cert and --tls-key) nor a token (NETWARD_TOKEN) is configured, so anyone \
+         who reaches it could call every RPC in clear text; configure TLS or a token, \
+         listen on 127.0.0.1, or pass --insecure (NETWARD_INSECURE=true) to accept the risk"
+    )]
+    Exposed { addr: SocketAddr },
 }
 
 /// Builds a [`LoadedConfig`] from the layers, lowest first.
@@ -363,6 +412,73 @@ mod tests {
             Duration::from_secs(30)
         );
         assert!(config.common.token.is_none());
+        assert_eq!(config.common.tls, TlsConfig::default());
+        assert!(!config.common.insecure);
+    }
+
+    #[test]
+    fn tls_from_file_env_and_flags() {
+        let config = ConfigLoader::new(Target::Planner)
+            .env(env(&[
+                ("NETWARD_TLS__KEY", "/etc/netward/key.pem"),
+                ("NETWARD_TLS__CA", "/etc/netward/ca.pem"),
+                ("NETWARD_TLS__REQUIRE_CLIENT_CERT", "true"),
+            ]))
+            .set("tls.cert", "/etc/netward/cert.pem")
+            .load()
+            .unwrap();
+        let tls = &config.common.tls;
+        assert_eq!(
+            tls.cert.as_deref(),
+            Some(Path::new("/etc/netward/cert.pem"))
+        );
+        assert_eq!(tls.key.as_deref(), Some(Path::new("/etc/netward/key.pem")));
+        assert_eq!(tls.ca.as_deref(), Some(Path::new("/etc/netward/ca.pem")));
+        assert!(tls.require_client_cert);
+        assert!(tls.enabled());
+    }
+
+    #[test]
+    fn an_exposed_listener_needs_tls_a_token_or_insecure() {
+        let load = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("NETWARD_GRPC_ADDR", "0.0.0.0:50052")];
+            all.extend_from_slice(pairs);
+            ConfigLoader::new(Target::Planner)
+                .env(env(&all))
+                .load()
+                .unwrap()
+                .common
+        };
+        let bare = load(&[]);
+        let error = bare.check_exposure().unwrap_err().to_string();
+        assert!(
+            error.starts_with("refusing to listen on 0.0.0.0:50052"),
+            "{error}"
+        );
+        assert!(error.contains("--insecure"), "{error}");
+        assert_eq!(
+            load(&[("NETWARD_TOKEN", "s")]).check_exposure().unwrap(),
+            Exposure::Protected
+        );
+        assert_eq!(
+            load(&[
+                ("NETWARD_TLS__CERT", "/c.pem"),
+                ("NETWARD_TLS__KEY", "/k.pem")
+            ])
+            .check_exposure()
+            .unwrap(),
+            Exposure::Protected
+        );
+        assert_eq!(
+            load(&[("NETWARD_INSECURE", "true")])
+                .check_exposure()
+                .unwrap(),
+            Exposure::Insecure
+        );
+        // An empty token protects nothing.
+        assert!(load(&[("NETWARD_TOKEN", "")]).check_exposure().is_err());
+        let local = ConfigLoader::new(Target::Planner).load().unwrap().common;
+        assert_eq!(local.check_exposure().unwrap(), Exposure::Loopback);
     }
 
     #[test]

@@ -21,10 +21,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientError, connect};
+use crate::client::{ClientError, ClientOptions, connect};
 use crate::proto::v1;
 use crate::proto::v1::alerting_service_client::AlertingServiceClient;
-use crate::secret::Secret;
 
 /// Batches sent on the ingest stream and not acked yet, at most (fewer when
 /// the buffer is smaller). Alerting commits what arrives together in one
@@ -36,7 +35,8 @@ pub struct DeliveryConfig {
     pub executor_id: String,
     pub kind: v1::ExecutorKind,
     pub alerting_url: String,
-    pub token: Option<Secret<String>>,
+    /// Token and TLS settings for dialing alerting.
+    pub client: ClientOptions,
     /// Unacked batches kept at most; past it the oldest are dropped.
     pub buffer_batches: usize,
 }
@@ -105,9 +105,8 @@ impl ResultSender {
     /// Starts delivering; runs until `stop` is cancelled. Cancel it only after
     /// `drain`, or unacked batches are lost with the process.
     pub fn start(config: DeliveryConfig, stop: CancellationToken) -> Result<Self, ClientError> {
-        let client =
-            AlertingServiceClient::new(connect(&config.alerting_url, config.token.as_ref())?)
-                .max_encoding_message_size(64 * 1024 * 1024);
+        let client = AlertingServiceClient::new(connect(&config.alerting_url, &config.client)?)
+            .max_encoding_message_size(64 * 1024 * 1024);
         let shared = Arc::new(Shared {
             config,
             buffer: Mutex::new(Buffer::default()),

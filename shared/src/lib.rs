@@ -18,6 +18,7 @@ pub mod status;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 pub mod trace_context;
 pub mod work;
 

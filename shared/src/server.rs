@@ -1,7 +1,7 @@
 //! The gRPC server bootstrap every target uses: its own services plus
 //! `grpc.health.v1` and server reflection (v1 and v1alpha, which grpcurl 1.8
 //! asks for), behind the shared tower layers, with `/metrics` beside it, and
-//! a graceful shutdown.
+//! a graceful shutdown; over TLS when the process has a certificate.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +20,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use crate::auth::Authenticator;
 use crate::config::{CommonConfig, Target};
 use crate::layers::{AuthLayer, MetricsLayer, TraceLayer};
+use crate::tls::{TlsConfig, TlsError};
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const REFLECTION_SERVICES: [&str; 2] = [
@@ -34,6 +35,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("reflection descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("grpc server: {0}")]
@@ -91,6 +94,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub auth: Authenticator,
+    /// Certificate and key: served over TLS (health and reflection too).
+    /// The `/metrics` endpoint stays plain HTTP (docs/security.md).
+    pub tls: TlsConfig,
     pub request_timeout: Duration,
     pub concurrency_limit: usize,
     pub shutdown_grace: Duration,
@@ -100,6 +106,7 @@ impl ServerOptions {
     pub fn from_config(config: &CommonConfig) -> Self {
         Self {
             auth: config.authenticator.clone(),
+            tls: config.tls.clone(),
             request_timeout: config.server.request_timeout,
             concurrency_limit: config.server.concurrency_limit.max(1),
             shutdown_grace: config.server.shutdown_grace,
@@ -191,7 +198,14 @@ impl GrpcServer {
             self.shutdown.clone().cancelled_owned(),
         ));
 
-        let grpc_server = tonic::transport::Server::builder()
+        // Read before anything is served, so a bad file stops the start.
+        let mut builder = tonic::transport::Server::builder();
+        let tls = self.options.tls.server()?;
+        let tls_enabled = tls.is_some();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let grpc_server = builder
             .tcp_nodelay(true)
             // Executors hold streams for days, often through NAT: keepalives
             // keep the mapping open and detect a dead peer.
@@ -219,6 +233,8 @@ impl GrpcServer {
             %metrics_addr,
             services = ?self.service_names,
             authenticated = self.options.auth.is_enabled(),
+            tls = tls_enabled,
+            client_certificates = tls_enabled && self.options.tls.require_client_cert,
             "serving"
         );
 

@@ -1,19 +1,23 @@
 //! Logs and traces for every target: human text on a terminal, JSON lines
 //! otherwise (containers); spans exported over OTLP/gRPC when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The W3C propagator is installed
-//! either way, so a process without an exporter still passes context on.
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (over TLS for an `https://` endpoint,
+//! verified against `OTEL_EXPORTER_OTLP_CERTIFICATE` or the system's roots).
+//! The W3C propagator is installed either way, so a process without an
+//! exporter still passes context on.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
+
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -28,6 +32,11 @@ pub enum TelemetryError {
     Exporter {
         endpoint: String,
         source: opentelemetry_otlp::ExporterBuildError,
+    },
+    #[error("cannot read OTEL_EXPORTER_OTLP_CERTIFICATE {path}: {source}")]
+    Certificate {
+        path: String,
+        source: std::io::Error,
     },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
@@ -91,14 +100,16 @@ pub fn init(
         .filter(|e| !e.is_empty())
     {
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()
-                .map_err(|source| TelemetryError::Exporter {
-                    endpoint: endpoint.clone(),
-                    source,
-                })?;
+                .with_endpoint(endpoint.clone());
+            if endpoint.starts_with("https://") {
+                builder = builder.with_tls_config(otlp_tls(env)?);
+            }
+            let exporter = builder.build().map_err(|source| TelemetryError::Exporter {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
             let resource = opentelemetry_sdk::Resource::builder()
                 .with_service_name(format!("netward-{service}"))
                 .build();
@@ -128,4 +139,49 @@ pub fn init(
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
+}
+
+/// TLS towards an `https://` collector: its certificate is verified against
+/// the PEM file of `OTEL_EXPORTER_OTLP_CERTIFICATE` (the OpenTelemetry
+/// variable) when set, else against the system's roots.
+fn otlp_tls(env: &HashMap<String, String>) -> Result<ClientTlsConfig, TelemetryError> {
+    match env
+        .get("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        .filter(|p| !p.is_empty())
+    {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| TelemetryError::Certificate {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+        }
+        None => Ok(ClientTlsConfig::new().with_native_roots()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_https_collector_is_accepted() {
+        let env = HashMap::from([(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+            "https://127.0.0.1:4317".to_string(),
+        )]);
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint("https://127.0.0.1:4317")
+            .with_tls_config(otlp_tls(&env).unwrap())
+            .build();
+        assert!(exporter.is_ok(), "{:?}", exporter.err());
+
+        let missing = HashMap::from([(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE".to_string(),
+            "/nonexistent/ca.pem".to_string(),
+        )]);
+        let error = otlp_tls(&missing).unwrap_err().to_string();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+    }
 }

@@ -19,11 +19,10 @@ use tokio_util::task::TaskTracker;
 use tonic_types::StatusExt as _;
 use tracing::Instrument as _;
 
-use crate::client::{PeerChannel, connect};
+use crate::client::{ClientOptions, PeerChannel, connect};
 use crate::delivery::ResultSender;
 use crate::proto::v1;
 use crate::proto::v1::planner_service_client::PlannerServiceClient;
-use crate::secret::Secret;
 
 /// What an executor says about itself when it registers.
 #[derive(Debug, Clone)]
@@ -109,7 +108,8 @@ pub trait BatchRunner: Send + Sync + 'static {
 pub struct ExecutorState {
     pub identity: Identity,
     pub sender: ResultSender,
-    pub token: Option<Secret<String>>,
+    /// Token and TLS settings for dialing planners.
+    pub client: ClientOptions,
     pub started_at: SystemTime,
     /// The highest leader epoch seen: assignments below it are stale.
     pub max_epoch: AtomicU64,
@@ -131,11 +131,11 @@ pub struct ExecutorState {
 }
 
 impl ExecutorState {
-    pub fn new(identity: Identity, sender: ResultSender, token: Option<Secret<String>>) -> Self {
+    pub fn new(identity: Identity, sender: ResultSender, client: ClientOptions) -> Self {
         Self {
             identity,
             sender,
-            token,
+            client,
             started_at: SystemTime::now(),
             max_epoch: AtomicU64::new(0),
             in_flight_batches: AtomicU32::new(0),
@@ -351,8 +351,8 @@ async fn work_session<R: BatchRunner>(
     planner_url: &str,
 ) -> Result<(), SessionError> {
     let state = executor.state();
-    let channel = connect(planner_url, state.token.as_ref())
-        .map_err(|e| SessionError::Failed(e.to_string()))?;
+    let channel =
+        connect(planner_url, &state.client).map_err(|e| SessionError::Failed(e.to_string()))?;
     let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(channel);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let register = v1::Register {
@@ -718,7 +718,7 @@ mod tests {
                 executor_id: "test".into(),
                 kind: v1::ExecutorKind::Ping,
                 alerting_url: "http://127.0.0.1:1".into(),
-                token: None,
+                client: ClientOptions::default(),
                 buffer_batches: 100,
             },
             stop.clone(),
@@ -731,7 +731,7 @@ mod tests {
             state: ExecutorState::new(
                 Identity::new("test".into(), capacity, HashMap::new(), "test".into()),
                 sender(stop),
-                None,
+                ClientOptions::default(),
             ),
             gate: Semaphore::new(0),
             refusal: refusal.map(str::to_string),

@@ -16,14 +16,13 @@ use netward_shared::proto::v1::{
     AckAlertRequest, Alert, AlertState, DeviceState, DeviceStatus, ListAlertsRequest,
     ListDeviceStatusesRequest, ProbeOutcome, RuleKind, Severity, StateCounts,
 };
-use netward_shared::secret::Secret;
 use netward_shared::tonic::Status;
 use serde::Serialize;
 
 use super::csv_format;
-use super::describe_status;
 use super::planner::age;
 use super::table::Table;
+use super::{TlsArgs, describe_status};
 
 /// Statuses or alerts per page: the most alerting serves in one.
 const PAGE_SIZE: u32 = 1000;
@@ -58,6 +57,8 @@ pub struct AlertingArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 type AlertingClient = AlertingServiceClient<PeerChannel>;
@@ -65,8 +66,8 @@ type AlertingClient = AlertingServiceClient<PeerChannel>;
 impl AlertingArgs {
     /// A client on a lazy channel: nothing is dialled until the first call.
     fn client(&self) -> anyhow::Result<AlertingClient> {
-        let token = self.token.clone().map(Secret::new);
-        let channel = netward_shared::client::connect(&self.alerting_url, token.as_ref())
+        let options = self.tls.client_options(self.token.as_ref());
+        let channel = netward_shared::client::connect(&self.alerting_url, &options)
             .context("cannot set up the alerting client")?;
         Ok(AlertingServiceClient::new(channel))
     }

@@ -13,11 +13,11 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::describe_status;
+use super::{TlsArgs, describe_status};
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// The target's gRPC address (HOST:PORT, or a URL such as http://HOST:PORT)
+    /// The target's gRPC address (HOST:PORT, or a URL such as https://HOST:PORT); a bare HOST:PORT is dialled over TLS when --tls-ca or --tls-cert is given
     #[arg(long, value_name = "HOST:PORT")]
     addr: String,
     /// Service to ask about (e.g. netward.v1.PlannerService); empty: the whole server
@@ -26,6 +26,8 @@ pub struct HealthArgs {
     /// How long connecting and the check may take in all (2s, 500ms, 1m)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Succeeds when the server reports SERVING; otherwise the error says what
@@ -34,13 +36,20 @@ pub struct HealthArgs {
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let url = if args.addr.contains("://") {
         args.addr.clone()
+    } else if args.tls.any() {
+        format!("https://{}", args.addr)
     } else {
         format!("http://{}", args.addr)
     };
-    let endpoint = Endpoint::from_shared(url.clone())
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("invalid address {:?}", args.addr))?
         .connect_timeout(args.timeout)
         .timeout(args.timeout);
+    if url.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(args.tls.config().client()?)
+            .with_context(|| format!("cannot set up TLS to {url}"))?;
+    }
     let what = if args.service.is_empty() {
         "the server".to_string()
     } else {

@@ -15,7 +15,6 @@ use netward_shared::proto::v1::{
     CounterDiscontinuity, Device, GetDeviceRequest, InterfaceRole, InterfaceStatus,
     ListInterfacesRequest, ListInterfacesResponse, SnmpOutcome,
 };
-use netward_shared::secret::Secret;
 use netward_shared::tonic::Code;
 use prost_types::Timestamp;
 use serde::Serialize;
@@ -135,8 +134,11 @@ pub async fn run(args: InterfacesArgs) -> anyhow::Result<()> {
         (found.id, Some(found.name))
     };
 
-    let token = args.inventory.token.clone().map(Secret::new);
-    let channel = netward_shared::client::connect(&args.alerting_url, token.as_ref())
+    let options = args
+        .inventory
+        .tls
+        .client_options(args.inventory.token.as_ref());
+    let channel = netward_shared::client::connect(&args.alerting_url, &options)
         .context("cannot set up the alerting client")?;
     let mut response = AlertingServiceClient::new(channel)
         .list_interfaces(ListInterfacesRequest {

@@ -17,12 +17,14 @@ mod table;
 mod token;
 
 use std::io;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use netward_shared::client::PeerChannel;
+use netward_shared::client::{ClientOptions, PeerChannel};
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::secret::Secret;
+use netward_shared::tls::TlsConfig;
 use netward_shared::tonic::Status;
 
 pub use token::TokenCommand;
@@ -144,6 +146,57 @@ pub struct InventoryArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// How the verbs reach `https://` services: the CA that verifies them and,
+/// for services that demand one, a client certificate.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) that verifies https:// services [default: the system's roots]
+    #[arg(long, env = "NETWARD_TLS__CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for services that require one (with --tls-key)
+    #[arg(
+        long,
+        env = "NETWARD_TLS__CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(
+        long,
+        env = "NETWARD_TLS__KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn config(&self) -> TlsConfig {
+        TlsConfig {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_ca.clone(),
+            require_client_cert: false,
+        }
+    }
+
+    /// True when any TLS setting is given.
+    fn any(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some()
+    }
+
+    /// The token and TLS settings a verb's client dials with.
+    fn client_options(&self, token: Option<&String>) -> ClientOptions {
+        ClientOptions {
+            token: token.cloned().map(Secret::new),
+            tls: self.config(),
+        }
+    }
 }
 
 pub type InventoryClient = InventoryServiceClient<PeerChannel>;
@@ -151,8 +204,8 @@ pub type InventoryClient = InventoryServiceClient<PeerChannel>;
 impl InventoryArgs {
     /// A client on a lazy channel: nothing is dialled until the first call.
     fn client(&self) -> anyhow::Result<InventoryClient> {
-        let token = self.token.clone().map(Secret::new);
-        let channel = netward_shared::client::connect(&self.inventory_url, token.as_ref())
+        let options = self.tls.client_options(self.token.as_ref());
+        let channel = netward_shared::client::connect(&self.inventory_url, &options)
             .context("cannot set up the inventory client")?;
         Ok(InventoryServiceClient::new(channel))
     }

@@ -14,13 +14,12 @@ use netward_shared::proto::v1::{
     CycleSummary, ExecutorInfo, ExecutorKind, GetLeaderRequest, GetLeaderResponse,
     GetSizingRequest, GetSizingResponse, ListCyclesRequest, ListExecutorsRequest, SizingPolicy,
 };
-use netward_shared::secret::Secret;
 use netward_shared::tonic::Status;
 use prost_types::Timestamp;
 use serde::Serialize;
 
-use super::describe_status;
 use super::table::Table;
+use super::{TlsArgs, describe_status};
 
 /// Where the planner is and how to authenticate: every planner verb takes these.
 #[derive(Debug, Args)]
@@ -41,6 +40,8 @@ pub struct PlannerArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 type PlannerClient = PlannerServiceClient<PeerChannel>;
@@ -48,8 +49,8 @@ type PlannerClient = PlannerServiceClient<PeerChannel>;
 impl PlannerArgs {
     /// A client on a lazy channel: nothing is dialled until the first call.
     fn client(&self) -> anyhow::Result<PlannerClient> {
-        let token = self.token.clone().map(Secret::new);
-        let channel = netward_shared::client::connect(&self.planner_url, token.as_ref())
+        let options = self.tls.client_options(self.token.as_ref());
+        let channel = netward_shared::client::connect(&self.planner_url, &options)
             .context("cannot set up the planner client")?;
         Ok(PlannerServiceClient::new(channel))
     }

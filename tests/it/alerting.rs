@@ -95,7 +95,8 @@ pub(crate) async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Opti
         .await
         .unwrap();
     });
-    let mut inventory = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
+    let mut inventory =
+        InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap());
     let rows: Vec<v1::ImportRow> = devices
         .iter()
         .enumerate()
@@ -160,7 +161,7 @@ pub(crate) async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Opti
             .await
             .unwrap();
     });
-    let alerting = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let alerting = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
     // Ready when it knows the inventory's devices.
     let any = ids.values().next().unwrap().clone();
     eventually(

@@ -59,7 +59,7 @@ async fn a_notification_survives_a_kill_between_commit_and_delivery() {
     ];
     let alerting = Netward::start("alerting", &args).await;
     let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
     eventually("alerting knows the device", Duration::from_secs(20), || {
         let mut client = client.clone();
         let device_id = device_id.clone();
@@ -149,7 +149,11 @@ async fn a_notification_survives_a_kill_between_commit_and_delivery() {
     assert_eq!(bodies[0]["state"], "firing");
     assert_eq!(bodies[0]["device_name"], "br7-rtr");
     let mut client = AlertingServiceClient::new(
-        connect(&format!("http://{}", restarted.grpc_addr), None).unwrap(),
+        connect(
+            &format!("http://{}", restarted.grpc_addr),
+            &Default::default(),
+        )
+        .unwrap(),
     );
     let row = client
         .list_notifications(v1::ListNotificationsRequest {

@@ -133,8 +133,9 @@ async fn an_executor_probes_assignments_and_delivers_every_result() {
         (0, refused.batch_count),
         "{refused:?}"
     );
-    let mut status_client =
-        ExecutorServiceClient::new(connect(&format!("http://{status_addr}"), None).unwrap());
+    let mut status_client = ExecutorServiceClient::new(
+        connect(&format!("http://{status_addr}"), &Default::default()).unwrap(),
+    );
     let status = status_client
         .get_executor_status(v1::GetExecutorStatusRequest {})
         .await

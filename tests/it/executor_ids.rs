@@ -39,8 +39,13 @@ fn free_port() -> u16 {
 
 /// Executor id → session id, as the planner lists them.
 async fn sessions(planner: &Netward) -> BTreeMap<String, v1::ExecutorInfo> {
-    let mut client: PlannerServiceClient<PeerChannel> =
-        PlannerServiceClient::new(connect(&format!("http://{}", planner.grpc_addr), None).unwrap());
+    let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(
+        connect(
+            &format!("http://{}", planner.grpc_addr),
+            &Default::default(),
+        )
+        .unwrap(),
+    );
     client
         .list_executors(v1::ListExecutorsRequest::default())
         .await
@@ -131,8 +136,13 @@ async fn lab_two_executors_with_default_ids_on_one_host_keep_their_own_sessions(
     for id in &ids {
         assert!(after[id].completed_batches > 0, "{:?}", after[id]);
     }
-    let mut client: PlannerServiceClient<PeerChannel> =
-        PlannerServiceClient::new(connect(&format!("http://{}", planner.grpc_addr), None).unwrap());
+    let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(
+        connect(
+            &format!("http://{}", planner.grpc_addr),
+            &Default::default(),
+        )
+        .unwrap(),
+    );
     let cycles = client
         .list_cycles(v1::ListCyclesRequest {
             kind: v1::ExecutorKind::Ping as i32,

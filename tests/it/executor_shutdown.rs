@@ -52,7 +52,11 @@ async fn lab_executor_exits_within_its_bound_when_planner_and_alerting_are_gone(
     let _silent = Rule::down("127.30.0.0/16");
     run_cycle(&lab);
     let status = ExecutorServiceClient::new(
-        connect(&format!("http://{}", executor.grpc_addr), None).unwrap(),
+        connect(
+            &format!("http://{}", executor.grpc_addr),
+            &Default::default(),
+        )
+        .unwrap(),
     );
     eventually("the second cycle runs", Duration::from_secs(10), || {
         let mut status = status.clone();

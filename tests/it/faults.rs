@@ -98,7 +98,7 @@ async fn wait_all_up(client: &Alerting, devices: u64, what: &str, timeout: Durat
 /// Results the executors reported done: `succeeded + failed` over the
 /// planner's ping cycles (it keeps the last 100).
 async fn sent(planner_url: &str) -> u64 {
-    let mut client = PlannerServiceClient::new(connect(planner_url, None).unwrap());
+    let mut client = PlannerServiceClient::new(connect(planner_url, &Default::default()).unwrap());
     let cycles = client
         .list_cycles(v1::ListCyclesRequest {
             kind: v1::ExecutorKind::Ping as i32,
@@ -159,7 +159,7 @@ async fn alerting_and_executor(
 ) -> (Netward, Alerting, Netward) {
     let alerting = Netward::start("alerting", &alerting_args(db, inventory_url, planner_url)).await;
     let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
     let executor = executor(planner_url, &alerting_url, executor_id).await;
     wait_all_up(
         &client,
@@ -198,7 +198,7 @@ async fn alerting_sigkilled_mid_cycle_under_10000_devices_loses_nothing() {
     let alerting = Netward::start("alerting", &args).await;
     let alerting_addr = alerting.grpc_addr.to_string();
     let alerting_url = format!("http://{alerting_addr}");
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
     let first = executor(&planner_url, &alerting_url, "faults-kill-1").await;
     let second = executor(&planner_url, &alerting_url, "faults-kill-2").await;
     let started = Instant::now();

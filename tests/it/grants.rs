@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use netward_shared::auth::grant::GrantKey;
 use netward_shared::auth::token_sha256;
-use netward_shared::client::connect;
+use netward_shared::client::{ClientOptions, connect};
 use netward_shared::prost::Message as _;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
@@ -55,6 +55,13 @@ fn secret(token: &str) -> Secret<String> {
     Secret::new(token.to_string())
 }
 
+fn with_token(token: &str) -> ClientOptions {
+    ClientOptions {
+        token: Some(secret(token)),
+        ..ClientOptions::default()
+    }
+}
+
 fn probe(device_id: &str, assignment: &v1::Assignment) -> v1::ProbeResult {
     v1::ProbeResult {
         device_id: device_id.into(),
@@ -89,7 +96,7 @@ async fn executor_tokens_report_only_what_their_grants_name() {
     .await;
     let inventory_url = format!("http://{}", inventory.grpc_addr);
     let mut admin_inventory =
-        InventoryServiceClient::new(connect(&inventory_url, Some(&secret(ADMIN))).unwrap());
+        InventoryServiceClient::new(connect(&inventory_url, &with_token(ADMIN)).unwrap());
     let rows = (1..=3)
         .map(|k| v1::ImportRow {
             line: k + 1,
@@ -139,7 +146,7 @@ async fn executor_tokens_report_only_what_their_grants_name() {
 
     // An executor token registers as its own executor only.
     let mut fake_planner =
-        PlannerServiceClient::new(connect(&planner_url, Some(&secret(FAKE_EXEC))).unwrap());
+        PlannerServiceClient::new(connect(&planner_url, &with_token(FAKE_EXEC)).unwrap());
     let register = |executor_id: &str| v1::WorkRequest {
         msg: Some(v1::work_request::Msg::Register(v1::Register {
             executor_id: executor_id.into(),
@@ -193,7 +200,7 @@ async fn executor_tokens_report_only_what_their_grants_name() {
 
     // Results under that grant, then forged ones, on one Ingest stream.
     let mut fake_alerting =
-        AlertingServiceClient::new(connect(&alerting_url, Some(&secret(FAKE_EXEC))).unwrap());
+        AlertingServiceClient::new(connect(&alerting_url, &with_token(FAKE_EXEC)).unwrap());
     let batch =
         |sequence: u64, devices: &[String], grant: Option<v1::SignedGrant>| v1::ResultBatch {
             executor_id: "branch-fake".into(),
@@ -289,7 +296,7 @@ async fn executor_tokens_report_only_what_their_grants_name() {
 
     // An executor token reads nothing and resolves no credential.
     let mut fake_inventory =
-        InventoryServiceClient::new(connect(&inventory_url, Some(&secret(FAKE_EXEC))).unwrap());
+        InventoryServiceClient::new(connect(&inventory_url, &with_token(FAKE_EXEC)).unwrap());
     let resolve = fake_inventory
         .resolve_credential(v1::ResolveCredentialRequest {
             key: Some(v1::resolve_credential_request::Key::Name("any".into())),
@@ -327,7 +334,7 @@ async fn executor_tokens_report_only_what_their_grants_name() {
     )
     .await;
     let mut admin_alerting =
-        AlertingServiceClient::new(connect(&alerting_url, Some(&secret(ADMIN))).unwrap());
+        AlertingServiceClient::new(connect(&alerting_url, &with_token(ADMIN)).unwrap());
     eventually(
         "the real executor's results turn all three devices UP",
         Duration::from_secs(40),

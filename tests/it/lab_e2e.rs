@@ -114,7 +114,8 @@ async fn the_core_loop_in_the_lab() {
     ];
     let survivor = Netward::start("ping-executor", &executor_args).await;
     let doomed = Netward::start("ping-executor", &executor_args).await;
-    let mut planner_client = PlannerServiceClient::new(connect(&planner_url, None).unwrap());
+    let mut planner_client =
+        PlannerServiceClient::new(connect(&planner_url, &Default::default()).unwrap());
     eventually("both executors register", Duration::from_secs(30), || {
         let mut client = planner_client.clone();
         async move {
@@ -159,7 +160,8 @@ async fn the_core_loop_in_the_lab() {
     flapper_task.abort();
 
     // Fresh to the end: read the states while the survivor still probes.
-    let mut alerting_client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let mut alerting_client =
+        AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
     let live = alerting_client
         .list_device_statuses(v1::ListDeviceStatusesRequest {
             page_size: 1000,

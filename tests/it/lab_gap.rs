@@ -102,7 +102,8 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     )
     .await;
     let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let mut client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let mut client =
+        AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
 
     let first = executor(&planner_url, &alerting_url, "gap-ping-1").await;
     eventually("every device UP and fresh", Duration::from_secs(30), || {

@@ -82,7 +82,8 @@ async fn lab_random_loss_alerts_only_above_the_threshold() {
     )
     .await;
 
-    let mut client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let mut client =
+        AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
     let started = Instant::now();
     let alerts = loop {
         tokio::time::sleep(INTERVAL).await;

@@ -26,5 +26,6 @@ mod snmp_isp;
 mod snmp_v3;
 mod stack;
 mod support;
+mod tls;
 mod trace;
 mod up;

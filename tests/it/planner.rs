@@ -63,7 +63,7 @@ impl Lab {
                 .unwrap();
         });
         let inventory = InventoryServiceClient::new(
-            connect(&format!("http://{inventory_addr}"), None).unwrap(),
+            connect(&format!("http://{inventory_addr}"), &Default::default()).unwrap(),
         );
         let mut rows = Vec::new();
         for s in 0..sites {
@@ -225,8 +225,9 @@ impl TestExecutor {
         let max_epoch = Arc::new(Mutex::new(0u64));
         let mut tasks = Vec::new();
         for addr in addrs {
-            let mut client: PlannerServiceClient<PeerChannel> =
-                PlannerServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+            let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(
+                connect(&format!("http://{addr}"), &Default::default()).unwrap(),
+            );
             let (out_tx, out_rx) = mpsc::unbounded_channel();
             out_tx.send(register.clone()).unwrap();
             let mut inbound = client
@@ -650,7 +651,7 @@ async fn grpcurl_get_sizing_answers_the_seed_table() {
 
 async fn leader_of(addr: std::net::SocketAddr) -> v1::GetLeaderResponse {
     let mut client: PlannerServiceClient<PeerChannel> =
-        PlannerServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+        PlannerServiceClient::new(connect(&format!("http://{addr}"), &Default::default()).unwrap());
     client
         .get_leader(v1::GetLeaderRequest {})
         .await
@@ -667,7 +668,8 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     let inventory =
         crate::support::Netward::start("inventory", &["--database-url", database.url()]).await;
     let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let mut client = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
+    let mut client =
+        InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap());
     let rows: Vec<v1::ImportRow> = (0..20)
         .map(|i| v1::ImportRow {
             line: i + 2,
@@ -778,8 +780,9 @@ async fn operator_rpcs_show_policy_cycles_and_executors() {
     let lab = Lab::start(10, 10, |_| None).await;
     let executor = TestExecutor::connect(lab.addr, "exec-ops", &[("site", "lab")]).await;
     registered(&lab, 1).await;
-    let mut client: PlannerServiceClient<PeerChannel> =
-        PlannerServiceClient::new(connect(&format!("http://{}", lab.addr), None).unwrap());
+    let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(
+        connect(&format!("http://{}", lab.addr), &Default::default()).unwrap(),
+    );
 
     let policy = client
         .get_policy(v1::GetPolicyRequest {})
@@ -985,7 +988,9 @@ impl Drop for OwnRedis {
 }
 
 async fn executor_status(addr: std::net::SocketAddr) -> v1::GetExecutorStatusResponse {
-    let mut client = ExecutorServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+    let mut client = ExecutorServiceClient::new(
+        connect(&format!("http://{addr}"), &Default::default()).unwrap(),
+    );
     client
         .get_executor_status(v1::GetExecutorStatusRequest {})
         .await
@@ -1001,7 +1006,7 @@ async fn completed_cycle_of_epoch(
     devices: u32,
 ) -> Option<v1::CycleSummary> {
     let mut client: PlannerServiceClient<PeerChannel> =
-        PlannerServiceClient::new(connect(&format!("http://{planner}"), None).ok()?);
+        PlannerServiceClient::new(connect(&format!("http://{planner}"), &Default::default()).ok()?);
     let cycles = client
         .list_cycles(v1::ListCyclesRequest {
             kind: v1::ExecutorKind::Ping as i32,
@@ -1212,8 +1217,9 @@ async fn a_hung_inventory_never_holds_up_ping_cycles() {
         snmp_interval: Duration::from_secs(60),
         ..Default::default()
     };
-    let client =
-        InventoryServiceClient::new(connect(&format!("http://{hung_addr}"), None).unwrap());
+    let client = InventoryServiceClient::new(
+        connect(&format!("http://{hung_addr}"), &Default::default()).unwrap(),
+    );
     let planner = Arc::new(Planner::new(&config, client).unwrap());
     {
         let mut copy = planner.copy.write().unwrap();

@@ -399,7 +399,8 @@ impl Stack {
     /// branch's devices answer, the branch's router does not (DOWN, with a
     /// device-down alert). Returns that alert's id.
     async fn results(inventory_url: &str, planner_url: &str, alerting_url: &str) -> String {
-        let mut inventory = InventoryServiceClient::new(connect(inventory_url, None).unwrap());
+        let mut inventory =
+            InventoryServiceClient::new(connect(inventory_url, &Default::default()).unwrap());
         let ids: HashMap<String, String> = inventory
             .list_devices(v1::ListDevicesRequest {
                 page_size: 1000,
@@ -414,7 +415,7 @@ impl Stack {
             .collect();
         assert_eq!(ids.len(), 854, "the example inventory is imported");
 
-        let planner = PlannerServiceClient::new(connect(planner_url, None).unwrap());
+        let planner = PlannerServiceClient::new(connect(planner_url, &Default::default()).unwrap());
         eventually(
             "the planner opens a ping cycle",
             Duration::from_secs(30),
@@ -434,7 +435,8 @@ impl Stack {
         )
         .await;
 
-        let alerting = AlertingServiceClient::new(connect(alerting_url, None).unwrap());
+        let alerting =
+            AlertingServiceClient::new(connect(alerting_url, &Default::default()).unwrap());
         let router = ids["gori-001-rtr1"].clone();
         eventually(
             "alerting follows the inventory",

@@ -201,7 +201,8 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
     )
     .await;
     let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let mut inventory_client = InventoryServiceClient::new(connect(&inventory_url, None).unwrap());
+    let mut inventory_client =
+        InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap());
     inventory_client
         .create_credential(v1::CreateCredentialRequest {
             name: "branch-ro".into(),
@@ -233,7 +234,7 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
         crate::support::SnmpStack::start(&db, &inventory_url, &dir, "isp-test-poller").await;
     let (alerting, planner, poller) = (&stack.alerting, &stack.planner, &stack.poller);
     let alerting_url = stack.alerting_url.clone();
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
 
     // Both uplinks classified from ifAlias, with their providers.
     let interfaces = eventually(

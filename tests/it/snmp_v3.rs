@@ -124,7 +124,7 @@ async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
     )
     .await;
     let inventory_url = format!("http://{}", inventory.grpc_addr);
-    InventoryServiceClient::new(connect(&inventory_url, None).unwrap())
+    InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap())
         .create_credential(v1::CreateCredentialRequest {
             name: "servers-v3".into(),
             version: v1::SnmpVersion::V3 as i32,
@@ -158,7 +158,7 @@ async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
     let stack = crate::support::SnmpStack::start(&db, &inventory_url, &dir, "v3-test-poller").await;
     let poller = &stack.poller;
     let alerting_url = stack.alerting_url.clone();
-    let client = AlertingServiceClient::new(connect(&alerting_url, None).unwrap());
+    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
 
     // Two polls with lo in them: the second one has rates (and the hints
     // of the first: resolved profile, engine id, max-repetitions).

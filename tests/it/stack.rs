@@ -184,6 +184,12 @@ fn netward_services(compose: &Value) -> Vec<NetwardService> {
             .unwrap_or_else(|error| {
                 panic!("service {name}: its environment does not load: {error}")
             });
+        // It listens on 0.0.0.0 inside its container: the safe default lets
+        // it start only because a token protects it.
+        config
+            .common
+            .check_exposure()
+            .unwrap_or_else(|error| panic!("service {name} would refuse to start: {error}"));
         found.push(NetwardService {
             name: name.clone(),
             target,

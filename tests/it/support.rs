@@ -184,7 +184,7 @@ pub async fn import(
     use netward_shared::proto::v1;
     use netward_shared::proto::v1::import_devices_request::Item;
     let mut client = v1::inventory_service_client::InventoryServiceClient::new(
-        netward_shared::client::connect(inventory_url, None).unwrap(),
+        netward_shared::client::connect(inventory_url, &Default::default()).unwrap(),
     );
     let imported = client
         .import_devices(futures::stream::iter(vec![

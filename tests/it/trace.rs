@@ -257,7 +257,8 @@ async fn one_ping_cycle_is_one_trace_across_planner_executor_and_alerting() {
     .await;
 
     // The first ping cycle whose batches were all probed and reported.
-    let planner_client = PlannerServiceClient::new(connect(&planner_url, None).unwrap());
+    let planner_client =
+        PlannerServiceClient::new(connect(&planner_url, &Default::default()).unwrap());
     let cycle = eventually(
         "a ping cycle probed every device",
         Duration::from_secs(30),

@@ -220,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
     let service = tokio::spawn(async move {
         netward_alerting::run(&config, listeners, service_stop.cancelled_owned()).await
     });
-    let client = AlertingServiceClient::new(connect(&url, None)?)
+    let client = AlertingServiceClient::new(connect(&url, &Default::default())?)
         .max_decoding_message_size(64 * 1024 * 1024);
     let devices: Vec<String> = (0..count)
         .map(|_| uuid::Uuid::new_v4().to_string())

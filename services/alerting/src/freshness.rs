@@ -11,11 +11,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use netward_shared::client::{PeerChannel, connect};
+use netward_shared::client::{ClientOptions, PeerChannel, connect};
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
-use netward_shared::secret::Secret;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -124,7 +123,7 @@ impl PlannerView {
 /// standbys) every [`PLANNER_POLL`] until `stop`.
 pub async fn follow_planner(
     planner_urls: String,
-    token: Option<Secret<String>>,
+    client: ClientOptions,
     view: SharedView,
     stop: CancellationToken,
 ) {
@@ -133,7 +132,7 @@ pub async fn follow_planner(
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .map(|url| {
-            let client = connect(url, token.as_ref())
+            let client = connect(url, &client)
                 .map(PlannerServiceClient::new)
                 .map_err(|e| e.to_string());
             (url.to_string(), client)

@@ -369,7 +369,7 @@ pub async fn run(
         netward_shared::proto::v1::inventory_service_client::InventoryServiceClient::new(
             netward_shared::client::connect(
                 &config.common.inventory_url,
-                config.common.peer_token(),
+                &netward_shared::client::ClientOptions::from_config(&config.common),
             )?,
         )
         .max_decoding_message_size(64 * 1024 * 1024);
@@ -412,7 +412,7 @@ pub async fn run(
     let view: freshness::SharedView = Default::default();
     tokio::spawn(freshness::follow_planner(
         config.common.planner_url.clone(),
-        config.common.peer_token().cloned(),
+        netward_shared::client::ClientOptions::from_config(&config.common),
         view.clone(),
         stop.clone(),
     ));

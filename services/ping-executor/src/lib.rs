@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netward_shared::client::ClientOptions;
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::delivery::{DeliveryConfig, ResultSender};
 use netward_shared::proto::v1;
@@ -112,7 +113,7 @@ pub async fn run(
             executor_id: executor_id.clone(),
             kind: v1::ExecutorKind::Ping,
             alerting_url: config.common.alerting_url.clone(),
-            token: config.common.peer_token().cloned(),
+            client: ClientOptions::from_config(&config.common),
             buffer_batches: section.buffer_batches,
         },
         delivery_stop.clone(),
@@ -126,7 +127,7 @@ pub async fn run(
         ),
         pinger,
         sender,
-        config.common.peer_token().cloned(),
+        ClientOptions::from_config(&config.common),
         section.results_per_message.max(1),
     ));
     // Several planners (a leader and standbys) may be listed, comma-separated:

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use netward_shared::client::ClientOptions;
 use netward_shared::delivery::ResultSender;
 use netward_shared::proto::v1;
-use netward_shared::secret::Secret;
 use netward_shared::work::{BatchRunner, ExecutorState, Outbox, Pacing, wait_for_start};
 pub use netward_shared::work::{Identity, timestamp};
 use rand::Rng as _;
@@ -30,11 +30,11 @@ impl Executor {
         identity: Identity,
         pinger: Arc<Pinger>,
         sender: ResultSender,
-        token: Option<Secret<String>>,
+        client: ClientOptions,
         results_per_message: usize,
     ) -> Self {
         Self {
-            state: ExecutorState::new(identity, sender, token),
+            state: ExecutorState::new(identity, sender, client),
             pinger,
             results_per_message,
         }

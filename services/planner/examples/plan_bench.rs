@@ -45,8 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// A planner whose inventory copy holds `devices` devices, leading.
 fn planner(devices: usize) -> Result<Planner, Box<dyn std::error::Error>> {
     // Never dialled: the copy is filled by hand.
-    let inventory =
-        InventoryServiceClient::new(netward_shared::client::connect("http://127.0.0.1:1", None)?);
+    let inventory = InventoryServiceClient::new(netward_shared::client::connect(
+        "http://127.0.0.1:1",
+        &Default::default(),
+    )?);
     let planner = Planner::new(&PlannerConfig::default(), inventory)?;
     {
         let mut copy = planner.copy.write().map_err(|_| "poisoned")?;

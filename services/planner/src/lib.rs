@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use netward_shared::auth::grant::GrantKey;
-use netward_shared::client::{PeerChannel, connect};
+use netward_shared::client::{ClientOptions, PeerChannel, connect};
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
@@ -386,7 +386,10 @@ pub async fn run(
         );
     }
     metrics_help::describe();
-    let channel = connect(&config.common.inventory_url, config.common.peer_token())?;
+    let channel = connect(
+        &config.common.inventory_url,
+        &ClientOptions::from_config(&config.common),
+    )?;
     let inventory =
         InventoryServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let planner = Arc::new(Planner::new(&section, inventory)?);

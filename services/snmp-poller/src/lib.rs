@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netward_shared::client::ClientOptions;
 use netward_shared::config::{ConfigError, LoadedConfig, Target};
 use netward_shared::delivery::{DeliveryConfig, ResultSender};
 use netward_shared::proto::v1;
@@ -124,7 +125,7 @@ pub async fn run(
             executor_id: executor_id.clone(),
             kind: v1::ExecutorKind::Snmp,
             alerting_url: config.common.alerting_url.clone(),
-            token: config.common.peer_token().cloned(),
+            client: ClientOptions::from_config(&config.common),
             buffer_batches: section.buffer_batches,
         },
         delivery_stop.clone(),
@@ -138,7 +139,7 @@ pub async fn run(
         ),
         poller,
         sender.clone(),
-        config.common.peer_token().cloned(),
+        ClientOptions::from_config(&config.common),
         section.results_per_message.max(1),
         section.concurrency.max(1),
     ));

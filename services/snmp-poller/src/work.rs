@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use netward_shared::client::ClientOptions;
 use netward_shared::delivery::ResultSender;
 use netward_shared::proto::v1;
-use netward_shared::secret::Secret;
 pub use netward_shared::work::Identity;
 use netward_shared::work::{BatchRunner, ExecutorState, Outbox, Pacing, wait_for_start};
 use rand::Rng as _;
@@ -82,12 +82,12 @@ impl SnmpExecutor {
         identity: Identity,
         poller: Arc<Poller>,
         sender: ResultSender,
-        token: Option<Secret<String>>,
+        client: ClientOptions,
         results_per_message: usize,
         concurrency: usize,
     ) -> Self {
         Self {
-            state: ExecutorState::new(identity, sender, token),
+            state: ExecutorState::new(identity, sender, client),
             poller,
             results_per_message,
             permits: Arc::new(Semaphore::new(concurrency)),

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use netward_shared::client::ClientOptions;
 use netward_shared::delivery::{DeliveryConfig, IN_FLIGHT_WINDOW, ResultSender, Unacked};
 use netward_shared::proto::v1;
 use netward_shared::testkit::eventually;
@@ -28,7 +29,7 @@ fn sender(addr: SocketAddr, buffer_batches: usize, stop: &CancellationToken) -> 
             executor_id: "test-executor".into(),
             kind: v1::ExecutorKind::Ping,
             alerting_url: format!("http://{addr}"),
-            token: None,
+            client: ClientOptions::default(),
             buffer_batches,
         },
         stop.clone(),

@@ -63,7 +63,7 @@ async fn serve(url: &str) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender
         Duration::from_secs(20),
         || async move {
             let mut health = tonic_health::pb::health_client::HealthClient::new(
-                connect(&format!("http://{addr}"), None).ok()?,
+                connect(&format!("http://{addr}"), &Default::default()).ok()?,
             );
             let check = health.check(tonic_health::pb::HealthCheckRequest::default());
             tokio::time::timeout(Duration::from_millis(500), check)
@@ -94,8 +94,9 @@ struct Stream {
 
 impl Stream {
     async fn open(addr: std::net::SocketAddr) -> Stream {
-        let mut client: AlertingServiceClient<PeerChannel> =
-            AlertingServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+        let mut client: AlertingServiceClient<PeerChannel> = AlertingServiceClient::new(
+            connect(&format!("http://{addr}"), &Default::default()).unwrap(),
+        );
         let (tx, out) = mpsc::unbounded_channel();
         tx.send(v1::IngestRequest {
             msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
@@ -553,8 +554,9 @@ async fn run_serves_on_a_sqlite_file() {
         );
     }
 
-    let mut client: AlertingServiceClient<PeerChannel> =
-        AlertingServiceClient::new(connect(&format!("http://{addr}"), None).unwrap());
+    let mut client: AlertingServiceClient<PeerChannel> = AlertingServiceClient::new(
+        connect(&format!("http://{addr}"), &Default::default()).unwrap(),
+    );
     let device_id = devices[0].to_string();
     netward_shared::testkit::eventually("the device is evaluated", Duration::from_secs(10), || {
         let mut client = client.clone();

@@ -562,6 +562,8 @@ impl Alertmanager {
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
+        // reqwest's rustls needs the process's provider (ring), as in `main`.
+        netward_shared::tls::install_crypto_provider();
         let client = reqwest::Client::new();
         let ready = format!("{url}/-/ready");
         eventually("alertmanager is ready", Duration::from_secs(20), || async {

@@ -99,7 +99,7 @@ async fn availability_after_the_cutoff_knows_the_state_at_its_start() {
         .await
         .unwrap();
     });
-    let channel = connect(&format!("http://{addr}"), None).unwrap();
+    let channel = connect(&format!("http://{addr}"), &Default::default()).unwrap();
     let client = AlertingServiceClient::new(channel);
     let request = v1::GetAvailabilityRequest {
         target: Some(v1::get_availability_request::Target::DeviceId(

@@ -217,7 +217,8 @@ async fn refuses_to_start_with_stored_secrets_and_no_key(backend: Backend) {
             .unwrap();
     let mut other =
         netward_shared::proto::v1::inventory_service_client::InventoryServiceClient::new(
-            netward_shared::client::connect(&format!("http://{addr}"), None).unwrap(),
+            netward_shared::client::connect(&format!("http://{addr}"), &Default::default())
+                .unwrap(),
         );
     let status = other
         .resolve_credential(v1::ResolveCredentialRequest {

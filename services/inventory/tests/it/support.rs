@@ -141,8 +141,10 @@ impl TestInventory {
     pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> TestInventory {
         let storage = Storage::create(backend).await;
         let (addr, stop, task) = Self::serve(&storage, env).await.unwrap();
-        let client = InventoryServiceClient::new(connect(&format!("http://{addr}"), None).unwrap())
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let client = InventoryServiceClient::new(
+            connect(&format!("http://{addr}"), &Default::default()).unwrap(),
+        )
+        .max_decoding_message_size(64 * 1024 * 1024);
         TestInventory {
             client,
             storage,
@@ -185,7 +187,7 @@ impl TestInventory {
             let _ = started_tx.send(outcome.map_err(|e| e.to_string()));
         });
         // The service either serves (health answers) or fails at start.
-        let channel = connect(&format!("http://{addr}"), None).unwrap();
+        let channel = connect(&format!("http://{addr}"), &Default::default()).unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let mut started_rx = started_rx;
         for _ in 0..200 {

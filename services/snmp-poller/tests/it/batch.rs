@@ -6,6 +6,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use netward_shared::client::ClientOptions;
 use netward_shared::delivery::{DeliveryConfig, ResultSender};
 use netward_shared::proto::v1;
 use netward_shared::testkit::eventually;
@@ -56,7 +57,7 @@ async fn a_dead_agent_does_not_hold_the_healthy_or_the_batch() {
             executor_id: "snmp-test".into(),
             kind: v1::ExecutorKind::Snmp,
             alerting_url: format!("http://{ingest_addr}"),
-            token: None,
+            client: ClientOptions::default(),
             buffer_batches: 100,
         },
         stop.clone(),
@@ -66,7 +67,7 @@ async fn a_dead_agent_does_not_hold_the_healthy_or_the_batch() {
         Identity::new("snmp-test".into(), 100, Default::default(), "test".into()),
         Arc::new(poller().await),
         sender.clone(),
-        None,
+        ClientOptions::default(),
         2,
         100,
     ));
