@@ -671,6 +671,45 @@ mod tests {
     }
 
     #[test]
+    fn rows_outside_the_scope_are_refused_with_their_line() {
+        let scope = Scope {
+            regions: vec!["EMEA".into()],
+            sites: Vec::new(),
+        };
+        let site = |name: &str, region: &str| v1::Site {
+            id: format!("{name}-id"),
+            name: name.into(),
+            region: region.into(),
+            ..Default::default()
+        };
+        let sites = [site("paris", "EMEA"), site("boston", "AMER")];
+        let devices = [v1::Device {
+            name: "moved".into(),
+            site_name: "boston".into(),
+            region: "AMER".into(),
+            ..Default::default()
+        }];
+        let at = |line: u32, name: &str, site: &str, region: &str| v1::ImportRow {
+            site: site.into(),
+            region: region.into(),
+            ..row(line, name, "10.0.0.1", "")
+        };
+        let rows = [
+            at(2, "a", "paris", ""),
+            at(3, "b", "boston", ""),
+            at(4, "c", "lyon", "EMEA"),
+            at(5, "d", "austin", "AMER"),
+            at(6, "moved", "paris", ""),
+        ];
+        let (kept, refused) = split_by_scope(&rows, &sites, &devices, &scope);
+        let kept: Vec<&str> = kept.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(kept, ["a", "c"]);
+        let refused: Vec<(u32, &str)> =
+            refused.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(refused, [(3, "site"), (5, "site"), (6, "name")]);
+    }
+
+    #[test]
     fn an_update_keeps_what_the_row_leaves_empty() {
         let mut context = ImportContext::default();
         let existing = v1::Device {
