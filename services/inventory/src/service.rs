@@ -1020,7 +1020,9 @@ impl Inventory {
             None
         } else {
             let id = parse_uuid("device_id", device_id)?;
-            self.get_device(Key::Id(id), scope).await?;
+            if !scope.is_unlimited() {
+                self.get_device(Key::Id(id), scope).await?;
+            }
             Some(id)
         };
         let page = page_request(page_size, page_token)?;
