@@ -482,6 +482,35 @@ async fn each_role_gets_what_its_class_allows_and_a_region_sees_only_itself() {
             .collect::<Vec<_>>()
     );
 
+    let statuses = scoped
+        .alerting
+        .list_device_statuses(v1::ListDeviceStatusesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .statuses;
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| s.region == "EMEA"),
+        "{statuses:?}"
+    );
+    let status = scoped
+        .alerting
+        .get_device_status(v1::GetDeviceStatusRequest {
+            device_id: amer.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    // Rules hold for every region: not a scoped operator's to change.
+    let rule = scoped
+        .alerting
+        .delete_rule(v1::DeleteRuleRequest {
+            id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rule.code(), Code::PermissionDenied, "{rule:?}");
+
     // Its silences and devices stay inside EMEA.
     let global = scoped
         .alerting
