@@ -22,6 +22,7 @@ mod lab_up;
 mod planner;
 mod prometheus;
 mod readme;
+mod roles;
 mod snmp_isp;
 mod snmp_v3;
 mod stack;

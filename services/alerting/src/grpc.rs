@@ -16,6 +16,7 @@ use netward_shared::status::invalid_argument;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access;
 use crate::service::{Alerting, BatchOutcome, Error};
 
 type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -32,6 +33,7 @@ impl From<Error> for Status {
             Error::NotFound(message) => Status::not_found(message),
             Error::AlreadyExists(message) => Status::already_exists(message),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
+            Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Unavailable(message) => Status::unavailable(message),
             Error::Storage { context, source } => {
                 netward_shared::status::internal(context, &source)
@@ -212,9 +214,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::GetDeviceStatusRequest>,
     ) -> Result<Response<v1::GetDeviceStatusResponse>, Status> {
-        let status = self
-            .alerting
-            .device_status(&request.into_inner().device_id)?;
+        let caller = Caller::of(&request);
+        let id = request.into_inner().device_id;
+        self.alerting.check_device(&caller.scope, &id)?;
+        let status = self.alerting.device_status(&id)?;
         Ok(Response::new(v1::GetDeviceStatusResponse {
             status: Some(status),
         }))
@@ -224,7 +227,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::ListDeviceStatusesRequest>,
     ) -> Result<Response<v1::ListDeviceStatusesResponse>, Status> {
-        let response = self.alerting.device_statuses(&request.into_inner())?;
+        let caller = Caller::of(&request);
+        let response = self
+            .alerting
+            .device_statuses(&request.into_inner(), &caller.scope)?;
         Ok(Response::new(response))
     }
 
@@ -232,7 +238,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::GetDeviceHistoryRequest>,
     ) -> Result<Response<v1::GetDeviceHistoryResponse>, Status> {
-        let response = self.alerting.device_history(request.into_inner()).await?;
+        let caller = Caller::of(&request);
+        let r = request.into_inner();
+        self.alerting.check_device(&caller.scope, &r.device_id)?;
+        let response = self.alerting.device_history(r).await?;
         Ok(Response::new(response))
     }
 
@@ -240,7 +249,11 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::ListAlertsRequest>,
     ) -> Result<Response<v1::ListAlertsResponse>, Status> {
-        let response = self.alerting.list_alerts(&request.into_inner()).await?;
+        let caller = Caller::of(&request);
+        let response = self
+            .alerting
+            .list_alerts(&request.into_inner(), &caller.scope)
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -248,7 +261,11 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::GetAlertRequest>,
     ) -> Result<Response<v1::GetAlertResponse>, Status> {
-        let alert = self.alerting.alert(&request.into_inner().id).await?;
+        let caller = Caller::of(&request);
+        let alert = self
+            .alerting
+            .alert(&request.into_inner().id, &caller.scope)
+            .await?;
         Ok(Response::new(v1::GetAlertResponse { alert: Some(alert) }))
     }
 
@@ -256,7 +273,11 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::AckAlertRequest>,
     ) -> Result<Response<v1::AckAlertResponse>, Status> {
-        let alert = self.alerting.ack_alert(&request.into_inner()).await?;
+        let caller = Caller::of(&request);
+        let alert = self
+            .alerting
+            .ack_alert(&request.into_inner(), &caller.scope)
+            .await?;
         Ok(Response::new(v1::AckAlertResponse { alert: Some(alert) }))
     }
 
@@ -264,6 +285,7 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::CreateRuleRequest>,
     ) -> Result<Response<v1::CreateRuleResponse>, Status> {
+        Alerting::check_global_change(&Caller::of(&request).scope, "rules")?;
         let rule = self.alerting.create_rule(request.into_inner().rule).await?;
         Ok(Response::new(v1::CreateRuleResponse { rule: Some(rule) }))
     }
@@ -280,6 +302,7 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::UpdateRuleRequest>,
     ) -> Result<Response<v1::UpdateRuleResponse>, Status> {
+        Alerting::check_global_change(&Caller::of(&request).scope, "rules")?;
         let r = request.into_inner();
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let rule = self.alerting.update_rule(r.rule, &mask).await?;
@@ -290,6 +313,7 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::DeleteRuleRequest>,
     ) -> Result<Response<v1::DeleteRuleResponse>, Status> {
+        Alerting::check_global_change(&Caller::of(&request).scope, "rules")?;
         self.alerting.delete_rule(&request.into_inner().id).await?;
         Ok(Response::new(v1::DeleteRuleResponse {}))
     }
@@ -306,9 +330,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::CreateSilenceRequest>,
     ) -> Result<Response<v1::CreateSilenceResponse>, Status> {
+        let caller = Caller::of(&request);
         let silence = self
             .alerting
-            .create_silence(request.into_inner().silence)
+            .create_silence(request.into_inner().silence, &caller.scope)
             .await?;
         Ok(Response::new(v1::CreateSilenceResponse {
             silence: Some(silence),
@@ -319,7 +344,11 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::GetSilenceRequest>,
     ) -> Result<Response<v1::GetSilenceResponse>, Status> {
-        let silence = self.alerting.silence(&request.into_inner().id).await?;
+        let caller = Caller::of(&request);
+        let silence = self
+            .alerting
+            .silence(&request.into_inner().id, &caller.scope)
+            .await?;
         Ok(Response::new(v1::GetSilenceResponse {
             silence: Some(silence),
         }))
@@ -329,7 +358,11 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::ListSilencesRequest>,
     ) -> Result<Response<v1::ListSilencesResponse>, Status> {
-        let response = self.alerting.list_silences(&request.into_inner()).await?;
+        let caller = Caller::of(&request);
+        let response = self
+            .alerting
+            .list_silences(&request.into_inner(), &caller.scope)
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -337,9 +370,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::DeleteSilenceRequest>,
     ) -> Result<Response<v1::DeleteSilenceResponse>, Status> {
+        let caller = Caller::of(&request);
         let silence = self
             .alerting
-            .delete_silence(&request.into_inner().id)
+            .delete_silence(&request.into_inner().id, &caller.scope)
             .await?;
         Ok(Response::new(v1::DeleteSilenceResponse {
             silence: Some(silence),
@@ -350,9 +384,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::ListNotificationsRequest>,
     ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
+        let caller = Caller::of(&request);
         let response = self
             .alerting
-            .list_notifications(&request.into_inner())
+            .list_notifications(&request.into_inner(), &caller.scope)
             .await?;
         Ok(Response::new(response))
     }
@@ -361,7 +396,11 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::GetAvailabilityRequest>,
     ) -> Result<Response<v1::GetAvailabilityResponse>, Status> {
-        let response = self.alerting.availability(request.into_inner()).await?;
+        let caller = Caller::of(&request);
+        let response = self
+            .alerting
+            .availability(request.into_inner(), &caller.scope)
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -371,6 +410,8 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let scope = Caller::of(&request).scope;
+        let copy = self.alerting.copy();
         let r = request.into_inner();
         let shutdown = self.shutdown.clone();
         let events = tokio_stream::wrappers::BroadcastStream::new(self.alerting.alert_events());
@@ -379,7 +420,13 @@ impl AlertingService for AlertingGrpc {
                 let alert = event.alert.as_ref()?;
                 let wanted = (r.severities.is_empty() || r.severities.contains(&alert.severity))
                     && (r.site_id.is_empty() || alert.site_id == r.site_id)
-                    && (r.device_id.is_empty() || alert.device_id == r.device_id);
+                    && (r.device_id.is_empty() || alert.device_id == r.device_id)
+                    && (scope.is_unlimited()
+                        || access::alert_allowed(
+                            &scope,
+                            &copy.read().unwrap_or_else(|p| p.into_inner()),
+                            alert,
+                        ));
                 wanted.then_some(Ok(event))
             }
             Err(_) => Some(Err(Status::data_loss(
@@ -397,6 +444,8 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::WatchDeviceStatesRequest>,
     ) -> Result<Response<Self::WatchDeviceStatesStream>, Status> {
+        let scope = Caller::of(&request).scope;
+        let copy = self.alerting.copy();
         let r = request.into_inner();
         let shutdown = self.shutdown.clone();
         let changes = tokio_stream::wrappers::BroadcastStream::new(self.alerting.state_changes());
@@ -404,7 +453,13 @@ impl AlertingService for AlertingGrpc {
             Ok(change) => {
                 let wanted = (r.site_id.is_empty() || change.site_id == r.site_id)
                     && (r.device_id.is_empty() || change.device_id == r.device_id)
-                    && (r.states.is_empty() || r.states.contains(&change.to_state));
+                    && (r.states.is_empty() || r.states.contains(&change.to_state))
+                    && (scope.is_unlimited()
+                        || access::device_id_allowed(
+                            &scope,
+                            &copy.read().unwrap_or_else(|p| p.into_inner()),
+                            &change.device_id,
+                        ));
                 wanted.then(|| {
                     Ok(v1::WatchDeviceStatesResponse {
                         change: Some(change),
@@ -425,7 +480,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::ListInterfacesRequest>,
     ) -> Result<Response<v1::ListInterfacesResponse>, Status> {
-        let response = self.alerting.interfaces(request.into_inner())?;
+        let caller = Caller::of(&request);
+        let r = request.into_inner();
+        self.alerting.check_device(&caller.scope, &r.device_id)?;
+        let response = self.alerting.interfaces(r)?;
         Ok(Response::new(response))
     }
 
@@ -433,10 +491,10 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::GetInterfaceHistoryRequest>,
     ) -> Result<Response<v1::GetInterfaceHistoryResponse>, Status> {
-        let response = self
-            .alerting
-            .interface_history(request.into_inner())
-            .await?;
+        let caller = Caller::of(&request);
+        let r = request.into_inner();
+        self.alerting.check_device(&caller.scope, &r.device_id)?;
+        let response = self.alerting.interface_history(r).await?;
         Ok(Response::new(response))
     }
 }

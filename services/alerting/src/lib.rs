@@ -11,6 +11,7 @@
 //! `service.rs` is the domain the API calls, with one error type;
 //! `grpc.rs` adapts it to `AlertingService`.
 
+pub mod access;
 pub mod alerts;
 pub mod availability;
 pub mod backlog;

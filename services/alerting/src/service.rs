@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use netward_shared::auth::Scope;
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
 use netward_shared::status::FieldViolation;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::access;
 use crate::alerts::{AlertEngine, RuleError};
 use crate::backlog::Backlog;
 use crate::evaluate::Evaluator;
@@ -34,6 +36,9 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's region/site scope does not reach it.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Nothing was done; the caller should try again later (ingest replays).
     #[error("{0}")]
     Unavailable(String),
@@ -347,6 +352,51 @@ impl Alerting {
             .map_err(Error::storage("applying silences"))
     }
 
+    /// The inventory copy, for checks of a caller's scope on streams.
+    pub fn copy(&self) -> SharedCopy {
+        self.copy.clone()
+    }
+
+    /// NOT_FOUND for a device outside `scope`, as for one that does not
+    /// exist: a scoped caller learns nothing of other regions' devices.
+    pub fn check_device(&self, scope: &Scope, id: &str) -> Result<()> {
+        if scope.is_unlimited() {
+            return Ok(());
+        }
+        let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+        if access::device_id_allowed(scope, &copy, id) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("device {id} not found")))
+        }
+    }
+
+    /// NOT_FOUND for a site (id) outside `scope`.
+    fn check_site(&self, scope: &Scope, site_id: &str) -> Result<()> {
+        if scope.is_unlimited() {
+            return Ok(());
+        }
+        let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+        let mut devices = copy.devices.values().filter(|d| &*d.site_id == site_id);
+        match devices.next() {
+            Some(device) if access::device_allowed(scope, device) => Ok(()),
+            _ => Err(Error::NotFound(format!(
+                "site {site_id} has no devices in the inventory"
+            ))),
+        }
+    }
+
+    /// Rules hold for every region: a scoped caller may read them only.
+    pub fn check_global_change(scope: &Scope, what: &str) -> Result<()> {
+        if scope.is_unlimited() {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "{what} apply to every region: a token limited to {scope} cannot change them"
+            )))
+        }
+    }
+
     /// A stored state with the device's names from the inventory copy.
     fn status(&self, row: &StateRow) -> v1::DeviceStatus {
         let id = row.device_id.to_string();
@@ -422,6 +472,7 @@ impl Alerting {
     pub fn device_statuses(
         &self,
         r: &v1::ListDeviceStatusesRequest,
+        scope: &Scope,
     ) -> Result<v1::ListDeviceStatusesResponse> {
         let size = match r.page_size {
             0 => 100,
@@ -441,6 +492,7 @@ impl Alerting {
                 c.devices
                     .values()
                     .filter(|d| d.enabled)
+                    .filter(|d| scope.is_unlimited() || access::device_allowed(scope, d))
                     .map(|d| d.id.to_string())
                     .collect()
             })
@@ -607,7 +659,11 @@ impl Alerting {
     }
 
     /// Alerts, newest first, filtered and paged.
-    pub async fn list_alerts(&self, r: &v1::ListAlertsRequest) -> Result<v1::ListAlertsResponse> {
+    pub async fn list_alerts(
+        &self,
+        r: &v1::ListAlertsRequest,
+        scope: &Scope,
+    ) -> Result<v1::ListAlertsResponse> {
         let (offset, size) = page(&r.page_token, r.page_size)?;
         let mut alerts = self
             .alerts
@@ -622,6 +678,10 @@ impl Alerting {
                 && (r.rule_id.is_empty() || a.rule_id == r.rule_id)
                 && (r.rule_kind == 0 || a.rule_kind == r.rule_kind)
         });
+        if !scope.is_unlimited() {
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            alerts.retain(|a| access::alert_allowed(scope, &copy, a));
+        }
         let total_count = alerts.len() as u64;
         let (alerts, next_page_token) = page_of(alerts, offset, size);
         Ok(v1::ListAlertsResponse {
@@ -631,18 +691,25 @@ impl Alerting {
         })
     }
 
-    pub async fn alert(&self, id: &str) -> Result<v1::Alert> {
+    /// An alert by id; NOT_FOUND for one outside `scope`.
+    pub async fn alert(&self, id: &str, scope: &Scope) -> Result<v1::Alert> {
         let uuid = parse_id(id)?;
-        self.alerts
+        let alert = self
+            .alerts
             .get(uuid)
             .await
-            .map_err(Error::storage("reading an alert"))?
+            .map_err(Error::storage("reading an alert"))?;
+        let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+        alert
+            .filter(|a| access::alert_allowed(scope, &copy, a))
             .ok_or_else(|| Error::NotFound(format!("alert {id} not found")))
     }
 
     /// Acknowledges an open alert: who (1-128 characters) and why (at most
     /// 1024).
-    pub async fn ack_alert(&self, r: &v1::AckAlertRequest) -> Result<v1::Alert> {
+    /// PERMISSION_DENIED, naming the device's region, for an alert outside
+    /// `scope`.
+    pub async fn ack_alert(&self, r: &v1::AckAlertRequest, scope: &Scope) -> Result<v1::Alert> {
         let mut violations = Vec::new();
         if Uuid::parse_str(&r.id).is_err() {
             violations.push(FieldViolation::new("id", &r.id, "not a UUID"));
@@ -663,6 +730,18 @@ impl Alerting {
         }
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
+        }
+        if !scope.is_unlimited() {
+            let alert = self.alert(&r.id, &Scope::default()).await?;
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            if !access::alert_allowed(scope, &copy, &alert) {
+                return Err(Error::PermissionDenied(format!(
+                    "alert {} is of device {} in region {:?}, outside this token's scope ({scope})",
+                    r.id,
+                    alert.device_name,
+                    access::alert_region(&copy, &alert)
+                )));
+            }
         }
         self.alerts
             .ack(&r.id, &r.acknowledged_by, &r.comment)
@@ -721,12 +800,21 @@ impl Alerting {
     }
 
     /// Checks and stores a silence, then brings it to bear at once.
-    pub async fn create_silence(&self, input: Option<v1::Silence>) -> Result<v1::Silence> {
+    /// A scoped caller's silence must select devices of its scope only
+    /// ([`access::silence_confined`]).
+    pub async fn create_silence(
+        &self,
+        input: Option<v1::Silence>,
+        scope: &Scope,
+    ) -> Result<v1::Silence> {
         let input = required("silence", input)?;
         let now = Utc::now();
         let silence = {
             let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
-            Silence::create(&input, &copy, now).map_err(Error::InvalidArgument)?
+            let silence = Silence::create(&input, &copy, now).map_err(Error::InvalidArgument)?;
+            access::silence_confined(scope, &copy, &silence.body.matchers)
+                .map_err(Error::PermissionDenied)?;
+            silence
         };
         if !silence.body.rule_id.is_empty()
             && !self
@@ -752,21 +840,34 @@ impl Alerting {
         Ok(silence.view(now))
     }
 
-    pub async fn silence(&self, id: &str) -> Result<v1::Silence> {
+    /// A silence by id; NOT_FOUND for one not confined to `scope`.
+    pub async fn silence(&self, id: &str, scope: &Scope) -> Result<v1::Silence> {
         let silence = self
             .alerts
             .silences()
             .get(parse_id(id)?)
             .await
             .map_err(Error::storage("reading a silence"))?
+            .filter(|s| self.silence_visible(scope, s))
             .ok_or_else(|| Error::NotFound(format!("silence {id} not found")))?;
         Ok(silence.view(Utc::now()))
+    }
+
+    /// A scoped caller sees the silences confined to its scope, the ones it
+    /// could have created.
+    fn silence_visible(&self, scope: &Scope, silence: &Silence) -> bool {
+        if scope.is_unlimited() {
+            return true;
+        }
+        let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+        access::silence_confined(scope, &copy, &silence.body.matchers).is_ok()
     }
 
     /// Silences, newest first, of a device when one is named, paged.
     pub async fn list_silences(
         &self,
         r: &v1::ListSilencesRequest,
+        scope: &Scope,
     ) -> Result<v1::ListSilencesResponse> {
         let (offset, size) = page(r.page_token.as_str(), r.page_size)?;
         let device = if r.device_id.is_empty() {
@@ -791,6 +892,7 @@ impl Alerting {
         let matching: Vec<v1::Silence> = all
             .iter()
             .filter(|s| device.as_ref().is_none_or(|d| s.covers(d)))
+            .filter(|s| self.silence_visible(scope, s))
             .map(|s| s.view(now))
             .collect();
         let (silences, next_page_token) = page_of(matching, offset, size);
@@ -801,7 +903,23 @@ impl Alerting {
     }
 
     /// Ends a silence now (it stays listed as expired).
-    pub async fn delete_silence(&self, id: &str) -> Result<v1::Silence> {
+    /// PERMISSION_DENIED for a silence not confined to `scope`.
+    pub async fn delete_silence(&self, id: &str, scope: &Scope) -> Result<v1::Silence> {
+        if !scope.is_unlimited() {
+            let silence = self
+                .alerts
+                .silences()
+                .get(parse_id(id)?)
+                .await
+                .map_err(Error::storage("reading a silence"))?
+                .ok_or_else(|| Error::NotFound(format!("silence {id} not found")))?;
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            access::silence_confined(scope, &copy, &silence.body.matchers).map_err(|why| {
+                Error::PermissionDenied(format!(
+                    "silence {id} reaches outside this token's scope: {why}"
+                ))
+            })?;
+        }
         let now = Utc::now();
         let silence = self
             .alerts
@@ -816,9 +934,12 @@ impl Alerting {
     }
 
     /// A page of the notification outbox, newest first.
+    /// Rows of devices outside `scope` are left out of the page (the page
+    /// token still follows on from the last row read).
     pub async fn list_notifications(
         &self,
         request: &v1::ListNotificationsRequest,
+        scope: &Scope,
     ) -> Result<v1::ListNotificationsResponse> {
         let filter = ListFilter::try_from(request)
             .map_err(|e| Error::invalid(e.field, "", e.reason.clone()))?;
@@ -827,15 +948,33 @@ impl Alerting {
             .list(&filter)
             .await
             .map_err(Error::storage("listing notifications"))?;
-        Ok(page.into())
+        let mut response = v1::ListNotificationsResponse::from(page);
+        if !scope.is_unlimited() {
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            response
+                .notifications
+                .retain(|n| access::device_id_allowed(scope, &copy, &n.device_id));
+        }
+        Ok(response)
     }
 
     /// Availability of a device or of a site's devices over a range (24 h
     /// before the end, now, by default; at most 400 days).
+    /// NOT_FOUND for a device or site outside `scope`.
     pub async fn availability(
         &self,
         r: v1::GetAvailabilityRequest,
+        scope: &Scope,
     ) -> Result<v1::GetAvailabilityResponse> {
+        match &r.target {
+            Some(v1::get_availability_request::Target::DeviceId(id)) => {
+                self.check_device(scope, id)?;
+            }
+            Some(v1::get_availability_request::Target::SiteId(site)) => {
+                self.check_site(scope, site)?;
+            }
+            None => {}
+        }
         use crate::availability::{Figures, Transition, figures};
         let now = Utc::now();
         let end = r.end_time.as_ref().and_then(from_timestamp).unwrap_or(now);

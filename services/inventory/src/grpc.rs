@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use netward_shared::auth::Caller as AuthCaller;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::inventory_service_server::InventoryService;
 use netward_shared::secret::Secret;
@@ -14,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::access;
 use crate::error::Error;
 use crate::service::{Caller, CredentialInput, Inventory, page_token, parse_uuid};
 use crate::store::{Key, SiteFilter};
@@ -88,14 +90,45 @@ fn secret(value: Option<String>) -> Option<Secret<String>> {
     value.map(Secret::new)
 }
 
+/// A watch event as a scoped watcher sees it; `None` to leave it out.
+fn scoped_watch_event(
+    scope: &netward_shared::auth::Scope,
+    mut event: v1::WatchDevicesResponse,
+) -> Option<v1::WatchDevicesResponse> {
+    use v1::watch_devices_response::Event;
+    match &mut event.event {
+        Some(Event::SnapshotChunk(chunk)) => {
+            chunk
+                .devices
+                .retain(|device| access::device_allowed(scope, device));
+        }
+        Some(Event::Change(change)) => {
+            let allowed = change
+                .device
+                .as_ref()
+                .is_some_and(|device| access::device_allowed(scope, device));
+            if !allowed {
+                return None;
+            }
+        }
+        _ => {}
+    }
+    Some(event)
+}
+
 #[tonic::async_trait]
 impl InventoryService for InventoryGrpc {
     async fn create_site(
         &self,
         request: Request<v1::CreateSiteRequest>,
     ) -> Result<Response<v1::CreateSiteResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let site = required("site", request.into_inner().site)?;
-        let site = self.inventory.create_site(site).await.map_err(to_status)?;
+        let site = self
+            .inventory
+            .create_site(site, &scope)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(v1::CreateSiteResponse { site: Some(site) }))
     }
 
@@ -103,8 +136,13 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::GetSiteRequest>,
     ) -> Result<Response<v1::GetSiteResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let key = site_key(request.into_inner().key)?;
-        let site = self.inventory.get_site(key).await.map_err(to_status)?;
+        let site = self
+            .inventory
+            .get_site(key, &scope)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(v1::GetSiteResponse { site: Some(site) }))
     }
 
@@ -112,12 +150,13 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateSiteRequest>,
     ) -> Result<Response<v1::UpdateSiteResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let request = request.into_inner();
         let site = required("site", request.site)?;
         let mask = request.update_mask.map(|m| m.paths).unwrap_or_default();
         let site = self
             .inventory
-            .update_site(site, &mask, &traceparent())
+            .update_site(site, &mask, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::UpdateSiteResponse { site: Some(site) }))
@@ -127,8 +166,9 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteSiteRequest>,
     ) -> Result<Response<v1::DeleteSiteResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         self.inventory
-            .delete_site(&request.into_inner().id)
+            .delete_site(&request.into_inner().id, &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::DeleteSiteResponse {}))
@@ -138,15 +178,17 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::ListSitesRequest>,
     ) -> Result<Response<v1::ListSitesResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let request = request.into_inner();
         let filter = SiteFilter {
             region: (!request.region.is_empty()).then_some(request.region),
             active: request.active,
             query: (!request.query.is_empty()).then_some(request.query),
+            names: None,
         };
         let page = self
             .inventory
-            .list_sites(filter, request.page_size, &request.page_token)
+            .list_sites(filter, request.page_size, &request.page_token, &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::ListSitesResponse {
@@ -158,9 +200,14 @@ impl InventoryService for InventoryGrpc {
 
     async fn list_regions(
         &self,
-        _request: Request<v1::ListRegionsRequest>,
+        request: Request<v1::ListRegionsRequest>,
     ) -> Result<Response<v1::ListRegionsResponse>, Status> {
-        let regions = self.inventory.list_regions().await.map_err(to_status)?;
+        let scope = AuthCaller::of(&request).scope;
+        let regions = self
+            .inventory
+            .list_regions(&scope)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(v1::ListRegionsResponse { regions }))
     }
 
@@ -168,10 +215,11 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateDeviceRequest>,
     ) -> Result<Response<v1::CreateDeviceResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let device = required("device", request.into_inner().device)?;
         let device = self
             .inventory
-            .create_device(device, &traceparent())
+            .create_device(device, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::CreateDeviceResponse {
@@ -183,12 +231,17 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::GetDeviceRequest>,
     ) -> Result<Response<v1::GetDeviceResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let key = match request.into_inner().key {
             Some(v1::get_device_request::Key::Id(id)) => id_or_name(Some(id), None)?,
             Some(v1::get_device_request::Key::Name(name)) => id_or_name(None, Some(name))?,
             None => id_or_name(None, None)?,
         };
-        let device = self.inventory.get_device(key).await.map_err(to_status)?;
+        let device = self
+            .inventory
+            .get_device(key, &scope)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(v1::GetDeviceResponse {
             device: Some(device),
         }))
@@ -198,12 +251,19 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateDeviceRequest>,
     ) -> Result<Response<v1::UpdateDeviceResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let request = request.into_inner();
         let device = required("device", request.device)?;
         let mask = request.update_mask.map(|m| m.paths).unwrap_or_default();
         let device = self
             .inventory
-            .update_device(device, &mask, request.expected_revision, &traceparent())
+            .update_device(
+                device,
+                &mask,
+                request.expected_revision,
+                &traceparent(),
+                &scope,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::UpdateDeviceResponse {
@@ -215,8 +275,9 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteDeviceRequest>,
     ) -> Result<Response<v1::DeleteDeviceResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         self.inventory
-            .delete_device(&request.into_inner().id, &traceparent())
+            .delete_device(&request.into_inner().id, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::DeleteDeviceResponse {}))
@@ -226,10 +287,16 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::ListDevicesRequest>,
     ) -> Result<Response<v1::ListDevicesResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let request = request.into_inner();
         let page = self
             .inventory
-            .list_devices(request.filter, request.page_size, &request.page_token)
+            .list_devices(
+                request.filter,
+                request.page_size,
+                &request.page_token,
+                &scope,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::ListDevicesResponse {
@@ -244,6 +311,7 @@ impl InventoryService for InventoryGrpc {
         request: Request<Streaming<v1::ImportDevicesRequest>>,
     ) -> Result<Response<v1::ImportDevicesResponse>, Status> {
         use v1::import_devices_request::Item;
+        let scope = AuthCaller::of(&request).scope;
         let mut stream = request.into_inner();
         let options = match stream.message().await? {
             Some(v1::ImportDevicesRequest {
@@ -280,7 +348,13 @@ impl InventoryService for InventoryGrpc {
         tracing::info!(source = %options.source_name, rows = rows.len(), "import received");
         let outcome = self
             .inventory
-            .import_devices(&rows, options.dry_run, options.atomic, &traceparent())
+            .import_devices(
+                &rows,
+                options.dry_run,
+                options.atomic,
+                &traceparent(),
+                &scope,
+            )
             .await
             .map_err(to_status)?;
         let plan = outcome.plan;
@@ -306,10 +380,11 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::ExportDevicesRequest>,
     ) -> Result<Response<Self::ExportDevicesStream>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let request = request.into_inner();
         let filter = self
             .inventory
-            .device_filter(request.filter.unwrap_or_default())
+            .device_filter(request.filter.unwrap_or_default(), &scope)
             .await
             .map_err(to_status)?;
         let revision = self.inventory.current_revision().await.map_err(to_status)?;
@@ -351,13 +426,21 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::WatchDevicesRequest>,
     ) -> Result<Response<Self::WatchDevicesStream>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let request = request.into_inner();
         let events = self.inventory.watch(
             request.from_revision,
             request.chunk_size,
             self.shutdown.clone(),
         );
-        let stream = ReceiverStream::new(events).map(|event| event.map_err(to_status));
+        // A scoped watcher sees the devices of its scope only: chunks are
+        // filtered, changes of other devices left out.
+        let stream = ReceiverStream::new(events)
+            .filter_map(move |event| match event {
+                Ok(event) if !scope.is_unlimited() => scoped_watch_event(&scope, event).map(Ok),
+                other => Some(other),
+            })
+            .map(|event| event.map_err(to_status));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -365,6 +448,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateCredentialRequest>,
     ) -> Result<Response<v1::CreateCredentialResponse>, Status> {
+        access::check_credential_write(&AuthCaller::of(&request).scope).map_err(to_status)?;
         let r = request.into_inner();
         let input = CredentialInput {
             name: Some(r.name),
@@ -411,6 +495,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateCredentialRequest>,
     ) -> Result<Response<v1::UpdateCredentialResponse>, Status> {
+        access::check_credential_write(&AuthCaller::of(&request).scope).map_err(to_status)?;
         let r = request.into_inner();
         let input = CredentialInput {
             name: r.name,
@@ -438,6 +523,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteCredentialRequest>,
     ) -> Result<Response<v1::DeleteCredentialResponse>, Status> {
+        access::check_credential_write(&AuthCaller::of(&request).scope).map_err(to_status)?;
         self.inventory
             .delete_credential(&request.into_inner().id)
             .await
@@ -489,13 +575,14 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::SetInterfaceOverrideRequest>,
     ) -> Result<Response<v1::SetInterfaceOverrideResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let value = required(
             "interface_override",
             request.into_inner().interface_override,
         )?;
         let value = self
             .inventory
-            .set_interface_override(value, &traceparent())
+            .set_interface_override(value, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::SetInterfaceOverrideResponse {
@@ -507,10 +594,11 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::ListInterfaceOverridesRequest>,
     ) -> Result<Response<v1::ListInterfaceOverridesResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let r = request.into_inner();
         let page = self
             .inventory
-            .list_interface_overrides(&r.device_id, r.page_size, &r.page_token)
+            .list_interface_overrides(&r.device_id, r.page_size, &r.page_token, &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::ListInterfaceOverridesResponse {
@@ -523,9 +611,10 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteInterfaceOverrideRequest>,
     ) -> Result<Response<v1::DeleteInterfaceOverrideResponse>, Status> {
+        let scope = AuthCaller::of(&request).scope;
         let r = request.into_inner();
         self.inventory
-            .delete_interface_override(&r.device_id, r.if_index, &r.if_name, &traceparent())
+            .delete_interface_override(&r.device_id, r.if_index, &r.if_name, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(v1::DeleteInterfaceOverrideResponse {}))

@@ -9,8 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use netward_shared::auth::Scope;
 use netward_shared::proto::v1;
 use uuid::Uuid;
+
+use crate::access;
 
 use crate::store::DeviceWrite;
 use crate::validate::{self, Violations, normalize_ip};
@@ -141,6 +144,65 @@ pub fn plan(rows: &[v1::ImportRow], context: &ImportContext) -> ImportPlan {
         plan.errors_truncated = true;
     }
     plan
+}
+
+impl ImportPlan {
+    /// Counts rows refused before planning (outside the caller's scope) as
+    /// failed, their errors among the others by line.
+    pub fn refuse(&mut self, errors: Vec<v1::ImportRowError>) {
+        if errors.is_empty() {
+            return;
+        }
+        self.failed += errors.len() as u64;
+        self.errors.extend(errors);
+        self.errors.sort_by_key(|e| e.line);
+        if self.errors.len() > MAX_ERRORS {
+            self.errors.truncate(MAX_ERRORS);
+            self.errors_truncated = true;
+        }
+    }
+}
+
+/// Splits rows into those a scoped caller may import and errors for the
+/// rest: a row's site (existing, or created with the row's region) must be
+/// in `scope`, and so must the site of the device it would update.
+pub fn split_by_scope(
+    rows: &[v1::ImportRow],
+    sites: &[v1::Site],
+    devices: &[v1::Device],
+    scope: &Scope,
+) -> (Vec<v1::ImportRow>, Vec<v1::ImportRowError>) {
+    let sites: HashMap<&str, &v1::Site> = sites.iter().map(|s| (s.name.as_str(), s)).collect();
+    let devices: HashMap<&str, &v1::Device> =
+        devices.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut kept = Vec::with_capacity(rows.len());
+    let mut refused = Vec::new();
+    for row in rows {
+        let site = row.site.trim();
+        let (site_ok, region) = match sites.get(site) {
+            Some(known) => (access::site_allowed(scope, known), known.region.as_str()),
+            None => (scope.allows(row.region.trim(), &[site]), row.region.trim()),
+        };
+        let current = devices
+            .get(row.name.trim())
+            .filter(|d| !access::device_allowed(scope, d));
+        let (field, value, region) = match current {
+            Some(device) => ("name", row.name.as_str(), device.region.as_str()),
+            None if !site_ok => ("site", row.site.as_str(), region),
+            None => {
+                kept.push(row.clone());
+                continue;
+            }
+        };
+        refused.push(v1::ImportRowError {
+            line: row.line,
+            field: field.to_string(),
+            value: value.to_string(),
+            reason: format!("in region {region:?}, outside this token's scope ({scope})"),
+            name: row.name.clone(),
+        });
+    }
+    (kept, refused)
 }
 
 /// Applies a row's own cells to its candidate device; references to other
@@ -606,6 +668,45 @@ mod tests {
             parent: parent.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rows_outside_the_scope_are_refused_with_their_line() {
+        let scope = Scope {
+            regions: vec!["EMEA".into()],
+            sites: Vec::new(),
+        };
+        let site = |name: &str, region: &str| v1::Site {
+            id: format!("{name}-id"),
+            name: name.into(),
+            region: region.into(),
+            ..Default::default()
+        };
+        let sites = [site("paris", "EMEA"), site("boston", "AMER")];
+        let devices = [v1::Device {
+            name: "moved".into(),
+            site_name: "boston".into(),
+            region: "AMER".into(),
+            ..Default::default()
+        }];
+        let at = |line: u32, name: &str, site: &str, region: &str| v1::ImportRow {
+            site: site.into(),
+            region: region.into(),
+            ..row(line, name, "10.0.0.1", "")
+        };
+        let rows = [
+            at(2, "a", "paris", ""),
+            at(3, "b", "boston", ""),
+            at(4, "c", "lyon", "EMEA"),
+            at(5, "d", "austin", "AMER"),
+            at(6, "moved", "paris", ""),
+        ];
+        let (kept, refused) = split_by_scope(&rows, &sites, &devices, &scope);
+        let kept: Vec<&str> = kept.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(kept, ["a", "c"]);
+        let refused: Vec<(u32, &str)> =
+            refused.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(refused, [(3, "site"), (5, "site"), (6, "name")]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (PostgreSQL schema `inventory`, or a SQLite file, by the database URL's
 //! scheme), and `grpc.rs` adapts it all to `netward.v1.InventoryService`.
 
+mod access;
 mod crypto;
 mod error;
 mod grpc;

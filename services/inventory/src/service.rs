@@ -6,11 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use netward_shared::auth::Scope;
 use netward_shared::proto::v1;
 use netward_shared::secret::Secret;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::access;
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result, from_store};
 use crate::store::{
@@ -89,8 +91,15 @@ impl Inventory {
 
     // ---- sites ----------------------------------------------------------
 
-    pub async fn create_site(&self, mut site: v1::Site) -> Result<v1::Site> {
+    pub async fn create_site(&self, mut site: v1::Site, scope: &Scope) -> Result<v1::Site> {
         site.id = Uuid::new_v4().to_string();
+        if !access::site_allowed(scope, &site) {
+            return Err(access::outside(
+                scope,
+                &format!("site {}", site.name),
+                &site.region,
+            ));
+        }
         site.active = Some(site.active.unwrap_or(true));
         let mut v = Violations::default();
         validate::site(&mut v, &site);
@@ -103,12 +112,27 @@ impl Inventory {
             .map_err(|e| from_store(e, &site.name))
     }
 
-    pub async fn get_site(&self, key: Key) -> Result<v1::Site> {
+    /// NOT_FOUND for a site outside `scope`, as for one that does not exist.
+    pub async fn get_site(&self, key: Key, scope: &Scope) -> Result<v1::Site> {
         self.store
             .get_site(&key)
             .await
             .map_err(|e| from_store(e, ""))?
+            .filter(|site| access::site_allowed(scope, site))
             .ok_or_else(|| Error::not_found("site", key_text(&key)))
+    }
+
+    /// A site to change: PERMISSION_DENIED outside `scope`.
+    async fn site_to_change(&self, id: Uuid, scope: &Scope) -> Result<v1::Site> {
+        let site = self.get_site(Key::Id(id), &Scope::default()).await?;
+        if !access::site_allowed(scope, &site) {
+            return Err(access::outside(
+                scope,
+                &format!("site {}", site.name),
+                &site.region,
+            ));
+        }
+        Ok(site)
     }
 
     pub async fn update_site(
@@ -116,9 +140,10 @@ impl Inventory {
         input: v1::Site,
         mask: &[String],
         traceparent: &str,
+        scope: &Scope,
     ) -> Result<v1::Site> {
         let id = parse_uuid("site.id", &input.id)?;
-        let mut site = self.get_site(Key::Id(id)).await?;
+        let mut site = self.site_to_change(id, scope).await?;
         let paths = mask_paths(
             mask,
             &[
@@ -144,6 +169,13 @@ impl Inventory {
                 _ => unreachable!("mask_paths only returns allowed paths"),
             }
         }
+        if !access::site_allowed(scope, &site) {
+            return Err(access::outside(
+                scope,
+                &format!("site {} as changed", site.name),
+                &site.region,
+            ));
+        }
         let mut v = Violations::default();
         validate::site(&mut v, &site);
         if !v.is_empty() {
@@ -158,8 +190,11 @@ impl Inventory {
         Ok(site)
     }
 
-    pub async fn delete_site(&self, id: &str) -> Result<()> {
+    pub async fn delete_site(&self, id: &str, scope: &Scope) -> Result<()> {
         let id = parse_uuid("id", id)?;
+        if !scope.is_unlimited() {
+            self.site_to_change(id, scope).await?;
+        }
         match self.store.delete_site(id).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::not_found("site", id)),
@@ -169,22 +204,59 @@ impl Inventory {
 
     pub async fn list_sites(
         &self,
-        filter: SiteFilter,
+        mut filter: SiteFilter,
         page_size: u32,
         page_token: &str,
+        scope: &Scope,
     ) -> Result<Page<v1::Site>> {
         let page = page_request(page_size, page_token)?;
+        filter.names = self.site_names_in(scope).await?;
         self.store
             .list_sites(&filter, &page)
             .await
             .map_err(|e| from_store(e, ""))
     }
 
-    pub async fn list_regions(&self) -> Result<Vec<v1::RegionSummary>> {
-        self.store
+    /// The names of the sites in `scope`; `None` (no limit) when unlimited.
+    async fn site_names_in(&self, scope: &Scope) -> Result<Option<Vec<String>>> {
+        if scope.is_unlimited() {
+            return Ok(None);
+        }
+        let sites = self
+            .store
+            .all_sites()
+            .await
+            .map_err(|e| from_store(e, ""))?;
+        Ok(Some(
+            sites
+                .into_iter()
+                .filter(|site| access::site_allowed(scope, site))
+                .map(|site| site.name)
+                .collect(),
+        ))
+    }
+
+    /// Regions with a site in `scope`.
+    pub async fn list_regions(&self, scope: &Scope) -> Result<Vec<v1::RegionSummary>> {
+        let mut regions = self
+            .store
             .list_regions()
             .await
-            .map_err(|e| from_store(e, ""))
+            .map_err(|e| from_store(e, ""))?;
+        if !scope.is_unlimited() {
+            let sites = self
+                .store
+                .all_sites()
+                .await
+                .map_err(|e| from_store(e, ""))?;
+            let visible: std::collections::HashSet<String> = sites
+                .into_iter()
+                .filter(|site| access::site_allowed(scope, site))
+                .map(|site| site.region)
+                .collect();
+            regions.retain(|r| visible.contains(&r.name));
+        }
+        Ok(regions)
     }
 
     // ---- devices --------------------------------------------------------
@@ -193,11 +265,13 @@ impl Inventory {
         &self,
         mut device: v1::Device,
         traceparent: &str,
+        scope: &Scope,
     ) -> Result<v1::Device> {
         device.id = Uuid::new_v4().to_string();
         device.enabled = Some(device.enabled.unwrap_or(true));
         clear_output_only(&mut device);
         self.check_device(&mut device).await?;
+        self.check_placement(&device, scope).await?;
         self.write_one(
             DeviceWrite::Create(device.clone()),
             None,
@@ -207,12 +281,46 @@ impl Inventory {
         .await
     }
 
-    pub async fn get_device(&self, key: Key) -> Result<v1::Device> {
+    /// NOT_FOUND for a device outside `scope`, as for one that does not exist.
+    pub async fn get_device(&self, key: Key, scope: &Scope) -> Result<v1::Device> {
         self.store
             .get_device(&key)
             .await
             .map_err(|e| from_store(e, ""))?
+            .filter(|device| access::device_allowed(scope, device))
             .ok_or_else(|| Error::not_found("device", key_text(&key)))
+    }
+
+    /// A device to change: PERMISSION_DENIED outside `scope`.
+    pub async fn device_to_change(&self, id: Uuid, scope: &Scope) -> Result<v1::Device> {
+        let device = self.get_device(Key::Id(id), &Scope::default()).await?;
+        if !access::device_allowed(scope, &device) {
+            return Err(access::outside(
+                scope,
+                &format!("device {}", device.name),
+                &device.region,
+            ));
+        }
+        Ok(device)
+    }
+
+    /// A checked device (site resolved to its id) may be written only to a
+    /// site in `scope`.
+    async fn check_placement(&self, device: &v1::Device, scope: &Scope) -> Result<()> {
+        if scope.is_unlimited() {
+            return Ok(());
+        }
+        let site_id = parse_uuid("device.site_id", &device.site_id)?;
+        let site = self.get_site(Key::Id(site_id), &Scope::default()).await?;
+        if access::site_allowed(scope, &site) {
+            Ok(())
+        } else {
+            Err(access::outside(
+                scope,
+                &format!("site {} of device {}", site.name, device.name),
+                &site.region,
+            ))
+        }
     }
 
     pub async fn update_device(
@@ -221,12 +329,14 @@ impl Inventory {
         mask: &[String],
         expected_revision: u64,
         traceparent: &str,
+        scope: &Scope,
     ) -> Result<v1::Device> {
         let id = parse_uuid("device.id", &input.id)?;
-        let mut device = self.get_device(Key::Id(id)).await?;
+        let mut device = self.device_to_change(id, scope).await?;
         apply_device_mask(&mut device, &input, mask)?;
         clear_output_only(&mut device);
         self.check_device(&mut device).await?;
+        self.check_placement(&device, scope).await?;
         let expected = (expected_revision > 0).then_some((id, expected_revision));
         self.write_one(
             DeviceWrite::Update(device.clone()),
@@ -237,9 +347,9 @@ impl Inventory {
         .await
     }
 
-    pub async fn delete_device(&self, id: &str, traceparent: &str) -> Result<()> {
+    pub async fn delete_device(&self, id: &str, traceparent: &str, scope: &Scope) -> Result<()> {
         let id = parse_uuid("id", id)?;
-        let device = self.get_device(Key::Id(id)).await?;
+        let device = self.device_to_change(id, scope).await?;
         self.write_one(DeviceWrite::Delete(id), None, &device, traceparent)
             .await
             .map(|_| ())
@@ -284,8 +394,11 @@ impl Inventory {
         filter: Option<v1::DeviceFilter>,
         page_size: u32,
         page_token: &str,
+        scope: &Scope,
     ) -> Result<Page<v1::Device>> {
-        let filter = self.device_filter(filter.unwrap_or_default()).await?;
+        let filter = self
+            .device_filter(filter.unwrap_or_default(), scope)
+            .await?;
         let page = page_request(page_size, page_token)?;
         self.store
             .list_devices(&filter, &page)
@@ -310,7 +423,12 @@ impl Inventory {
             .map_err(|e| from_store(e, ""))
     }
 
-    pub async fn device_filter(&self, filter: v1::DeviceFilter) -> Result<DeviceFilter> {
+    /// The store's filter of `filter`, limited to the sites in `scope`.
+    pub async fn device_filter(
+        &self,
+        filter: v1::DeviceFilter,
+        scope: &Scope,
+    ) -> Result<DeviceFilter> {
         let mut v = Violations::default();
         let site_id = if !filter.site_id.is_empty() {
             match Uuid::parse_str(&filter.site_id) {
@@ -365,6 +483,7 @@ impl Inventory {
             snmp_enabled: filter.snmp_enabled,
             query: non_empty(filter.query),
             parent_id,
+            site_names: self.site_names_in(scope).await?,
         })
     }
 
@@ -847,6 +966,7 @@ impl Inventory {
         &self,
         mut value: v1::InterfaceOverride,
         traceparent: &str,
+        scope: &Scope,
     ) -> Result<v1::InterfaceOverride> {
         let device_id = parse_uuid("interface_override.device_id", &value.device_id)?;
         let mut v = Violations::default();
@@ -871,7 +991,7 @@ impl Inventory {
         if !v.is_empty() {
             return Err(Error::InvalidArgument(v.0));
         }
-        self.get_device(Key::Id(device_id)).await?;
+        self.device_to_change(device_id, scope).await?;
         value.device_id = device_id.to_string();
         let stored = self
             .store
@@ -887,11 +1007,23 @@ impl Inventory {
         device_id: &str,
         page_size: u32,
         page_token: &str,
+        scope: &Scope,
     ) -> Result<Page<v1::InterfaceOverride>> {
         let device_id = if device_id.is_empty() {
+            if !scope.is_unlimited() {
+                return Err(Error::invalid(
+                    "device_id",
+                    "",
+                    format!("required of a token limited to {scope}"),
+                ));
+            }
             None
         } else {
-            Some(parse_uuid("device_id", device_id)?)
+            let id = parse_uuid("device_id", device_id)?;
+            if !scope.is_unlimited() {
+                self.get_device(Key::Id(id), scope).await?;
+            }
+            Some(id)
         };
         let page = page_request(page_size, page_token)?;
         self.store
@@ -906,8 +1038,12 @@ impl Inventory {
         if_index: u32,
         if_name: &str,
         traceparent: &str,
+        scope: &Scope,
     ) -> Result<()> {
         let device_id = parse_uuid("device_id", device_id)?;
+        if !scope.is_unlimited() {
+            self.device_to_change(device_id, scope).await?;
+        }
         match self
             .store
             .delete_interface_override(device_id, if_index, if_name, traceparent)
@@ -1244,6 +1380,7 @@ impl Inventory {
         dry_run: bool,
         atomic: bool,
         traceparent: &str,
+        scope: &Scope,
     ) -> Result<ImportOutcome> {
         let (revision, devices) = self.store.snapshot().await.map_err(|e| from_store(e, ""))?;
         let sites = self
@@ -1251,6 +1388,14 @@ impl Inventory {
             .all_sites()
             .await
             .map_err(|e| from_store(e, ""))?;
+        let (in_scope, refused) = if scope.is_unlimited() {
+            (std::borrow::Cow::Borrowed(rows), Vec::new())
+        } else {
+            let (kept, refused) = crate::import::split_by_scope(rows, &sites, &devices, scope);
+            (std::borrow::Cow::Owned(kept), refused)
+        };
+        let rows_total = rows.len() as u64;
+        let rows = &*in_scope;
         let mut credentials = std::collections::HashMap::new();
         let mut after = None;
         loop {
@@ -1279,12 +1424,13 @@ impl Inventory {
             credentials,
             devices: devices.into_iter().map(|d| (d.name.clone(), d)).collect(),
         };
-        let plan = crate::import::plan(rows, &context);
+        let mut plan = crate::import::plan(rows, &context);
+        plan.refuse(refused);
         let refused = atomic && plan.failed > 0;
         let nothing = plan.writes.is_empty() && plan.new_sites.is_empty();
         let write = !(dry_run || refused || nothing);
         let mut outcome = ImportOutcome {
-            total_rows: rows.len() as u64,
+            total_rows: rows_total,
             plan,
             applied: false,
             revision,

@@ -188,6 +188,24 @@ impl Scope {
     }
 }
 
+/// `regions EMEA, APAC; sites NYC-01`, or `everything`: for messages.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.regions.is_empty() {
+            parts.push(format!("regions {}", self.regions.join(", ")));
+        }
+        if !self.sites.is_empty() {
+            parts.push(format!("sites {}", self.sites.join(", ")));
+        }
+        if parts.is_empty() {
+            f.write_str("everything")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}
+
 /// Recognises presented tokens. Built once per server from the config.
 #[derive(Clone, Default)]
 pub struct Authenticator {

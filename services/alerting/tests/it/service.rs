@@ -19,6 +19,7 @@ use netward_alerting::snmp::classify::{Classifier, InterfacesConfig};
 use netward_alerting::snmp::rates::RateConfig;
 use netward_alerting::state::{StateConfig, StateMachine};
 use netward_alerting::store::Stores;
+use netward_shared::auth::Scope;
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
 use uuid::Uuid;
@@ -178,11 +179,14 @@ async fn batches_are_stored_once_then_evaluated_and_errors_read_as_today(alertin
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("device_id"), "{status:?}");
     let error = alerting
-        .ack_alert(&v1::AckAlertRequest {
-            id: unknown.clone(),
-            acknowledged_by: "noc".into(),
-            comment: String::new(),
-        })
+        .ack_alert(
+            &v1::AckAlertRequest {
+                id: unknown.clone(),
+                acknowledged_by: "noc".into(),
+                comment: String::new(),
+            },
+            &Scope::default(),
+        )
         .await
         .unwrap_err();
     let status = tonic::Status::from(error);
@@ -220,7 +224,7 @@ async fn a_device_that_stops_answering_raises_one_alert_and_its_firing_notificat
     assert_eq!(status.state, v1::DeviceState::Down as i32);
 
     let open = alerting
-        .list_alerts(&v1::ListAlertsRequest::default())
+        .list_alerts(&v1::ListAlertsRequest::default(), &Scope::default())
         .await
         .unwrap()
         .alerts;
@@ -228,7 +232,7 @@ async fn a_device_that_stops_answering_raises_one_alert_and_its_firing_notificat
     assert_eq!(open[0].device_id, device.to_string());
     assert_eq!(open[0].state, v1::AlertState::Firing as i32);
     let rows = alerting
-        .list_notifications(&v1::ListNotificationsRequest::default())
+        .list_notifications(&v1::ListNotificationsRequest::default(), &Scope::default())
         .await
         .unwrap()
         .notifications;
@@ -239,11 +243,14 @@ async fn a_device_that_stops_answering_raises_one_alert_and_its_firing_notificat
     // Acknowledged, then the device answers again: resolved, and the
     // resolve is queued behind the firing.
     let acked = alerting
-        .ack_alert(&v1::AckAlertRequest {
-            id: open[0].id.clone(),
-            acknowledged_by: "noc".into(),
-            comment: String::new(),
-        })
+        .ack_alert(
+            &v1::AckAlertRequest {
+                id: open[0].id.clone(),
+                acknowledged_by: "noc".into(),
+                comment: String::new(),
+            },
+            &Scope::default(),
+        )
         .await
         .unwrap();
     assert_eq!(acked.state, v1::AlertState::Acknowledged as i32);
@@ -255,13 +262,13 @@ async fn a_device_that_stops_answering_raises_one_alert_and_its_firing_notificat
     let status = alerting.device_status(&device.to_string()).unwrap();
     assert_eq!(status.state, v1::DeviceState::Up as i32);
     let open = alerting
-        .list_alerts(&v1::ListAlertsRequest::default())
+        .list_alerts(&v1::ListAlertsRequest::default(), &Scope::default())
         .await
         .unwrap()
         .alerts;
     assert!(open.is_empty(), "{open:?}");
     let rows = alerting
-        .list_notifications(&v1::ListNotificationsRequest::default())
+        .list_notifications(&v1::ListNotificationsRequest::default(), &Scope::default())
         .await
         .unwrap()
         .notifications;

@@ -71,6 +71,8 @@ pub struct SiteFilter {
     pub region: Option<String>,
     pub active: Option<bool>,
     pub query: Option<String>,
+    /// Only these sites (names): a scoped caller's; `None` = every site.
+    pub names: Option<Vec<String>>,
 }
 
 /// Validated device filter (names already resolved to ids).
@@ -84,6 +86,9 @@ pub struct DeviceFilter {
     pub snmp_enabled: Option<bool>,
     pub query: Option<String>,
     pub parent_id: Option<Uuid>,
+    /// Only devices of these sites (names): a scoped caller's; `None` =
+    /// every site.
+    pub site_names: Option<Vec<String>>,
 }
 
 /// A credential as stored: public fields in `credential` (the `*_set` flags
@@ -227,6 +232,11 @@ fn map_json(map: &HashMap<String, String>) -> String {
     // Sorted, so equal maps store equal text.
     let sorted: BTreeMap<_, _> = map.iter().collect();
     serde_json::to_string(&sorted).expect("a string map always serializes")
+}
+
+/// A name list as a JSON array (SQLite's `json_each`); `None` stays NULL.
+fn json_names(names: Option<&[String]>) -> Option<String> {
+    names.map(|names| serde_json::to_string(names).expect("strings always serialize"))
 }
 
 fn opt_u32(value: Option<i32>) -> Option<u32> {

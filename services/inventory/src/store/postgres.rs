@@ -583,7 +583,7 @@ impl InventoryStore for PgStore {
             site_select!(),
             "WHERE ($1::text IS NULL OR s.region = $1) AND ($2::bool IS NULL OR s.active = $2) \
                AND ($3::text IS NULL OR s.name ILIKE $3 OR s.code ILIKE $3 OR s.address ILIKE $3) \
-               AND ($4::text IS NULL OR s.name > $4) \
+               AND ($4::text IS NULL OR s.name > $4) AND ($6::text[] IS NULL OR s.name = ANY($6)) \
              ORDER BY s.name LIMIT $5"
         ))
         .bind(&filter.region)
@@ -591,16 +591,19 @@ impl InventoryStore for PgStore {
         .bind(&query)
         .bind(&page.after)
         .bind(page_size(page) + 1)
+        .bind(&filter.names)
         .fetch_all(&self.pool)
         .await?;
         let total: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sites s WHERE ($1::text IS NULL OR s.region = $1) \
                AND ($2::bool IS NULL OR s.active = $2) \
-               AND ($3::text IS NULL OR s.name ILIKE $3 OR s.code ILIKE $3 OR s.address ILIKE $3)",
+               AND ($3::text IS NULL OR s.name ILIKE $3 OR s.code ILIKE $3 OR s.address ILIKE $3) \
+               AND ($4::text[] IS NULL OR s.name = ANY($4))",
         )
         .bind(&filter.region)
         .bind(filter.active)
         .bind(&query)
+        .bind(&filter.names)
         .fetch_one(&self.pool)
         .await?;
         let items = rows
@@ -699,6 +702,7 @@ impl InventoryStore for PgStore {
                AND ($6::bool IS NULL OR (d.has_snmp AND d.snmp_enabled) = $6) \
                AND ($7::text IS NULL OR d.name ILIKE $7 OR d.ip_address ILIKE $7) \
                AND ($8::uuid IS NULL OR d.parent_id = $8) AND ($9::text IS NULL OR d.name > $9) \
+               AND ($11::text[] IS NULL OR s.name = ANY($11)) \
              ORDER BY d.name LIMIT $10"
         ))
         .bind(filter.site_id)
@@ -711,6 +715,7 @@ impl InventoryStore for PgStore {
         .bind(filter.parent_id)
         .bind(&page.after)
         .bind(page_size(page) + 1)
+        .bind(&filter.site_names)
         .fetch_all(&mut *conn)
         .await?;
         let total: i64 = sqlx::query_scalar(
@@ -720,7 +725,8 @@ impl InventoryStore for PgStore {
                AND ($5::bool IS NULL OR d.enabled = $5) \
                AND ($6::bool IS NULL OR (d.has_snmp AND d.snmp_enabled) = $6) \
                AND ($7::text IS NULL OR d.name ILIKE $7 OR d.ip_address ILIKE $7) \
-               AND ($8::uuid IS NULL OR d.parent_id = $8)",
+               AND ($8::uuid IS NULL OR d.parent_id = $8) \
+               AND ($9::text[] IS NULL OR s.name = ANY($9))",
         )
         .bind(filter.site_id)
         .bind(&filter.region)
@@ -730,6 +736,7 @@ impl InventoryStore for PgStore {
         .bind(filter.snmp_enabled)
         .bind(&query)
         .bind(filter.parent_id)
+        .bind(&filter.site_names)
         .fetch_one(&mut *conn)
         .await?;
         let mut items = rows

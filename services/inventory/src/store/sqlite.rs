@@ -28,8 +28,8 @@ use uuid::Uuid;
 
 use super::{
     ChangeBatch, DeviceFilter, DeviceIndexEntry, DeviceWrite, InventoryStore, Key, Page,
-    PageRequest, SiteFilter, StoreResult, StoredCredential, finish_page, json_map, like_pattern,
-    map_json, opt_u32, page_size, parse_id,
+    PageRequest, SiteFilter, StoreResult, StoredCredential, finish_page, json_map, json_names,
+    like_pattern, map_json, opt_u32, page_size, parse_id,
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-sqlite");
@@ -243,7 +243,8 @@ macro_rules! device_filter {
            AND (?5 IS NULL OR d.enabled = ?5) \
            AND (?6 IS NULL OR (d.has_snmp AND d.snmp_enabled) = ?6) \
            AND (?7 IS NULL OR d.name LIKE ?7 ESCAPE '\\' OR d.ip_address LIKE ?7 ESCAPE '\\') \
-           AND (?8 IS NULL OR d.parent_id = ?8) "
+           AND (?8 IS NULL OR d.parent_id = ?8) \
+           AND (?9 IS NULL OR s.name IN (SELECT value FROM json_each(?9))) "
     };
 }
 
@@ -251,7 +252,8 @@ macro_rules! site_filter {
     () => {
         "WHERE (?1 IS NULL OR s.region = ?1) AND (?2 IS NULL OR s.active = ?2) \
            AND (?3 IS NULL OR s.name LIKE ?3 ESCAPE '\\' OR s.code LIKE ?3 ESCAPE '\\' \
-                OR s.address LIKE ?3 ESCAPE '\\') "
+                OR s.address LIKE ?3 ESCAPE '\\') \
+           AND (?4 IS NULL OR s.name IN (SELECT value FROM json_each(?4))) "
     };
 }
 
@@ -771,11 +773,12 @@ impl InventoryStore for SqliteStore {
         let rows = sqlx::query(concat!(
             site_select!(),
             site_filter!(),
-            "AND (?4 IS NULL OR s.name > ?4) ORDER BY s.name LIMIT ?5"
+            "AND (?5 IS NULL OR s.name > ?5) ORDER BY s.name LIMIT ?6"
         ))
         .bind(&filter.region)
         .bind(filter.active)
         .bind(&query)
+        .bind(json_names(filter.names.as_deref()))
         .bind(&page.after)
         .bind(page_size(page) + 1)
         .fetch_all(&self.pool)
@@ -785,6 +788,7 @@ impl InventoryStore for SqliteStore {
                 .bind(&filter.region)
                 .bind(filter.active)
                 .bind(&query)
+                .bind(json_names(filter.names.as_deref()))
                 .fetch_one(&self.pool)
                 .await?;
         let items = rows
@@ -877,7 +881,7 @@ impl InventoryStore for SqliteStore {
         let rows = sqlx::query(concat!(
             device_select!(),
             device_filter!(),
-            "AND (?9 IS NULL OR d.name > ?9) ORDER BY d.name LIMIT ?10"
+            "AND (?10 IS NULL OR d.name > ?10) ORDER BY d.name LIMIT ?11"
         ))
         .bind(filter.site_id)
         .bind(&filter.region)
@@ -887,6 +891,7 @@ impl InventoryStore for SqliteStore {
         .bind(filter.snmp_enabled)
         .bind(&query)
         .bind(filter.parent_id)
+        .bind(json_names(filter.site_names.as_deref()))
         .bind(&page.after)
         .bind(page_size(page) + 1)
         .fetch_all(&mut *conn)
@@ -903,6 +908,7 @@ impl InventoryStore for SqliteStore {
         .bind(filter.snmp_enabled)
         .bind(&query)
         .bind(filter.parent_id)
+        .bind(json_names(filter.site_names.as_deref()))
         .fetch_one(&mut *conn)
         .await?;
         let mut items = rows

@@ -192,6 +192,7 @@ async fn sites_create_get_update_list_delete(backend: Backend) {
         region: region.map(Into::into),
         active,
         query: query.map(Into::into),
+        names: None,
     };
     let names = |page: store::Page<v1::Site>| -> Vec<String> {
         page.items.into_iter().map(|s| s.name).collect()
