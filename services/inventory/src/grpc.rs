@@ -5,6 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use serde_json::json;
+use netward_shared::audit::AuditEvent;
+use netward_shared::auth::Caller as AuthCaller;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::inventory_service_server::InventoryService;
 use netward_shared::secret::Secret;
@@ -35,6 +38,19 @@ impl InventoryGrpc {
             inventory,
             shutdown,
         }
+    }
+
+    /// Records a change `caller` made (after it succeeded).
+    async fn audit(
+        &self,
+        caller: &AuthCaller,
+        action: &str,
+        object_kind: &str,
+        object_id: impl Into<String>,
+        detail: serde_json::Value,
+    ) {
+        let event = AuditEvent::new(caller, "inventory", action, object_kind, object_id, detail);
+        self.inventory.record(event).await;
     }
 }
 
@@ -84,6 +100,15 @@ fn id_or_name(id: Option<String>, name: Option<String>) -> Result<Key, Status> {
     }
 }
 
+/// An interface override's audit object id: `<device id>/<ifIndex or ifName>`.
+fn override_id(device_id: &str, if_index: u32, if_name: &str) -> String {
+    if if_index > 0 {
+        format!("{device_id}/{if_index}")
+    } else {
+        format!("{device_id}/{if_name}")
+    }
+}
+
 fn secret(value: Option<String>) -> Option<Secret<String>> {
     value.map(Secret::new)
 }
@@ -94,8 +119,12 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateSiteRequest>,
     ) -> Result<Response<v1::CreateSiteResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let site = required("site", request.into_inner().site)?;
         let site = self.inventory.create_site(site).await.map_err(to_status)?;
+        let detail = json!({ "name": site.name, "code": site.code, "region": site.region });
+        self.audit(&caller, "CreateSite", "site", &site.id, detail)
+            .await;
         Ok(Response::new(v1::CreateSiteResponse { site: Some(site) }))
     }
 
@@ -112,6 +141,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateSiteRequest>,
     ) -> Result<Response<v1::UpdateSiteResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let request = request.into_inner();
         let site = required("site", request.site)?;
         let mask = request.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -120,6 +150,9 @@ impl InventoryService for InventoryGrpc {
             .update_site(site, &mask, &traceparent())
             .await
             .map_err(to_status)?;
+        let detail = json!({ "name": site.name, "fields": mask });
+        self.audit(&caller, "UpdateSite", "site", &site.id, detail)
+            .await;
         Ok(Response::new(v1::UpdateSiteResponse { site: Some(site) }))
     }
 
@@ -127,10 +160,10 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteSiteRequest>,
     ) -> Result<Response<v1::DeleteSiteResponse>, Status> {
-        self.inventory
-            .delete_site(&request.into_inner().id)
-            .await
-            .map_err(to_status)?;
+        let caller = AuthCaller::of(&request);
+        let id = request.into_inner().id;
+        self.inventory.delete_site(&id).await.map_err(to_status)?;
+        self.audit(&caller, "DeleteSite", "site", id, json!({})).await;
         Ok(Response::new(v1::DeleteSiteResponse {}))
     }
 
@@ -168,12 +201,20 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateDeviceRequest>,
     ) -> Result<Response<v1::CreateDeviceResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let device = required("device", request.into_inner().device)?;
         let device = self
             .inventory
             .create_device(device, &traceparent())
             .await
             .map_err(to_status)?;
+        let detail = json!({
+            "name": device.name,
+            "ip_address": device.ip_address,
+            "site_id": device.site_id,
+        });
+        self.audit(&caller, "CreateDevice", "device", &device.id, detail)
+            .await;
         Ok(Response::new(v1::CreateDeviceResponse {
             device: Some(device),
         }))
@@ -198,6 +239,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateDeviceRequest>,
     ) -> Result<Response<v1::UpdateDeviceResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let request = request.into_inner();
         let device = required("device", request.device)?;
         let mask = request.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -206,6 +248,13 @@ impl InventoryService for InventoryGrpc {
             .update_device(device, &mask, request.expected_revision, &traceparent())
             .await
             .map_err(to_status)?;
+        let detail = json!({
+            "name": device.name,
+            "fields": mask,
+            "revision": device.revision,
+        });
+        self.audit(&caller, "UpdateDevice", "device", &device.id, detail)
+            .await;
         Ok(Response::new(v1::UpdateDeviceResponse {
             device: Some(device),
         }))
@@ -215,10 +264,14 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteDeviceRequest>,
     ) -> Result<Response<v1::DeleteDeviceResponse>, Status> {
+        let caller = AuthCaller::of(&request);
+        let id = request.into_inner().id;
         self.inventory
-            .delete_device(&request.into_inner().id, &traceparent())
+            .delete_device(&id, &traceparent())
             .await
             .map_err(to_status)?;
+        self.audit(&caller, "DeleteDevice", "device", id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteDeviceResponse {}))
     }
 
@@ -244,6 +297,7 @@ impl InventoryService for InventoryGrpc {
         request: Request<Streaming<v1::ImportDevicesRequest>>,
     ) -> Result<Response<v1::ImportDevicesResponse>, Status> {
         use v1::import_devices_request::Item;
+        let caller = AuthCaller::of(&request);
         let mut stream = request.into_inner();
         let options = match stream.message().await? {
             Some(v1::ImportDevicesRequest {
@@ -284,6 +338,22 @@ impl InventoryService for InventoryGrpc {
             .await
             .map_err(to_status)?;
         let plan = outcome.plan;
+        if outcome.applied {
+            // One event per import, with its counts (not one per row).
+            let detail = json!({
+                "source": options.source_name,
+                "total_rows": outcome.total_rows,
+                "created": plan.created,
+                "updated": plan.updated,
+                "unchanged": plan.unchanged,
+                "failed": plan.failed,
+                "sites_created": plan.new_sites.len(),
+                "atomic": options.atomic,
+                "revision": outcome.revision,
+            });
+            self.audit(&caller, "ImportDevices", "import", "", detail)
+                .await;
+        }
         Ok(Response::new(v1::ImportDevicesResponse {
             total_rows: outcome.total_rows,
             created: plan.created,
@@ -365,7 +435,17 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateCredentialRequest>,
     ) -> Result<Response<v1::CreateCredentialResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let r = request.into_inner();
+        // Secrets appear in the audit trail only as whether they are set.
+        let detail = json!({
+            "name": r.name,
+            "version": r.version,
+            "username": r.username,
+            "community_set": !r.community.is_empty(),
+            "auth_key_set": !r.auth_key.is_empty(),
+            "priv_key_set": !r.priv_key.is_empty(),
+        });
         let input = CredentialInput {
             name: Some(r.name),
             version: Some(r.version),
@@ -383,6 +463,14 @@ impl InventoryService for InventoryGrpc {
             .create_credential(input)
             .await
             .map_err(to_status)?;
+        self.audit(
+            &caller,
+            "CreateCredential",
+            "credential",
+            &credential.id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::CreateCredentialResponse {
             credential: Some(credential),
         }))
@@ -411,7 +499,25 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateCredentialRequest>,
     ) -> Result<Response<v1::UpdateCredentialResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let r = request.into_inner();
+        // Which fields changed; secrets only as changed, never their values.
+        let fields: Vec<&str> = [
+            ("name", r.name.is_some()),
+            ("version", r.version.is_some()),
+            ("community", r.community.is_some()),
+            ("username", r.username.is_some()),
+            ("auth_protocol", r.auth_protocol.is_some()),
+            ("auth_key", r.auth_key.is_some()),
+            ("priv_protocol", r.priv_protocol.is_some()),
+            ("priv_key", r.priv_key.is_some()),
+            ("context_name", r.context_name.is_some()),
+            ("description", r.description.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect();
+        let detail = json!({ "fields": fields });
         let input = CredentialInput {
             name: r.name,
             version: r.version,
@@ -429,6 +535,15 @@ impl InventoryService for InventoryGrpc {
             .update_credential(&r.id, input, &traceparent())
             .await
             .map_err(to_status)?;
+        let detail = json!({ "name": credential.name, "fields": detail["fields"] });
+        self.audit(
+            &caller,
+            "UpdateCredential",
+            "credential",
+            &credential.id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::UpdateCredentialResponse {
             credential: Some(credential),
         }))
@@ -438,10 +553,14 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteCredentialRequest>,
     ) -> Result<Response<v1::DeleteCredentialResponse>, Status> {
+        let caller = AuthCaller::of(&request);
+        let id = request.into_inner().id;
         self.inventory
-            .delete_credential(&request.into_inner().id)
+            .delete_credential(&id)
             .await
             .map_err(to_status)?;
+        self.audit(&caller, "DeleteCredential", "credential", id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteCredentialResponse {}))
     }
 
@@ -489,6 +608,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::SetInterfaceOverrideRequest>,
     ) -> Result<Response<v1::SetInterfaceOverrideResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let value = required(
             "interface_override",
             request.into_inner().interface_override,
@@ -498,6 +618,23 @@ impl InventoryService for InventoryGrpc {
             .set_interface_override(value, &traceparent())
             .await
             .map_err(to_status)?;
+        let detail = json!({
+            "device_id": value.device_id,
+            "if_index": value.if_index,
+            "if_name": value.if_name,
+            "role": value.role,
+            "isp_name": value.isp_name,
+            "monitored": value.monitored,
+        });
+        let id = override_id(&value.device_id, value.if_index, &value.if_name);
+        self.audit(
+            &caller,
+            "SetInterfaceOverride",
+            "interface_override",
+            id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::SetInterfaceOverrideResponse {
             interface_override: Some(value),
         }))
@@ -523,11 +660,34 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteInterfaceOverrideRequest>,
     ) -> Result<Response<v1::DeleteInterfaceOverrideResponse>, Status> {
+        let caller = AuthCaller::of(&request);
         let r = request.into_inner();
         self.inventory
             .delete_interface_override(&r.device_id, r.if_index, &r.if_name, &traceparent())
             .await
             .map_err(to_status)?;
+        let detail = json!({ "device_id": r.device_id, "if_index": r.if_index, "if_name": r.if_name });
+        let id = override_id(&r.device_id, r.if_index, &r.if_name);
+        self.audit(
+            &caller,
+            "DeleteInterfaceOverride",
+            "interface_override",
+            id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::DeleteInterfaceOverrideResponse {}))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let response = self
+            .inventory
+            .list_audit_events(request.get_ref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(response))
     }
 }
