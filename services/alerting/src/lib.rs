@@ -521,9 +521,10 @@ pub async fn run(
     });
     let checkpointed = evaluator.clone();
     let interfaces = snmp.clone();
-    let alerting = Arc::new(service::Alerting::new(
-        ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
-    ));
+    let alerting = Arc::new(
+        service::Alerting::new(ingestor, evaluator, alerts, backlog, notifier, snmp, copy)
+            .with_audit(stores.audit.clone()),
+    );
     let service = AlertingServiceServer::new(AlertingGrpc::new(alerting, stop))
         .max_decoding_message_size(64 * 1024 * 1024);
     server
