@@ -177,7 +177,7 @@ async fn a_scripted_sequence_of_changes_is_audited_once_each_in_order() {
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["vendor".into()],
             }),
-            expected_revision: None,
+            expected_revision: 0,
         })
         .await
         .unwrap();
