@@ -45,7 +45,8 @@ impl AuditEvent {
     ) -> Self {
         Self {
             id: 0,
-            at: SystemTime::now(),
+            // Microseconds, as every backend keeps them.
+            at: from_micros(micros(SystemTime::now())),
             actor: caller.name.clone(),
             actor_role: caller.role.name().to_string(),
             service: service.to_string(),
@@ -174,7 +175,8 @@ pub fn response(mut events: Vec<AuditEvent>, query: &AuditQuery) -> v1::ListAudi
     }
 }
 
-const COLUMNS: &str = "id, at_us, actor, actor_role, service, action, object_kind, object_id, detail";
+const COLUMNS: &str =
+    "id, at_us, actor, actor_role, service, action, object_kind, object_id, detail";
 
 /// The `SELECT` for `query` with its binds in order: the same text serves
 /// both backends (`$n` placeholders are understood by SQLite too).
@@ -285,10 +287,7 @@ pub mod pg {
 pub mod sqlite {
     use super::*;
 
-    pub async fn insert(
-        executor: impl SqliteExecutor<'_>,
-        event: &AuditEvent,
-    ) -> sqlx::Result<()> {
+    pub async fn insert(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sqlx::Result<()> {
         sqlx::query(INSERT)
             .bind(event.at_us())
             .bind(&event.actor)
@@ -366,7 +365,10 @@ pub fn matches(event: &AuditEvent, query: &AuditQuery) -> bool {
     query.since.is_none_or(|since| event.at >= since)
         && query.until.is_none_or(|until| event.at < until)
         && query.actor.as_ref().is_none_or(|a| *a == event.actor)
-        && query.object_id.as_ref().is_none_or(|o| *o == event.object_id)
+        && query
+            .object_id
+            .as_ref()
+            .is_none_or(|o| *o == event.object_id)
         && query.before_id.is_none_or(|before| event.id < before)
 }
 

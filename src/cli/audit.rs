@@ -193,16 +193,10 @@ fn newest_first(a: &AuditEvent, b: &AuditEvent) -> std::cmp::Ordering {
 }
 
 /// Pages through one service until `args.limit` events or the last page.
-async fn collect<F, Fut>(
-    args: &AuditArgs,
-    failed: impl Fn(Status) -> String,
-    mut call: F,
-) -> Answer
+async fn collect<F, Fut>(args: &AuditArgs, failed: impl Fn(Status) -> String, mut call: F) -> Answer
 where
     F: FnMut(Request<ListAuditEventsRequest>) -> Fut,
-    Fut: Future<
-            Output = Result<netward_shared::tonic::Response<ListAuditEventsResponse>, Status>,
-        >,
+    Fut: Future<Output = Result<netward_shared::tonic::Response<ListAuditEventsResponse>, Status>>,
 {
     let mut events = Vec::new();
     let mut page_token = String::new();
@@ -299,10 +293,7 @@ mod tests {
             event("inventory", 2, 30),
         ];
         events.sort_by(newest_first);
-        let order: Vec<_> = events
-            .iter()
-            .map(|e| (e.service.as_str(), e.id))
-            .collect();
+        let order: Vec<_> = events.iter().map(|e| (e.service.as_str(), e.id)).collect();
         assert_eq!(
             order,
             [

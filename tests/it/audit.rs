@@ -337,7 +337,11 @@ async fn a_scripted_sequence_of_changes_is_audited_once_each_in_order() {
         let actor = event["actor"].as_str().unwrap();
         assert_eq!(
             role,
-            if actor == "alice" { "admin" } else { "operator" },
+            if actor == "alice" {
+                "admin"
+            } else {
+                "operator"
+            },
             "{event}"
         );
     }

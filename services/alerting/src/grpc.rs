@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{FutureExt as _, Stream};
-use serde_json::json;
 use netward_shared::audit::AuditEvent;
 use netward_shared::auth::Caller;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_server::AlertingService;
 use netward_shared::status::invalid_argument;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -452,10 +452,7 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
-        let response = self
-            .alerting
-            .list_audit_events(request.get_ref())
-            .await?;
+        let response = self.alerting.list_audit_events(request.get_ref()).await?;
         Ok(Response::new(response))
     }
 }

@@ -5,13 +5,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use serde_json::json;
 use netward_shared::audit::AuditEvent;
 use netward_shared::auth::Caller as AuthCaller;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::inventory_service_server::InventoryService;
 use netward_shared::secret::Secret;
 use netward_shared::status::invalid_argument;
+use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -163,7 +163,8 @@ impl InventoryService for InventoryGrpc {
         let caller = AuthCaller::of(&request);
         let id = request.into_inner().id;
         self.inventory.delete_site(&id).await.map_err(to_status)?;
-        self.audit(&caller, "DeleteSite", "site", id, json!({})).await;
+        self.audit(&caller, "DeleteSite", "site", id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteSiteResponse {}))
     }
 
@@ -666,7 +667,8 @@ impl InventoryService for InventoryGrpc {
             .delete_interface_override(&r.device_id, r.if_index, &r.if_name, &traceparent())
             .await
             .map_err(to_status)?;
-        let detail = json!({ "device_id": r.device_id, "if_index": r.if_index, "if_name": r.if_name });
+        let detail =
+            json!({ "device_id": r.device_id, "if_index": r.if_index, "if_name": r.if_name });
         let id = override_id(&r.device_id, r.if_index, &r.if_name);
         self.audit(
             &caller,

@@ -5,12 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use serde_json::json;
 use netward_shared::audit::{self, AuditEvent, AuditQuery};
 use netward_shared::auth::Caller;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::planner_service_server::PlannerService;
 use netward_shared::status::{FieldViolation, invalid_argument};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
@@ -318,7 +318,6 @@ impl PlannerService for PlannerGrpc {
         })?;
         Ok(Response::new(audit::response(events, &query)))
     }
-
 
     async fn get_current_cycle(
         &self,

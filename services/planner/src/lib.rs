@@ -389,8 +389,7 @@ pub async fn run(
         None => PolicyAudit::memory(),
     };
     let service = PlannerServiceServer::new(
-        PlannerGrpc::new(planner.scheduler.clone(), lease_rx, instance_id, stop)
-            .with_audit(audit),
+        PlannerGrpc::new(planner.scheduler.clone(), lease_rx, instance_id, stop).with_audit(audit),
     );
     server
         .add_service(service)

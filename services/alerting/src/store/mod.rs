@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use netward_shared::proto::v1;
 
-pub use audit::AuditStore;
 pub use alerts::{AlertNotification, AlertStore, AlertWrite, NotifyWhen};
+pub use audit::AuditStore;
 pub use notifications::{
     Attempt, ClaimedNotification, DeliveryState, NewNotification, NotificationStore,
 };
