@@ -141,7 +141,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             Err(error) => failed.push(error),
         }
     }
-    events.sort_by(|a, b| newest_first(a, b));
+    events.sort_by(newest_first);
     events.truncate(args.limit);
 
     let mut out = io::stdout().lock();
@@ -286,7 +286,7 @@ mod tests {
             at: Some(Timestamp { seconds, nanos: 0 }),
             ..AuditEvent::default()
         };
-        let mut events = vec![
+        let mut events = [
             event("inventory", 1, 10),
             event("planner", 1, 30),
             event("alerting", 1, 20),
