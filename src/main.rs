@@ -60,6 +60,8 @@ enum Command {
     Alerts(cli::AlertsArgs),
     /// A device's SNMP interfaces with status, ISP, rates and open alerts, as alerting holds them (ListInterfaces)
     Interfaces(cli::InterfacesArgs),
+    /// Recorded changes (who, what, when) of inventory, alerting and the planner, newest first (ListAuditEvents)
+    Audit(cli::AuditArgs),
     /// Ask a target's gRPC health service (grpc.health.v1) whether it serves: exit 0 if SERVING, 1 otherwise (container health checks)
     Health(cli::HealthArgs),
     /// Tokens with a role and scope: create one (printed once, with its config entry), hash one, make a grant key
@@ -232,6 +234,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => cli::status(args).await,
         Command::Alerts(args) => cli::alerts(args).await,
         Command::Interfaces(args) => cli::interfaces(args).await,
+        Command::Audit(args) => cli::audit(args).await,
         Command::Health(args) => cli::health(args).await,
         Command::Token(command) => cli::token(command),
     }

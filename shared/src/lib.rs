@@ -3,6 +3,7 @@
 //! (config, telemetry, the gRPC server bootstrap, metrics, error mapping, and
 //! the test kit). Services never depend on each other, only on this crate.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -1,11 +1,12 @@
 //! The operator verbs (`netward devices …`, `netward sites …`, `netward
 //! sizing`, `netward planner status`, `netward status`, `netward alerts …`,
-//! `netward interfaces DEVICE`): clients of the inventory's, the planner's
+//! `netward interfaces DEVICE`, `netward audit`): clients of the inventory's, the planner's
 //! and alerting's gRPC APIs that print tables, JSON lines or CSV; and
 //! `netward health`, the gRPC health check container probes run. The flags
 //! and the dispatch live here, each verb in its own module.
 
 mod alerting;
+mod audit;
 mod csv_format;
 mod devices;
 mod generate;
@@ -73,6 +74,7 @@ pub enum AlertsCommand {
 }
 
 pub use alerting::StatusArgs;
+pub use audit::AuditArgs;
 pub use devices::import_csv;
 pub use health::HealthArgs;
 pub use interfaces::InterfacesArgs;
@@ -113,6 +115,10 @@ pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
         Some(AlertsCommand::Ack(args)) => alerting::ack(args).await,
         None => alerting::list(args.list).await,
     }
+}
+
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    audit::run(args).await
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<()> {

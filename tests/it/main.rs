@@ -7,6 +7,7 @@
 mod alerting;
 mod alerting_crash;
 mod alerting_rules;
+mod audit;
 mod contract;
 mod executor;
 mod executor_ids;

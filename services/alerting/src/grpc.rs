@@ -8,11 +8,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{FutureExt as _, Stream};
+use netward_shared::audit::AuditEvent;
 use netward_shared::auth::Caller;
 use netward_shared::auth::grant::GrantKey;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_server::AlertingService;
 use netward_shared::status::invalid_argument;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -64,6 +66,30 @@ impl AlertingGrpc {
         self.grant_key = key;
         self
     }
+
+    /// Records a change `caller` made (after it succeeded).
+    async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        object_kind: &str,
+        object_id: &str,
+        detail: serde_json::Value,
+    ) {
+        let event = AuditEvent::new(caller, "alerting", action, object_kind, object_id, detail);
+        self.alerting.record(event).await;
+    }
+}
+
+/// What the audit trail says about a rule: its name and settings, as JSON.
+fn rule_detail(rule: &v1::Rule) -> serde_json::Value {
+    json!({
+        "name": rule.name,
+        "kind": rule.kind,
+        "severity": rule.severity,
+        "threshold": rule.threshold,
+        "enabled": rule.enabled,
+    })
 }
 
 #[tonic::async_trait]
@@ -274,10 +300,11 @@ impl AlertingService for AlertingGrpc {
         request: Request<v1::AckAlertRequest>,
     ) -> Result<Response<v1::AckAlertResponse>, Status> {
         let caller = Caller::of(&request);
-        let alert = self
-            .alerting
-            .ack_alert(&request.into_inner(), &caller.scope)
-            .await?;
+        let r = request.into_inner();
+        let alert = self.alerting.ack_alert(&r, &caller.scope).await?;
+        let detail = json!({ "acknowledged_by": r.acknowledged_by, "comment": r.comment });
+        self.audit(&caller, "AckAlert", "alert", &alert.id, detail)
+            .await;
         Ok(Response::new(v1::AckAlertResponse { alert: Some(alert) }))
     }
 
@@ -285,8 +312,11 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::CreateRuleRequest>,
     ) -> Result<Response<v1::CreateRuleResponse>, Status> {
-        Alerting::check_global_change(&Caller::of(&request).scope, "rules")?;
+        let caller = Caller::of(&request);
+        Alerting::check_global_change(&caller.scope, "rules")?;
         let rule = self.alerting.create_rule(request.into_inner().rule).await?;
+        self.audit(&caller, "CreateRule", "rule", &rule.id, rule_detail(&rule))
+            .await;
         Ok(Response::new(v1::CreateRuleResponse { rule: Some(rule) }))
     }
 
@@ -302,10 +332,15 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::UpdateRuleRequest>,
     ) -> Result<Response<v1::UpdateRuleResponse>, Status> {
-        Alerting::check_global_change(&Caller::of(&request).scope, "rules")?;
+        let caller = Caller::of(&request);
+        Alerting::check_global_change(&caller.scope, "rules")?;
         let r = request.into_inner();
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let rule = self.alerting.update_rule(r.rule, &mask).await?;
+        let mut detail = rule_detail(&rule);
+        detail["fields"] = json!(mask);
+        self.audit(&caller, "UpdateRule", "rule", &rule.id, detail)
+            .await;
         Ok(Response::new(v1::UpdateRuleResponse { rule: Some(rule) }))
     }
 
@@ -313,8 +348,12 @@ impl AlertingService for AlertingGrpc {
         &self,
         request: Request<v1::DeleteRuleRequest>,
     ) -> Result<Response<v1::DeleteRuleResponse>, Status> {
-        Alerting::check_global_change(&Caller::of(&request).scope, "rules")?;
-        self.alerting.delete_rule(&request.into_inner().id).await?;
+        let caller = Caller::of(&request);
+        Alerting::check_global_change(&caller.scope, "rules")?;
+        let id = request.into_inner().id;
+        self.alerting.delete_rule(&id).await?;
+        self.audit(&caller, "DeleteRule", "rule", &id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteRuleResponse {}))
     }
 
@@ -335,6 +374,17 @@ impl AlertingService for AlertingGrpc {
             .alerting
             .create_silence(request.into_inner().silence, &caller.scope)
             .await?;
+        let detail = json!({
+            "rule_id": silence.rule_id,
+            "maintenance": silence.maintenance,
+            "matchers": silence.matchers.len(),
+            "created_by": silence.created_by,
+            "comment": silence.comment,
+            "starts_at": silence.starts_at.as_ref().map(|t| t.seconds),
+            "ends_at": silence.ends_at.as_ref().map(|t| t.seconds),
+        });
+        self.audit(&caller, "CreateSilence", "silence", &silence.id, detail)
+            .await;
         Ok(Response::new(v1::CreateSilenceResponse {
             silence: Some(silence),
         }))
@@ -375,6 +425,8 @@ impl AlertingService for AlertingGrpc {
             .alerting
             .delete_silence(&request.into_inner().id, &caller.scope)
             .await?;
+        self.audit(&caller, "DeleteSilence", "silence", &silence.id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteSilenceResponse {
             silence: Some(silence),
         }))
@@ -495,6 +547,14 @@ impl AlertingService for AlertingGrpc {
         let r = request.into_inner();
         self.alerting.check_device(&caller.scope, &r.device_id)?;
         let response = self.alerting.interface_history(r).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let response = self.alerting.list_audit_events(request.get_ref()).await?;
         Ok(Response::new(response))
     }
 }

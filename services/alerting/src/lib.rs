@@ -524,9 +524,10 @@ pub async fn run(
     });
     let checkpointed = evaluator.clone();
     let interfaces = snmp.clone();
-    let alerting = Arc::new(service::Alerting::new(
-        ingestor, evaluator, alerts, backlog, notifier, snmp, copy,
-    ));
+    let alerting = Arc::new(
+        service::Alerting::new(ingestor, evaluator, alerts, backlog, notifier, snmp, copy)
+            .with_audit(stores.audit.clone()),
+    );
     let grant_key = config
         .common
         .auth

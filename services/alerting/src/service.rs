@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use netward_shared::audit::{self, AuditEvent, AuditQuery};
 use netward_shared::auth::Scope;
 use netward_shared::inventory_copy::SharedCopy;
 use netward_shared::proto::v1;
@@ -22,7 +23,7 @@ use crate::ingest::Ingestor;
 use crate::notify::{ListFilter, Notifier};
 use crate::silences::{ListFilter as SilenceFilter, Silence};
 use crate::snmp::book::{SnmpBook, SnmpStored};
-use crate::store::{ProbeRow, StateRow};
+use crate::store::{AuditStore, ProbeRow, StateRow};
 use crate::{from_timestamp, timestamp as ts};
 
 /// Why a call failed, as the caller should read it.
@@ -229,6 +230,9 @@ pub struct Alerting {
     notifier: Arc<Notifier>,
     snmp: Arc<SnmpBook>,
     copy: SharedCopy,
+    /// Where changes are recorded; `None` (in-process tests built without
+    /// one) records nothing and lists nothing.
+    audit: Option<Arc<dyn AuditStore>>,
 }
 
 impl Alerting {
@@ -249,7 +253,45 @@ impl Alerting {
             notifier,
             snmp,
             copy,
+            audit: None,
         }
+    }
+
+    /// Records every change in `store` (see [`Alerting::record`]).
+    pub fn with_audit(mut self, store: Arc<dyn AuditStore>) -> Self {
+        self.audit = Some(store);
+        self
+    }
+
+    /// Records a change; called right after it succeeded, in a transaction
+    /// of its own. A failed record is logged as an error and does not undo
+    /// or fail the change that already happened.
+    pub async fn record(&self, event: AuditEvent) {
+        let Some(store) = &self.audit else { return };
+        if let Err(error) = store.record_audit(&event).await {
+            tracing::error!(
+                %error,
+                actor = %event.actor,
+                action = %event.action,
+                object_id = %event.object_id,
+                "audit event not recorded"
+            );
+        }
+    }
+
+    pub async fn list_audit_events(
+        &self,
+        request: &v1::ListAuditEventsRequest,
+    ) -> Result<v1::ListAuditEventsResponse> {
+        let query = AuditQuery::from_request(request).map_err(Error::InvalidArgument)?;
+        let events = match &self.audit {
+            Some(store) => store
+                .list_audit(&query)
+                .await
+                .map_err(Error::storage("listing audit events"))?,
+            None => Vec::new(),
+        };
+        Ok(audit::response(events, &query))
     }
 
     /// Stores a group of batches of one sender in one transaction. Nothing

@@ -5,11 +5,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use netward_shared::audit::AuditEvent;
 use netward_shared::auth::Caller as AuthCaller;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::inventory_service_server::InventoryService;
 use netward_shared::secret::Secret;
 use netward_shared::status::invalid_argument;
+use serde_json::json;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,19 @@ impl InventoryGrpc {
             inventory,
             shutdown,
         }
+    }
+
+    /// Records a change `caller` made (after it succeeded).
+    async fn audit(
+        &self,
+        caller: &AuthCaller,
+        action: &str,
+        object_kind: &str,
+        object_id: impl Into<String>,
+        detail: serde_json::Value,
+    ) {
+        let event = AuditEvent::new(caller, "inventory", action, object_kind, object_id, detail);
+        self.inventory.record(event).await;
     }
 }
 
@@ -86,6 +101,15 @@ fn id_or_name(id: Option<String>, name: Option<String>) -> Result<Key, Status> {
     }
 }
 
+/// An interface override's audit object id: `<device id>/<ifIndex or ifName>`.
+fn override_id(device_id: &str, if_index: u32, if_name: &str) -> String {
+    if if_index > 0 {
+        format!("{device_id}/{if_index}")
+    } else {
+        format!("{device_id}/{if_name}")
+    }
+}
+
 fn secret(value: Option<String>) -> Option<Secret<String>> {
     value.map(Secret::new)
 }
@@ -122,13 +146,16 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateSiteRequest>,
     ) -> Result<Response<v1::CreateSiteResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
         let site = required("site", request.into_inner().site)?;
         let site = self
             .inventory
-            .create_site(site, &scope)
+            .create_site(site, &caller.scope)
             .await
             .map_err(to_status)?;
+        let detail = json!({ "name": site.name, "code": site.code, "region": site.region });
+        self.audit(&caller, "CreateSite", "site", &site.id, detail)
+            .await;
         Ok(Response::new(v1::CreateSiteResponse { site: Some(site) }))
     }
 
@@ -150,7 +177,8 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateSiteRequest>,
     ) -> Result<Response<v1::UpdateSiteResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let scope = caller.scope.clone();
         let request = request.into_inner();
         let site = required("site", request.site)?;
         let mask = request.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -159,6 +187,9 @@ impl InventoryService for InventoryGrpc {
             .update_site(site, &mask, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
+        let detail = json!({ "name": site.name, "fields": mask });
+        self.audit(&caller, "UpdateSite", "site", &site.id, detail)
+            .await;
         Ok(Response::new(v1::UpdateSiteResponse { site: Some(site) }))
     }
 
@@ -166,11 +197,14 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteSiteRequest>,
     ) -> Result<Response<v1::DeleteSiteResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let id = request.into_inner().id;
         self.inventory
-            .delete_site(&request.into_inner().id, &scope)
+            .delete_site(&id, &caller.scope)
             .await
             .map_err(to_status)?;
+        self.audit(&caller, "DeleteSite", "site", id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteSiteResponse {}))
     }
 
@@ -215,13 +249,21 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateDeviceRequest>,
     ) -> Result<Response<v1::CreateDeviceResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let scope = caller.scope.clone();
         let device = required("device", request.into_inner().device)?;
         let device = self
             .inventory
             .create_device(device, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
+        let detail = json!({
+            "name": device.name,
+            "ip_address": device.ip_address,
+            "site_id": device.site_id,
+        });
+        self.audit(&caller, "CreateDevice", "device", &device.id, detail)
+            .await;
         Ok(Response::new(v1::CreateDeviceResponse {
             device: Some(device),
         }))
@@ -251,7 +293,8 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateDeviceRequest>,
     ) -> Result<Response<v1::UpdateDeviceResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let scope = caller.scope.clone();
         let request = request.into_inner();
         let device = required("device", request.device)?;
         let mask = request.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -266,6 +309,13 @@ impl InventoryService for InventoryGrpc {
             )
             .await
             .map_err(to_status)?;
+        let detail = json!({
+            "name": device.name,
+            "fields": mask,
+            "revision": device.revision,
+        });
+        self.audit(&caller, "UpdateDevice", "device", &device.id, detail)
+            .await;
         Ok(Response::new(v1::UpdateDeviceResponse {
             device: Some(device),
         }))
@@ -275,11 +325,14 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteDeviceRequest>,
     ) -> Result<Response<v1::DeleteDeviceResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let id = request.into_inner().id;
         self.inventory
-            .delete_device(&request.into_inner().id, &traceparent(), &scope)
+            .delete_device(&id, &traceparent(), &caller.scope)
             .await
             .map_err(to_status)?;
+        self.audit(&caller, "DeleteDevice", "device", id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteDeviceResponse {}))
     }
 
@@ -311,7 +364,8 @@ impl InventoryService for InventoryGrpc {
         request: Request<Streaming<v1::ImportDevicesRequest>>,
     ) -> Result<Response<v1::ImportDevicesResponse>, Status> {
         use v1::import_devices_request::Item;
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let scope = caller.scope.clone();
         let mut stream = request.into_inner();
         let options = match stream.message().await? {
             Some(v1::ImportDevicesRequest {
@@ -358,6 +412,22 @@ impl InventoryService for InventoryGrpc {
             .await
             .map_err(to_status)?;
         let plan = outcome.plan;
+        if outcome.applied {
+            // One event per import, with its counts (not one per row).
+            let detail = json!({
+                "source": options.source_name,
+                "total_rows": outcome.total_rows,
+                "created": plan.created,
+                "updated": plan.updated,
+                "unchanged": plan.unchanged,
+                "failed": plan.failed,
+                "sites_created": plan.new_sites.len(),
+                "atomic": options.atomic,
+                "revision": outcome.revision,
+            });
+            self.audit(&caller, "ImportDevices", "import", "", detail)
+                .await;
+        }
         Ok(Response::new(v1::ImportDevicesResponse {
             total_rows: outcome.total_rows,
             created: plan.created,
@@ -448,8 +518,18 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::CreateCredentialRequest>,
     ) -> Result<Response<v1::CreateCredentialResponse>, Status> {
-        access::check_credential_write(&AuthCaller::of(&request).scope).map_err(to_status)?;
+        let caller = AuthCaller::of(&request);
+        access::check_credential_write(&caller.scope).map_err(to_status)?;
         let r = request.into_inner();
+        // Secrets appear in the audit trail only as whether they are set.
+        let detail = json!({
+            "name": r.name,
+            "version": r.version,
+            "username": r.username,
+            "community_set": !r.community.is_empty(),
+            "auth_key_set": !r.auth_key.is_empty(),
+            "priv_key_set": !r.priv_key.is_empty(),
+        });
         let input = CredentialInput {
             name: Some(r.name),
             version: Some(r.version),
@@ -467,6 +547,14 @@ impl InventoryService for InventoryGrpc {
             .create_credential(input)
             .await
             .map_err(to_status)?;
+        self.audit(
+            &caller,
+            "CreateCredential",
+            "credential",
+            &credential.id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::CreateCredentialResponse {
             credential: Some(credential),
         }))
@@ -495,8 +583,26 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::UpdateCredentialRequest>,
     ) -> Result<Response<v1::UpdateCredentialResponse>, Status> {
-        access::check_credential_write(&AuthCaller::of(&request).scope).map_err(to_status)?;
+        let caller = AuthCaller::of(&request);
+        access::check_credential_write(&caller.scope).map_err(to_status)?;
         let r = request.into_inner();
+        // Which fields changed; secrets only as changed, never their values.
+        let fields: Vec<&str> = [
+            ("name", r.name.is_some()),
+            ("version", r.version.is_some()),
+            ("community", r.community.is_some()),
+            ("username", r.username.is_some()),
+            ("auth_protocol", r.auth_protocol.is_some()),
+            ("auth_key", r.auth_key.is_some()),
+            ("priv_protocol", r.priv_protocol.is_some()),
+            ("priv_key", r.priv_key.is_some()),
+            ("context_name", r.context_name.is_some()),
+            ("description", r.description.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect();
+        let detail = json!({ "fields": fields });
         let input = CredentialInput {
             name: r.name,
             version: r.version,
@@ -514,6 +620,15 @@ impl InventoryService for InventoryGrpc {
             .update_credential(&r.id, input, &traceparent())
             .await
             .map_err(to_status)?;
+        let detail = json!({ "name": credential.name, "fields": detail["fields"] });
+        self.audit(
+            &caller,
+            "UpdateCredential",
+            "credential",
+            &credential.id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::UpdateCredentialResponse {
             credential: Some(credential),
         }))
@@ -523,11 +638,15 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteCredentialRequest>,
     ) -> Result<Response<v1::DeleteCredentialResponse>, Status> {
-        access::check_credential_write(&AuthCaller::of(&request).scope).map_err(to_status)?;
+        let caller = AuthCaller::of(&request);
+        let id = request.into_inner().id;
+        access::check_credential_write(&caller.scope).map_err(to_status)?;
         self.inventory
-            .delete_credential(&request.into_inner().id)
+            .delete_credential(&id)
             .await
             .map_err(to_status)?;
+        self.audit(&caller, "DeleteCredential", "credential", id, json!({}))
+            .await;
         Ok(Response::new(v1::DeleteCredentialResponse {}))
     }
 
@@ -575,7 +694,8 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::SetInterfaceOverrideRequest>,
     ) -> Result<Response<v1::SetInterfaceOverrideResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let scope = caller.scope.clone();
         let value = required(
             "interface_override",
             request.into_inner().interface_override,
@@ -585,6 +705,23 @@ impl InventoryService for InventoryGrpc {
             .set_interface_override(value, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
+        let detail = json!({
+            "device_id": value.device_id,
+            "if_index": value.if_index,
+            "if_name": value.if_name,
+            "role": value.role,
+            "isp_name": value.isp_name,
+            "monitored": value.monitored,
+        });
+        let id = override_id(&value.device_id, value.if_index, &value.if_name);
+        self.audit(
+            &caller,
+            "SetInterfaceOverride",
+            "interface_override",
+            id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::SetInterfaceOverrideResponse {
             interface_override: Some(value),
         }))
@@ -611,12 +748,36 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<v1::DeleteInterfaceOverrideRequest>,
     ) -> Result<Response<v1::DeleteInterfaceOverrideResponse>, Status> {
-        let scope = AuthCaller::of(&request).scope;
+        let caller = AuthCaller::of(&request);
+        let scope = caller.scope.clone();
         let r = request.into_inner();
         self.inventory
             .delete_interface_override(&r.device_id, r.if_index, &r.if_name, &traceparent(), &scope)
             .await
             .map_err(to_status)?;
+        let detail =
+            json!({ "device_id": r.device_id, "if_index": r.if_index, "if_name": r.if_name });
+        let id = override_id(&r.device_id, r.if_index, &r.if_name);
+        self.audit(
+            &caller,
+            "DeleteInterfaceOverride",
+            "interface_override",
+            id,
+            detail,
+        )
+        .await;
         Ok(Response::new(v1::DeleteInterfaceOverrideResponse {}))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let response = self
+            .inventory
+            .list_audit_events(request.get_ref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(response))
     }
 }

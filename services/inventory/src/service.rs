@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use netward_shared::audit::{self, AuditEvent, AuditQuery};
 use netward_shared::auth::Scope;
 use netward_shared::proto::v1;
 use netward_shared::secret::Secret;
@@ -1470,5 +1471,36 @@ impl Inventory {
             "import finished"
         );
         Ok(outcome)
+    }
+}
+
+/// The audit trail. An event is recorded right after the change it
+/// describes succeeded, in a transaction of its own (the store's write
+/// methods keep their signatures); a failed record is logged as an error and
+/// does not undo or fail the change that already happened.
+impl Inventory {
+    pub async fn record(&self, event: AuditEvent) {
+        if let Err(error) = self.store.record_audit(&event).await {
+            tracing::error!(
+                %error,
+                actor = %event.actor,
+                action = %event.action,
+                object_id = %event.object_id,
+                "audit event not recorded"
+            );
+        }
+    }
+
+    pub async fn list_audit_events(
+        &self,
+        request: &v1::ListAuditEventsRequest,
+    ) -> Result<v1::ListAuditEventsResponse> {
+        let query = AuditQuery::from_request(request).map_err(Error::InvalidArgument)?;
+        let events = self
+            .store
+            .list_audit(&query)
+            .await
+            .map_err(|e| from_store(e, ""))?;
+        Ok(audit::response(events, &query))
     }
 }

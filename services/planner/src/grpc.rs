@@ -5,10 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use netward_shared::audit::{self, AuditEvent, AuditQuery};
 use netward_shared::auth::{Caller, Role};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::planner_service_server::PlannerService;
 use netward_shared::status::{FieldViolation, invalid_argument};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::audit::PolicyAudit;
 use crate::cycle::{RegisterError, Scheduler, WORK_CHANNEL, timestamp};
 use crate::lease::LeaseState;
 use crate::sizing::{self, SizingPolicy};
@@ -32,9 +35,37 @@ pub struct PlannerGrpc {
     instance_id: String,
     /// Ends `Work` and `WatchCycles` streams when the server shuts down.
     shutdown: CancellationToken,
+    /// Where SetPolicy changes are recorded (in memory unless
+    /// [`PlannerGrpc::with_audit`] gives Redis).
+    audit: PolicyAudit,
 }
 
 impl PlannerGrpc {
+    /// Validates and applies the fields `request` sets; returns the policy
+    /// now in force. The scheduler's lock is not held across an await.
+    fn apply_policy(&self, request: &v1::SetPolicyRequest) -> Result<SizingPolicy, Status> {
+        let mut state = self.scheduler.lock();
+        let policy = SizingPolicy {
+            target_batches: request
+                .target_batches
+                .unwrap_or(state.policy.target_batches),
+            rounding_step: request.rounding_step.unwrap_or(state.policy.rounding_step),
+            min_batch_size: request
+                .min_batch_size
+                .unwrap_or(state.policy.min_batch_size),
+            max_batch_size: request
+                .max_batch_size
+                .unwrap_or(state.policy.max_batch_size),
+        };
+        let violations = policy.violations();
+        if !violations.is_empty() {
+            return Err(invalid_argument(&violations));
+        }
+        tracing::info!(?policy, "sizing policy changed");
+        state.policy = policy;
+        Ok(policy)
+    }
+
     pub fn new(
         scheduler: Arc<Scheduler>,
         lease: watch::Receiver<LeaseState>,
@@ -46,7 +77,13 @@ impl PlannerGrpc {
             lease,
             instance_id,
             shutdown,
+            audit: PolicyAudit::memory(),
         }
+    }
+
+    pub fn with_audit(mut self, audit: PolicyAudit) -> Self {
+        self.audit = audit;
+        self
     }
 }
 
@@ -259,29 +296,37 @@ impl PlannerService for PlannerGrpc {
         request: Request<v1::SetPolicyRequest>,
     ) -> Result<Response<v1::SetPolicyResponse>, Status> {
         self.require_leader()?;
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        let mut state = self.scheduler.lock();
-        let policy = SizingPolicy {
-            target_batches: request
-                .target_batches
-                .unwrap_or(state.policy.target_batches),
-            rounding_step: request.rounding_step.unwrap_or(state.policy.rounding_step),
-            min_batch_size: request
-                .min_batch_size
-                .unwrap_or(state.policy.min_batch_size),
-            max_batch_size: request
-                .max_batch_size
-                .unwrap_or(state.policy.max_batch_size),
-        };
-        let violations = policy.violations();
-        if !violations.is_empty() {
-            return Err(invalid_argument(&violations));
+        let policy = self.apply_policy(&request)?;
+        // Recorded right after the change; a failed record is logged and
+        // does not undo the policy (it already applies).
+        let detail = json!({
+            "target_batches": policy.target_batches,
+            "rounding_step": policy.rounding_step,
+            "min_batch_size": policy.min_batch_size,
+            "max_batch_size": policy.max_batch_size,
+        });
+        let event = AuditEvent::new(&caller, "planner", "SetPolicy", "policy", "", detail);
+        if let Err(error) = self.audit.record(event).await {
+            tracing::error!(%error, actor = %caller.name, "audit event not recorded");
         }
-        tracing::info!(?policy, "sizing policy changed");
-        state.policy = policy;
         Ok(Response::new(v1::SetPolicyResponse {
             sizing: Some(policy_message(&policy)),
         }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let query =
+            AuditQuery::from_request(request.get_ref()).map_err(|v| invalid_argument(&v))?;
+        let events = self.audit.list(&query).await.map_err(|error| {
+            tracing::warn!(%error, "audit events unreadable");
+            Status::unavailable("audit events unavailable, retry later")
+        })?;
+        Ok(Response::new(audit::response(events, &query)))
     }
 
     async fn get_current_cycle(

@@ -6,6 +6,7 @@
 //! scheduler (state and step functions), `lease.rs` the leadership lease,
 //! `grpc.rs` the service; `run` wires them and drives the steps on a timer.
 
+pub mod audit;
 pub mod cycle;
 
 mod grpc;
@@ -31,6 +32,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::PolicyAudit;
 use crate::cycle::{CycleConfig, Scheduler};
 use crate::lease::{Lease, LeaseConfig, LeaseState};
 use crate::sizing::SizingPolicy;
@@ -411,12 +413,14 @@ pub async fn run(
     tokio::spawn(planner.clone().run_loop(lease_rx.clone(), stop.clone()));
 
     let mut released = lease_rx.clone();
-    let service = PlannerServiceServer::new(PlannerGrpc::new(
-        planner.scheduler.clone(),
-        lease_rx,
-        instance_id,
-        stop,
-    ));
+    let audit = match &config.common.redis_url {
+        Some(url) => PolicyAudit::redis(url.expose(), &section.lease.key_prefix)
+            .map_err(lease::LeaseError::from)?,
+        None => PolicyAudit::memory(),
+    };
+    let service = PlannerServiceServer::new(
+        PlannerGrpc::new(planner.scheduler.clone(), lease_rx, instance_id, stop).with_audit(audit),
+    );
     server
         .add_service(service)
         .serve(listeners, shutdown)

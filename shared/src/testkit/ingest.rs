@@ -267,6 +267,13 @@ impl AlertingService for RecordingIngest {
     ) -> Result<Response<v1::GetInterfaceHistoryResponse>, Status> {
         Err(Status::unimplemented("recording ingest (tests)"))
     }
+
+    async fn list_audit_events(
+        &self,
+        _request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        Err(Status::unimplemented("recording ingest (tests)"))
+    }
 }
 
 impl RecordingIngest {

@@ -5,6 +5,7 @@
 //! batched and idempotent; the service decides, the store persists.
 
 mod alerts;
+mod audit;
 mod notifications;
 pub mod packed;
 pub mod packed_snmp;
@@ -22,6 +23,7 @@ use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use netward_shared::proto::v1;
 
 pub use alerts::{AlertNotification, AlertStore, AlertWrite, NotifyWhen};
+pub use audit::AuditStore;
 pub use notifications::{
     Attempt, ClaimedNotification, DeliveryState, NewNotification, NotificationStore,
 };
@@ -59,6 +61,7 @@ pub struct Stores {
     pub notifications: Arc<dyn NotificationStore>,
     pub silences: Arc<dyn SilenceStore>,
     pub snmp: Arc<dyn SnmpStore>,
+    pub audit: Arc<dyn AuditStore>,
 }
 
 impl Stores {
@@ -70,7 +73,8 @@ impl Stores {
             alerts: store.clone(),
             notifications: store.clone(),
             silences: store.clone(),
-            snmp: store,
+            snmp: store.clone(),
+            audit: store,
         }
     }
 
@@ -82,7 +86,8 @@ impl Stores {
             alerts: store.clone(),
             notifications: store.clone(),
             silences: store.clone(),
-            snmp: store,
+            snmp: store.clone(),
+            audit: store,
         }
     }
 }

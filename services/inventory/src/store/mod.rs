@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use netward_shared::audit::{AuditEvent, AuditQuery};
 use netward_shared::proto::v1;
 use uuid::Uuid;
 
@@ -210,6 +211,12 @@ pub trait InventoryStore: Send + Sync + 'static {
         if_name: &str,
         traceparent: &str,
     ) -> StoreResult<bool>;
+
+    /// Appends an audit event; called right after the change it records
+    /// succeeded (in its own transaction).
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Audit events matching `query`, newest first, at most `query.size + 1`.
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }
 
 /// The few fields of a device that validation needs about all devices.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use netward_shared::audit::{self, AuditEvent, AuditQuery};
 use netward_shared::proto::v1;
 use prost::Message as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -1144,5 +1145,13 @@ impl InventoryStore for PgStore {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        audit::pg::insert(&self.pool, event).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        audit::pg::list(&self.pool, query).await
     }
 }

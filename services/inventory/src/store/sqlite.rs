@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use netward_shared::audit::{self, AuditEvent, AuditQuery};
 use netward_shared::proto::v1;
 use prost::Message as _;
 use sqlx::error::{DatabaseError, ErrorKind};
@@ -1325,5 +1326,15 @@ impl InventoryStore for SqliteStore {
         .await?;
         write.tx.commit().await?;
         Ok(true)
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let mut write = self.write().await?;
+        audit::sqlite::insert(&mut *write.tx, event).await?;
+        write.tx.commit().await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        audit::sqlite::list(&self.pool, query).await
     }
 }

@@ -10,6 +10,8 @@ use std::time::Instant;
 use netward_inventory::store::{
     self, DeviceFilter, DeviceWrite, InventoryStore, Key, PageRequest, SiteFilter, StoredCredential,
 };
+use netward_shared::audit::{AuditEvent, AuditQuery};
+use netward_shared::auth::Caller;
 use netward_shared::proto::v1;
 use netward_shared::status::{DbErrorKind, classify_sqlx};
 use uuid::Uuid;
@@ -28,6 +30,7 @@ on_both_backends!(
     violations_carry_the_postgresql_constraint_names,
     concurrent_writers_get_revisions_in_commit_order,
     imports_the_example_inventory,
+    audit_events_page_newest_first_with_filters,
 );
 
 #[tokio::test]
@@ -1381,4 +1384,51 @@ async fn imports_the_example_inventory(backend: Backend) {
         .count();
     let expected = rows.iter().filter(|row| !row["parent"].is_empty()).count();
     assert_eq!(with_parent, expected);
+}
+
+async fn audit_events_page_newest_first_with_filters(backend: Backend) {
+    let (store, _storage) = open(backend).await;
+    let store = store.as_ref();
+    for (actor, object) in [("alice", "a"), ("bob", "b"), ("alice", "c"), ("alice", "a")] {
+        let caller = Caller {
+            name: actor.into(),
+            ..Caller::anonymous()
+        };
+        let detail = serde_json::json!({ "object": object });
+        let event = AuditEvent::new(&caller, "inventory", "UpdateSite", "site", object, detail);
+        store.record_audit(&event).await.unwrap();
+    }
+    // Pages of one, alice's only: ids strictly decreasing, the last page says so.
+    let mut query = AuditQuery {
+        actor: Some("alice".into()),
+        size: 1,
+        ..AuditQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let rows = store.list_audit(&query).await.unwrap();
+        let page = netward_shared::audit::response(rows, &query);
+        seen.extend(page.events.iter().map(|e| (e.id, e.object_id.clone())));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        query.before_id = Some(page.next_page_token.parse().unwrap());
+    }
+    let objects: Vec<&str> = seen.iter().map(|(_, o)| o.as_str()).collect();
+    assert_eq!(objects, ["a", "c", "a"]);
+    assert!(seen.windows(2).all(|w| w[0].0 > w[1].0), "{seen:?}");
+    let by_object = AuditQuery {
+        object_id: Some("a".into()),
+        size: 10,
+        ..AuditQuery::default()
+    };
+    let rows = store.list_audit(&by_object).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].detail, r#"{"object":"a"}"#);
+    let future = AuditQuery {
+        since: Some(std::time::SystemTime::now() + std::time::Duration::from_secs(60)),
+        size: 10,
+        ..AuditQuery::default()
+    };
+    assert!(store.list_audit(&future).await.unwrap().is_empty());
 }
