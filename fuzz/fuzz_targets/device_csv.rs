@@ -37,7 +37,10 @@ fn context() -> ImportContext {
     };
     ImportContext {
         sites: HashMap::from([(site.name.clone(), site)]),
-        credentials: HashMap::from([("lab".into(), ("00000000-0000-4000-8000-000000000003".into(), 1))]),
+        credentials: HashMap::from([(
+            "lab".into(),
+            ("00000000-0000-4000-8000-000000000003".into(), 1),
+        )]),
         devices: HashMap::from([(device.name.clone(), device)]),
     }
 }
