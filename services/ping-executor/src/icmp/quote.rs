@@ -33,6 +33,7 @@ pub enum Unmatched {
 }
 
 impl Unmatched {
+    /// In declaration order: `unmatched as usize` indexes it.
     pub const ALL: [Unmatched; 3] = [
         Unmatched::Identifier,
         Unmatched::NoRequest,
@@ -112,5 +113,12 @@ mod tests {
             ..quote
         };
         assert_eq!(check(&bare, 42, 4, Some(7)), Ok(()));
+    }
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (index, unmatched) in Unmatched::ALL.into_iter().enumerate() {
+            assert_eq!(unmatched as usize, index, "{unmatched:?}");
+        }
     }
 }
