@@ -50,8 +50,8 @@ fi
 
 if (($# == 0)); then
   # The fuzz targets, briefly: each on its committed corpus (scripts/fuzz.sh;
-  # NETWARD_FUZZ_SECONDS per target, default 20, 0 leaves them out).
-  fuzz_seconds=${NETWARD_FUZZ_SECONDS:-20}
+  # NETWARD_FUZZ_SECONDS per target, default 10, 0 leaves them out).
+  fuzz_seconds=${NETWARD_FUZZ_SECONDS:-10}
   if ((fuzz_seconds > 0)); then
     echo "==> fuzz targets (scripts/fuzz.sh $fuzz_seconds)"
     scripts/fuzz.sh "$fuzz_seconds" || status=1
