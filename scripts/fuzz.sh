@@ -4,9 +4,10 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # cargo-fuzz drives libFuzzer. Only the stable toolchain is installed here,
 # so: --sanitizer none (AddressSanitizer needs nightly's -Zsanitizer), and
-# RUSTC_BOOTSTRAP=1 for the few -Z flags cargo-fuzz still passes to rustc
-# (its SanitizerCoverage options). RUSTC_BOOTSTRAP is set in this script
-# only, never for the workspace build. Details and figures: docs/fuzzing.md.
+# RUSTC_BOOTSTRAP=1 as a guard for cargo-fuzz's nightly-only paths (always
+# set for fuzz builds: cargo fingerprints it, flipping it rebuilds them all).
+# It is set in this script only, never for the workspace build. Details and
+# figures: docs/fuzzing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
