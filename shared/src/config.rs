@@ -241,6 +241,8 @@ pub enum ConfigError {
 pub struct ConfigLoader {
     target: Target,
     file: Option<PathBuf>,
+    /// TOML text standing in for a file (see [`ConfigLoader::toml`]).
+    text: Option<String>,
     env: HashMap<String, String>,
     overrides: Vec<(String, String)>,
 }
@@ -250,6 +252,7 @@ impl ConfigLoader {
         Self {
             target,
             file: None,
+            text: None,
             env: HashMap::new(),
             overrides: Vec::new(),
         }
@@ -258,6 +261,15 @@ impl ConfigLoader {
     /// A TOML file; it must exist when given.
     pub fn file(mut self, path: impl AsRef<Path>) -> Self {
         self.file = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// TOML text read as the file would be (a file, when also given, wins):
+    /// the entry point of the config fuzz target (fuzz/), which has no file
+    /// to write per input.
+    #[doc(hidden)]
+    pub fn toml(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
         self
     }
 
@@ -304,20 +316,24 @@ impl ConfigLoader {
             .set_default("server.concurrency_limit", 1024)?
             .set_default("server.shutdown_grace", "10s")?;
 
-        if let Some(path) = &self.file {
-            // Read the file ourselves so that its errors name it.
-            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::File {
-                path: path.clone(),
-                source: config::ConfigError::Foreign(Box::new(error)),
-            })?;
+        let file = match (&self.file, self.text) {
+            (Some(path), _) => {
+                // Read the file ourselves so that its errors name it.
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::File {
+                    path: path.clone(),
+                    source: config::ConfigError::Foreign(Box::new(error)),
+                })?;
+                Some((path.clone(), text))
+            }
+            (None, Some(text)) => Some((PathBuf::from("<text>"), text)),
+            (None, None) => None,
+        };
+        if let Some((path, text)) = file {
             let source = config::File::from_str(&text, config::FileFormat::Toml);
             config::Config::builder()
                 .add_source(source.clone())
                 .build()
-                .map_err(|source| ConfigError::File {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(|source| ConfigError::File { path, source })?;
             builder = builder.add_source(source);
         }
 
@@ -549,6 +565,21 @@ ping_interval = "5s"
             .load()
             .unwrap_err();
         assert!(bad.to_string().contains("grpc_addr"), "{bad}");
+    }
+
+    #[test]
+    fn text_reads_like_a_file() {
+        let config = ConfigLoader::new(Target::Planner)
+            .toml("grpc_addr = \"0.0.0.0:6000\"\n[log]\nformat = \"json\"\n")
+            .load()
+            .unwrap();
+        assert_eq!(config.common.grpc_addr, "0.0.0.0:6000".parse().unwrap());
+        assert_eq!(config.common.log.format, LogFormat::Json);
+        let bad = ConfigLoader::new(Target::Planner)
+            .toml("grpc_addr = ")
+            .load()
+            .unwrap_err();
+        assert!(bad.to_string().contains("<text>"), "{bad}");
     }
 
     #[test]

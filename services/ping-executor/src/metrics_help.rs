@@ -25,6 +25,10 @@ pub fn describe() {
         "ICMP replies matching no probe of this executor, ignored"
     );
     describe_counter!(
+        "netward_executor_icmp_errors_unmatched_total",
+        "ICMP errors (unreachable, time exceeded) failing no probe, by reason (identifier: another process's request; no_request: no request waits under the quoted destination and sequence; payload: the quoted payload is not the waiting request's)"
+    );
+    describe_counter!(
         "netward_executor_send_errors_total",
         "ICMP sends that failed with an error of the executor's own (ENOBUFS, EAGAIN, ...)"
     );

@@ -869,6 +869,34 @@ fn from_lib(varbinds: Vec<lib::VarBind>) -> Vec<VarBind> {
         .collect()
 }
 
+/// Decodes one datagram with the library's decoders the poller's client
+/// runs on what agents send (a whole message of any version, in the
+/// client's compatible mode and in strict mode; the SNMPv3 envelope and its
+/// USM parameters, read before any key is applied), and converts a PDU's
+/// varbinds as the poller does. Not API: the entry point of the SNMP fuzz
+/// target (fuzz/). `None` when no decoder yields a PDU.
+#[doc(hidden)]
+pub fn decode_response(datagram: &[u8]) -> Option<Vec<VarBind>> {
+    let data = bytes::Bytes::copy_from_slice(datagram);
+    if let Ok(raw) = lib::message::RawV3Message::decode(data.clone(), lib::DecodeConfig::default())
+    {
+        let _ = lib::v3::UsmSecurityParams::decode(
+            raw.value.security_params().clone(),
+            lib::DecodeConfig::default(),
+        );
+    }
+    let mut varbinds = None;
+    for config in [lib::DecodeConfig::STRICT, lib::DecodeConfig::default()] {
+        if let Ok(outcome) = lib::message::Message::decode(data.clone(), config)
+            && let Some(pdu) = outcome.value.into_pdu()
+        {
+            let _ = (pdu.error_fields(), pdu.error_status_enum());
+            varbinds = Some(from_lib(pdu.into_varbinds()));
+        }
+    }
+    varbinds
+}
+
 fn value_from_lib(value: lib::Value) -> Value {
     use lib::Value as L;
     match value {
@@ -947,6 +975,27 @@ fn classify(error: &lib::Error, spec: &SessionSpec) -> SnmpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_response_reads_a_v2c_response() {
+        let pdu = lib::ResponsePdu::success(
+            lib::Version::V2c,
+            7,
+            vec![lib::VarBind::new(
+                lib::Oid::from_slice(&[1, 3, 6, 1, 2, 1, 1, 3, 0]),
+                lib::Value::TimeTicks(42),
+            )],
+        )
+        .unwrap();
+        let message = lib::message::CommunityMessage::v2c("public", pdu).unwrap();
+        let bytes = message.encode().unwrap();
+        let varbinds = decode_response(&bytes).unwrap();
+        assert_eq!(varbinds.len(), 1);
+        assert_eq!(varbinds[0].oid.to_string(), "1.3.6.1.2.1.1.3.0");
+        assert_eq!(varbinds[0].value.as_u64(), Some(42));
+        assert!(decode_response(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode_response(b"").is_none());
+    }
 
     #[test]
     fn oids_parse_order_and_strip() {

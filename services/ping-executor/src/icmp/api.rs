@@ -181,6 +181,9 @@ pub struct PingerStats {
     /// Replies ignored: another identifier, no such request (late or
     /// spoofed), or a payload that is not ours.
     pub stray: u64,
+    /// ICMP errors ignored: another identifier, no request waiting under
+    /// the quoted destination and sequence, or a quoted payload not ours.
+    pub errors_unmatched: u64,
     /// Packets that could not be parsed.
     pub malformed: u64,
     /// Sends that failed for this host's own trouble (inconclusive).

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::packet::{PACKET_LEN, echo_request, payload_token};
 use super::parse::{IcmpMessage, Layout, parse};
+use super::quote::{Quote, check};
 use super::socket::{ExtendedErr, Queue, Refusal, refusal, refusal_detail, send_to, storage_ip};
 use super::stats::{Counters, Metrics, RecentWindow, nanos};
 use super::{PingerConfig, SocketKind};
@@ -567,11 +568,17 @@ impl Engine {
                 self.done.push((entry.tx, PacketResult::Reply(rtt)));
             }
             Ok(IcmpMessage::Error {
-                original_destination: Some(target),
+                original_destination: Some(destination),
                 identifier,
                 sequence,
+                payload,
                 ..
-            }) if identifier == shared.identifier => self.unreachable(target, sequence),
+            }) => self.icmp_error(&Quote {
+                destination,
+                identifier,
+                sequence,
+                payload,
+            }),
             Ok(_) => {}
             Err(_) => {
                 shared.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -579,25 +586,49 @@ impl Engine {
         }
     }
 
-    /// An ICMP error quoting one of our requests: it quotes too little to
-    /// check the token, so (target, sequence) decides.
-    fn unreachable(&mut self, target: IpAddr, sequence: u16) {
-        let key = (target.to_canonical(), sequence);
+    /// An ICMP error quoting an echo request: it fails the probe it is about
+    /// only if it names that probe's identifier, destination and sequence,
+    /// and as much of its payload as it quotes (`quote.rs`). Others are
+    /// counted by reason and dropped.
+    fn icmp_error(&mut self, quote: &Quote<'_>) {
+        let shared = &*self.shared;
+        let key = (quote.destination.to_canonical(), quote.sequence);
         // A refused request never left: no error can be about it.
-        if self.pending.get(&key).is_some_and(|p| p.refused.is_none())
-            && let Some(entry) = self.pending.remove(&key)
-        {
-            self.shared
-                .counters
-                .unreachable
-                .fetch_add(1, Ordering::Relaxed);
-            self.done.push((entry.tx, PacketResult::Unreachable));
+        let waiting = self
+            .pending
+            .get(&key)
+            .filter(|p| p.refused.is_none())
+            .map(|p| p.token);
+        match check(quote, shared.identifier, shared.cookie, waiting) {
+            Ok(()) => {
+                if let Some(entry) = self.pending.remove(&key) {
+                    shared.counters.unreachable.fetch_add(1, Ordering::Relaxed);
+                    self.done.push((entry.tx, PacketResult::Unreachable));
+                }
+            }
+            Err(unmatched) => {
+                shared
+                    .counters
+                    .errors_unmatched
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.metrics.errors_unmatched(unmatched).increment(1);
+                tracing::trace!(
+                    destination = %quote.destination,
+                    identifier = quote.identifier,
+                    sequence = quote.sequence,
+                    reason = unmatched.reason(),
+                    "icmp error matches no waiting request"
+                );
+            }
         }
     }
 
-    /// Reads ICMP errors that datagram sockets queue for our requests: the
-    /// quoted request gives the sequence, the message name the target. Ends
-    /// with `WouldBlock` once the queue is empty.
+    /// Reads ICMP errors that datagram sockets queue for our requests. The
+    /// kernel queues the quoted ICMP part (identifier, sequence, payload as
+    /// far as quoted) and names the quoted IP header's destination as the
+    /// message's address, so the same match as on raw sockets applies; it
+    /// chose this socket by the quoted identifier already. Ends with
+    /// `WouldBlock` once the queue is empty.
     fn drain_error_queue(&mut self, family: &Family) -> io::Result<()> {
         let fd = family.sock.as_raw_fd();
         let layout = if family.v6 {
@@ -645,18 +676,137 @@ impl Engine {
             let (Some(target), true) = (target, from_icmp) else {
                 continue;
             };
-            // The queued payload is our own request, header and payload.
+            // The queued bytes are the quoted request: its ICMP header and
+            // as much of its payload as the error quoted.
             let Some(quoted) = iov[0].get(..bytes.min(PACKET_LEN)) else {
                 continue;
             };
-            if let Ok(IcmpMessage::EchoRequest { sequence, .. }) = parse(quoted, layout) {
-                errors.push((target, sequence));
-            }
+            // Matched once the buffer is back in place (`icmp_error` needs
+            // `self`): errors are rare, a copy each costs nothing.
+            errors.push((target, quoted.to_vec()));
         }
         self.buf = buf;
-        for (target, sequence) in errors {
-            self.unreachable(target, sequence);
+        for (destination, quoted) in errors {
+            if let Ok(IcmpMessage::EchoRequest {
+                identifier,
+                sequence,
+                payload,
+            }) = parse(&quoted, layout)
+            {
+                self.icmp_error(&Quote {
+                    destination,
+                    identifier,
+                    sequence,
+                    payload,
+                });
+            }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::icmp::packet::{ICMP4_DEST_UNREACHABLE, IPPROTO_ICMP, checksum};
+
+    const IDENTIFIER: u16 = 0x4242;
+    const TARGET: Ipv4Addr = Ipv4Addr::new(127, 9, 9, 9);
+
+    /// An engine whose raw IPv4 family has a UDP socket standing in for the
+    /// ICMP one: `accept` reads only its kind and family.
+    async fn engine() -> (Engine, Family) {
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        let family = Family {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            kind: SocketKind::Raw,
+            v6: false,
+            receive_buffer: 0,
+            queue: queue_tx,
+            in_flight: AtomicUsize::new(0),
+        };
+        let shared = Shared::new(&PingerConfig::default(), IDENTIFIER, None, None);
+        (Engine::new(Arc::new(shared), false, queue_rx), family)
+    }
+
+    /// Registers a request as sent to `target` with `sequence`; the
+    /// receiver yields its result.
+    fn waiting(engine: &mut Engine, sequence: u16, token: u64) -> oneshot::Receiver<PacketResult> {
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            token,
+            sent_at: Instant::now(),
+            tx,
+            refused: None,
+        };
+        engine
+            .pending
+            .insert((IpAddr::V4(TARGET), sequence), pending);
+        rx
+    }
+
+    fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, icmp: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, IPPROTO_ICMP, 0, 0];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(icmp);
+        p
+    }
+
+    /// A router's destination unreachable, as a raw socket reads it, quoting
+    /// `request` sent to `destination`.
+    fn unreachable(destination: Ipv4Addr, request: &[u8]) -> Vec<u8> {
+        let mut icmp = vec![ICMP4_DEST_UNREACHABLE, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&ipv4(Ipv4Addr::LOCALHOST, destination, request));
+        let sum = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        ipv4(Ipv4Addr::new(127, 0, 0, 254), Ipv4Addr::LOCALHOST, &icmp)
+    }
+
+    #[tokio::test]
+    async fn error_quoting_our_request_fails_its_probe() {
+        let (mut engine, family) = engine().await;
+        let mut rx = waiting(&mut engine, 77, 9);
+        let request = echo_request(false, IDENTIFIER, 77, engine.shared.cookie, 9);
+        engine.accept(
+            &family,
+            &unreachable(TARGET, &request),
+            None,
+            Instant::now(),
+        );
+        engine.deliver();
+        assert!(matches!(rx.try_recv(), Ok(PacketResult::Unreachable)));
+        assert!(engine.pending.is_empty());
+        let counters = &engine.shared.counters;
+        assert_eq!(counters.unreachable.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.errors_unmatched.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn error_with_our_id_and_sequence_but_another_destination_is_ignored() {
+        let (mut engine, family) = engine().await;
+        let mut rx = waiting(&mut engine, 77, 9);
+        let cookie = engine.shared.cookie;
+        let request = echo_request(false, IDENTIFIER, 77, cookie, 9);
+        let elsewhere = Ipv4Addr::new(127, 9, 9, 10);
+        // Another destination; another identifier; another send's token.
+        for packet in [
+            unreachable(elsewhere, &request),
+            unreachable(TARGET, &echo_request(false, IDENTIFIER + 1, 77, cookie, 9)),
+            unreachable(TARGET, &echo_request(false, IDENTIFIER, 77, cookie, 8)),
+        ] {
+            engine.accept(&family, &packet, None, Instant::now());
+        }
+        engine.deliver();
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert_eq!(engine.pending.len(), 1);
+        let counters = &engine.shared.counters;
+        assert_eq!(counters.unreachable.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.errors_unmatched.load(Ordering::Relaxed), 3);
     }
 }

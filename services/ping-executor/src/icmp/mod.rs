@@ -1,6 +1,8 @@
 //! The ICMP probing engine: one socket per address family shared by every
 //! probe of the process, a random identifier per engine, replies matched on
-//! (identifier, sequence, source), pacing, and the parser for bytes off the wire.
+//! (identifier, sequence, source, payload), ICMP errors on (identifier,
+//! sequence, quoted destination, quoted payload), pacing, and the parser for
+//! bytes off the wire.
 //!
 //! Own implementation on socket2 + tokio + nix (no `unsafe`), not surge-ping
 //! 0.9.1, because of CPU. Loopback, one echo per target, 1 s timeout, 2 cores,
@@ -39,6 +41,7 @@
 //! Files: `api.rs` (the public types), `pinger.rs` (the handle and one
 //! probe), `engine.rs` (the loop), `socket.rs` (sockets and BPF),
 //! `packet.rs` (building requests), `parse.rs` (the reply parser),
+//! `quote.rs` (matching an ICMP error to the request it quotes),
 //! `stats.rs` (counters, metrics, the recent window).
 
 mod api;
@@ -46,6 +49,7 @@ mod engine;
 mod packet;
 mod parse;
 mod pinger;
+mod quote;
 mod socket;
 mod stats;
 
@@ -55,3 +59,4 @@ pub use api::{
 };
 pub use parse::{ErrorKind, IcmpMessage, Layout, ParseError, parse};
 pub use pinger::Pinger;
+pub use quote::{Quote, Unmatched, check as check_quote};

@@ -37,6 +37,7 @@ pub enum IcmpMessage<'a> {
     EchoRequest {
         identifier: u16,
         sequence: u16,
+        payload: &'a [u8],
     },
     /// An ICMP error quoting one of someone's echo requests.
     Error {
@@ -44,6 +45,8 @@ pub enum IcmpMessage<'a> {
         original_destination: Option<IpAddr>,
         identifier: u16,
         sequence: u16,
+        /// The quoted request's payload, as much as the error quotes.
+        payload: &'a [u8],
     },
     Other {
         icmp_type: u8,
@@ -149,6 +152,7 @@ pub fn parse(packet: &[u8], layout: Layout) -> Result<IcmpMessage<'_>, ParseErro
         return Ok(IcmpMessage::EchoRequest {
             identifier,
             sequence,
+            payload: &icmp[8..],
         });
     }
     let Some(kind) = error_kind else {
@@ -181,6 +185,7 @@ pub fn parse(packet: &[u8], layout: Layout) -> Result<IcmpMessage<'_>, ParseErro
         original_destination: Some(destination),
         identifier: be16(inner, 4)?,
         sequence: be16(inner, 6)?,
+        payload: &inner[8..],
     })
 }
 
@@ -258,6 +263,7 @@ mod tests {
                 original_destination: Some(IpAddr::V4(target)),
                 identifier: 42,
                 sequence: 77,
+                payload: &echo_request(false, 42, 77, 1, 2)[8..],
             }
         );
     }

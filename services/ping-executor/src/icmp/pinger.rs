@@ -212,6 +212,7 @@ impl Pinger {
             received: load(&c.received),
             unreachable: load(&c.unreachable),
             stray: load(&c.stray),
+            errors_unmatched: load(&c.errors_unmatched),
             malformed: load(&c.malformed),
             send_errors: load(&c.send_errors),
             no_route: load(&c.no_route),

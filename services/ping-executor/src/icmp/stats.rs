@@ -11,6 +11,7 @@ use metrics::{Counter, Histogram};
 
 use super::ProbeFailure;
 use super::engine::PacketResult;
+use super::quote::Unmatched;
 
 #[derive(Default)]
 pub(super) struct Counters {
@@ -18,6 +19,8 @@ pub(super) struct Counters {
     pub(super) received: AtomicU64,
     pub(super) unreachable: AtomicU64,
     pub(super) stray: AtomicU64,
+    /// ICMP errors quoting no waiting request of ours.
+    pub(super) errors_unmatched: AtomicU64,
     pub(super) malformed: AtomicU64,
     pub(super) send_errors: AtomicU64,
     /// Requests the kernel refused because the path is gone.
@@ -40,6 +43,8 @@ pub(super) struct Metrics {
     pub(super) packets_sent: Counter,
     pub(super) replies: Counter,
     pub(super) stray: Counter,
+    /// By `Unmatched::ALL` order.
+    errors_unmatched: [Counter; 3],
     pub(super) send_errors: Counter,
     pub(super) no_route: Counter,
     pub(super) rtt: Histogram,
@@ -48,6 +53,10 @@ pub(super) struct Metrics {
 }
 
 impl Metrics {
+    pub(super) fn errors_unmatched(&self, unmatched: Unmatched) -> &Counter {
+        &self.errors_unmatched[unmatched as usize]
+    }
+
     pub(super) fn new() -> Self {
         let probes = |outcome: &'static str| metrics::counter!("netward_executor_probes_total", "outcome" => outcome);
         Self {
@@ -60,6 +69,12 @@ impl Metrics {
             packets_sent: metrics::counter!("netward_executor_packets_sent_total"),
             replies: metrics::counter!("netward_executor_replies_total"),
             stray: metrics::counter!("netward_executor_stray_replies_total"),
+            errors_unmatched: Unmatched::ALL.map(|unmatched| {
+                metrics::counter!(
+                    "netward_executor_icmp_errors_unmatched_total",
+                    "reason" => unmatched.reason()
+                )
+            }),
             send_errors: metrics::counter!("netward_executor_send_errors_total"),
             no_route: metrics::counter!("netward_executor_packets_no_route_total"),
             rtt: metrics::histogram!("netward_executor_rtt_seconds"),

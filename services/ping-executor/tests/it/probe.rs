@@ -99,6 +99,9 @@ async fn icmp_errors_report_unreachable() {
         );
         assert_eq!((outcome.sent, outcome.received), (3, 0), "{socket:?}");
         assert_eq!(pinger.stats().unreachable, 3, "{socket:?}");
+        // The kernel's errors quote the whole request: identifier, quoted
+        // destination, sequence, cookie and token all match.
+        assert_eq!(pinger.stats().errors_unmatched, 0, "{socket:?}");
     }
 }
 
