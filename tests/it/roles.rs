@@ -143,8 +143,9 @@ fn timestamp(from_now: chrono::TimeDelta) -> prost_types::Timestamp {
     }
 }
 
-/// One call of each row of [`CALLS`], in order, as `caller` (index `n`).
-async fn call_all(c: &mut Clients, n: usize, emea_device: &str) -> Vec<Code> {
+/// One call of each row of [`CALLS`], in order, as `caller` (index `n`),
+/// opening the streams as executor `executor_id`.
+async fn call_all(c: &mut Clients, n: usize, executor_id: &str, emea_device: &str) -> Vec<Code> {
     let mut codes = Vec::new();
     codes.push(code(c.alerting.list_alerts(v1::ListAlertsRequest::default())).await);
     codes.push(code(c.inventory.list_devices(v1::ListDevicesRequest::default())).await);
@@ -215,7 +216,7 @@ async fn call_all(c: &mut Clients, n: usize, emea_device: &str) -> Vec<Code> {
     // The streams are opened (the first message sent) and dropped.
     let hello = v1::IngestRequest {
         msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
-            executor_id: format!("roles-{n}"),
+            executor_id: executor_id.to_string(),
             kind: v1::ExecutorKind::Ping as i32,
             version: String::new(),
         })),
@@ -233,7 +234,7 @@ async fn call_all(c: &mut Clients, n: usize, emea_device: &str) -> Vec<Code> {
     );
     let register = v1::WorkRequest {
         msg: Some(v1::work_request::Msg::Register(v1::Register {
-            executor_id: format!("roles-{n}"),
+            executor_id: executor_id.to_string(),
             kind: v1::ExecutorKind::Ping as i32,
             capacity: 1,
             ..Default::default()
@@ -358,9 +359,12 @@ async fn each_role_gets_what_its_class_allows_and_a_region_sees_only_itself() {
     }
     table.push('\n');
     let mut results = Vec::new();
-    for (n, (_, _, _, token)) in CALLERS.iter().enumerate() {
+    for (n, (name, _, _, token)) in CALLERS.iter().enumerate() {
         let mut clients = Clients::new(&urls, *token);
-        results.push(call_all(&mut clients, n, &emea).await);
+        // An executor token registers and reports only as the executor of
+        // its own name; every caller uses its token's name as executor id.
+        let executor_id = name.replace('@', "-");
+        results.push(call_all(&mut clients, n, &executor_id, &emea).await);
     }
     let mut wrong = Vec::new();
     for (row, (call, passing)) in CALLS.iter().enumerate() {
