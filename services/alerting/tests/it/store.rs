@@ -803,7 +803,10 @@ async fn states_are_upserted_and_transitions_appended(backend: &Backend) {
     use v1::DeviceState::{Down, Unknown, Up};
     let store = backend.store();
     let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
-    let t = |minutes: i64| now() - TimeDelta::hours(1) + TimeDelta::minutes(minutes);
+    // One base instant: `t(1)` must be the same instant when saved and
+    // when asked about (a fresh `now()` per call drifted under load).
+    let base = now() - TimeDelta::hours(1);
+    let t = |minutes: i64| base + TimeDelta::minutes(minutes);
 
     let up = ChangeRow {
         from: Unknown,
