@@ -246,78 +246,56 @@ where
     })
 }
 
+/// `insert` and `list` for one backend: the statements and binds are the
+/// same, only the executor trait differs.
+macro_rules! backend {
+    ($executor:ident) => {
+        pub async fn insert(executor: impl $executor<'_>, event: &AuditEvent) -> sqlx::Result<()> {
+            sqlx::query(INSERT)
+                .bind(event.at_us())
+                .bind(&event.actor)
+                .bind(&event.actor_role)
+                .bind(&event.service)
+                .bind(&event.action)
+                .bind(&event.object_kind)
+                .bind(&event.object_id)
+                .bind(&event.detail)
+                .execute(executor)
+                .await?;
+            Ok(())
+        }
+
+        pub async fn list(
+            executor: impl $executor<'_>,
+            query: &AuditQuery,
+        ) -> sqlx::Result<Vec<AuditEvent>> {
+            let (sql, binds) = select(query);
+            // Built from literals only; every value is a bind.
+            let mut statement = sqlx::query(AssertSqlSafe(sql));
+            for bind in binds {
+                statement = match bind {
+                    Bind::Int(value) => statement.bind(value),
+                    Bind::Text(value) => statement.bind(value),
+                };
+            }
+            let rows = statement.fetch_all(executor).await?;
+            rows.iter().map(event_of).collect()
+        }
+    };
+}
+
 /// PostgreSQL: the table `audit_events` on the connection's search path.
 pub mod pg {
     use super::*;
 
-    pub async fn insert(executor: impl PgExecutor<'_>, event: &AuditEvent) -> sqlx::Result<()> {
-        sqlx::query(INSERT)
-            .bind(event.at_us())
-            .bind(&event.actor)
-            .bind(&event.actor_role)
-            .bind(&event.service)
-            .bind(&event.action)
-            .bind(&event.object_kind)
-            .bind(&event.object_id)
-            .bind(&event.detail)
-            .execute(executor)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn list(
-        executor: impl PgExecutor<'_>,
-        query: &AuditQuery,
-    ) -> sqlx::Result<Vec<AuditEvent>> {
-        let (sql, binds) = select(query);
-        // Built from literals only; every value is a bind.
-        let mut statement = sqlx::query(AssertSqlSafe(sql));
-        for bind in binds {
-            statement = match bind {
-                Bind::Int(value) => statement.bind(value),
-                Bind::Text(value) => statement.bind(value),
-            };
-        }
-        let rows = statement.fetch_all(executor).await?;
-        rows.iter().map(event_of).collect()
-    }
+    backend!(PgExecutor);
 }
 
 /// SQLite: the same table and statements.
 pub mod sqlite {
     use super::*;
 
-    pub async fn insert(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sqlx::Result<()> {
-        sqlx::query(INSERT)
-            .bind(event.at_us())
-            .bind(&event.actor)
-            .bind(&event.actor_role)
-            .bind(&event.service)
-            .bind(&event.action)
-            .bind(&event.object_kind)
-            .bind(&event.object_id)
-            .bind(&event.detail)
-            .execute(executor)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn list(
-        executor: impl SqliteExecutor<'_>,
-        query: &AuditQuery,
-    ) -> sqlx::Result<Vec<AuditEvent>> {
-        let (sql, binds) = select(query);
-        // Built from literals only; every value is a bind.
-        let mut statement = sqlx::query(AssertSqlSafe(sql));
-        for bind in binds {
-            statement = match bind {
-                Bind::Int(value) => statement.bind(value),
-                Bind::Text(value) => statement.bind(value),
-            };
-        }
-        let rows = statement.fetch_all(executor).await?;
-        rows.iter().map(event_of).collect()
-    }
+    backend!(SqliteExecutor);
 }
 
 /// Keeps events in memory, newest last, up to a bound: for a process
