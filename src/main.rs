@@ -52,6 +52,15 @@ enum Command {
     /// Sites in the inventory: list
     #[command(subcommand)]
     Sites(cli::SitesCommand),
+    /// SNMP credentials in the inventory: create (secrets never as arguments), list, delete
+    #[command(subcommand)]
+    Credentials(cli::CredentialsCommand),
+    /// Alerting rules: list, create, update, enable, disable
+    #[command(subcommand)]
+    Rules(cli::RulesCommand),
+    /// Silences and maintenance windows (one-off or weekly): create, list, delete
+    #[command(subcommand)]
+    Silences(cli::SilencesCommand),
     /// Batch size and count for a device count, as the planner decides them (GetSizing)
     Sizing(cli::SizingArgs),
     /// Device counts per state and the devices not UP, as alerting holds them (ListDeviceStatuses)
@@ -230,6 +239,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::SnmpPoller(args) => serve(Target::SnmpPoller, args).await,
         Command::Devices(command) => cli::devices(command).await,
         Command::Sites(command) => cli::sites(command).await,
+        Command::Credentials(command) => cli::credentials(command).await,
+        Command::Rules(command) => cli::rules(command).await,
+        Command::Silences(command) => cli::silences(command).await,
         Command::Sizing(args) => cli::sizing(args).await,
         Command::Status(args) => cli::status(args).await,
         Command::Alerts(args) => cli::alerts(args).await,

@@ -4,20 +4,18 @@
 //! the exit code non-zero; the others' events are still printed.
 
 use std::io::{self, Write as _};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::Context as _;
 use clap::Args;
-use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::proto::v1::{AuditEvent, ListAuditEventsRequest, ListAuditEventsResponse};
 use netward_shared::tonic::{Request, Status};
 use prost_types::Timestamp;
 use serde::Serialize;
 
+use super::describe_status;
+use super::services::ServicesArgs;
 use super::table::Table;
-use super::{TlsArgs, describe_status};
+use super::when::parse_since;
 
 /// Events asked of a service per call.
 const PAGE: u32 = 1000;
@@ -39,96 +37,32 @@ pub struct AuditArgs {
     /// JSON lines instead of a table
     #[arg(long)]
     json: bool,
-    /// Inventory service to ask
-    #[arg(
-        long,
-        env = "NETWARD_INVENTORY_URL",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    inventory_url: String,
-    /// Planner service to ask
-    #[arg(
-        long,
-        env = "NETWARD_PLANNER_URL",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    planner_url: String,
-    /// Alerting service to ask
-    #[arg(
-        long,
-        env = "NETWARD_ALERTING_URL",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:50053"
-    )]
-    alerting_url: String,
-    /// Bearer token sent with every call
-    #[arg(
-        long,
-        env = "NETWARD_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
     #[command(flatten)]
-    tls: TlsArgs,
-}
-
-/// `30m`, `12h`, `7d` ago, or an RFC 3339 instant.
-fn parse_since(text: &str) -> Result<SystemTime, String> {
-    if let Ok(at) = text.parse::<Timestamp>() {
-        return SystemTime::try_from(at).map_err(|e| format!("{text:?}: {e}"));
-    }
-    let ago = parse_duration(text)?;
-    SystemTime::now()
-        .checked_sub(ago)
-        .ok_or_else(|| format!("{text:?} reaches before the epoch"))
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &text[digits.len()..];
-    let count: u64 = digits.parse().map_err(|_| {
-        format!("{text:?} is neither a duration (30m, 12h, 7d) nor an RFC 3339 instant")
-    })?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h, d or w")),
-    };
-    Ok(Duration::from_secs(count.saturating_mul(seconds)))
+    services: ServicesArgs,
 }
 
 /// One service's answer: its events, or why it could not give them.
 type Answer = Result<Vec<AuditEvent>, String>;
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
-    let options = args.tls.client_options(args.token.as_ref());
-    let connect = |url: &str| {
-        netward_shared::client::connect(url, &options)
-            .with_context(|| format!("cannot set up a client for {url}"))
-    };
-    let inventory = InventoryServiceClient::new(connect(&args.inventory_url)?);
-    let alerting = AlertingServiceClient::new(connect(&args.alerting_url)?);
-    let planner = PlannerServiceClient::new(connect(&args.planner_url)?);
+    let services = &args.services;
+    let inventory = services.inventory()?;
+    let alerting = services.alerting()?;
+    let planner = services.planner()?;
     let ask = |url: &str| {
         let url = url.to_string();
         move |status: Status| format!("ListAuditEvents at {url}: {}", describe_status(&status))
     };
     let (from_inventory, from_alerting, from_planner) = tokio::join!(
-        collect(&args, ask(&args.inventory_url), |request| {
+        collect(&args, ask(&args.services.inventory_url), |request| {
             let mut client = inventory.clone();
             async move { client.list_audit_events(request).await }
         }),
-        collect(&args, ask(&args.alerting_url), |request| {
+        collect(&args, ask(&args.services.alerting_url), |request| {
             let mut client = alerting.clone();
             async move { client.list_audit_events(request).await }
         }),
-        collect(&args, ask(&args.planner_url), |request| {
+        collect(&args, ask(&args.services.planner_url), |request| {
             let mut client = planner.clone();
             async move { client.list_audit_events(request).await }
         }),
@@ -265,19 +199,6 @@ impl From<&AuditEvent> for EventJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn since_takes_durations_and_instants() {
-        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("7x").is_err());
-        assert!(parse_duration("soon").is_err());
-        let at = parse_since("2026-01-02T03:04:05Z").unwrap();
-        assert_eq!(
-            at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
-            1_767_323_045
-        );
-    }
 
     #[test]
     fn events_merge_newest_first() {

@@ -1,21 +1,28 @@
 //! The operator verbs (`netward devices …`, `netward sites …`, `netward
 //! sizing`, `netward planner status`, `netward status`, `netward alerts …`,
-//! `netward interfaces DEVICE`, `netward audit`): clients of the inventory's, the planner's
+//! `netward interfaces DEVICE`, `netward audit`, `netward credentials|rules|silences …`): clients of the inventory's, the planner's
 //! and alerting's gRPC APIs that print tables, JSON lines or CSV; and
 //! `netward health`, the gRPC health check container probes run. The flags
 //! and the dispatch live here, each verb in its own module.
 
 mod alerting;
 mod audit;
+mod credentials;
 mod csv_format;
 mod devices;
 mod generate;
 mod health;
 mod interfaces;
 mod planner;
+mod rules;
+mod selectors;
+mod services;
+mod silences;
 mod sites;
 mod table;
 mod token;
+mod when;
+mod words;
 
 use std::io;
 use std::path::PathBuf;
@@ -48,6 +55,40 @@ pub enum DevicesCommand {
 pub enum SitesCommand {
     /// List sites as a table, or as JSON lines with --json
     List(sites::ListArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Create an SNMP credential; secrets from NETWARD_SNMP_* variables, a prompt, or standard input, never arguments
+    Create(credentials::CreateArgs),
+    /// List credentials (never their secrets) as a table, or as JSON lines with --json
+    List(credentials::ListArgs),
+    /// Delete a credential by name or id (refused while devices use it)
+    Delete(credentials::DeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// List rules as a table, or as JSON lines with --json
+    List(rules::ListArgs),
+    /// Create a rule
+    Create(rules::CreateArgs),
+    /// Change the fields given of a rule (by id, id prefix or name)
+    Update(rules::UpdateArgs),
+    /// Enable a rule
+    Enable(rules::ToggleArgs),
+    /// Disable a rule (built-in rules too; its open alerts resolve)
+    Disable(rules::ToggleArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilencesCommand {
+    /// Create a silence or maintenance window, one-off or weekly, by site, type, tag or device
+    Create(silences::CreateArgs),
+    /// List current silences (--all: expired too) as a table, or as JSON lines with --json
+    List(silences::ListArgs),
+    /// End a silence now (by id or id prefix)
+    Delete(silences::DeleteArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +134,32 @@ pub async fn devices(command: DevicesCommand) -> anyhow::Result<()> {
 pub async fn sites(command: SitesCommand) -> anyhow::Result<()> {
     match command {
         SitesCommand::List(args) => sites::list(args).await,
+    }
+}
+
+pub async fn credentials(command: CredentialsCommand) -> anyhow::Result<()> {
+    match command {
+        CredentialsCommand::Create(args) => credentials::create(args).await,
+        CredentialsCommand::List(args) => credentials::list(args).await,
+        CredentialsCommand::Delete(args) => credentials::delete(args).await,
+    }
+}
+
+pub async fn rules(command: RulesCommand) -> anyhow::Result<()> {
+    match command {
+        RulesCommand::List(args) => rules::list(args).await,
+        RulesCommand::Create(args) => rules::create(args).await,
+        RulesCommand::Update(args) => rules::update(args).await,
+        RulesCommand::Enable(args) => rules::set_enabled(args, true).await,
+        RulesCommand::Disable(args) => rules::set_enabled(args, false).await,
+    }
+}
+
+pub async fn silences(command: SilencesCommand) -> anyhow::Result<()> {
+    match command {
+        SilencesCommand::Create(args) => silences::create(args).await,
+        SilencesCommand::List(args) => silences::list(args).await,
+        SilencesCommand::Delete(args) => silences::delete(args).await,
     }
 }
 
