@@ -290,3 +290,18 @@ async fn run_target(
         Target::SnmpPoller => Ok(netward_snmp_poller::run(config, listeners, shutdown).await?),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Every verb's flags are consistent (no two named alike, every
+    /// `requires` names a flag that exists): clap checks them here, not at
+    /// an operator's first use of the verb.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

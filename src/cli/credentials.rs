@@ -33,8 +33,8 @@ pub struct CreateArgs {
     /// Unique name of the credential (what devices name in their snmp_credential column)
     name: String,
     /// SNMP version: 1, 2c or 3
-    #[arg(long = "snmp-version", value_name = "1|2c|3", value_parser = parse_version)]
-    version: SnmpVersion,
+    #[arg(long, value_name = "1|2c|3", value_parser = parse_version)]
+    snmp_version: SnmpVersion,
     /// SNMPv3 user name
     #[arg(long, value_name = "USER")]
     username: Option<String>,
@@ -239,7 +239,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     }
     let mut request = CreateCredentialRequest {
         name: args.name.clone(),
-        version: args.version as i32,
+        version: args.snmp_version as i32,
         username: args.username.clone().unwrap_or_default(),
         auth_protocol: args.auth_protocol as i32,
         priv_protocol: args.priv_protocol as i32,
@@ -248,7 +248,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
         ..CreateCredentialRequest::default()
     };
     let mut secrets = SecretSource::new();
-    if args.version == SnmpVersion::V3 {
+    if args.snmp_version == SnmpVersion::V3 {
         if request.username.is_empty() {
             bail!("an SNMPv3 credential needs --username");
         }

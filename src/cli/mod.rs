@@ -84,7 +84,7 @@ pub enum RulesCommand {
 #[derive(Debug, Subcommand)]
 pub enum SilencesCommand {
     /// Create a silence or maintenance window, one-off or weekly, by site, type, tag or device
-    Create(silences::CreateArgs),
+    Create(Box<silences::CreateArgs>),
     /// List current silences (--all: expired too) as a table, or as JSON lines with --json
     List(silences::ListArgs),
     /// End a silence now (by id or id prefix)
@@ -157,7 +157,7 @@ pub async fn rules(command: RulesCommand) -> anyhow::Result<()> {
 
 pub async fn silences(command: SilencesCommand) -> anyhow::Result<()> {
     match command {
-        SilencesCommand::Create(args) => silences::create(args).await,
+        SilencesCommand::Create(args) => silences::create(*args).await,
         SilencesCommand::List(args) => silences::list(args).await,
         SilencesCommand::Delete(args) => silences::delete(args).await,
     }

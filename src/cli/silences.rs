@@ -60,7 +60,7 @@ pub struct CreateArgs {
     until: Option<SystemTime>,
     /// Weekly: the days it opens, e.g. sat,sun or mon-fri
     #[arg(long, value_name = "DAYS", value_parser = parse_weekdays, requires_all = ["at", "duration"])]
-    weekly: Option<Vec<Weekday>>,
+    weekly: Option<Weekdays>,
     /// Weekly: the local time it opens, HH:MM
     #[arg(long, value_name = "HH:MM", requires = "weekly")]
     at: Option<String>,
@@ -109,8 +109,12 @@ pub struct DeleteArgs {
     services: ServicesArgs,
 }
 
+/// The days of `--weekly` (one argument, so not a `Vec` to clap).
+#[derive(Debug, Clone)]
+struct Weekdays(Vec<Weekday>);
+
 /// `sat,sun`, `mon-fri`, `monday`.
-fn parse_weekdays(text: &str) -> Result<Vec<Weekday>, String> {
+fn parse_weekdays(text: &str) -> Result<Weekdays, String> {
     const ORDER: [Weekday; 7] = [
         Weekday::Monday,
         Weekday::Tuesday,
@@ -146,7 +150,7 @@ fn parse_weekdays(text: &str) -> Result<Vec<Weekday>, String> {
         }
     }
     days.dedup();
-    Ok(days)
+    Ok(Weekdays(days))
 }
 
 pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
@@ -168,7 +172,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<()> {
     }
     let starts = args.from.unwrap_or_else(SystemTime::now);
     let (ends, recurrence) = match &args.weekly {
-        Some(weekdays) => (
+        Some(Weekdays(weekdays)) => (
             args.until,
             Some(Recurrence {
                 kind: RecurrenceKind::Weekly as i32,
@@ -463,11 +467,11 @@ mod tests {
     #[test]
     fn weekdays_take_lists_and_ranges() {
         assert_eq!(
-            parse_weekdays("sat,sun").unwrap(),
+            parse_weekdays("sat,sun").unwrap().0,
             [Weekday::Saturday, Weekday::Sunday]
         );
-        assert_eq!(parse_weekdays("mon-fri").unwrap().len(), 5);
-        assert_eq!(parse_weekdays("Tuesday").unwrap(), [Weekday::Tuesday]);
+        assert_eq!(parse_weekdays("mon-fri").unwrap().0.len(), 5);
+        assert_eq!(parse_weekdays("Tuesday").unwrap().0, [Weekday::Tuesday]);
         assert!(parse_weekdays("fri-mon").unwrap_err().contains("mon-fri"));
         assert!(parse_weekdays("xyz").is_err());
         assert!(parse_weekdays("t").is_err());
