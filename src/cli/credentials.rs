@@ -166,15 +166,12 @@ fn priv_text(protocol: SnmpPrivProtocol) -> String {
 /// Where the secrets come from when no variable holds them.
 struct SecretSource {
     terminal: bool,
-    lines: io::StdinLock<'static>,
 }
 
 impl SecretSource {
     fn new() -> Self {
-        let stdin = io::stdin();
         Self {
-            terminal: stdin.is_terminal(),
-            lines: stdin.lock(),
+            terminal: io::stdin().is_terminal(),
         }
     }
 
@@ -190,7 +187,9 @@ impl SecretSource {
             prompt_hidden(&format!("{what}: "))?
         } else {
             let mut line = String::new();
-            self.lines
+            // Standard input's buffer is shared, so each line is locked for alone.
+            io::stdin()
+                .lock()
                 .read_line(&mut line)
                 .with_context(|| format!("cannot read the {what} from standard input"))?;
             line.trim_end_matches(['\r', '\n']).to_string()
