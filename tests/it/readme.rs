@@ -288,7 +288,14 @@ struct Stack {
 impl Stack {
     async fn start(workdir: &Path) -> Stack {
         let database = TestDatabase::create().await.unwrap();
-        let inventory = Netward::start("inventory", &["--database-url", database.url()]).await;
+        // `credentials create` in the README stores secrets: a key to seal them.
+        let key = "ef".repeat(32);
+        let inventory = Netward::start_with_env(
+            "inventory",
+            &["--database-url", database.url()],
+            &[("NETWARD_SECRET_KEY", key.as_str())],
+        )
+        .await;
         let inventory_url = format!("http://{}", inventory.grpc_addr);
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/inventory.csv");
         let imported = Command::new(NETWARD)
@@ -388,6 +395,16 @@ impl Stack {
                 ("NETWARD_ALERTING_URL".into(), alerting_url),
                 // `alerts ack` records $USER: the README's example shows alice.
                 ("USER".into(), "alice".into()),
+                // `credentials create` reads its secrets from these (or a prompt).
+                ("NETWARD_SNMP_COMMUNITY".into(), "readme-community".into()),
+                (
+                    "NETWARD_SNMP_AUTH_KEY".into(),
+                    "readme-auth-passphrase".into(),
+                ),
+                (
+                    "NETWARD_SNMP_PRIV_KEY".into(),
+                    "readme-priv-passphrase".into(),
+                ),
             ],
             alert_id,
             executor,
