@@ -343,18 +343,41 @@ async fn the_core_loop_in_the_lab() {
         .map(|c| u64::from(c.succeeded) + u64::from(c.failed))
         .sum();
     // Every device every cycle: nothing skipped once the first two cycles
-    // (the executors registering) are behind.
+    // (the executors registering) are behind — except, as the design allows
+    // ("a device misses at most one cycle"), around the SIGKILL: the killed
+    // executor's batch is reassigned late, so a few of its devices can be
+    // still in flight at their next slot. So skips are allowed only in the
+    // cycles starting within one interval of the kill; a skip anywhere else
+    // fails.
     let mut by_id: Vec<&v1::CycleSummary> = cycles.iter().collect();
     by_id.sort_by_key(|c| c.cycle_id);
+    let open_at_kill = |c: &v1::CycleSummary| {
+        c.started_at
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+            .is_some_and(|started| {
+                (started - killed_at).abs() < chrono::Duration::from_std(INTERVAL).unwrap()
+            })
+    };
     let skipped: Vec<(u64, u32)> = by_id
         .iter()
         .skip(2)
+        .filter(|c| !open_at_kill(c))
         .map(|c| (c.cycle_id, c.skipped))
         .filter(|(_, skipped)| *skipped > 0)
         .collect();
+    let skipped_at_kill: u32 = by_id
+        .iter()
+        .filter(|c| open_at_kill(c))
+        .map(|c| c.skipped)
+        .sum();
+    // Never more than the killed executor's share (half) of the 1,000 devices.
+    assert!(
+        skipped_at_kill <= 500,
+        "{skipped_at_kill} skipped around the kill"
+    );
     let probed: Vec<u32> = by_id.iter().skip(2).map(|c| c.device_count).collect();
     println!(
-        "lab e2e: devices planned per cycle after the first two: min {}, max {}; cycles with skips: {skipped:?} (executor killed at {killed_at})",
+        "lab e2e: devices planned per cycle after the first two: min {}, max {}; cycles with skips: {skipped:?}, skipped around the kill: {skipped_at_kill} (executor killed at {killed_at})",
         probed.iter().min().copied().unwrap_or_default(),
         probed.iter().max().copied().unwrap_or_default()
     );
