@@ -1,0 +1,339 @@
+//! Probe-now through the planner, with real processes: two ping-executors
+//! with different labels under one planner; `netward probe` and grpcurl get
+//! a device's result from the executor its selector matches, the precise
+//! errors for no match, an unknown device and a device without SNMP, and
+//! an executor that stops answering costs the caller a bounded wait
+//! (DEADLINE_EXCEEDED), or UNAVAILABLE when its session ends. And
+//! `netward poll` of a device on a real snmpd returns a poller's sample.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use netward_shared::client::connect;
+use netward_shared::proto::v1;
+use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
+use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
+use netward_shared::testkit::{TestDatabase, eventually};
+use tokio::process::Command;
+
+use crate::executor::can_ping;
+use crate::support::{NETWARD, Netward, grpcurl, import};
+
+/// Where nothing listens: the executors' results have nowhere to go, and
+/// probe-now does not need alerting.
+const NO_ALERTING: &str = "http://127.0.0.1:1";
+
+/// `netward <verb> <device> [--json]` against `planner_url`.
+async fn cli(verb: &str, device: &str, planner_url: &str, json: bool) -> Output {
+    let mut command = Command::new(NETWARD);
+    command
+        .args([verb, device, "--planner-url", planner_url])
+        .env_remove("NETWARD_TOKEN");
+    if json {
+        command.arg("--json");
+    }
+    command.output().await.unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `kind` executor process with `executor_id` and one label `zone`.
+async fn executor(target: &str, dir: &Path, id: &str, zone: &str, planner_url: &str) -> Netward {
+    let section = target.replace('-', "_");
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &config,
+        format!("[{section}]\nexecutor_id = \"{id}\"\n[{section}.labels]\nzone = \"{zone}\"\n"),
+    )
+    .unwrap();
+    Netward::start(
+        target,
+        &[
+            "--planner-url",
+            planner_url,
+            "--alerting-url",
+            NO_ALERTING,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await
+}
+
+/// Waits until the planner holds `count` sessions of `kind`.
+async fn connected(planner_url: &str, kind: v1::ExecutorKind, count: usize) {
+    let client = PlannerServiceClient::new(connect(planner_url, &Default::default()).unwrap());
+    eventually(
+        &format!("{count} executors of {kind:?} registered"),
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            async move {
+                let executors = client
+                    .list_executors(v1::ListExecutorsRequest { kind: kind as i32 })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .executors;
+                (executors.len() == count).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+async fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test]
+async fn probe_now_goes_to_the_executor_the_selector_matches() {
+    if !can_ping() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("netward-probe-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    let inventory = Netward::start("inventory", &["--database-url", database.url()]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let row = |line: u32, name: &str, ip: &str, selector: &str| v1::ImportRow {
+        line,
+        name: name.into(),
+        ip: ip.into(),
+        site: "dc-01".into(),
+        executor_selector: selector.into(),
+        ..Default::default()
+    };
+    let (imported, ids) = import(
+        &inventory_url,
+        vec![
+            row(2, "router-b", "127.0.0.1", "zone=b"),
+            row(3, "router-c", "127.0.0.2", "zone=c"),
+        ],
+    )
+    .await;
+    assert_eq!(imported.created, 2, "{imported:?}");
+
+    // Heartbeats every 10 s: a silent session lasts 30 s, beyond the wait
+    // of the stopped executor's probe below.
+    let planner = Netward::start_with_env(
+        "planner",
+        &["--inventory-url", &inventory_url],
+        &[("NETWARD_PLANNER__HEARTBEAT_INTERVAL", "10s")],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let exec_a = executor("ping-executor", &dir, "exec-a", "a", &planner_url).await;
+    let exec_b = executor("ping-executor", &dir, "exec-b", "b", &planner_url).await;
+    connected(&planner_url, v1::ExecutorKind::Ping, 2).await;
+
+    // The CLI, by name, several times: always exec-b, the only match.
+    for _ in 0..3 {
+        let output = cli("probe", "router-b", &planner_url, true).await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(json["executor_id"], "exec-b", "{json}");
+        assert_eq!(json["outcome"], "ok", "{json}");
+        assert_eq!(json["device_id"], ids["router-b"].as_str(), "{json}");
+        assert_eq!(
+            (json["sent"].as_u64(), json["received"].as_u64()),
+            (Some(3), Some(3))
+        );
+        assert!(json["rtt_avg_ms"].as_f64().is_some(), "{json}");
+    }
+    // The summary, by id.
+    let output = cli("probe", &ids["router-b"], &planner_url, false).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = text(&output.stdout);
+    assert!(summary.contains("OUTCOME   OK\n"), "{summary}");
+    assert!(
+        summary.contains("LOSS      0.0 % (3 sent, 3 received)"),
+        "{summary}"
+    );
+    assert!(summary.contains("EXECUTOR  exec-b (zone=b)"), "{summary}");
+
+    // grpcurl through reflection.
+    let answer = grpcurl(
+        planner.grpc_addr,
+        &[
+            "-d",
+            r#"{"device":"router-b"}"#,
+            "netward.v1.PlannerService/ProbeDevice",
+        ],
+    )
+    .await;
+    assert!(answer.success, "{}", answer.stderr);
+    let json: serde_json::Value = serde_json::from_str(&answer.stdout).unwrap();
+    assert_eq!(json["executorId"], "exec-b", "{json}");
+    assert_eq!(json["result"]["outcome"], "PROBE_OUTCOME_OK", "{json}");
+
+    // No executor matches zone=c: the selector and who is connected.
+    let output = cli("probe", "router-c", &planner_url, false).await;
+    assert!(!output.status.success());
+    let error = text(&output.stderr);
+    assert!(
+        error.contains("FAILED_PRECONDITION: no ping-executor connected to this planner matches")
+            && error.contains("executor_selector {zone=c}")
+            && error.contains("connected: exec-a {zone=a}, exec-b {zone=b}"),
+        "{error}"
+    );
+    let answer = grpcurl(
+        planner.grpc_addr,
+        &[
+            "-d",
+            r#"{"device":"router-c"}"#,
+            "netward.v1.PlannerService/ProbeDevice",
+        ],
+    )
+    .await;
+    assert!(!answer.success);
+    assert!(
+        answer.stderr.contains("Code: FailedPrecondition") && answer.stderr.contains("{zone=c}"),
+        "{}",
+        answer.stderr
+    );
+
+    // An unknown device; a poll of a device without SNMP.
+    let output = cli("probe", "no-such-router", &planner_url, false).await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("NOT_FOUND: device \"no-such-router\" not found"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = cli("poll", "router-b", &planner_url, false).await;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr)
+            .contains("FAILED_PRECONDITION: device \"router-b\" has no SNMP settings"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // exec-b stops answering (SIGSTOP; its session stays for three
+    // heartbeats): the caller gets DEADLINE_EXCEEDED after the probe's own
+    // bound, (3 + 2) x (200 + 1000) ms + 5 s, not a hang.
+    signal(exec_b.pid(), "-STOP").await;
+    let started = Instant::now();
+    let output = cli("probe", "router-b", &planner_url, false).await;
+    let waited = started.elapsed();
+    let error = text(&output.stderr);
+    assert!(
+        !output.status.success()
+            && error.contains("DEADLINE_EXCEEDED: executor exec-b (version ")
+            && error.contains("did not answer within 11000 ms"),
+        "{error}"
+    );
+    assert!(waited < Duration::from_secs(15), "waited {waited:?}");
+
+    // Its session ends while a probe waits on it: UNAVAILABLE at once.
+    let waiting = tokio::spawn({
+        let planner_url = planner_url.clone();
+        async move { cli("probe", "router-b", &planner_url, false).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = Instant::now();
+    exec_b.kill().await;
+    let output = waiting.await.unwrap();
+    let error = text(&output.stderr);
+    assert!(
+        error
+            .contains("UNAVAILABLE: executor exec-b left (its Work stream ended) before answering"),
+        "{error}"
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(5));
+    exec_a.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn poll_now_returns_a_sample_from_a_poller() {
+    if !crate::snmp_v3::snmp_tools() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("netward-poll-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let agent = crate::snmp_v3::snmpd(&dir);
+    let database = TestDatabase::create().await.unwrap();
+    let key = "3c".repeat(32);
+    let inventory = Netward::start_with_env(
+        "inventory",
+        &["--database-url", database.url()],
+        &[("NETWARD_SECRET_KEY", &key)],
+    )
+    .await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap())
+        .create_credential(crate::snmp_v3::credential("servers-v3"))
+        .await
+        .unwrap();
+    let (imported, ids) = import(
+        &inventory_url,
+        vec![v1::ImportRow {
+            line: 2,
+            name: "linux-srv-01".into(),
+            ip: "127.0.0.1".into(),
+            site: "dc-01".into(),
+            snmp_version: "3".into(),
+            snmp_credential: "servers-v3".into(),
+            snmp_port: agent.port.to_string(),
+            snmp_profile: "auto".into(),
+            executor_selector: "zone=b".into(),
+            ..Default::default()
+        }],
+    )
+    .await;
+    assert_eq!(imported.created, 1, "{imported:?}");
+    let planner = Netward::start("planner", &["--inventory-url", &inventory_url]).await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let _poller = executor("snmp-poller", &dir, "poller-b", "b", &planner_url).await;
+    connected(&planner_url, v1::ExecutorKind::Snmp, 1).await;
+
+    // The planner resolves the credential in its first second or so; until
+    // then the poll is refused, saying so.
+    let output = eventually("poll-now succeeds", Duration::from_secs(30), || {
+        let planner_url = planner_url.clone();
+        async move {
+            let output = cli("poll", "linux-srv-01", &planner_url, true).await;
+            if !output.status.success() {
+                assert!(
+                    text(&output.stderr).contains("is not resolved yet"),
+                    "{}",
+                    text(&output.stderr)
+                );
+            }
+            output.status.success().then_some(output)
+        }
+    })
+    .await;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["executor_id"], "poller-b", "{json}");
+    assert_eq!(json["outcome"], "ok", "{json}");
+    assert_eq!(json["device_id"], ids["linux-srv-01"].as_str(), "{json}");
+    assert_eq!(json["sys_name"], "netward-v3-agent", "{json}");
+    assert_eq!(json["profile"], "net-snmp", "{json}");
+    assert!(json["interfaces"].as_u64() >= Some(1), "{json}");
+    assert!(json["sys_uptime_ticks"].as_u64().is_some(), "{json}");
+
+    let output = cli("poll", "linux-srv-01", &planner_url, false).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = text(&output.stdout);
+    assert!(
+        summary.contains("SYSNAME     netward-v3-agent\n"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("EXECUTOR    poller-b (zone=b)"),
+        "{summary}"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
