@@ -105,7 +105,7 @@ impl From<ProbeDeviceResponse> for ProbeJson {
             error_detail: result.error_detail,
             sent: result.sent,
             received: result.received,
-            loss_percent: f64::from(result.loss_percent),
+            loss_percent: result.loss_percent,
             rtt_min_ms: ms(result.rtt_min_us),
             rtt_avg_ms: ms(result.rtt_avg_us),
             rtt_max_ms: ms(result.rtt_max_us),
@@ -181,7 +181,7 @@ impl From<PollDeviceResponse> for PollJson {
 
 fn write_probe(out: &mut impl io::Write, probe: &ProbeJson) -> io::Result<()> {
     let rtt = |ms: Option<f64>| ms.map_or_else(|| "-".into(), |ms| format!("{ms:.3}"));
-    let mut lines = vec![
+    let lines = [
         ("device", device_text(&probe.device_name, &probe.device_id)),
         ("address", probe.address.clone()),
         ("outcome", with_detail(&probe.outcome, &probe.error_detail)),
@@ -202,11 +202,11 @@ fn write_probe(out: &mut impl io::Write, probe: &ProbeJson) -> io::Result<()> {
             ),
         ),
         ("took", format!("{} ms", probe.duration_ms)),
+        (
+            "executor",
+            executor_text(&probe.executor_id, &probe.executor_labels),
+        ),
     ];
-    lines.push((
-        "executor",
-        executor_text(&probe.executor_id, &probe.executor_labels),
-    ));
     write_lines(out, &lines)
 }
 
