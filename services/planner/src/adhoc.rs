@@ -391,7 +391,165 @@ pub fn caller_wait(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::RwLock;
+
+    use netward_shared::inventory_copy::InventoryCopy;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
     use super::*;
+    use crate::cycle::{WORK_CHANNEL, WorkReceiver};
+    use crate::sizing::SizingPolicy;
+
+    /// A scheduler over one device, `router-b`, selecting `zone=b`, in
+    /// region EMEA.
+    fn scheduler() -> Arc<Scheduler> {
+        let device = v1::Device {
+            id: "d-b".into(),
+            name: "router-b".into(),
+            ip_address: "127.0.0.1".into(),
+            region: "EMEA".into(),
+            site_name: "paris".into(),
+            executor_selector: HashMap::from([("zone".into(), "b".into())]),
+            ..Default::default()
+        };
+        Arc::new(Scheduler::new(
+            crate::PlannerConfig::default().cycle_config(),
+            SizingPolicy::default(),
+            Arc::new(RwLock::new(InventoryCopy::of([device], 1))),
+        ))
+    }
+
+    /// Registers a ping executor labelled `zone`; its session and stream.
+    fn connect(scheduler: &Scheduler, id: &str, zone: &str) -> (SessionId, WorkReceiver) {
+        let (tx, rx) = mpsc::channel(WORK_CHANNEL);
+        let register = v1::Register {
+            executor_id: id.into(),
+            kind: v1::ExecutorKind::Ping as i32,
+            capacity: 100,
+            labels: HashMap::from([("zone".into(), zone.into())]),
+            ..Default::default()
+        };
+        let (session, _) = scheduler
+            .register(register, String::new(), tx, Instant::now())
+            .unwrap();
+        (session, rx)
+    }
+
+    /// The AdHocRequest queued on `rx`, if any.
+    fn request(rx: &mut WorkReceiver) -> Option<v1::AdHocRequest> {
+        loop {
+            match rx.try_recv().ok()?.ok()?.msg {
+                Some(v1::work_response::Msg::AdHocRequest(request)) => return Some(request),
+                _ => continue,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_least_loaded_matching_executor_runs_it_and_only_its_answer_counts() {
+        let scheduler = scheduler();
+        let (_, mut rx_a) = connect(&scheduler, "exec-a", "a");
+        let (busy, mut rx_b1) = connect(&scheduler, "exec-b1", "b");
+        let (idle, mut rx_b2) = connect(&scheduler, "exec-b2", "b");
+        scheduler
+            .lock()
+            .executors
+            .get_mut(&busy)
+            .unwrap()
+            .in_flight_devices = 50;
+        let ad_hoc = Arc::new(AdHoc::new(scheduler.clone(), Duration::from_secs(20)));
+        let running = tokio::spawn({
+            let ad_hoc = ad_hoc.clone();
+            async move {
+                ad_hoc
+                    .run(v1::ExecutorKind::Ping, "router-b", &Scope::default(), None)
+                    .await
+            }
+        });
+        let sent = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(request) = request(&mut rx_b2) {
+                    return request;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(request(&mut rx_a).is_none() && request(&mut rx_b1).is_none());
+        let target = sent.target.clone().unwrap();
+        assert_eq!(
+            (target.device_id.as_str(), target.address.as_str()),
+            ("d-b", "127.0.0.1")
+        );
+        assert_eq!(
+            target.probe,
+            Some(scheduler.config.probe),
+            "complete settings"
+        );
+        let answer = |session, received| {
+            ad_hoc.answered(
+                session,
+                v1::AdHocResult {
+                    request_id: sent.request_id.clone(),
+                    outcome: Some(v1::ad_hoc_result::Outcome::Probe(v1::ProbeResult {
+                        received,
+                        ..Default::default()
+                    })),
+                },
+            )
+        };
+        // Another session's answer to the request is not taken.
+        answer(busy, 1);
+        answer(idle, 3);
+        let done = running.await.unwrap().unwrap();
+        assert_eq!(done.executor_id, "exec-b2");
+        assert!(matches!(done.outcome, Outcome::Probe(ref r) if r.received == 3));
+        assert!(ad_hoc.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn outside_the_callers_scope_reads_as_not_found() {
+        let scheduler = scheduler();
+        let _session = connect(&scheduler, "exec-b", "b");
+        let ad_hoc = AdHoc::new(scheduler, Duration::from_secs(20));
+        let scope = Scope {
+            regions: vec!["AMER".into()],
+            sites: Vec::new(),
+        };
+        let error = ad_hoc
+            .run(v1::ExecutorKind::Ping, "router-b", &scope, None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "device \"router-b\" not found");
+        let error = ad_hoc
+            .run(v1::ExecutorKind::Ping, "d-b", &scope, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, AdHocError::NotFound(_)), "{error}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_executor_that_ignores_the_request_costs_the_caller_its_deadline() {
+        let scheduler = scheduler();
+        let _session = connect(&scheduler, "exec-b", "b");
+        let ad_hoc = AdHoc::new(scheduler, Duration::from_secs(20));
+        let error = ad_hoc
+            .run(
+                v1::ExecutorKind::Ping,
+                "router-b",
+                &Scope::default(),
+                Some(Duration::from_secs(2)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "executor exec-b (version ) did not answer within 2000 ms (the caller's deadline)"
+        );
+        assert!(ad_hoc.pending().is_empty());
+    }
 
     #[test]
     fn grpc_timeouts_are_read_in_every_unit() {
