@@ -137,7 +137,9 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
 
     // The CLI, by name, several times: always exec-b, the only match.
     for _ in 0..3 {
+        let started = Instant::now();
         let output = cli("probe", "router-b", &planner_url, true).await;
+        println!("netward probe took {:?}", started.elapsed());
         assert!(output.status.success(), "{}", text(&output.stderr));
         let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(json["executor_id"], "exec-b", "{json}");
@@ -174,6 +176,40 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
     let json: serde_json::Value = serde_json::from_str(&answer.stdout).unwrap();
     assert_eq!(json["executorId"], "exec-b", "{json}");
     assert_eq!(json["result"]["outcome"], "PROBE_OUTCOME_OK", "{json}");
+
+    // Each probe is in the planner's audit trail, with its executor.
+    let mut planner_client =
+        PlannerServiceClient::new(connect(&planner_url, &Default::default()).unwrap());
+    let events = planner_client
+        .list_audit_events(v1::ListAuditEventsRequest {
+            object_id: ids["router-b"].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(
+        events.iter().all(|e| e.action == "ProbeDevice"
+            && e.object_kind == "device"
+            && e.detail.contains("\"executor_id\":\"exec-b\"")),
+        "{events:?}"
+    );
+
+    // No device named: INVALID_ARGUMENT naming the field.
+    let answer = grpcurl(
+        planner.grpc_addr,
+        &["-d", "{}", "netward.v1.PlannerService/ProbeDevice"],
+    )
+    .await;
+    assert!(
+        !answer.success
+            && answer.stderr.contains("Code: InvalidArgument")
+            && answer.stderr.contains("device"),
+        "{}",
+        answer.stderr
+    );
 
     // No executor matches zone=c: the selector and who is connected.
     let output = cli("probe", "router-c", &planner_url, false).await;
