@@ -160,12 +160,16 @@ impl AdHoc {
     /// session (a late answer, or another session's, changes nothing).
     pub fn answered(&self, session: SessionId, result: v1::AdHocResult) {
         let mut pending = self.pending();
-        if pending
+        if !pending
             .get(&result.request_id)
             .is_some_and(|p| p.session == session)
-            && let (Some(waiter), Some(outcome)) =
-                (pending.remove(&result.request_id), result.outcome)
         {
+            return;
+        }
+        if let Some(waiter) = pending.remove(&result.request_id) {
+            let outcome = result.outcome.unwrap_or_else(|| {
+                v1::ad_hoc_result::Outcome::Error("it answered without an outcome".into())
+            });
             let _ = waiter.tx.send(outcome);
         }
     }
@@ -218,7 +222,7 @@ impl AdHoc {
             () = tokio::time::sleep(wait) => {
                 return Err(AdHocError::Timeout {
                     executor: chosen.id,
-                    version: chosen.version,
+                    version: if chosen.version.is_empty() { "unknown".into() } else { chosen.version },
                     waited: wait,
                     by_caller,
                 });
@@ -546,7 +550,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             error.to_string(),
-            "executor exec-b (version ) did not answer within 2000 ms (the caller's deadline)"
+            "executor exec-b (version unknown) did not answer within 2000 ms (the caller's deadline)"
         );
         assert!(ad_hoc.pending().is_empty());
     }
