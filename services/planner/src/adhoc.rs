@@ -160,9 +160,9 @@ impl AdHoc {
     /// session (a late answer, or another session's, changes nothing).
     pub fn answered(&self, session: SessionId, result: v1::AdHocResult) {
         let mut pending = self.pending();
-        if !pending
+        if pending
             .get(&result.request_id)
-            .is_some_and(|p| p.session == session)
+            .is_none_or(|p| p.session != session)
         {
             return;
         }
@@ -214,7 +214,9 @@ impl AdHoc {
             request_id,
         };
         tracing::info!(device = %device.name, executor_id = %chosen.id, kind = kind.as_str_name(), "probe-now sent");
+        // An answer that came in just before the session ended still counts.
         let outcome = tokio::select! {
+            biased;
             answer = rx => answer.map_err(|_| AdHocError::SessionEnded { executor: chosen.id.clone() })?,
             () = chosen.ended.cancelled() => {
                 return Err(AdHocError::SessionEnded { executor: chosen.id });
