@@ -3,8 +3,10 @@
 //! a device's result from the executor its selector matches, the precise
 //! errors for no match, an unknown device and a device without SNMP, and
 //! an executor that stops answering costs the caller a bounded wait
-//! (DEADLINE_EXCEEDED), or UNAVAILABLE when its session ends. And
-//! `netward poll` of a device on a real snmpd returns a poller's sample.
+//! (DEADLINE_EXCEEDED), or UNAVAILABLE when its session ends. A
+//! region-scoped operator probes its region only (others read as
+//! NOT_FOUND), a viewer not at all, and the audit trail names who probed.
+//! And `netward poll` of a device on a real snmpd returns a poller's sample.
 
 use std::path::Path;
 use std::process::Output;
@@ -26,10 +28,24 @@ const NO_ALERTING: &str = "http://127.0.0.1:1";
 
 /// `netward <verb> <device> [--json]` against `planner_url`.
 async fn cli(verb: &str, device: &str, planner_url: &str, json: bool) -> Output {
+    cli_as(None, verb, device, planner_url, json).await
+}
+
+/// As [`cli`], with `token` in `NETWARD_TOKEN`.
+async fn cli_as(
+    token: Option<&str>,
+    verb: &str,
+    device: &str,
+    planner_url: &str,
+    json: bool,
+) -> Output {
     let mut command = Command::new(NETWARD);
     command
         .args([verb, device, "--planner-url", planner_url])
         .env_remove("NETWARD_TOKEN");
+    if let Some(token) = token {
+        command.env("NETWARD_TOKEN", token);
+    }
     if json {
         command.arg("--json");
     }
@@ -371,5 +387,152 @@ async fn poll_now_returns_a_sample_from_a_poller() {
         "{summary}"
     );
     drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_region_scoped_operator_probes_its_region_only_and_a_viewer_not_at_all() {
+    if !can_ping() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("netward-probe-roles-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = TestDatabase::create().await.unwrap();
+    let inventory = Netward::start("inventory", &["--database-url", database.url()]).await;
+    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    let row = |line: u32, name: &str, ip: &str, region: &str| v1::ImportRow {
+        line,
+        name: name.into(),
+        ip: ip.into(),
+        site: format!("{name}-site"),
+        region: region.into(),
+        ..Default::default()
+    };
+    let (imported, ids) = import(
+        &inventory_url,
+        vec![
+            row(2, "emea-rtr", "127.0.0.1", "EMEA"),
+            row(3, "amer-rtr", "127.0.0.2", "AMER"),
+        ],
+    )
+    .await;
+    assert_eq!(imported.created, 2, "{imported:?}");
+
+    // The planner checks tokens; the executor registers with the admin's.
+    let token = |name: &str, role: &str, secret: &str| {
+        format!(
+            "\n[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+            netward_shared::auth::token_sha256(secret)
+        )
+    };
+    let config = dir.join("auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\npeer_token = \"t-admin\"\n{}{}regions = [\"EMEA\"]\n{}\n\
+             [ping_executor]\nexecutor_id = \"exec-1\"\n",
+            token("admin", "admin", "t-admin"),
+            token("emea-noc", "operator", "t-emea"),
+            token("viewer", "viewer", "t-viewer"),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let planner = Netward::start(
+        "planner",
+        &["--inventory-url", &inventory_url, "--config", config],
+    )
+    .await;
+    let planner_url = format!("http://{}", planner.grpc_addr);
+    let _executor = Netward::start(
+        "ping-executor",
+        &[
+            "--planner-url",
+            &planner_url,
+            "--alerting-url",
+            NO_ALERTING,
+            "--config",
+            config,
+        ],
+    )
+    .await;
+    let admin = PlannerServiceClient::new(
+        connect(
+            &planner_url,
+            &netward_shared::client::ClientOptions {
+                token: Some(netward_shared::secret::Secret::new("t-admin".to_string())),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    eventually("exec-1 registered", Duration::from_secs(30), || {
+        let mut admin = admin.clone();
+        async move {
+            let executors = admin
+                .list_executors(v1::ListExecutorsRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .executors;
+            (executors.len() == 1).then_some(())
+        }
+    })
+    .await;
+
+    // The EMEA operator: its region's router, not the other one (which
+    // reads as unknown, as in the inventory).
+    let output = cli_as(Some("t-emea"), "probe", "emea-rtr", &planner_url, true).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (json["executor_id"].as_str(), json["outcome"].as_str()),
+        (Some("exec-1"), Some("ok"))
+    );
+    let output = cli_as(Some("t-emea"), "probe", "amer-rtr", &planner_url, false).await;
+    assert!(
+        text(&output.stderr).contains("NOT_FOUND: device \"amer-rtr\" not found"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = cli_as(
+        Some("t-emea"),
+        "probe",
+        &ids["amer-rtr"],
+        &planner_url,
+        false,
+    )
+    .await;
+    assert!(
+        text(&output.stderr).contains("NOT_FOUND"),
+        "{}",
+        text(&output.stderr)
+    );
+    // A viewer may read, not probe; the admin probes anywhere.
+    let output = cli_as(Some("t-viewer"), "probe", "emea-rtr", &planner_url, false).await;
+    assert!(
+        !output.status.success() && text(&output.stderr).contains("PERMISSION_DENIED"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = cli_as(Some("t-admin"), "probe", "amer-rtr", &planner_url, false).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    // The audit trail names who probed.
+    let events = admin
+        .clone()
+        .list_audit_events(v1::ListAuditEventsRequest {
+            object_id: ids["emea-rtr"].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].actor.as_str(), events[0].action.as_str()),
+        ("emea-noc", "ProbeDevice")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
