@@ -464,6 +464,8 @@ mod tests {
             .get_mut(&busy)
             .unwrap()
             .in_flight_devices = 50;
+        // This scheduler does not lead: a standby routes probe-now too.
+        assert!(!scheduler.lock().leading);
         let ad_hoc = Arc::new(AdHoc::new(scheduler.clone(), Duration::from_secs(20)));
         let running = tokio::spawn({
             let ad_hoc = ad_hoc.clone();
