@@ -69,6 +69,10 @@ enum Command {
     Alerts(cli::AlertsArgs),
     /// A device's SNMP interfaces with status, ISP, rates and open alerts, as alerting holds them (ListInterfaces)
     Interfaces(cli::InterfacesArgs),
+    /// Ping a device now on an executor its selector allows, through the planner (ProbeDevice); not stored
+    Probe(cli::ProbeArgs),
+    /// Poll a device's SNMP agent now on a poller its selector allows, through the planner (PollDevice); not stored
+    Poll(cli::ProbeArgs),
     /// Recorded changes (who, what, when) of inventory, alerting and the planner, newest first (ListAuditEvents)
     Audit(cli::AuditArgs),
     /// Ask a target's gRPC health service (grpc.health.v1) whether it serves: exit 0 if SERVING, 1 otherwise (container health checks)
@@ -246,6 +250,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => cli::status(args).await,
         Command::Alerts(args) => cli::alerts(args).await,
         Command::Interfaces(args) => cli::interfaces(args).await,
+        Command::Probe(args) => cli::probe(args).await,
+        Command::Poll(args) => cli::poll(args).await,
         Command::Audit(args) => cli::audit(args).await,
         Command::Health(args) => cli::health(args).await,
         Command::Token(command) => cli::token(command),

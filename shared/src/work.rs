@@ -102,6 +102,14 @@ pub trait BatchRunner: Send + Sync + 'static {
         self: Arc<Self>,
         assignment: v1::Assignment,
     ) -> impl Future<Output = v1::BatchDone> + Send;
+
+    /// Probes or polls the one target of a probe-now request with the
+    /// engine `ExecutorService.Probe`/`Poll` use, within `request.timeout_ms`;
+    /// the result goes back to the planner only, never to alerting.
+    fn ad_hoc(
+        self: Arc<Self>,
+        request: v1::AdHocRequest,
+    ) -> impl Future<Output = v1::ad_hoc_result::Outcome> + Send;
 }
 
 /// State shared by the work streams, the batches and the status RPC.
@@ -411,6 +419,9 @@ async fn work_session<R: BatchRunner>(
             Some(v1::work_response::Msg::Assignment(assignment)) => {
                 accept(&executor, assignment, &out_tx)
             }
+            Some(v1::work_response::Msg::AdHocRequest(request)) => {
+                run_ad_hoc(&executor, request, &out_tx)
+            }
             Some(v1::work_response::Msg::LeaderChange(change)) if change.leading => {
                 state
                     .max_epoch
@@ -534,6 +545,56 @@ fn accept<R: BatchRunner>(
         }
         .instrument(span),
     );
+}
+
+/// Runs a probe-now request on a task of its own, so the stream loop goes
+/// on reading (a poll may take seconds), and answers on `out`. Refused
+/// while draining or for the other kind; cut short at shutdown (`abort`).
+/// Not counted in the in-flight load: one device, bounded by its timeout.
+fn run_ad_hoc<R: BatchRunner>(
+    executor: &Arc<R>,
+    request: v1::AdHocRequest,
+    out: &mpsc::UnboundedSender<v1::WorkRequest>,
+) {
+    use v1::ad_hoc_result::Outcome;
+    let request_id = request.request_id.clone();
+    let answer = move |out: &mpsc::UnboundedSender<v1::WorkRequest>, outcome: Outcome| {
+        // A closed stream: the planner has already told its caller.
+        let _ = out.send(v1::WorkRequest {
+            msg: Some(v1::work_request::Msg::AdHocResult(v1::AdHocResult {
+                request_id,
+                outcome: Some(outcome),
+            })),
+        });
+    };
+    let state = executor.state();
+    let device = request
+        .target
+        .as_ref()
+        .map(|t| t.device_name.clone())
+        .unwrap_or_default();
+    tracing::info!(request_id = %request.request_id, %device, kind = request.kind().as_str_name(), "probe-now request");
+    if request.kind() != R::KIND {
+        let refusal = format!(
+            "this executor is {}; the request is {}",
+            R::KIND.as_str_name(),
+            request.kind().as_str_name()
+        );
+        return answer(out, Outcome::Error(refusal));
+    }
+    if state.draining.load(Ordering::Acquire) {
+        return answer(out, Outcome::Error("executor is shutting down".into()));
+    }
+    let abort = state.abort.clone();
+    let executor = executor.clone();
+    let out = out.clone();
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            () = abort.cancelled() => Outcome::Error("executor is shutting down".into()),
+            outcome = executor.ad_hoc(request) => outcome,
+        };
+        answer(&out, outcome);
+    });
 }
 
 /// Keeps `planners_connected` right however a session ends.
@@ -699,6 +760,10 @@ mod tests {
 
         fn pacing(&self) -> Pacing {
             Pacing::default()
+        }
+
+        async fn ad_hoc(self: Arc<Self>, _request: v1::AdHocRequest) -> v1::ad_hoc_result::Outcome {
+            v1::ad_hoc_result::Outcome::Error("not in these tests".into())
         }
 
         async fn run(self: Arc<Self>, assignment: v1::Assignment) -> v1::BatchDone {

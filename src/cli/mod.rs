@@ -1,6 +1,7 @@
 //! The operator verbs (`netward devices …`, `netward sites …`, `netward
 //! sizing`, `netward planner status`, `netward status`, `netward alerts …`,
-//! `netward interfaces DEVICE`, `netward audit`, `netward credentials|rules|silences …`): clients of the inventory's, the planner's
+//! `netward interfaces DEVICE`, `netward audit`, `netward credentials|rules|silences …`,
+//! `netward probe|poll DEVICE`): clients of the inventory's, the planner's
 //! and alerting's gRPC APIs that print tables, JSON lines or CSV; and
 //! `netward health`, the gRPC health check container probes run. The flags
 //! and the dispatch live here, each verb in its own module.
@@ -14,6 +15,7 @@ mod generate;
 mod health;
 mod interfaces;
 mod planner;
+mod probe;
 mod rules;
 mod selectors;
 mod services;
@@ -120,6 +122,7 @@ pub use devices::import_csv;
 pub use health::HealthArgs;
 pub use interfaces::InterfacesArgs;
 pub use planner::SizingArgs;
+pub use probe::ProbeArgs;
 
 pub async fn devices(command: DevicesCommand) -> anyhow::Result<()> {
     match command {
@@ -198,6 +201,14 @@ pub fn token(command: TokenCommand) -> anyhow::Result<()> {
 
 pub async fn interfaces(args: InterfacesArgs) -> anyhow::Result<()> {
     interfaces::run(args).await
+}
+
+pub async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    probe::probe(args).await
+}
+
+pub async fn poll(args: ProbeArgs) -> anyhow::Result<()> {
+    probe::poll(args).await
 }
 
 /// Where the inventory is and how to authenticate: every verb that calls it takes these.

@@ -48,7 +48,7 @@ type PlannerClient = PlannerServiceClient<PeerChannel>;
 
 impl PlannerArgs {
     /// A client on a lazy channel: nothing is dialled until the first call.
-    fn client(&self) -> anyhow::Result<PlannerClient> {
+    pub(super) fn client(&self) -> anyhow::Result<PlannerClient> {
         let options = self.tls.client_options(self.token.as_ref());
         let channel = netward_shared::client::connect(&self.planner_url, &options)
             .context("cannot set up the planner client")?;
@@ -57,7 +57,7 @@ impl PlannerArgs {
 
     /// An error for a failed call, naming the RPC, the planner, and the
     /// status code and message the operator can act on.
-    fn call_failed(&self, rpc: &str, status: &Status) -> anyhow::Error {
+    pub(super) fn call_failed(&self, rpc: &str, status: &Status) -> anyhow::Error {
         anyhow::anyhow!("{rpc} at {}: {}", self.planner_url, describe_status(status))
     }
 }

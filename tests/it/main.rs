@@ -22,6 +22,7 @@ mod lab_gap;
 mod lab_loss;
 mod lab_up;
 mod planner;
+mod probe;
 mod prometheus;
 mod readme;
 mod roles;

@@ -25,9 +25,9 @@ const PRIV_KEY: &str = "priv-key-aes128";
 
 /// net-snmp's snmpd on a free loopback port, in its own directory; killed
 /// (by its own process id) and the directory removed on drop.
-struct Snmpd {
+pub(crate) struct Snmpd {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
@@ -47,7 +47,7 @@ fn which(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn snmpd(dir: &Path) -> Snmpd {
+pub(crate) fn snmpd(dir: &Path) -> Snmpd {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -100,14 +100,36 @@ fn snmpd(dir: &Path) -> Snmpd {
     }
 }
 
-#[tokio::test]
-async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
+/// Whether snmpd and snmpget are here (in CI they must be); says so if not.
+pub(crate) fn snmp_tools() -> bool {
     if !which("snmpd") || !which("snmpget") {
         assert!(
             std::env::var_os("CI").is_none(),
             "snmpd/snmpget are not installed (scripts/setup.sh installs them)"
         );
         println!("skipped: snmpd or snmpget not installed (apt-get install snmpd snmp)");
+        return false;
+    }
+    true
+}
+
+/// The inventory credential of [`snmpd`]'s user, named `name`.
+pub(crate) fn credential(name: &str) -> v1::CreateCredentialRequest {
+    v1::CreateCredentialRequest {
+        name: name.into(),
+        version: v1::SnmpVersion::V3 as i32,
+        username: USER.into(),
+        auth_protocol: v1::SnmpAuthProtocol::Sha256 as i32,
+        auth_key: AUTH_KEY.into(),
+        priv_protocol: v1::SnmpPrivProtocol::Aes128 as i32,
+        priv_key: PRIV_KEY.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
+    if !snmp_tools() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("netward-snmpv3-{}", uuid::Uuid::new_v4()));
@@ -125,16 +147,7 @@ async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
     .await;
     let inventory_url = format!("http://{}", inventory.grpc_addr);
     InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap())
-        .create_credential(v1::CreateCredentialRequest {
-            name: "servers-v3".into(),
-            version: v1::SnmpVersion::V3 as i32,
-            username: USER.into(),
-            auth_protocol: v1::SnmpAuthProtocol::Sha256 as i32,
-            auth_key: AUTH_KEY.into(),
-            priv_protocol: v1::SnmpPrivProtocol::Aes128 as i32,
-            priv_key: PRIV_KEY.into(),
-            ..Default::default()
-        })
+        .create_credential(credential("servers-v3"))
         .await
         .unwrap();
     let (imported, ids) = crate::support::import(

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::executor_service_server::ExecutorService;
 use netward_shared::status::{FieldViolation, invalid_argument};
 use tonic::{Request, Response, Status};
 
-use crate::work::{Executor, result, spec, timestamp};
+use crate::work::{Executor, probe_target, timestamp};
 
 pub struct ExecutorGrpc {
     executor: Arc<Executor>,
@@ -107,11 +106,8 @@ impl ExecutorService for ExecutorGrpc {
             address: address.to_string(),
             ..Default::default()
         };
-        let probed_at = SystemTime::now();
-        let began = tokio::time::Instant::now();
-        let outcome = self.executor.pinger.probe(address, &spec(&settings)).await;
         Ok(Response::new(v1::ProbeResponse {
-            result: Some(result(&target, &outcome, probed_at, began.elapsed())),
+            result: Some(probe_target(&self.executor.pinger, &target, &settings).await),
         }))
     }
 

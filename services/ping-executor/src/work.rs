@@ -80,18 +80,12 @@ impl BatchRunner for Executor {
             .map(|target| {
                 let settings = target.probe.unwrap_or(defaults);
                 let jitter = window.mul_f64(rand::rng().random::<f64>());
-                let pinger = self.pinger.clone();
+                let pinger = &self.pinger;
                 let abort = abort.clone();
                 async move {
                     let probe = async {
                         tokio::time::sleep(jitter).await;
-                        let probed_at = SystemTime::now();
-                        let began = tokio::time::Instant::now();
-                        let outcome = match target.address.parse() {
-                            Ok(address) => pinger.probe(address, &spec(&settings)).await,
-                            Err(_) => ProbeOutcome::invalid_address(),
-                        };
-                        result(target, &outcome, probed_at, began.elapsed())
+                        probe_target(pinger, target, &settings).await
                     };
                     // Dropping a probe mid-way is safe: its packets' replies
                     // are then simply not waited for.
@@ -143,6 +137,31 @@ impl BatchRunner for Executor {
             started_at: Some(timestamp(started_wall)),
         }
     }
+
+    /// Probe-now: the target probed as in a batch, with its own settings
+    /// (the planner always sends them). Bounded by the settings, as every
+    /// probe is: `timeout_ms` is the planner's wait, not needed here.
+    async fn ad_hoc(self: Arc<Self>, request: v1::AdHocRequest) -> v1::ad_hoc_result::Outcome {
+        let target = request.target.unwrap_or_default();
+        let settings = target.probe.unwrap_or_default();
+        v1::ad_hoc_result::Outcome::Probe(probe_target(&self.pinger, &target, &settings).await)
+    }
+}
+
+/// Probes one target now with `settings`: what a batch does for each of
+/// its targets, probe-now and `ExecutorService.Probe` too.
+pub async fn probe_target(
+    pinger: &Pinger,
+    target: &v1::Target,
+    settings: &v1::ProbeSettings,
+) -> v1::ProbeResult {
+    let probed_at = SystemTime::now();
+    let began = tokio::time::Instant::now();
+    let outcome = match target.address.parse() {
+        Ok(address) => pinger.probe(address, &spec(settings)).await,
+        Err(_) => ProbeOutcome::invalid_address(),
+    };
+    result(target, &outcome, probed_at, began.elapsed())
 }
 
 /// The probe settings of a target, with the documented defaults for zeros.

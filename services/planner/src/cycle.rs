@@ -23,6 +23,7 @@ use netward_shared::auth::grant::{GrantKey, pack_device_ids};
 use netward_shared::proto::v1;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::lease::EpochFloor;
 use crate::sizing::{self, Sizing, SizingPolicy};
@@ -85,7 +86,10 @@ pub struct Executor {
     /// Random per executor process (from `Register`): a registration with
     /// the same id and token is the same process reconnecting.
     instance_token: String,
-    tx: WorkSender,
+    pub(crate) tx: WorkSender,
+    /// Cancelled when the session is removed: a probe-now waiting on this
+    /// executor's answer gives up at once (see `adhoc`).
+    pub ended: CancellationToken,
     /// Batches handed to it and not yet done (cycle id, batch index).
     batches: HashSet<(u64, usize)>,
     pub in_flight_devices: u32,
@@ -670,7 +674,25 @@ impl Scheduler {
         self.snmp_hints.lock().map(|h| h.len()).unwrap_or_default()
     }
 
-    fn target(&self, device: &CopiedDevice, kind: v1::ExecutorKind) -> v1::Target {
+    /// A device of the inventory copy by id, or else by name (names are
+    /// unique); `None` inside `Some` for an unknown one, `None` while the
+    /// copy is not synced.
+    pub fn find_device(&self, key: &str) -> Option<Option<Arc<CopiedDevice>>> {
+        let copy = self.copy.read().ok()?;
+        if !copy.synced {
+            return None;
+        }
+        Some(copy.devices.get(key).cloned().or_else(|| {
+            copy.devices
+                .values()
+                .find(|device| &*device.name == key)
+                .cloned()
+        }))
+    }
+
+    /// The target of `device` in an assignment of `kind`: address, probe
+    /// overrides, SNMP settings with the resolved credential (no hints).
+    pub fn target(&self, device: &CopiedDevice, kind: v1::ExecutorKind) -> v1::Target {
         let probe = device.probe_overrides.as_ref().map(|o| v1::ProbeSettings {
             count: o.count.unwrap_or(self.config.probe.count),
             interval_ms: o.interval_ms.unwrap_or(self.config.probe.interval_ms),
@@ -711,7 +733,7 @@ impl Scheduler {
     /// An SNMP target with what pollers learned of its device, and whether
     /// this poll reads the interface labels again (never read, or read
     /// longer than `snmp_label_refresh` ago).
-    fn with_hints(&self, mut target: v1::Target) -> v1::Target {
+    pub fn with_hints(&self, mut target: v1::Target) -> v1::Target {
         let Some(snmp) = target.snmp.as_mut() else {
             return target;
         };
@@ -919,6 +941,7 @@ impl Scheduler {
                 remote_address,
                 instance_token: register.instance_token,
                 tx,
+                ended: CancellationToken::new(),
                 batches: HashSet::new(),
                 in_flight_devices: 0,
                 last_heartbeat: now,
@@ -1062,6 +1085,7 @@ impl Scheduler {
         let Some(executor) = guard.executors.remove(&session) else {
             return;
         };
+        executor.ended.cancel();
         tracing::info!(executor_id = %executor.id, batches = executor.batches.len(), "executor left");
         executors_gauge(&guard);
         let state = &mut *guard;
@@ -1203,10 +1227,10 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
         .values()
         .filter(|e| e.kind == cycle.kind && !batch.rejected_by.contains(&e.session))
         .filter(|e| {
-            batch
-                .selector
-                .iter()
-                .all(|(k, v)| e.labels.get(k) == Some(v))
+            selector_matches(
+                batch.selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &e.labels,
+            )
         })
         .filter(|e| e.in_flight_devices + size <= e.capacity)
         .min_by(|a, b| {
@@ -1292,6 +1316,15 @@ fn assign(state: &mut State, scheduler: &Scheduler, c: usize, b: usize, reassign
             .in_flight
             .insert(cycle.kind, target.id.to_string(), key);
     }
+}
+
+/// Whether an executor with `labels` may take a device with `selector`:
+/// it carries every label of the selector (an empty one matches all).
+pub fn selector_matches<'a>(
+    mut selector: impl Iterator<Item = (&'a str, &'a str)>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.all(|(k, v)| labels.get(k).is_some_and(|label| label == v))
 }
 
 /// Queues `message` on `executor`'s work stream without waiting. A full

@@ -19,12 +19,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::adhoc::{self, AdHoc, AdHocDone, AdHocError, Outcome};
 use crate::audit::PolicyAudit;
 use crate::cycle::{RegisterError, Scheduler, WORK_CHANNEL, timestamp};
 use crate::lease::LeaseState;
 use crate::sizing::{self, SizingPolicy};
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Probe-now's longest wait unless `with_ad_hoc_wait` says otherwise: a
+/// second below the default server request timeout (30 s).
+const DEFAULT_AD_HOC_WAIT: std::time::Duration = std::time::Duration::from_secs(29);
 
 /// Largest device count `GetSizing` answers for.
 const MAX_SIZING_DEVICES: u64 = 1_000_000_000;
@@ -35,9 +40,11 @@ pub struct PlannerGrpc {
     instance_id: String,
     /// Ends `Work` and `WatchCycles` streams when the server shuts down.
     shutdown: CancellationToken,
-    /// Where SetPolicy changes are recorded (in memory unless
-    /// [`PlannerGrpc::with_audit`] gives Redis).
+    /// Where SetPolicy changes and probe-now calls are recorded (in memory
+    /// unless [`PlannerGrpc::with_audit`] gives Redis).
     audit: PolicyAudit,
+    /// Probe-now requests waiting for their executor's answer.
+    ad_hoc: Arc<AdHoc>,
 }
 
 impl PlannerGrpc {
@@ -73,12 +80,65 @@ impl PlannerGrpc {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            ad_hoc: Arc::new(AdHoc::new(scheduler.clone(), DEFAULT_AD_HOC_WAIT)),
             scheduler,
             lease,
             instance_id,
             shutdown,
             audit: PolicyAudit::memory(),
         }
+    }
+
+    /// Probe-now waits at most `wait`: set below the server's request
+    /// timeout, so a caller gets the precise error, not the server's cut.
+    pub fn with_ad_hoc_wait(mut self, wait: std::time::Duration) -> Self {
+        self.ad_hoc = Arc::new(AdHoc::new(self.scheduler.clone(), wait));
+        self
+    }
+
+    /// Probe-now for `ProbeDevice`/`PollDevice`: validated, routed, waited
+    /// for, and recorded in the audit trail (it sends traffic to a device).
+    async fn probe_now(
+        &self,
+        caller: &Caller,
+        metadata: &tonic::metadata::MetadataMap,
+        kind: v1::ExecutorKind,
+        device: &str,
+    ) -> Result<AdHocDone, Status> {
+        let device = device.trim();
+        if device.is_empty() {
+            return Err(invalid_argument(&[FieldViolation::new(
+                "device",
+                device,
+                "required: a device id or name",
+            )]));
+        }
+        let done = self
+            .ad_hoc
+            .run(kind, device, &caller.scope, adhoc::caller_wait(metadata))
+            .await
+            .map_err(ad_hoc_status)?;
+        let (action, outcome) = match &done.outcome {
+            Outcome::Probe(result) => ("ProbeDevice", result.outcome().as_str_name()),
+            Outcome::Sample(sample) => ("PollDevice", sample.outcome().as_str_name()),
+        };
+        let detail = json!({
+            "device": &*done.device.name,
+            "executor_id": done.executor_id,
+            "outcome": outcome,
+        });
+        let event = AuditEvent::new(
+            caller,
+            "planner",
+            action,
+            "device",
+            &*done.device.id,
+            detail,
+        );
+        if let Err(error) = self.audit.record(event).await {
+            tracing::error!(%error, actor = %caller.name, "audit event not recorded");
+        }
+        Ok(done)
     }
 
     pub fn with_audit(mut self, audit: PolicyAudit) -> Self {
@@ -201,6 +261,7 @@ impl PlannerService for PlannerGrpc {
         drop(tx);
 
         let scheduler = self.scheduler.clone();
+        let ad_hoc = self.ad_hoc.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -221,6 +282,10 @@ impl PlannerService for PlannerGrpc {
                         Msg::BatchDone(done) => {
                             scheduler.touch(session, now);
                             scheduler.batch_done(session, &done, now);
+                        }
+                        Msg::AdHocResult(result) => {
+                            scheduler.touch(session, now);
+                            ad_hoc.answered(session, result);
                         }
                         Msg::Register(_) => {
                             tracing::warn!(session, "a second Register on one stream ignored")
@@ -466,6 +531,56 @@ impl PlannerService for PlannerGrpc {
         Ok(Response::new(Box::pin(events)))
     }
 
+    async fn probe_device(
+        &self,
+        request: Request<v1::ProbeDeviceRequest>,
+    ) -> Result<Response<v1::ProbeDeviceResponse>, Status> {
+        let caller = Caller::of(&request);
+        let done = self
+            .probe_now(
+                &caller,
+                request.metadata(),
+                v1::ExecutorKind::Ping,
+                &request.get_ref().device,
+            )
+            .await?;
+        let Outcome::Probe(result) = done.outcome else {
+            return Err(Status::internal("a probe answered with a sample"));
+        };
+        Ok(Response::new(v1::ProbeDeviceResponse {
+            result: Some(result),
+            executor_id: done.executor_id,
+            executor_labels: done.executor_labels.into_iter().collect(),
+            device_name: done.device.name.to_string(),
+            selector: selector_map(&done.device),
+        }))
+    }
+
+    async fn poll_device(
+        &self,
+        request: Request<v1::PollDeviceRequest>,
+    ) -> Result<Response<v1::PollDeviceResponse>, Status> {
+        let caller = Caller::of(&request);
+        let done = self
+            .probe_now(
+                &caller,
+                request.metadata(),
+                v1::ExecutorKind::Snmp,
+                &request.get_ref().device,
+            )
+            .await?;
+        let Outcome::Sample(sample) = done.outcome else {
+            return Err(Status::internal("a poll answered with a probe result"));
+        };
+        Ok(Response::new(v1::PollDeviceResponse {
+            sample: Some(sample),
+            executor_id: done.executor_id,
+            executor_labels: done.executor_labels.into_iter().collect(),
+            device_name: done.device.name.to_string(),
+            selector: selector_map(&done.device),
+        }))
+    }
+
     async fn get_leader(
         &self,
         _request: Request<v1::GetLeaderRequest>,
@@ -506,6 +621,32 @@ fn register_status(error: RegisterError) -> Status {
         error.to_string(),
         ErrorDetails::with_retry_info(Some(retry_after)),
     )
+}
+
+/// The status of a probe-now that failed: each error its own code.
+fn ad_hoc_status(error: AdHocError) -> Status {
+    let message = error.to_string();
+    match error {
+        AdHocError::NotFound(_) => Status::not_found(message),
+        AdHocError::NotPollable(_) | AdHocError::NoExecutor { .. } => {
+            Status::failed_precondition(message)
+        }
+        AdHocError::NotSynced
+        | AdHocError::SessionEnded { .. }
+        | AdHocError::Unreachable { .. }
+        | AdHocError::Refused { .. } => Status::unavailable(message),
+        AdHocError::Timeout { .. } => Status::deadline_exceeded(message),
+    }
+}
+
+fn selector_map(
+    device: &netward_shared::inventory_copy::CopiedDevice,
+) -> std::collections::HashMap<String, String> {
+    device
+        .executor_selector
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn policy_message(policy: &SizingPolicy) -> v1::SizingPolicy {

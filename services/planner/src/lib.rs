@@ -6,6 +6,7 @@
 //! scheduler (state and step functions), `lease.rs` the leadership lease,
 //! `grpc.rs` the service; `run` wires them and drives the steps on a timer.
 
+pub mod adhoc;
 pub mod audit;
 pub mod cycle;
 
@@ -419,7 +420,15 @@ pub async fn run(
         None => PolicyAudit::memory(),
     };
     let service = PlannerServiceServer::new(
-        PlannerGrpc::new(planner.scheduler.clone(), lease_rx, instance_id, stop).with_audit(audit),
+        PlannerGrpc::new(planner.scheduler.clone(), lease_rx, instance_id, stop)
+            .with_audit(audit)
+            .with_ad_hoc_wait(
+                config
+                    .common
+                    .server
+                    .request_timeout
+                    .saturating_sub(Duration::from_secs(1)),
+            ),
     );
     server
         .add_service(service)

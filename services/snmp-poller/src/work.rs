@@ -243,4 +243,29 @@ impl BatchRunner for SnmpExecutor {
     async fn run(self: Arc<Self>, assignment: v1::Assignment) -> v1::BatchDone {
         self.run_batch(assignment).await
     }
+
+    /// Poll-now: the target polled as `ExecutorService.Poll` does, with a
+    /// permit like any batch's device, by `timeout_ms` (a permit waited
+    /// for counts): a slow agent yields a partial sample in time.
+    async fn ad_hoc(self: Arc<Self>, request: v1::AdHocRequest) -> v1::ad_hoc_result::Outcome {
+        use v1::ad_hoc_result::Outcome;
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms.max(1000)));
+        let deadline = Instant::now() + timeout;
+        let target = request.target.unwrap_or_default();
+        let Ok(Ok(permit)) =
+            tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await
+        else {
+            return Outcome::Error(format!(
+                "every polling slot stayed busy for {timeout:?}; retry later"
+            ));
+        };
+        let snmp = target.snmp.unwrap_or_default();
+        let (sample, _hints) = self
+            .poller
+            .poll(&target.address, &target.device_id, &snmp, Some(deadline))
+            .await;
+        drop(permit);
+        self.requests.add(sample.requests_sent);
+        Outcome::Sample(sample)
+    }
 }

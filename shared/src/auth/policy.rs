@@ -41,6 +41,8 @@ pub fn class_of(path: &str) -> Option<RpcClass> {
         ("AlertingService", "Ingest") | ("PlannerService", "Work") => Execute,
         ("InventoryService", "ResolveCredential") => Internal,
         ("PlannerService", "SetPolicy") => Administer,
+        // Probe-now sends traffic to a device: an everyday action, not a read.
+        ("PlannerService", "ProbeDevice" | "PollDevice") => Operate,
         (
             "AlertingService",
             "AckAlert" | "CreateRule" | "UpdateRule" | "DeleteRule" | "CreateSilence"
@@ -122,6 +124,8 @@ mod tests {
             ("/netward.v1.AlertingService/Ingest", RpcClass::Execute),
             ("/netward.v1.PlannerService/Work", RpcClass::Execute),
             ("/netward.v1.PlannerService/SetPolicy", RpcClass::Administer),
+            ("/netward.v1.PlannerService/ProbeDevice", RpcClass::Operate),
+            ("/netward.v1.PlannerService/PollDevice", RpcClass::Operate),
             (
                 "/netward.v1.InventoryService/ResolveCredential",
                 RpcClass::Internal,
