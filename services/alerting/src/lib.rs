@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod live;
 mod metrics_help;
 pub mod notify;
+mod report;
 mod overlay;
 pub mod retention;
 pub mod rollup;
