@@ -76,7 +76,7 @@ pub struct AuditArgs {
 }
 
 /// `30m`, `12h`, `7d` ago, or an RFC 3339 instant.
-fn parse_since(text: &str) -> Result<SystemTime, String> {
+pub(super) fn parse_since(text: &str) -> Result<SystemTime, String> {
     if let Ok(at) = text.parse::<Timestamp>() {
         return SystemTime::try_from(at).map_err(|e| format!("{text:?}: {e}"));
     }

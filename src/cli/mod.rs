@@ -7,6 +7,7 @@
 
 mod alerting;
 mod audit;
+mod availability;
 mod csv_format;
 mod devices;
 mod generate;
@@ -75,6 +76,7 @@ pub enum AlertsCommand {
 
 pub use alerting::StatusArgs;
 pub use audit::AuditArgs;
+pub use availability::AvailabilityArgs;
 pub use devices::import_csv;
 pub use health::HealthArgs;
 pub use interfaces::InterfacesArgs;
@@ -119,6 +121,10 @@ pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
 
 pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     audit::run(args).await
+}
+
+pub async fn availability(args: AvailabilityArgs) -> anyhow::Result<()> {
+    availability::run(args).await
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
