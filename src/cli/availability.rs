@@ -127,7 +127,7 @@ pub async fn run(args: AvailabilityArgs) -> anyhow::Result<()> {
 /// One line of the CSV, and one row of the JSON object's lists: `kind` is
 /// the grouping (`region`, `site`, `type`, `device`) for a report row,
 /// `total` for the totals, `top` for a problem device. Durations in
-/// seconds (exact: up to nine decimals).
+/// seconds, to the millisecond.
 #[derive(Debug, Serialize)]
 struct RowOut {
     kind: String,
@@ -171,8 +171,13 @@ fn kind_of(grouping: i32) -> &'static str {
     }
 }
 
+/// Seconds to the millisecond (the state changes' own precision is the
+/// microsecond; a report needs no more).
 fn seconds(d: Option<&prost_types::Duration>) -> f64 {
-    d.map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+    d.map_or(0.0, |d| {
+        let millis = i128::from(d.seconds) * 1000 + i128::from(d.nanos / 1_000_000);
+        millis as f64 / 1000.0
+    })
 }
 
 fn row_out(kind: &str, row: &AvailabilityReportRow) -> RowOut {
