@@ -232,7 +232,10 @@ fn time_text(at: Option<&Timestamp>) -> String {
     at.map(ToString::to_string).unwrap_or_default()
 }
 
-fn write_json(mut out: impl io::Write, report: &GetAvailabilityReportResponse) -> anyhow::Result<()> {
+fn write_json(
+    mut out: impl io::Write,
+    report: &GetAvailabilityReportResponse,
+) -> anyhow::Result<()> {
     serde_json::to_writer(&mut out, &report_out(report))?;
     writeln!(out)?;
     out.flush()?;
@@ -261,21 +264,23 @@ fn write_table(
     report: &GetAvailabilityReportResponse,
     by: By,
 ) -> anyhow::Result<()> {
-    let period = format!(
-        "{} to {}",
-        time_text(report.start_time.as_ref()),
-        time_text(report.end_time.as_ref())
-    );
-    writeln!(out, "availability {period}, by {}", kind_of(report.group_by))?;
-    let first = match by {
-        By::Region => "region",
-        By::Site => "site",
-        By::Type => "type",
-        By::Device => "device",
+    writeln!(
+        out,
+        "availability {} to {}, by {}",
+        second_text(report.start_time.as_ref()),
+        second_text(report.end_time.as_ref()),
+        kind_of(report.group_by)
+    )?;
+    // Where a row is, for the groupings whose rows have a place.
+    let (first, place): (&'static str, &[&'static str]) = match by {
+        By::Region => ("region", &[]),
+        By::Site => ("site", &["region"]),
+        By::Type => ("type", &[]),
+        By::Device => ("device", &["site", "region"]),
     };
-    let mut table = Table::new(vec![
-        first,
-        "region",
+    let mut header = vec![first];
+    header.extend(place);
+    header.extend([
         "devices",
         "uptime",
         "downtime",
@@ -285,10 +290,11 @@ fn write_table(
         "mttr",
         "longest",
     ]);
-    let cells = |name: &str, region: &str, f: &AvailabilityFigures| {
-        vec![
-            name.to_string(),
-            region.to_string(),
+    let mut table = Table::new(header);
+    let cells = |name: &str, places: Vec<String>, f: &AvailabilityFigures| {
+        let mut cells = vec![name.to_string()];
+        cells.extend(places);
+        cells.extend([
             f.device_count.to_string(),
             format!("{:.3}%", f.uptime_percent),
             span_text(f.downtime.as_ref()),
@@ -297,19 +303,25 @@ fn write_table(
             f.incidents.to_string(),
             span_text(f.mttr.as_ref()),
             span_text(f.longest_outage.as_ref()),
-        ]
+        ]);
+        cells
     };
     let default = AvailabilityFigures::default();
     for row in &report.rows {
+        let places = match by {
+            By::Site => vec![row.region.clone()],
+            By::Device => vec![row.site_name.clone(), row.region.clone()],
+            By::Region | By::Type => Vec::new(),
+        };
         table.push(cells(
             &row.name,
-            &row.region,
+            places,
             row.figures.as_ref().unwrap_or(&default),
         ));
     }
     table.push(cells(
         "TOTAL",
-        "",
+        vec![String::new(); place.len()],
         report.totals.as_ref().unwrap_or(&default),
     ));
     table.write(&mut out)?;
@@ -346,6 +358,17 @@ fn write_table(
     Ok(())
 }
 
+/// An instant to the second, for the table's title.
+fn second_text(at: Option<&Timestamp>) -> String {
+    at.map(|t| Timestamp {
+        seconds: t.seconds,
+        nanos: 0,
+    })
+    .as_ref()
+    .map(ToString::to_string)
+    .unwrap_or_default()
+}
+
 /// `0s`, `45s`, `12m 05s`, `3h 20m`, `2d 04h`: two units are enough to read.
 fn span_text(d: Option<&prost_types::Duration>) -> String {
     let secs = Duration::from_secs_f64(seconds(d).max(0.0)).as_secs();
@@ -367,7 +390,10 @@ mod tests {
         assert_eq!(parse_type("access_point"), Ok(DeviceType::AccessPoint));
         assert_eq!(parse_type("DEVICE_TYPE_ATM"), Ok(DeviceType::Atm));
         let error = parse_type("toaster").unwrap_err();
-        assert!(error.contains("router") && error.contains("access_point"), "{error}");
+        assert!(
+            error.contains("router") && error.contains("access_point"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ fn secs(d: Option<prost_types::Duration>) -> f64 {
 }
 
 fn nanos(d: Option<prost_types::Duration>) -> i128 {
-    d.map_or(0, |d| i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos))
+    d.map_or(0, |d| {
+        i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos)
+    })
 }
 
 /// The additive figures: durations in nanoseconds, then counts.
@@ -156,8 +158,9 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
         token: Some(Secret::new(ADMIN.to_string())),
         ..ClientOptions::default()
     };
-    let mut inventory_client =
-        v1::inventory_service_client::InventoryServiceClient::new(connect(&inventory_url, &options).unwrap());
+    let mut inventory_client = v1::inventory_service_client::InventoryServiceClient::new(
+        connect(&inventory_url, &options).unwrap(),
+    );
     let imported = inventory_client
         .import_devices(futures::stream::iter([
             v1::ImportDevicesRequest {
@@ -344,15 +347,24 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
     );
     for region in regions {
         let of_region = sites.iter().filter(|s| s.region == region.name);
-        assert_eq!(summed(of_region), additive(region.figures.as_ref().unwrap()));
+        assert_eq!(
+            summed(of_region),
+            additive(region.figures.as_ref().unwrap())
+        );
     }
     // Maintenance: k-cam's window is left out of its downtime, and is the
     // only maintenance in the report.
     let camera = by_device.rows.iter().find(|r| r.name == "k-cam").unwrap();
     let camera = camera.figures.unwrap();
     assert!(nanos(camera.maintenance_time) > 0, "{camera:?}");
-    assert_eq!(nanos(totals.maintenance_time), nanos(camera.maintenance_time));
-    assert!(nanos(camera.downtime) < nanos(camera.longest_outage), "{camera:?}");
+    assert_eq!(
+        nanos(totals.maintenance_time),
+        nanos(camera.maintenance_time)
+    );
+    assert!(
+        nanos(camera.downtime) < nanos(camera.longest_outage),
+        "{camera:?}"
+    );
     // Problem devices: o-ap is still down (longest), all three listed.
     let top: Vec<&str> = by_device
         .top_devices
@@ -409,7 +421,13 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
     );
     let records: Vec<HashMap<String, String>> = reader
         .records()
-        .map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect())
+        .map(|r| {
+            header
+                .iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
         .collect();
     let mut from_json: Vec<&serde_json::Value> = json["rows"].as_array().unwrap().iter().collect();
     from_json.push(&json["totals"]);
@@ -424,8 +442,12 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
                 serde_json::Value::String(text) => assert_eq!(cell, text, "{column}"),
                 serde_json::Value::Number(number) => {
                     // serde_json reads floats to within an ulp, not exactly.
-                    let (cell, number): (f64, f64) = (cell.parse().unwrap(), number.as_f64().unwrap());
-                    assert!((cell - number).abs() <= 1e-12 * number.abs().max(1.0), "{column}: {cell} vs {number}");
+                    let (cell, number): (f64, f64) =
+                        (cell.parse().unwrap(), number.as_f64().unwrap());
+                    assert!(
+                        (cell - number).abs() <= 1e-12 * number.abs().max(1.0),
+                        "{column}: {cell} vs {number}"
+                    );
                 }
                 other => panic!("{column}: {other:?}"),
             }
@@ -452,7 +474,10 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
         ("monitored_seconds", totals.monitored_time),
     ] {
         let got = json_totals[field].as_f64().unwrap();
-        assert!((got - secs(value)).abs() < 1e-3, "{field}: {got} vs {value:?}");
+        assert!(
+            (got - secs(value)).abs() < 1e-3,
+            "{field}: {got} vs {value:?}"
+        );
     }
 
     // A table by default, with relative times.
@@ -460,7 +485,10 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
         netward_availability(&url, ADMIN, &["--from", "2h", "--by", "type"]).await;
     assert!(ok, "{stderr}");
     assert!(table.starts_with("availability "), "{table}");
-    assert!(table.contains("TYPE") && table.contains("UPTIME"), "{table}");
+    assert!(
+        table.contains("TYPE") && table.contains("UPTIME"),
+        "{table}"
+    );
     for name in ["access_point", "atm", "camera", "router", "switch", "TOTAL"] {
         assert!(table.contains(name), "{name} missing:\n{table}");
     }
@@ -477,12 +505,13 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
     assert_eq!(names, ["batumi", "tbilisi"]);
     assert_eq!(scoped.totals.unwrap().device_count, 3);
     assert!(scoped.top_devices.iter().all(|r| r.region == "EMEA"));
-    let (ok, _, stderr) =
-        netward_availability(&url, EMEA, &["--region", "APAC", "--json"]).await;
+    let (ok, _, stderr) = netward_availability(&url, EMEA, &["--region", "APAC", "--json"]).await;
     assert!(!ok);
     assert!(
         stderr.contains("NOT_FOUND")
-            && stderr.contains("region \"APAC\" has no devices in the inventory within this token's scope"),
+            && stderr.contains(
+                "region \"APAC\" has no devices in the inventory within this token's scope"
+            ),
         "{stderr}"
     );
     let status = emea
@@ -555,8 +584,7 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
             && stderr.contains("[possible values: region, site, type, device]"),
         "{stderr}"
     );
-    let (ok, _, stderr) =
-        netward_availability(&url, ADMIN, &["--from", "1h", "--to", "2h"]).await;
+    let (ok, _, stderr) = netward_availability(&url, ADMIN, &["--from", "1h", "--to", "2h"]).await;
     assert!(!ok);
     assert!(
         stderr.contains("GetAvailabilityReport at")
@@ -566,5 +594,8 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
     );
     let (ok, _, stderr) = netward_availability(&url, ADMIN, &["--type", "toaster"]).await;
     assert!(!ok);
-    assert!(stderr.contains("\"toaster\" is not a device type"), "{stderr}");
+    assert!(
+        stderr.contains("\"toaster\" is not a device type"),
+        "{stderr}"
+    );
 }

@@ -63,7 +63,13 @@ impl Plan {
         let grouping = match v1::AvailabilityGrouping::try_from(r.group_by) {
             Ok(v1::AvailabilityGrouping::Unspecified) => v1::AvailabilityGrouping::Region,
             Ok(grouping) => grouping,
-            Err(_) => return Err(invalid("group_by", r.group_by, "not an AvailabilityGrouping")),
+            Err(_) => {
+                return Err(invalid(
+                    "group_by",
+                    r.group_by,
+                    "not an AvailabilityGrouping",
+                ));
+            }
         };
         let device_type = v1::DeviceType::try_from(r.device_type)
             .map_err(|_| invalid("device_type", r.device_type, "not a DeviceType"))?;
@@ -217,7 +223,9 @@ fn period(
     now: DateTime<Utc>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
     let end = match &r.end_time {
-        Some(t) => from_timestamp(t).ok_or_else(|| invalid("end_time", t, "not a valid instant"))?,
+        Some(t) => {
+            from_timestamp(t).ok_or_else(|| invalid("end_time", t, "not a valid instant"))?
+        }
         None => now,
     };
     let start = match &r.start_time {

@@ -196,7 +196,10 @@ impl Fleet {
         }
     }
 
-    async fn report(&self, group_by: v1::AvailabilityGrouping) -> v1::GetAvailabilityReportResponse {
+    async fn report(
+        &self,
+        group_by: v1::AvailabilityGrouping,
+    ) -> v1::GetAvailabilityReportResponse {
         self.alerting
             .availability_report(&self.request(group_by), &Scope::default())
             .await
@@ -246,9 +249,8 @@ async fn wire(stores: &Stores, copy: SharedCopy) -> (Alerting, Arc<Evaluator>, A
         )
         .with_snmp(book.clone()),
     );
-    let notifier = Arc::new(
-        Notifier::new(stores.notifications.clone(), NotifyConfig::default()).unwrap(),
-    );
+    let notifier =
+        Arc::new(Notifier::new(stores.notifications.clone(), NotifyConfig::default()).unwrap());
     let alerts = Arc::new(
         AlertEngine::start(stores, copy.clone(), Some(notifier.clone()))
             .await
@@ -302,7 +304,9 @@ fn probe(device: Uuid, at: DateTime<Utc>, cycle: i64, answered: bool) -> ProbeRo
 }
 
 fn nanos(d: Option<prost_types::Duration>) -> i128 {
-    d.map_or(0, |d| i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos))
+    d.map_or(0, |d| {
+        i128::from(d.seconds) * 1_000_000_000 + i128::from(d.nanos)
+    })
 }
 
 fn minutes(n: i64) -> i128 {
@@ -342,8 +346,18 @@ fn sum<'a>(rows: impl IntoIterator<Item = &'a v1::AvailabilityFigures>) -> v1::A
             nanos: (n % 1_000_000_000) as i32,
         })
     };
-    let [monitored, down, unreachable, maintenance, unknown, unmonitored, incidents, recoveries, recovery, devices] =
-        sums;
+    let [
+        monitored,
+        down,
+        unreachable,
+        maintenance,
+        unknown,
+        unmonitored,
+        incidents,
+        recoveries,
+        recovery,
+        devices,
+    ] = sums;
     v1::AvailabilityFigures {
         uptime_percent: if monitored == 0 {
             100.0
@@ -359,7 +373,11 @@ fn sum<'a>(rows: impl IntoIterator<Item = &'a v1::AvailabilityFigures>) -> v1::A
         incidents: incidents as u32,
         recoveries: recoveries as u32,
         recovery_time: d(recovery),
-        mttr: d(if recoveries == 0 { 0 } else { recovery / recoveries }),
+        mttr: d(if recoveries == 0 {
+            0
+        } else {
+            recovery / recoveries
+        }),
         longest_outage: d(longest),
         device_count: devices as u32,
     }
@@ -452,7 +470,11 @@ async fn totals_are_the_sum_of_each_devices_get_availability(fleet: Fleet) {
     ] {
         let report = fleet.report(grouping).await;
         assert_eq!(report.group_by, grouping as i32);
-        assert_same(report.totals.as_ref().unwrap(), &totals, grouping.as_str_name());
+        assert_same(
+            report.totals.as_ref().unwrap(),
+            &totals,
+            grouping.as_str_name(),
+        );
         assert_same(
             &sum(report.rows.iter().map(figures)),
             &totals,
@@ -546,7 +568,10 @@ async fn maintenance_is_left_out_of_the_outage_it_covers(fleet: Fleet) {
     assert_eq!(nanos(f.maintenance_time), minutes(WINDOW.1 - WINDOW.0));
     assert_eq!(nanos(f.downtime), minutes(30));
     assert_eq!(nanos(f.monitored_time), minutes(30 + 5 + 70));
-    assert!((f.uptime_percent - 100.0 * 75.0 / 105.0).abs() < 1e-9, "{f:?}");
+    assert!(
+        (f.uptime_percent - 100.0 * 75.0 / 105.0).abs() < 1e-9,
+        "{f:?}"
+    );
     // The outage itself lasted 60 minutes, maintenance or not.
     assert_eq!((f.incidents, f.recoveries), (1, 1));
     assert_eq!(nanos(f.mttr), minutes(60));
@@ -560,7 +585,10 @@ async fn maintenance_is_left_out_of_the_outage_it_covers(fleet: Fleet) {
     // An outage still open at the end counts as down, not in the MTTR.
     let open = figures(report.rows.iter().find(|r| r.name == "o-rtr").unwrap());
     assert_eq!(nanos(open.downtime), minutes(50));
-    assert_eq!((open.incidents, open.recoveries, nanos(open.mttr)), (1, 0, 0));
+    assert_eq!(
+        (open.incidents, open.recoveries, nanos(open.mttr)),
+        (1, 0, 0)
+    );
     // The child of the router that went down was UNREACHABLE, not DOWN,
     // from the router's outage (30) to its own first answer (50).
     let child = figures(report.rows.iter().find(|r| r.name == "t-sw").unwrap());
@@ -620,9 +648,12 @@ async fn filters_scope_and_bad_requests_are_answered_precisely(fleet: Fleet) {
         regions: vec!["EMEA".into()],
         sites: Vec::new(),
     };
-    let scoped = ask(fleet.request(v1::AvailabilityGrouping::Region), emea.clone())
-        .await
-        .unwrap();
+    let scoped = ask(
+        fleet.request(v1::AvailabilityGrouping::Region),
+        emea.clone(),
+    )
+    .await
+    .unwrap();
     let regions: Vec<&str> = scoped.rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(regions, ["EMEA"]);
     assert_eq!(scoped.totals.unwrap().device_count, 5);
@@ -709,7 +740,8 @@ async fn filters_scope_and_bad_requests_are_answered_precisely(fleet: Fleet) {
         let message = error.to_string();
         assert!(matches!(error, Error::InvalidArgument(_)), "{message}");
         assert!(
-            message.starts_with(&format!("invalid argument: {field} = ")) && message.contains(reason),
+            message.starts_with(&format!("invalid argument: {field} = "))
+                && message.contains(reason),
             "{message}"
         );
     }
@@ -817,7 +849,10 @@ async fn report_of_a_large_fleet_over_30_days() {
         );
         assert_eq!(totals.device_count as usize, count);
         assert_eq!(report.transitions_read as usize, total - count);
-        assert_eq!(totals.incidents as usize, count * 30 * (per_day as usize / 2));
+        assert_eq!(
+            totals.incidents as usize,
+            count * 30 * (per_day as usize / 2)
+        );
         assert!(took < Duration::from_secs(60), "{took:?}");
     }
 }
