@@ -224,6 +224,37 @@ mod tests {
     }
 
     #[test]
+    fn a_group_sums_device_time_and_derives_uptime_and_mttr_from_the_sums() {
+        let before = Some(change(-10, DeviceState::Up));
+        let short = figures(
+            before,
+            &[change(10, DeviceState::Down), change(20, DeviceState::Up)],
+            t(0),
+            t(60),
+        );
+        let long = figures(
+            before,
+            &[change(15, DeviceState::Down), change(45, DeviceState::Up)],
+            t(0),
+            t(60),
+        );
+        let mut group = Figures::default();
+        group.add(&short);
+        group.add(&long);
+        assert_eq!(group.monitored(), Duration::from_secs(120 * 60));
+        assert_eq!(group.down, Duration::from_secs(40 * 60));
+        assert!((group.uptime_percent() - 100.0 * 80.0 / 120.0).abs() < 1e-9);
+        assert_eq!((group.incidents, group.recoveries), (2, 2));
+        assert_eq!(group.mttr(), Duration::from_secs(20 * 60));
+        assert_eq!(group.longest_outage, Duration::from_secs(30 * 60));
+        // A walk fed one transition at a time is the same walk.
+        let mut walk = Walk::new(before, t(0));
+        walk.step(&change(15, DeviceState::Down));
+        walk.step(&change(45, DeviceState::Up));
+        assert_eq!(walk.finish(t(60)), long);
+    }
+
+    #[test]
     fn unknown_and_maintenance_are_not_monitored_time() {
         let changes = [
             change(30, DeviceState::Up),
