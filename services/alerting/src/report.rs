@@ -50,6 +50,7 @@ pub struct Plan {
 
 impl Plan {
     /// Checks `r` and selects its devices from `copy` within `scope`.
+    /// UNAVAILABLE before alerting has its first inventory snapshot;
     /// INVALID_ARGUMENT names the field; NOT_FOUND a region or site with no
     /// device the caller may see (the same answer whether it exists
     /// elsewhere or not: a scoped caller learns nothing of other regions).
@@ -60,6 +61,12 @@ impl Plan {
         now: DateTime<Utc>,
     ) -> Result<Plan> {
         let (start, end) = period(r, now)?;
+        // Before the first snapshot every device would be missing.
+        if !copy.synced {
+            return Err(Error::Unavailable(
+                "alerting does not know the inventory yet; try again shortly".into(),
+            ));
+        }
         let grouping = match v1::AvailabilityGrouping::try_from(r.group_by) {
             Ok(v1::AvailabilityGrouping::Unspecified) => v1::AvailabilityGrouping::Region,
             Ok(grouping) => grouping,
