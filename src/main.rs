@@ -75,6 +75,8 @@ enum Command {
     Poll(cli::ProbeArgs),
     /// Recorded changes (who, what, when) of inventory, alerting and the planner, newest first (ListAuditEvents)
     Audit(cli::AuditArgs),
+    /// Availability, downtime, incidents and MTTR per region, site, type or device over a period, as a table, CSV or JSON (GetAvailabilityReport)
+    Availability(cli::AvailabilityArgs),
     /// Ask a target's gRPC health service (grpc.health.v1) whether it serves: exit 0 if SERVING, 1 otherwise (container health checks)
     Health(cli::HealthArgs),
     /// Tokens with a role and scope: create one (printed once, with its config entry), hash one, make a grant key
@@ -253,6 +255,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Probe(args) => cli::probe(args).await,
         Command::Poll(args) => cli::poll(args).await,
         Command::Audit(args) => cli::audit(args).await,
+        Command::Availability(args) => cli::availability(args).await,
         Command::Health(args) => cli::health(args).await,
         Command::Token(command) => cli::token(command),
     }

@@ -65,7 +65,7 @@ type AlertingClient = AlertingServiceClient<PeerChannel>;
 
 impl AlertingArgs {
     /// A client on a lazy channel: nothing is dialled until the first call.
-    fn client(&self) -> anyhow::Result<AlertingClient> {
+    pub(super) fn client(&self) -> anyhow::Result<AlertingClient> {
         let options = self.tls.client_options(self.token.as_ref());
         let channel = netward_shared::client::connect(&self.alerting_url, &options)
             .context("cannot set up the alerting client")?;
@@ -74,7 +74,7 @@ impl AlertingArgs {
 
     /// An error for a failed call, naming the RPC, the service, and the
     /// status code and message the operator can act on.
-    fn call_failed(&self, rpc: &str, status: &Status) -> anyhow::Error {
+    pub(super) fn call_failed(&self, rpc: &str, status: &Status) -> anyhow::Error {
         anyhow::anyhow!(
             "{rpc} at {}: {}",
             self.alerting_url,

@@ -8,6 +8,7 @@
 
 mod alerting;
 mod audit;
+mod availability;
 mod credentials;
 mod csv_format;
 mod devices;
@@ -118,6 +119,7 @@ pub enum AlertsCommand {
 
 pub use alerting::StatusArgs;
 pub use audit::AuditArgs;
+pub use availability::AvailabilityArgs;
 pub use devices::import_csv;
 pub use health::HealthArgs;
 pub use interfaces::InterfacesArgs;
@@ -189,6 +191,10 @@ pub async fn alerts(args: AlertsArgs) -> anyhow::Result<()> {
 
 pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     audit::run(args).await
+}
+
+pub async fn availability(args: AvailabilityArgs) -> anyhow::Result<()> {
+    availability::run(args).await
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<()> {

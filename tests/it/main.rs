@@ -8,6 +8,7 @@ mod alerting;
 mod alerting_crash;
 mod alerting_rules;
 mod audit;
+mod availability;
 mod cli_changes;
 mod contract;
 mod executor;

@@ -20,6 +20,9 @@ pub struct Transition {
     pub stale: bool,
 }
 
+/// A device's (or, summed with [`Figures::add`], a group's) figures over a
+/// range. Every field adds up across devices; the uptime, the MTTR and the
+/// longest outage are derived from the sums.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
     pub up: Duration,
@@ -30,15 +33,22 @@ pub struct Figures {
     /// Stale: no fresh result, whatever state it showed (not maintenance).
     pub unmonitored: Duration,
     pub incidents: u32,
-    /// Durations of the outages that began and ended in the range.
-    pub recoveries: Vec<Duration>,
+    /// Outages that began and ended in the range, and their summed length.
+    pub recoveries: u32,
+    pub recovery_time: Duration,
     pub longest_outage: Duration,
 }
 
 impl Figures {
+    /// Time UP or FLAPPING, DOWN or UNREACHABLE: neither maintenance,
+    /// UNKNOWN nor stale.
+    pub fn monitored(&self) -> Duration {
+        self.up + self.down
+    }
+
     /// Uptime in percent of the monitored time; 100 when nothing was monitored.
     pub fn uptime_percent(&self) -> f64 {
-        let monitored = (self.up + self.down).as_secs_f64();
+        let monitored = self.monitored().as_secs_f64();
         if monitored == 0.0 {
             100.0
         } else {
@@ -46,11 +56,12 @@ impl Figures {
         }
     }
 
+    /// Recovery time over the outages that ended; zero when none did.
     pub fn mttr(&self) -> Duration {
-        if self.recoveries.is_empty() {
+        if self.recoveries == 0 {
             Duration::ZERO
         } else {
-            self.recoveries.iter().sum::<Duration>() / self.recoveries.len() as u32
+            self.recovery_time / self.recoveries
         }
     }
 
@@ -62,7 +73,8 @@ impl Figures {
         self.unknown += other.unknown;
         self.unmonitored += other.unmonitored;
         self.incidents += other.incidents;
-        self.recoveries.extend(other.recoveries.iter().copied());
+        self.recoveries += other.recoveries;
+        self.recovery_time += other.recovery_time;
         self.longest_outage = self.longest_outage.max(other.longest_outage);
     }
 }
@@ -80,19 +92,81 @@ pub fn figures(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Figures {
-    let mut figures = Figures::default();
-    let mut current = before.map_or((DeviceState::Unknown, false, false), |t| {
-        (t.to, t.maintenance, t.stale)
-    });
-    let mut at = start;
-    // When the ongoing outage began, if it began in the range.
-    let mut outage_began: Option<DateTime<Utc>> = None;
-    let mut outage_open = is_out(current.0);
-    let close = |figures: &mut Figures,
-                 from: DateTime<Utc>,
-                 to: DateTime<Utc>,
-                 (state, maintenance, stale): (DeviceState, bool, bool)| {
-        let span = (to - from).to_std().unwrap_or_default();
+    let mut walk = Walk::new(before, start);
+    for change in changes.iter().filter(|c| c.at >= start && c.at < end) {
+        walk.step(change);
+    }
+    walk.finish(end)
+}
+
+/// One device's walk through a range, a transition at a time, for callers
+/// that read many devices' transitions interleaved (a report scans them in
+/// time order): [`figures`] is a walk over one device's slice.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    figures: Figures,
+    /// State, maintenance and stale since `at`.
+    current: (DeviceState, bool, bool),
+    at: DateTime<Utc>,
+    /// When the ongoing outage began, if it began in the range.
+    outage_began: Option<DateTime<Utc>>,
+    outage_open: bool,
+}
+
+impl Walk {
+    /// A walk from `start`, in the state of `before` (UNKNOWN without one).
+    pub fn new(before: Option<Transition>, start: DateTime<Utc>) -> Self {
+        let current = before.map_or((DeviceState::Unknown, false, false), |t| {
+            (t.to, t.maintenance, t.stale)
+        });
+        Self {
+            figures: Figures::default(),
+            current,
+            at: start,
+            outage_began: None,
+            outage_open: is_out(current.0),
+        }
+    }
+
+    /// The next transition: in the range, not before the previous one.
+    pub fn step(&mut self, change: &Transition) {
+        self.close(change.at);
+        let was_out = is_out(self.current.0);
+        let now_out = is_out(change.to);
+        if now_out && !was_out {
+            self.figures.incidents += 1;
+            self.outage_began = Some(change.at);
+            self.outage_open = true;
+        } else if was_out && !now_out && self.outage_open {
+            if let Some(began) = self.outage_began.take() {
+                let span = (change.at - began).to_std().unwrap_or_default();
+                self.figures.recoveries += 1;
+                self.figures.recovery_time += span;
+                self.figures.longest_outage = self.figures.longest_outage.max(span);
+            }
+            self.outage_open = false;
+        }
+        self.current = (change.to, change.maintenance, change.stale);
+        self.at = change.at;
+    }
+
+    /// The figures of the walk up to `end`.
+    pub fn finish(mut self, end: DateTime<Utc>) -> Figures {
+        self.close(end);
+        if let Some(began) = self.outage_began {
+            self.figures.longest_outage = self
+                .figures
+                .longest_outage
+                .max((end - began).to_std().unwrap_or_default());
+        }
+        self.figures
+    }
+
+    /// Counts [self.at, to) in the current state.
+    fn close(&mut self, to: DateTime<Utc>) {
+        let span = (to - self.at).to_std().unwrap_or_default();
+        let (state, maintenance, stale) = self.current;
+        let figures = &mut self.figures;
         if maintenance {
             figures.maintenance += span;
             return;
@@ -110,33 +184,7 @@ pub fn figures(
             DeviceState::Up | DeviceState::Flapping => figures.up += span,
             DeviceState::Unknown | DeviceState::Unspecified => figures.unknown += span,
         }
-    };
-    for change in changes.iter().filter(|c| c.at >= start && c.at < end) {
-        close(&mut figures, at, change.at, current);
-        let was_out = is_out(current.0);
-        let now_out = is_out(change.to);
-        if now_out && !was_out {
-            figures.incidents += 1;
-            outage_began = Some(change.at);
-            outage_open = true;
-        } else if was_out && !now_out && outage_open {
-            if let Some(began) = outage_began.take() {
-                let span = (change.at - began).to_std().unwrap_or_default();
-                figures.recoveries.push(span);
-                figures.longest_outage = figures.longest_outage.max(span);
-            }
-            outage_open = false;
-        }
-        current = (change.to, change.maintenance, change.stale);
-        at = change.at;
     }
-    close(&mut figures, at, end, current);
-    if let Some(began) = outage_began {
-        figures.longest_outage = figures
-            .longest_outage
-            .max((end - began).to_std().unwrap_or_default());
-    }
-    figures
 }
 
 #[cfg(test)]
@@ -173,6 +221,37 @@ mod tests {
         assert_eq!(f.mttr(), Duration::from_secs(8 * 60));
         assert_eq!(f.longest_outage, Duration::from_secs(10 * 60));
         assert!((f.uptime_percent() - 100.0 * 44.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_group_sums_device_time_and_derives_uptime_and_mttr_from_the_sums() {
+        let before = Some(change(-10, DeviceState::Up));
+        let short = figures(
+            before,
+            &[change(10, DeviceState::Down), change(20, DeviceState::Up)],
+            t(0),
+            t(60),
+        );
+        let long = figures(
+            before,
+            &[change(15, DeviceState::Down), change(45, DeviceState::Up)],
+            t(0),
+            t(60),
+        );
+        let mut group = Figures::default();
+        group.add(&short);
+        group.add(&long);
+        assert_eq!(group.monitored(), Duration::from_secs(120 * 60));
+        assert_eq!(group.down, Duration::from_secs(40 * 60));
+        assert!((group.uptime_percent() - 100.0 * 80.0 / 120.0).abs() < 1e-9);
+        assert_eq!((group.incidents, group.recoveries), (2, 2));
+        assert_eq!(group.mttr(), Duration::from_secs(20 * 60));
+        assert_eq!(group.longest_outage, Duration::from_secs(30 * 60));
+        // A walk fed one transition at a time is the same walk.
+        let mut walk = Walk::new(before, t(0));
+        walk.step(&change(15, DeviceState::Down));
+        walk.step(&change(45, DeviceState::Up));
+        assert_eq!(walk.finish(t(60)), long);
     }
 
     #[test]

@@ -456,6 +456,18 @@ impl AlertingService for AlertingGrpc {
         Ok(Response::new(response))
     }
 
+    async fn get_availability_report(
+        &self,
+        request: Request<v1::GetAvailabilityReportRequest>,
+    ) -> Result<Response<v1::GetAvailabilityReportResponse>, Status> {
+        let caller = Caller::of(&request);
+        let response = self
+            .alerting
+            .availability_report(request.get_ref(), &caller.scope)
+            .await?;
+        Ok(Response::new(response))
+    }
+
     type WatchAlertsStream = Events<v1::WatchAlertsResponse>;
 
     async fn watch_alerts(

@@ -24,6 +24,7 @@ pub mod live;
 mod metrics_help;
 pub mod notify;
 mod overlay;
+mod report;
 pub mod retention;
 pub mod rollup;
 pub mod rules;

@@ -129,7 +129,8 @@ fn page_of<T>(items: Vec<T>, offset: usize, size: usize) -> (Vec<T>, String) {
     (page, token)
 }
 
-fn duration(d: std::time::Duration) -> prost_types::Duration {
+/// A protobuf duration of a std one.
+pub(crate) fn duration(d: std::time::Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
@@ -998,6 +999,21 @@ impl Alerting {
                 .retain(|n| access::device_id_allowed(scope, &copy, &n.device_id));
         }
         Ok(response)
+    }
+
+    /// An availability report over a period, grouped, within `scope`
+    /// (see [`crate::report`]).
+    pub async fn availability_report(
+        &self,
+        r: &v1::GetAvailabilityReportRequest,
+        scope: &Scope,
+    ) -> Result<v1::GetAvailabilityReportResponse> {
+        // The copy is read and released before the store is awaited.
+        let plan = {
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            crate::report::Plan::new(r, &copy, scope, Utc::now())?
+        };
+        plan.run(self.ingestor.store().as_ref()).await
     }
 
     /// Availability of a device or of a site's devices over a range (24 h

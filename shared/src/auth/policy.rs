@@ -120,6 +120,10 @@ mod tests {
                 RpcClass::Schema,
             ),
             ("/netward.v1.AlertingService/ListAlerts", RpcClass::Read),
+            (
+                "/netward.v1.AlertingService/GetAvailabilityReport",
+                RpcClass::Read,
+            ),
             ("/netward.v1.AlertingService/AckAlert", RpcClass::Operate),
             ("/netward.v1.AlertingService/Ingest", RpcClass::Execute),
             ("/netward.v1.PlannerService/Work", RpcClass::Execute),

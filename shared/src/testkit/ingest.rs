@@ -254,6 +254,13 @@ impl AlertingService for RecordingIngest {
         Err(Status::unimplemented("recording ingest (tests)"))
     }
 
+    async fn get_availability_report(
+        &self,
+        _request: Request<v1::GetAvailabilityReportRequest>,
+    ) -> Result<Response<v1::GetAvailabilityReportResponse>, Status> {
+        Err(Status::unimplemented("recording ingest (tests)"))
+    }
+
     async fn list_interfaces(
         &self,
         _request: Request<v1::ListInterfacesRequest>,

@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use netward_shared::proto::v1;
 
+use crate::availability::Transition;
+
 pub use alerts::{AlertNotification, AlertStore, AlertWrite, NotifyWhen};
 pub use audit::AuditStore;
 pub use notifications::{
@@ -496,6 +498,26 @@ pub trait AlertingStore: Send + Sync + 'static {
         device_id: uuid::Uuid,
         at: DateTime<Utc>,
     ) -> StoreResult<Option<ChangeRow>>;
+    /// The state of each of `devices` at `at`: its last transition before
+    /// `at`, however old, as [`AlertingStore::last_change_before`] gives it
+    /// for one device; a device without one is left out. One statement.
+    async fn states_at(
+        &self,
+        devices: &[uuid::Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<(uuid::Uuid, Transition)>>;
+    /// Every transition of `devices` within [from, to), in time order (ties
+    /// by insertion, so each device's come as [`AlertingStore::changes`]
+    /// gives them), handed to `visit` as they are read: one statement, and
+    /// only the row at hand in memory however long the range. Returns how
+    /// many were read.
+    async fn scan_changes(
+        &self,
+        devices: &[uuid::Uuid],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        visit: &mut (dyn FnMut(uuid::Uuid, Transition) + Send),
+    ) -> StoreResult<u64>;
     /// Stores the results of a group of batches in one transaction, packed
     /// (see [`packed`]), each batch unless its `batch_uid` was stored
     /// before (then its `Stored` says duplicate). Partitions for the rows'

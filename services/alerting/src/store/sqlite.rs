@@ -14,6 +14,7 @@ mod notifications;
 mod silences;
 mod snmp;
 mod tiers;
+mod transitions;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,8 @@ use sqlx::{AssertSqlSafe, SqliteConnection, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use netward_shared::proto::v1;
+
+use crate::availability::Transition;
 
 use super::{
     AlertingStore, BatchRows, ChangeRow, Cutoffs, PRUNE_BATCH, Prunable, RollupRow, StateRow,
@@ -406,6 +409,24 @@ impl AlertingStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|row| change_row(device_id, row)))
+    }
+
+    async fn states_at(
+        &self,
+        devices: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<(Uuid, Transition)>> {
+        self.read_states_at(devices, at).await
+    }
+
+    async fn scan_changes(
+        &self,
+        devices: &[Uuid],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        visit: &mut (dyn FnMut(Uuid, Transition) + Send),
+    ) -> StoreResult<u64> {
+        self.scan_transitions(devices, from, to, visit).await
     }
 
     async fn store_probe_batches(&self, batches: &[BatchRows<'_>]) -> StoreResult<Vec<Stored>> {

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod availability;
 mod durable;
 mod ingest;
 mod live;

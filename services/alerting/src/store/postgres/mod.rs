@@ -1,7 +1,8 @@
 //! The PostgreSQL store (schema `alerting`): one pool behind every trait of
 //! `store`. Each aggregate's queries live in a file of their own: probe
 //! results' states and retention (`results.rs`), raw results and rollup
-//! tiers (`tiers.rs`), rules and alerts, the
+//! tiers (`tiers.rs`), many devices' transitions for reports
+//! (`transitions.rs`), rules and alerts, the
 //! notification outbox, silences, SNMP interfaces and polls.
 
 mod alerts;
@@ -10,6 +11,7 @@ mod results;
 mod silences;
 mod snmp;
 mod tiers;
+mod transitions;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use netward_shared::proto::v1;
 
 use super::PgStore;
+use crate::availability::Transition;
 use crate::store::{
     AlertingStore, BatchRows, ChangeRow, Cutoffs, Prunable, RollupRow, StateRow, StoreResult,
     Stored, StoredRaw, Tier,
@@ -18,7 +19,7 @@ fn opt_i32(value: Option<u32>) -> Option<i32> {
     value.map(|v| v.min(i32::MAX as u32) as i32)
 }
 
-fn state_of(code: i16) -> v1::DeviceState {
+pub(super) fn state_of(code: i16) -> v1::DeviceState {
     v1::DeviceState::try_from(i32::from(code)).unwrap_or(v1::DeviceState::Unknown)
 }
 
@@ -261,6 +262,24 @@ impl AlertingStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|row| change_row(device_id, row)))
+    }
+
+    async fn states_at(
+        &self,
+        devices: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<(Uuid, Transition)>> {
+        self.read_states_at(devices, at).await
+    }
+
+    async fn scan_changes(
+        &self,
+        devices: &[Uuid],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        visit: &mut (dyn FnMut(Uuid, Transition) + Send),
+    ) -> StoreResult<u64> {
+        self.scan_transitions(devices, from, to, visit).await
     }
 
     async fn store_probe_batches(&self, batches: &[BatchRows<'_>]) -> StoreResult<Vec<Stored>> {
