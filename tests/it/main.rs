@@ -31,3 +31,4 @@ mod support;
 mod tls;
 mod trace;
 mod up;
+mod web;
