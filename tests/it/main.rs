@@ -20,6 +20,7 @@ mod lab_e2e;
 mod lab_gap;
 mod lab_loss;
 mod lab_up;
+mod lab_web;
 mod planner;
 mod prometheus;
 mod readme;
