@@ -235,7 +235,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             verb: None,
             serve: args,
         }) => serve(Target::Planner, args).await,
-        Command::Alerting(AlertingArgs { serve: args, web_addr }) => {
+        Command::Alerting(AlertingArgs {
+            serve: args,
+            web_addr,
+        }) => {
             let extra: Vec<(&str, String)> = web_addr
                 .map(|addr| ("alerting.web_addr", addr))
                 .into_iter()

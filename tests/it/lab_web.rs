@@ -198,10 +198,8 @@ fn artifacts() -> PathBuf {
     std::env::var_os("NETWARD_TEST_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(
-                std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()),
-            )
-            .join("test-artifacts")
+            PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+                .join("test-artifacts")
         })
 }
 
@@ -276,7 +274,12 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
     let web: SocketAddr = alerting.web_addr.expect("alerting serves its status page");
     let executor = Netward::start_with_env(
         "ping-executor",
-        &["--planner-url", &planner_url, "--alerting-url", &alerting_url],
+        &[
+            "--planner-url",
+            &planner_url,
+            "--alerting-url",
+            &alerting_url,
+        ],
         &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "web-ping-1")],
     )
     .await;
@@ -289,7 +292,10 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
         (tiles(&browser).await == green).then_some(())
     })
     .await;
-    println!("page loaded, both tiles green after {:?}", started.elapsed());
+    println!(
+        "page loaded, both tiles green after {:?}",
+        started.elapsed()
+    );
     eventually("the page is live", Duration::from_secs(10), || async {
         (browser.script("return window.netward.live;").await == true).then_some(())
     })
@@ -299,9 +305,11 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
     let router = ids["web-rtr-0"].clone();
     let silent = Rule::down("127.61.0.1");
     let silenced = Instant::now();
-    eventually("tbilisi-01's tile turns red", Duration::from_secs(20), || async {
-        (tiles(&browser).await["tbilisi-01"] == "DOWN").then_some(())
-    })
+    eventually(
+        "tbilisi-01's tile turns red",
+        Duration::from_secs(20),
+        || async { (tiles(&browser).await["tbilisi-01"] == "DOWN").then_some(()) },
+    )
     .await;
     let red = silenced.elapsed();
     // When alerting decided, from its own record: the rest is the page's delay.
@@ -333,24 +341,32 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
     // Into the site: its devices with the router DOWN.
     browser.click(".tile[data-site-name='tbilisi-01']").await;
     let css = format!("#devices tr[data-device-id='{router}']");
-    eventually("the site's devices are listed", Duration::from_secs(10), || async {
-        let state = browser
-            .script(&format!(
-                "const r = document.querySelector(\"{css}\"); return r && r.dataset.state;"
-            ))
-            .await;
-        (state == "DOWN").then_some(())
-    })
+    eventually(
+        "the site's devices are listed",
+        Duration::from_secs(10),
+        || async {
+            let state = browser
+                .script(&format!(
+                    "const r = document.querySelector(\"{css}\"); return r && r.dataset.state;"
+                ))
+                .await;
+            (state == "DOWN").then_some(())
+        },
+    )
     .await;
 
     // Its alert, acknowledged on the page, is acknowledged for the CLI.
     let ack = format!("#alerts tr[data-device-id='{router}'] button.ack");
-    eventually("the alert is on the page", Duration::from_secs(15), || async {
-        let found = browser
-            .script(&format!("return !!document.querySelector(\"{ack}\");"))
-            .await;
-        (found == true).then_some(())
-    })
+    eventually(
+        "the alert is on the page",
+        Duration::from_secs(15),
+        || async {
+            let found = browser
+                .script(&format!("return !!document.querySelector(\"{ack}\");"))
+                .await;
+            (found == true).then_some(())
+        },
+    )
     .await;
     assert_eq!(
         cli_alerts(&alerting_url).await,
@@ -358,21 +374,32 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
     );
     browser.click(&ack).await;
     let acked = Instant::now();
-    eventually("netward alerts shows it acknowledged", Duration::from_secs(10), || async {
-        let alerts = cli_alerts(&alerting_url).await;
-        (alerts == [("web-rtr-0".to_string(), "acknowledged".to_string())]).then_some(())
-    })
+    eventually(
+        "netward alerts shows it acknowledged",
+        Duration::from_secs(10),
+        || async {
+            let alerts = cli_alerts(&alerting_url).await;
+            (alerts == [("web-rtr-0".to_string(), "acknowledged".to_string())]).then_some(())
+        },
+    )
     .await;
-    println!("acknowledged from the page, seen by netward alerts after {:?}", acked.elapsed());
-    eventually("the page shows it acknowledged", Duration::from_secs(10), || async {
-        let state = browser
-            .script(&format!(
-                "const r = document.querySelector(\"#alerts tr[data-device-id='{router}']\"); \
+    println!(
+        "acknowledged from the page, seen by netward alerts after {:?}",
+        acked.elapsed()
+    );
+    eventually(
+        "the page shows it acknowledged",
+        Duration::from_secs(10),
+        || async {
+            let state = browser
+                .script(&format!(
+                    "const r = document.querySelector(\"#alerts tr[data-device-id='{router}']\"); \
                  return r && r.dataset.state;"
-            ))
-            .await;
-        (state == "ACKNOWLEDGED").then_some(())
-    })
+                ))
+                .await;
+            (state == "ACKNOWLEDGED").then_some(())
+        },
+    )
     .await;
     // A cycle or two on the panel, then the picture.
     eventually("cycles on the page", Duration::from_secs(10), || async {

@@ -192,29 +192,31 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
         )
         .unwrap(),
     );
-    let mut inventory_client =
-        v1::inventory_service_client::InventoryServiceClient::new(
-            connect(
-                &inventory_url,
-                &ClientOptions {
-                    token: Some(Secret::new("w-admin".to_string())),
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        );
-    let rows = [("paris-rtr", "paris", "EMEA"), ("boston-rtr", "boston", "AMER")]
-        .iter()
-        .enumerate()
-        .map(|(i, (name, site, region))| v1::ImportRow {
-            line: i as u32 + 2,
-            name: name.to_string(),
-            ip: format!("127.44.0.{}", i + 1),
-            site: site.to_string(),
-            region: region.to_string(),
-            ..Default::default()
-        })
-        .collect();
+    let mut inventory_client = v1::inventory_service_client::InventoryServiceClient::new(
+        connect(
+            &inventory_url,
+            &ClientOptions {
+                token: Some(Secret::new("w-admin".to_string())),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let rows = [
+        ("paris-rtr", "paris", "EMEA"),
+        ("boston-rtr", "boston", "AMER"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (name, site, region))| v1::ImportRow {
+        line: i as u32 + 2,
+        name: name.to_string(),
+        ip: format!("127.44.0.{}", i + 1),
+        site: site.to_string(),
+        region: region.to_string(),
+        ..Default::default()
+    })
+    .collect();
     use v1::import_devices_request::Item;
     let imported = inventory_client
         .import_devices(futures::stream::iter([
@@ -234,14 +236,21 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
     let (status, refused) = get(web, "/api/summary", None).await;
     assert_eq!(status, 401, "{refused}");
     assert!(
-        refused["error"].as_str().unwrap().starts_with("not logged in"),
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not logged in"),
         "{refused}"
     );
     // A viewer sees both sites once alerting's copy has them.
-    let summary = eventually("the summary lists both sites", Duration::from_secs(20), || async {
-        let (status, summary) = get(web, "/api/summary", Some("w-viewer")).await;
-        (status == 200 && summary["sites"].as_array()?.len() == 2).then_some(summary)
-    })
+    let summary = eventually(
+        "the summary lists both sites",
+        Duration::from_secs(20),
+        || async {
+            let (status, summary) = get(web, "/api/summary", Some("w-viewer")).await;
+            (status == 200 && summary["sites"].as_array()?.len() == 2).then_some(summary)
+        },
+    )
     .await;
     assert_eq!(summary["inventory_synced"], true, "{summary}");
     assert_eq!(summary["totals"]["total"], 2, "{summary}");
@@ -268,8 +277,17 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
     let paris_rtr = devices["devices"][0]["id"].as_str().unwrap().to_string();
 
     // Logging in: the token is kept in an HttpOnly, SameSite=Strict cookie.
-    let (status, wrong) = post(web, "/api/login", None, serde_json::json!({"token": "nope"})).await;
-    assert_eq!((status, &wrong["error"]), (401, &Value::from("unknown token")));
+    let (status, wrong) = post(
+        web,
+        "/api/login",
+        None,
+        serde_json::json!({"token": "nope"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &wrong["error"]),
+        (401, &Value::from("unknown token"))
+    );
     let login = http()
         .post(format!("http://{web}/api/login"))
         .json(&serde_json::json!({"token": "w-viewer"}))
@@ -300,12 +318,19 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
     ingest.all(1, std::slice::from_ref(&paris_rtr), true).await;
     let sent = Instant::now();
     let up = events
-        .until("state", |c| c["device_id"] == paris_rtr.as_str() && c["to"] == "UP")
+        .until("state", |c| {
+            c["device_id"] == paris_rtr.as_str() && c["to"] == "UP"
+        })
         .await;
-    println!("state event {:?} after the result was acked: {up}", sent.elapsed());
+    println!(
+        "state event {:?} after the result was acked: {up}",
+        sent.elapsed()
+    );
     ingest.all(2, std::slice::from_ref(&paris_rtr), false).await;
     events
-        .until("state", |c| c["device_id"] == paris_rtr.as_str() && c["to"] == "DOWN")
+        .until("state", |c| {
+            c["device_id"] == paris_rtr.as_str() && c["to"] == "DOWN"
+        })
         .await;
     let fired = events
         .until("alert", |a| a["alert"]["device_id"] == paris_rtr.as_str())
@@ -322,26 +347,44 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
 
     // A viewer sees the alert but cannot acknowledge it; an admin can.
     let (status, alerts) = get(web, "/api/alerts", Some("w-viewer")).await;
-    assert_eq!((status, &alerts["total_count"]), (200, &Value::from(1)), "{alerts}");
+    assert_eq!(
+        (status, &alerts["total_count"]),
+        (200, &Value::from(1)),
+        "{alerts}"
+    );
     let ack = format!("/api/alerts/{alert_id}/ack");
     let (status, denied) = post(web, &ack, Some("w-viewer"), serde_json::json!({})).await;
     assert_eq!(status, 403, "{denied}");
     let message = denied["error"].as_str().unwrap();
     assert!(message.starts_with("permission denied"), "{message}");
     assert!(message.contains("viewer"), "{message}");
-    let (status, acked) = post(web, &ack, Some("w-admin"), serde_json::json!({"comment": "on it"})).await;
+    let (status, acked) = post(
+        web,
+        &ack,
+        Some("w-admin"),
+        serde_json::json!({"comment": "on it"}),
+    )
+    .await;
     assert_eq!(status, 200, "{acked}");
     assert_eq!(acked["alert"]["state"], "ACKNOWLEDGED", "{acked}");
-    assert_eq!(acked["alert"]["acknowledged_by"], "admin (status page)", "{acked}");
+    assert_eq!(
+        acked["alert"]["acknowledged_by"], "admin (status page)",
+        "{acked}"
+    );
     events
-        .until("alert", |a| a["event"] == "ACKNOWLEDGED" && a["alert"]["id"] == alert_id.as_str())
+        .until("alert", |a| {
+            a["event"] == "ACKNOWLEDGED" && a["alert"]["id"] == alert_id.as_str()
+        })
         .await;
 
     // No planner answers: the cycles panel says so, and why.
     let (status, cycles) = get(web, "/api/cycles", Some("w-viewer")).await;
     assert_eq!(status, 503, "{cycles}");
     let message = cycles["error"].as_str().unwrap();
-    assert!(message.starts_with("planner unreachable: http://127.0.0.1:1"), "{message}");
+    assert!(
+        message.starts_with("planner unreachable: http://127.0.0.1:1"),
+        "{message}"
+    );
     drop(events);
     alerting.stop().await;
     inventory.stop().await;
@@ -353,7 +396,13 @@ async fn alerting_fails(args: &[&str]) -> String {
     let output = tokio::time::timeout(
         Duration::from_secs(20),
         tokio::process::Command::new(NETWARD)
-            .args(["alerting", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .args([
+                "alerting",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .env_remove("NETWARD_INSECURE")
             .env_remove("NETWARD_ALERTING__WEB_ADDR")
@@ -386,5 +435,8 @@ async fn a_taken_or_exposed_web_address_stops_alerting_with_a_clear_error() {
     assert!(error.contains("--insecure"), "{error}");
 
     let error = alerting_fails(&["--web-addr", "nowhere"]).await;
-    assert!(error.contains("invalid status page address \"nowhere\""), "{error}");
+    assert!(
+        error.contains("invalid status page address \"nowhere\""),
+        "{error}"
+    );
 }

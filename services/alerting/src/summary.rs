@@ -110,7 +110,7 @@ mod tests {
             site_id: format!("id-{site}"),
             site_name: site.into(),
             region: region.into(),
-            enabled: true,
+            enabled: Some(true),
             ..Default::default()
         }
     }
@@ -168,7 +168,13 @@ mod tests {
         );
         let alpha = sites[1].counts.unwrap();
         assert_eq!(
-            (alpha.total, alpha.up, alpha.down, alpha.maintenance, alpha.stale),
+            (
+                alpha.total,
+                alpha.up,
+                alpha.down,
+                alpha.maintenance,
+                alpha.stale
+            ),
             (2, 1, 1, 1, 1)
         );
         assert_eq!((totals.total, totals.up, totals.unknown), (4, 2, 1));

@@ -87,9 +87,9 @@ pub(super) fn cycle(c: &v1::CycleSummary) -> Value {
 /// Whether the page must ask for a token, and who the current one is.
 pub(super) async fn session(State(web): State<Arc<Web>>, headers: HeaderMap) -> ApiResult {
     let user = User::of(&headers);
-    let caller = user.caller(&web.auth).map(|c| {
-        json!({ "name": c.name, "role": c.role.name(), "scope": c.scope.to_string() })
-    });
+    let caller = user
+        .caller(&web.auth)
+        .map(|c| json!({ "name": c.name, "role": c.role.name(), "scope": c.scope.to_string() }));
     ok(json!({ "auth": web.auth.is_enabled(), "caller": caller }))
 }
 
@@ -98,7 +98,11 @@ pub(super) async fn session(State(web): State<Arc<Web>>, headers: HeaderMap) -> 
 pub(super) async fn login(State(web): State<Arc<Web>>, body: Bytes) -> ApiResult {
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body must be JSON: {e}")))?;
-    let token = body["token"].as_str().unwrap_or_default().trim().to_string();
+    let token = body["token"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     if token.is_empty() {
         return Err(ApiError::bad_request("token: required"));
     }
@@ -258,9 +262,10 @@ pub(super) async fn ack(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("the body must be JSON: {e}")))?
     };
-    let by = user
-        .caller(&web.auth)
-        .map_or_else(|| "status page".to_string(), |c| format!("{} (status page)", c.name));
+    let by = user.caller(&web.auth).map_or_else(
+        || "status page".to_string(),
+        |c| format!("{} (status page)", c.name),
+    );
     let acked = web
         .alerting(&user)?
         .ack_alert(v1::AckAlertRequest {
@@ -288,7 +293,9 @@ pub(super) async fn cycles(State(web): State<Arc<Web>>, headers: HeaderMap) -> A
             .await;
         match listed {
             // A standby has no cycles: another planner may be leading.
-            Ok(listed) if listed.get_ref().cycles.is_empty() => errors.push(format!("{url}: no cycles")),
+            Ok(listed) if listed.get_ref().cycles.is_empty() => {
+                errors.push(format!("{url}: no cycles"))
+            }
             Ok(listed) => {
                 let cycles: Vec<Value> = listed.get_ref().cycles.iter().map(cycle).collect();
                 return ok(json!({ "planner": url, "cycles": cycles }));

@@ -62,12 +62,9 @@ pub enum WebError {
 pub fn web_addr(value: &str) -> Result<Option<SocketAddr>, WebError> {
     match value.trim() {
         "off" | "" => Ok(None),
-        addr => addr
-            .parse()
-            .map(Some)
-            .map_err(|_| WebError::Invalid {
-                value: value.to_string(),
-            }),
+        addr => addr.parse().map(Some).map_err(|_| WebError::Invalid {
+            value: value.to_string(),
+        }),
     }
 }
 
@@ -129,7 +126,12 @@ impl Web {
             .split(',')
             .map(str::trim)
             .filter(|url| !url.is_empty())
-            .map(|url| Ok((url.to_string(), netward_shared::client::channel(url, &options)?)))
+            .map(|url| {
+                Ok((
+                    url.to_string(),
+                    netward_shared::client::channel(url, &options)?,
+                ))
+            })
             .collect::<Result<_, ClientError>>()?;
         Ok(Self {
             alerting: netward_shared::client::channel(&own, &options)?,
@@ -153,8 +155,10 @@ impl Web {
         self.planners
             .iter()
             .map(|(url, channel)| {
-                let client =
-                    PlannerServiceClient::new(InterceptedService::new(channel.clone(), user.interceptor()?));
+                let client = PlannerServiceClient::new(InterceptedService::new(
+                    channel.clone(),
+                    user.interceptor()?,
+                ));
                 Ok((url.clone(), client))
             })
             .collect()
@@ -284,7 +288,10 @@ async fn security_headers(mut response: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
