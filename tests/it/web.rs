@@ -385,8 +385,20 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
         message.starts_with("planner unreachable: http://127.0.0.1:1"),
         "{message}"
     );
-    drop(events);
-    alerting.stop().await;
+    // A browser still listening does not hold alerting's shutdown up, and
+    // its stream ends (the page then says it lost live updates).
+    let (status, _) = alerting.stop().await;
+    assert!(status.success(), "{status}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.response.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived alerting");
     inventory.stop().await;
     let _ = std::fs::remove_file(config_path);
 }

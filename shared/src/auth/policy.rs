@@ -118,6 +118,10 @@ mod tests {
                 RpcClass::Schema,
             ),
             ("/netward.v1.AlertingService/ListAlerts", RpcClass::Read),
+            (
+                "/netward.v1.AlertingService/GetStatusSummary",
+                RpcClass::Read,
+            ),
             ("/netward.v1.AlertingService/AckAlert", RpcClass::Operate),
             ("/netward.v1.AlertingService/Ingest", RpcClass::Execute),
             ("/netward.v1.PlannerService/Work", RpcClass::Execute),
