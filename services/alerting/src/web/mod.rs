@@ -336,3 +336,37 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_address_is_an_address_or_off() {
+        assert_eq!(
+            web_addr(DEFAULT_WEB_ADDR).unwrap(),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(web_addr("off").unwrap(), None);
+        let error = web_addr("localhost").unwrap_err().to_string();
+        assert!(error.contains("\"localhost\""), "{error}");
+        assert!(error.contains("--web-addr"), "{error}");
+    }
+
+    #[test]
+    fn a_token_comes_from_the_bearer_header_or_the_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; netward_token=from-cookie"),
+        );
+        let token = |h: &HeaderMap| User::of(h).token.map(|t| t.expose().clone());
+        assert_eq!(token(&headers).as_deref(), Some("from-cookie"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer from-header"),
+        );
+        assert_eq!(token(&headers).as_deref(), Some("from-header"));
+        assert_eq!(token(&HeaderMap::new()), None);
+    }
+}
