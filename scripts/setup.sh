@@ -19,7 +19,8 @@ for pair in snmpd:snmpd snmpget:snmp snmpsimd:snmpsim fping:fping nft:nftables i
             protoc:protobuf-compiler pg_ctlcluster:postgresql-common psql:postgresql \
             redis-server:redis-server unshare:util-linux curl:curl \
             prometheus-alertmanager:prometheus-alertmanager prometheus-snmp-exporter:prometheus-snmp-exporter \
-            docker-compose:docker-compose promtool:prometheus; do
+            docker-compose:docker-compose promtool:prometheus \
+            chromium:chromium chromedriver:chromium-driver; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ! -d /usr/lib/postgresql ]; then need_apt+=(postgresql); fi

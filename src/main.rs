@@ -40,8 +40,8 @@ enum Command {
     Inventory(ServeArgs),
     /// Run the planner: batch sizing, cycles, assignments to executors (gRPC :50052, metrics :9552); `planner status` asks a running one
     Planner(PlannerArgs),
-    /// Run alerting: result storage, device state, rules, alerts, notifications (gRPC :50053, metrics :9553)
-    Alerting(ServeArgs),
+    /// Run alerting: result storage, device state, rules, alerts, notifications, the live status page (gRPC :50053, metrics :9553, page :8080)
+    Alerting(AlertingArgs),
     /// Run a ping executor: ICMP probing of assigned devices (gRPC :50054, metrics :9554)
     PingExecutor(ServeArgs),
     /// Run an SNMP poller: SNMP polling of assigned devices (gRPC :50055, metrics :9555)
@@ -93,6 +93,16 @@ struct PlannerArgs {
     verb: Option<cli::PlannerCommand>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// `netward alerting`: the flags every target takes, and the status page's.
+#[derive(Debug, Args)]
+struct AlertingArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Address of the live status page (docs/web.md), or `off` [default: 127.0.0.1:8080]
+    #[arg(long, env = "NETWARD_ALERTING__WEB_ADDR", value_name = "ADDR|off")]
+    web_addr: Option<String>,
 }
 
 /// The flags every target takes. Each has an environment variable; a flag
@@ -240,7 +250,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             verb: None,
             serve: args,
         }) => serve(Target::Planner, args).await,
-        Command::Alerting(args) => serve(Target::Alerting, args).await,
+        Command::Alerting(AlertingArgs {
+            serve: args,
+            web_addr,
+        }) => {
+            let extra: Vec<(&str, String)> = web_addr
+                .map(|addr| ("alerting.web_addr", addr))
+                .into_iter()
+                .collect();
+            serve_with(Target::Alerting, args, &extra).await
+        }
         Command::PingExecutor(args) => serve(Target::PingExecutor, args).await,
         Command::SnmpPoller(args) => serve(Target::SnmpPoller, args).await,
         Command::Devices(command) => cli::devices(command).await,
@@ -264,8 +283,21 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 /// Loads the configuration, starts telemetry, binds, and runs one target
 /// until SIGTERM or Ctrl-C.
 async fn serve(target: Target, args: ServeArgs) -> anyhow::Result<()> {
+    serve_with(target, args, &[]).await
+}
+
+/// [`serve`] with settings of the target's own flags (`alerting.web_addr`).
+async fn serve_with(
+    target: Target,
+    args: ServeArgs,
+    extra: &[(&str, String)],
+) -> anyhow::Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = args.loader(target, env.clone()).load()?;
+    let mut loader = args.loader(target, env.clone());
+    for (key, value) in extra {
+        loader = loader.set(key, value);
+    }
+    let config = loader.load()?;
     config.common.tls.validate()?;
     let exposure = config.common.check_exposure()?;
     let _telemetry = netward_shared::telemetry::init(target.name(), &config.common.log, &env)?;
@@ -276,7 +308,10 @@ async fn serve(target: Target, args: ServeArgs) -> anyhow::Result<()> {
              anyone who reaches this address can call every RPC"
         );
     }
-    let listeners = Listeners::bind(&config.common).await?;
+    let mut listeners = Listeners::bind(&config.common).await?;
+    if target == Target::Alerting {
+        listeners.web = netward_alerting::web::bind(&config).await?;
+    }
     let shutdown = netward_shared::shutdown::signal();
     run_target(target, &config, listeners, shutdown)
         .await

@@ -71,6 +71,9 @@ pub struct UpArgs {
     /// TOML config file: its top-level keys and every target's section apply
     #[arg(long, short = 'c', env = "NETWARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Address of the live status page (docs/web.md), or `off` [default: 127.0.0.1:8080]
+    #[arg(long, env = "NETWARD_ALERTING__WEB_ADDR", value_name = "ADDR|off")]
+    web_addr: Option<String>,
 }
 
 /// Where each service stores, as `up` decides it.
@@ -153,7 +156,12 @@ fn target_config(
                 .set("database_url", &storage.inventory)
                 .set("secret_key", secret_key);
         }
-        Target::Alerting => loader = loader.set("database_url", &storage.alerting),
+        Target::Alerting => {
+            loader = loader.set("database_url", &storage.alerting);
+            if let Some(addr) = &args.web_addr {
+                loader = loader.set("alerting.web_addr", addr);
+            }
+        }
         _ => {}
     }
     if let Some(url) = &args.redis_url {
@@ -209,14 +217,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut listeners = HashMap::new();
     for target in Target::ALL {
         let config = &configs[&target].common;
-        let bound = Listeners::bind(config).await.with_context(|| {
+        let mut bound = Listeners::bind(config).await.with_context(|| {
             format!(
                 "{target} cannot listen on {} / {} (is another netward running?)",
                 config.grpc_addr, config.metrics_addr
             )
         })?;
+        if target == Target::Alerting {
+            bound.web = netward_alerting::web::bind(&configs[&target]).await?;
+        }
         listeners.insert(target, bound);
     }
+    let web_addr = listeners[&Target::Alerting]
+        .web
+        .as_ref()
+        .and_then(|l| l.local_addr().ok());
     let addresses: Vec<(Target, SocketAddr, SocketAddr)> = Target::ALL
         .iter()
         .map(|t| (*t, listeners[t].grpc_addr(), listeners[t].metrics_addr()))
@@ -269,6 +284,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "  {:<14} gRPC {grpc:<17} metrics http://{metrics}/metrics",
             target.name()
         );
+    }
+    if let Some(addr) = web_addr {
+        println!("  {:<14} http://{addr}/", "status page");
     }
     println!(
         "  try: netward status · netward alerts · netward planner status · \

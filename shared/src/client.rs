@@ -57,6 +57,17 @@ pub type PeerChannel = InterceptedService<Channel, ClientInterceptor>;
 /// connection is re-established on the next call. The TLS files are read
 /// here, so a renewed certificate is used from the next `connect` on.
 pub fn connect(url: &str, options: &ClientOptions) -> Result<PeerChannel, ClientError> {
+    Ok(InterceptedService::new(
+        channel(url, options)?,
+        ClientInterceptor::new(options.token.as_ref())?,
+    ))
+}
+
+/// The lazily connecting channel of [`connect`] without its interceptor
+/// (`options.token` unused): for a caller that sends each call with a token
+/// of its own over one shared connection (alerting's status page forwards
+/// each user's token).
+pub fn channel(url: &str, options: &ClientOptions) -> Result<Channel, ClientError> {
     let mut endpoint =
         Endpoint::from_shared(url.to_string()).map_err(|error| ClientError::InvalidUrl {
             url: url.to_string(),
@@ -81,10 +92,7 @@ pub fn connect(url: &str, options: &ClientOptions) -> Result<PeerChannel, Client
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(InterceptedService::new(
-        channel,
-        ClientInterceptor::new(options.token.as_ref())?,
-    ))
+    Ok(channel)
 }
 
 /// Adds `authorization: Bearer …` and W3C `traceparent` to every call.

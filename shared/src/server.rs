@@ -45,12 +45,15 @@ pub enum ServerError {
     Metrics(std::io::Error),
 }
 
-/// The two sockets a target serves on. Bound by the caller, so tests pass
+/// The sockets a target serves on. Bound by the caller, so tests pass
 /// `127.0.0.1:0` listeners and never race for ports.
 #[derive(Debug)]
 pub struct Listeners {
     pub grpc: TcpListener,
     pub metrics: TcpListener,
+    /// Alerting's status page (`--web-addr`), bound by the binary when it
+    /// runs alerting with the page on; `None` everywhere else.
+    pub web: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -59,6 +62,7 @@ impl Listeners {
         Ok(Self {
             grpc: bind(config.grpc_addr).await?,
             metrics: bind(config.metrics_addr).await?,
+            web: None,
         })
     }
 
@@ -68,6 +72,7 @@ impl Listeners {
         Ok(Self {
             grpc: bind(any).await?,
             metrics: bind(any).await?,
+            web: None,
         })
     }
 

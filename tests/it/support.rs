@@ -16,6 +16,8 @@ pub struct Netward {
     child: Child,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// Alerting's status page, when it serves one.
+    pub web_addr: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -58,6 +60,10 @@ impl Netward {
             command.env_remove(key);
         }
         command.envs(env.iter().copied());
+        // Alerting's status page on a free port too, unless the test says.
+        if target == "alerting" && !extra_args.contains(&"--web-addr") {
+            command.args(["--web-addr", "127.0.0.1:0"]);
+        }
         let mut child = command.spawn().expect("spawn the netward binary");
         let stderr = child.stderr.take().expect("stderr is piped");
 
@@ -91,9 +97,16 @@ impl Netward {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("{field} missing in {event}"))
         };
+        // Logged before "serving": already read.
+        let web_addr = log.lock().unwrap().iter().find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            (event["message"] == "status page serving").then_some(())?;
+            event["web_addr"].as_str()?.parse().ok()
+        });
         Netward {
             grpc_addr: addr("grpc_addr"),
             metrics_addr: addr("metrics_addr"),
+            web_addr,
             child,
             log,
         }

@@ -612,6 +612,22 @@ impl Evaluator {
         self.lock().values().map(|d| d.row.clone()).collect()
     }
 
+    /// Every device's state, maintenance flag and staleness: what the status
+    /// page's counts need, without copying whole rows.
+    pub fn briefs(&self) -> HashMap<Uuid, crate::summary::Brief> {
+        self.lock()
+            .iter()
+            .map(|(id, d)| {
+                let brief = crate::summary::Brief {
+                    state: d.row.state,
+                    maintenance: d.row.maintenance,
+                    stale: d.row.stale,
+                };
+                (*id, brief)
+            })
+            .collect()
+    }
+
     pub fn status(&self, id: Uuid) -> Option<StateRow> {
         self.lock().get(&id).map(|d| d.row.clone())
     }

@@ -540,6 +540,18 @@ impl AlertingService for AlertingGrpc {
         Ok(Response::new(Box::pin(changes)))
     }
 
+    async fn get_status_summary(
+        &self,
+        request: Request<v1::GetStatusSummaryRequest>,
+    ) -> Result<Response<v1::GetStatusSummaryResponse>, Status> {
+        let caller = Caller::of(&request);
+        let response = self
+            .alerting
+            .status_summary(&request.into_inner(), &caller.scope)
+            .await?;
+        Ok(Response::new(response))
+    }
+
     async fn list_interfaces(
         &self,
         request: Request<v1::ListInterfacesRequest>,

@@ -34,6 +34,8 @@ pub mod silences;
 pub mod snmp;
 pub mod state;
 pub mod store;
+pub mod summary;
+pub mod web;
 pub mod window;
 
 use std::future::Future;
@@ -96,6 +98,8 @@ pub struct AlertingConfig {
     /// Stored results waiting for evaluation (a database error delays it)
     /// beyond which ingest stops acking, so executors keep and replay.
     pub evaluation_backlog: usize,
+    /// Where the live status page listens (`--web-addr`), or `off`.
+    pub web_addr: String,
 }
 
 impl Default for AlertingConfig {
@@ -113,6 +117,7 @@ impl Default for AlertingConfig {
             rates: snmp::rates::RateConfig::default(),
             stale_after: None,
             evaluation_backlog: backlog::DEFAULT_CAPACITY,
+            web_addr: web::DEFAULT_WEB_ADDR.to_string(),
         }
     }
 }
@@ -156,6 +161,10 @@ pub enum Error {
     Retention(#[from] retention::InvalidRetention),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error(transparent)]
+    Web(#[from] web::WebError),
+    #[error("status page: {0}")]
+    WebServer(std::io::Error),
 }
 
 /// The instant of a protobuf timestamp (negative nanos read as 0); `None`
@@ -305,7 +314,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 /// Runs the alerting target on `listeners` until `shutdown` completes.
 pub async fn run(
     config: &LoadedConfig,
-    listeners: Listeners,
+    mut listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let section: AlertingConfig = config.section()?;
@@ -535,6 +544,21 @@ pub async fn run(
         .grant_key
         .as_ref()
         .and_then(|key| GrantKey::parse(key).ok());
+    // The status page: a client of the gRPC listener below, with each
+    // user's token; it stops with the gRPC server.
+    let web = match listeners.web.take() {
+        Some(listener) => {
+            let web = web::Web::new(config, listeners.grpc_addr(), stop.clone())?;
+            let web_addr = listener.local_addr().map_err(Error::WebServer)?;
+            tracing::info!(%web_addr, url = %format!("http://{web_addr}/"), "status page serving");
+            Some(tokio::spawn(web::serve(
+                listener,
+                web,
+                stop.clone().cancelled_owned(),
+            )))
+        }
+        None => None,
+    };
     let service =
         AlertingServiceServer::new(AlertingGrpc::new(alerting, stop).with_grant_key(grant_key))
             .max_decoding_message_size(64 * 1024 * 1024);
@@ -542,6 +566,13 @@ pub async fn run(
         .add_service(service)
         .serve(listeners, shutdown)
         .await?;
+    if let Some(web) = web {
+        match web.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Error::WebServer(error)),
+            Err(error) => tracing::error!(%error, "status page task failed"),
+        }
+    }
     // What memory holds beyond the last checkpoint, before the process goes.
     match checkpointed.checkpoint().await {
         Ok(rows) => tracing::info!(rows, "device state checkpointed at shutdown"),

@@ -639,6 +639,47 @@ impl Alerting {
         })
     }
 
+    /// Per-site counts, the stale devices and the open monitoring-gap alerts
+    /// within `scope`: the status page's overview (see `summary.rs`).
+    pub async fn status_summary(
+        &self,
+        r: &v1::GetStatusSummaryRequest,
+        scope: &Scope,
+    ) -> Result<v1::GetStatusSummaryResponse> {
+        let limit = match r.stale_limit {
+            0 => 20,
+            n => n.min(1000),
+        } as usize;
+        // The evaluator's lock, then the copy's, never both at once.
+        let briefs = self.evaluator.briefs();
+        let (sites, totals, stale, inventory_synced) = {
+            let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+            let (sites, totals, stale) =
+                crate::summary::summarize(&copy, &briefs, scope, &r.region);
+            (sites, totals, stale, copy.synced)
+        };
+        let stale_devices = stale
+            .iter()
+            .take(limit)
+            .filter_map(|(_, id)| self.evaluator.status(*id))
+            .map(|row| self.status(&row))
+            .collect();
+        let gaps = v1::ListAlertsRequest {
+            rule_kind: v1::RuleKind::MonitoringGap as i32,
+            page_size: 1000,
+            ..Default::default()
+        };
+        let gap_alerts = self.list_alerts(&gaps, scope).await?.alerts;
+        Ok(v1::GetStatusSummaryResponse {
+            sites,
+            totals: Some(totals),
+            stale_devices,
+            gap_alerts,
+            inventory_synced,
+            generated_at: Some(ts(Utc::now())),
+        })
+    }
+
     /// A device's probe history in buckets, with its state changes.
     pub async fn device_history(
         &self,

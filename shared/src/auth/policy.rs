@@ -124,6 +124,10 @@ mod tests {
                 "/netward.v1.AlertingService/GetAvailabilityReport",
                 RpcClass::Read,
             ),
+            (
+                "/netward.v1.AlertingService/GetStatusSummary",
+                RpcClass::Read,
+            ),
             ("/netward.v1.AlertingService/AckAlert", RpcClass::Operate),
             ("/netward.v1.AlertingService/Ingest", RpcClass::Execute),
             ("/netward.v1.PlannerService/Work", RpcClass::Execute),

@@ -135,6 +135,13 @@ impl AlertingService for RecordingIngest {
         Err(Status::unimplemented("recording ingest (tests)"))
     }
 
+    async fn get_status_summary(
+        &self,
+        _request: Request<v1::GetStatusSummaryRequest>,
+    ) -> Result<Response<v1::GetStatusSummaryResponse>, Status> {
+        Err(Status::unimplemented("recording ingest (tests)"))
+    }
+
     async fn get_device_status(
         &self,
         _request: Request<v1::GetDeviceStatusRequest>,
