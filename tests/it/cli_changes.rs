@@ -469,6 +469,35 @@ async fn credentials_rules_and_silences_round_trip_through_the_cli() {
             && l.contains("site:br1 & type:atm")),
         "{table}"
     );
+    // GetSilence answers what ListSilences lists; an unknown id is
+    // NOT_FOUND, a malformed one INVALID_ARGUMENT.
+    let one = alert
+        .get_silence(v1::GetSilenceRequest {
+            id: window["id"].as_str().unwrap().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .silence
+        .unwrap();
+    assert_eq!(one.comment, "ATM swap");
+    assert_eq!(one.matchers.len(), 2);
+    let unknown = alert
+        .get_silence(v1::GetSilenceRequest {
+            id: "6f1c2f4e-9a43-4a8e-8a55-0f6d2a1b3c4d".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    let malformed = alert
+        .get_silence(v1::GetSilenceRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        malformed.code(),
+        tonic::Code::InvalidArgument,
+        "{malformed:?}"
+    );
     // The device's silences: the window covers the ATM, the tag does not.
     let covering = cli
         .ok(&["silences", "list", "--device", "br1-atm", "--json"])

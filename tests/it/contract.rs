@@ -233,3 +233,103 @@ async fn grpc_calls_are_counted_by_method_and_code() {
     assert_named_and_described("inventory", &metrics);
     netward.stop().await;
 }
+
+/// `ExecutorService` over the wire, as executor.proto promises it: a ping
+/// executor probes an address now and refuses a poll with
+/// FAILED_PRECONDITION (the method exists, the executor is the wrong
+/// kind), an snmp-poller the other way round; bad input is
+/// INVALID_ARGUMENT; an idle executor has nothing unacked.
+#[tokio::test]
+async fn executors_answer_probe_and_poll_as_their_proto_says() {
+    let (ping, _) = start("ping-executor", &[]).await;
+    let (snmp, _) = start("snmp-poller", &[]).await;
+    let code = |output: &crate::support::GrpcurlOutput| {
+        assert!(!output.success, "succeeded: {}", output.stdout);
+        output
+            .stderr
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Code: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    if crate::executor::can_ping() {
+        let probed = grpcurl(
+            ping.grpc_addr,
+            &[
+                "-d",
+                r#"{"address": "127.0.0.1", "settings": {"count": 2, "interval_ms": 10}}"#,
+                "netward.v1.ExecutorService/Probe",
+            ],
+        )
+        .await;
+        assert!(probed.success, "{}", probed.stderr);
+        let answer: serde_json::Value = serde_json::from_str(&probed.stdout).unwrap();
+        assert_eq!(answer["result"]["outcome"], "PROBE_OUTCOME_OK", "{answer}");
+        assert_eq!(answer["result"]["received"], 2, "{answer}");
+    }
+    let bad = grpcurl(
+        ping.grpc_addr,
+        &[
+            "-d",
+            r#"{"address": "not-an-address"}"#,
+            "netward.v1.ExecutorService/Probe",
+        ],
+    )
+    .await;
+    assert_eq!(code(&bad), "InvalidArgument");
+    assert!(
+        bad.stderr.contains("not an IPv4 or IPv6 address"),
+        "{}",
+        bad.stderr
+    );
+    let wrong_kind = grpcurl(
+        ping.grpc_addr,
+        &[
+            "-d",
+            r#"{"address": "127.0.0.1"}"#,
+            "netward.v1.ExecutorService/Poll",
+        ],
+    )
+    .await;
+    assert_eq!(code(&wrong_kind), "FailedPrecondition");
+    assert!(
+        wrong_kind.stderr.contains("snmp-poller"),
+        "{}",
+        wrong_kind.stderr
+    );
+
+    let wrong_kind = grpcurl(
+        snmp.grpc_addr,
+        &[
+            "-d",
+            r#"{"address": "127.0.0.1"}"#,
+            "netward.v1.ExecutorService/Probe",
+        ],
+    )
+    .await;
+    assert_eq!(code(&wrong_kind), "FailedPrecondition");
+    assert!(
+        wrong_kind.stderr.contains("ping-executor"),
+        "{}",
+        wrong_kind.stderr
+    );
+    let bad = grpcurl(
+        snmp.grpc_addr,
+        &["-d", "{}", "netward.v1.ExecutorService/Poll"],
+    )
+    .await;
+    assert_eq!(code(&bad), "InvalidArgument");
+
+    for executor in [&ping, &snmp] {
+        let status = grpcurl(
+            executor.grpc_addr,
+            &["-d", "{}", "netward.v1.ExecutorService/GetExecutorStatus"],
+        )
+        .await;
+        assert!(status.success, "{}", status.stderr);
+        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        // proto3 JSON leaves zeros out.
+        assert!(status.get("resultsUnacked").is_none(), "{status}");
+    }
+}

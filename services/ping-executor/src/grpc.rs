@@ -62,7 +62,9 @@ impl ExecutorService for ExecutorGrpc {
             completed_batches: e.completed_batches.load(Ordering::Acquire),
             stale_assignments: e.stale_assignments.load(Ordering::Acquire),
             results_buffered: delivery.buffered as u32,
-            results_unacked: delivery.buffered as u32,
+            // Sent on the ingest stream and not yet acked (in flight may
+            // still count a batch the full buffer has since dropped).
+            results_unacked: delivery.in_flight.min(delivery.buffered) as u32,
             results_buffer_capacity: self.buffer_capacity,
             results_acked: delivery.acked,
             results_dropped: delivery.dropped,
@@ -115,7 +117,9 @@ impl ExecutorService for ExecutorGrpc {
         &self,
         _request: Request<v1::PollRequest>,
     ) -> Result<Response<v1::PollResponse>, Status> {
-        Err(Status::unimplemented(
+        // As executor.proto promises: the method exists, this executor is
+        // the wrong kind for it.
+        Err(Status::failed_precondition(
             "this is a ping executor: SNMP polls are served by snmp-poller",
         ))
     }

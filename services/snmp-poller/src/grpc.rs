@@ -61,7 +61,9 @@ impl ExecutorService for PollerGrpc {
             completed_batches: e.completed_batches.load(Ordering::Acquire),
             stale_assignments: e.stale_assignments.load(Ordering::Acquire),
             results_buffered: delivery.buffered as u32,
-            results_unacked: delivery.buffered as u32,
+            // Sent on the ingest stream and not yet acked (in flight may
+            // still count a batch the full buffer has since dropped).
+            results_unacked: delivery.in_flight.min(delivery.buffered) as u32,
             results_buffer_capacity: self.buffer_capacity,
             results_acked: delivery.acked,
             results_dropped: delivery.dropped,
