@@ -36,3 +36,4 @@ mod tls;
 mod trace;
 mod up;
 mod web;
+mod wire;
