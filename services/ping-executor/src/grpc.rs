@@ -94,12 +94,24 @@ impl ExecutorService for ExecutorGrpc {
                 "at most 100",
             ));
         }
-        if settings.timeout_ms > 30_000 {
+        if settings.interval_ms != 0 && !(10..=5_000).contains(&settings.interval_ms) {
+            violations.push(FieldViolation::new(
+                "settings.interval_ms",
+                settings.interval_ms,
+                "10-5000, or 0 for 200",
+            ));
+        }
+        if settings.timeout_ms != 0 && !(50..=30_000).contains(&settings.timeout_ms) {
             violations.push(FieldViolation::new(
                 "settings.timeout_ms",
                 settings.timeout_ms,
-                "at most 30000",
+                "50-30000, or 0 for 1000",
             ));
+        }
+        if let Some(retries) = settings.retries
+            && retries > 10
+        {
+            violations.push(FieldViolation::new("settings.retries", retries, "0-10"));
         }
         if !violations.is_empty() {
             return Err(invalid_argument(&violations));

@@ -35,9 +35,6 @@ const PENDING: &[&str] = &[
     "AlertingService/ListInterfaces",
     "AlertingService/GetInterfaceHistory",
     "AlertingService/ListAuditEvents",
-    "ExecutorService/GetExecutorStatus",
-    "ExecutorService/Probe",
-    "ExecutorService/Poll",
     "InventoryService/CreateSite",
     "InventoryService/GetSite",
     "InventoryService/UpdateSite",
@@ -62,18 +59,6 @@ const PENDING: &[&str] = &[
     "InventoryService/ListInterfaceOverrides",
     "InventoryService/DeleteInterfaceOverride",
     "InventoryService/ListAuditEvents",
-    "PlannerService/Work",
-    "PlannerService/GetSizing",
-    "PlannerService/GetPolicy",
-    "PlannerService/SetPolicy",
-    "PlannerService/GetCurrentCycle",
-    "PlannerService/ListExecutors",
-    "PlannerService/ListCycles",
-    "PlannerService/WatchCycles",
-    "PlannerService/GetLeader",
-    "PlannerService/ListAuditEvents",
-    "PlannerService/ProbeDevice",
-    "PlannerService/PollDevice",
 ];
 
 #[derive(Debug, Default)]
