@@ -7,6 +7,7 @@
 //! call, printing the coverage table.
 
 mod coverage;
+mod inventory;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
