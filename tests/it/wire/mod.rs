@@ -7,6 +7,7 @@
 //! call, printing the coverage table.
 
 mod coverage;
+mod inventory;
 mod planner;
 
 use std::net::SocketAddr;
