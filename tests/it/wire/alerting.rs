@@ -601,6 +601,14 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
             "{}",
         )
         .await;
+    let message = Target::new(alerting_process.grpc_addr)
+        .err(
+            "netward.v1.AlertingService/GetStatusSummary",
+            "Unauthenticated",
+            "{}",
+        )
+        .await;
+    assert!(message.contains("bearer token"), "{message}");
 
     // Interfaces: the device was never polled over SNMP.
     let interfaces = alerting
