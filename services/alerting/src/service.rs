@@ -1025,8 +1025,15 @@ impl Alerting {
         request: &v1::ListNotificationsRequest,
         scope: &Scope,
     ) -> Result<v1::ListNotificationsResponse> {
-        let filter = ListFilter::try_from(request)
-            .map_err(|e| Error::invalid(e.field, "", e.reason.clone()))?;
+        let filter = ListFilter::try_from(request).map_err(|e| {
+            // The message names the value refused, as every other field error does.
+            let value = match e.field {
+                "alert_id" => request.alert_id.clone(),
+                "page_token" => request.page_token.clone(),
+                _ => String::new(),
+            };
+            Error::invalid(e.field, value, e.reason.clone())
+        })?;
         let page = self
             .notifier
             .list(&filter)

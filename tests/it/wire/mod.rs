@@ -6,6 +6,7 @@
 //! protos and these files and fails when an RPC has no valid or no refused
 //! call, printing the coverage table.
 
+mod alerting;
 mod coverage;
 mod inventory;
 mod planner;
