@@ -46,6 +46,18 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   hash -r
 fi
 
+# The defaults netward listens on (gRPC 50051-50055, metrics 9551-9555, the
+# status page 8080) are kept out of the kernel's ephemeral range, so the
+# hundreds of 127.0.0.1:0 listeners of a parallel test run never take the
+# port a test of the defaults (`netward up`) needs. Best effort: a machine
+# that does not allow it only keeps the (rare) chance of a collision.
+netward_ports=8080,9551-9555,50051-50055
+reserved=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports 2>/dev/null || true)
+if [ "${reserved#*50051-50055}" = "$reserved" ]; then
+  sysctl -q -w net.ipv4.ip_local_reserved_ports="${reserved:+$reserved,}$netward_ports" 2>/dev/null \
+    || log "cannot reserve netward's default ports from the ephemeral range (not fatal)"
+fi
+
 # PostgreSQL for the tests: an admin URL for user `postgres` without a
 # password. An existing cluster's configuration is never touched; when no
 # usable server is found, the tests get a throwaway cluster of their own.
