@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::csv_format;
 use super::planner::age;
 use super::table::Table;
+use super::words::enum_text;
 use super::{TlsArgs, describe_status};
 
 /// Statuses or alerts per page: the most alerting serves in one.
@@ -687,13 +688,6 @@ fn rule_kind_text(kind: RuleKind) -> String {
         return String::new();
     }
     enum_text(kind.as_str_name(), "RULE_KIND_")
-}
-
-/// A proto enum value's name without its prefix, in lower case.
-fn enum_text(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix)
-        .unwrap_or(name)
-        .to_ascii_lowercase()
 }
 
 /// `100`, `33.3`: whole percentages without a decimal, others with one.
