@@ -6,26 +6,24 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use netward_shared::client::{PeerChannel, connect};
-use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::client::PeerChannel;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::import_devices_request::Item;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::server::Listeners;
+use netward_shared::testkit::cluster::Cluster;
 use netward_shared::testkit::{TestDatabase, eventually};
-use tokio_util::sync::CancellationToken;
 
+/// Inventory and alerting in this process (the test kit's cluster), with
+/// `devices` imported: (name, site, parent) on 127.40.0.x.
 pub(crate) struct Stack {
-    database: TestDatabase,
+    cluster: Cluster,
     pub(crate) alerting: AlertingServiceClient<PeerChannel>,
     pub(crate) ids: HashMap<String, String>,
-    stop: CancellationToken,
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl Stack {
+    pub(crate) fn database(&self) -> &TestDatabase {
+        self.cluster.database.as_ref().expect("the cluster's database")
     }
 }
 
@@ -69,34 +67,6 @@ pub(crate) fn webhook_on(
 }
 
 pub(crate) async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Option<&str>) -> Stack {
-    let database = TestDatabase::create().await.unwrap();
-    let stop = CancellationToken::new();
-    let env = |extra: &[(&str, String)]| {
-        let mut env = HashMap::from([(
-            "NETWARD_DATABASE_URL".to_string(),
-            database.url().to_string(),
-        )]);
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        env
-    };
-    let inventory_listeners = Listeners::local().await.unwrap();
-    let inventory_url = format!("http://{}", inventory_listeners.grpc_addr());
-    let config = ConfigLoader::new(Target::Inventory)
-        .env(env(&[]))
-        .load()
-        .unwrap();
-    let inventory_stop = stop.clone();
-    tokio::spawn(async move {
-        netward_inventory::run(
-            &config,
-            inventory_listeners,
-            inventory_stop.cancelled_owned(),
-        )
-        .await
-        .unwrap();
-    });
-    let mut inventory =
-        InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap());
     let rows: Vec<v1::ImportRow> = devices
         .iter()
         .enumerate()
@@ -109,83 +79,22 @@ pub(crate) async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Opti
             ..Default::default()
         })
         .collect();
-    let messages = vec![
-        v1::ImportDevicesRequest {
-            item: Some(Item::Options(v1::ImportOptions::default())),
-        },
-        v1::ImportDevicesRequest {
-            item: Some(Item::Rows(v1::ImportRows { rows })),
-        },
-    ];
-    let imported = eventually("the inventory imports", Duration::from_secs(20), || {
-        let mut inventory = inventory.clone();
-        let messages = messages.clone();
-        async move {
-            inventory
-                .import_devices(futures::stream::iter(messages))
-                .await
-                .ok()
-        }
-    })
-    .await
-    .into_inner();
-    assert_eq!(imported.failed, 0);
-    let listed = inventory
-        .list_devices(v1::ListDevicesRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: HashMap<String, String> = listed.devices.into_iter().map(|d| (d.name, d.id)).collect();
-
-    let alerting_listeners = Listeners::local().await.unwrap();
-    let alerting_url = format!("http://{}", alerting_listeners.grpc_addr());
-    let mut loader = ConfigLoader::new(Target::Alerting)
-        .env(env(&[("NETWARD_INVENTORY_URL", inventory_url.clone())]));
+    let mut builder = crate::support::cluster()
+        .in_process(Target::Inventory)
+        .in_process(Target::Alerting)
+        .alerting()
+        .devices(rows);
     if let Some(url) = webhook_url {
-        let file =
-            std::env::temp_dir().join(format!("netward-alerting-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::write(
-            &file,
-            format!("[[alerting.notify.webhooks]]\nname = \"noc\"\nurl = \"{url}\"\n"),
-        )
-        .unwrap();
-        loader = loader.file(&file);
+        builder = builder.config(
+            Target::Alerting,
+            &format!("[[alerting.notify.webhooks]]\nname = \"noc\"\nurl = \"{url}\"\n"),
+        );
     }
-    let config = loader.load().unwrap();
-    let alerting_stop = stop.clone();
-    tokio::spawn(async move {
-        netward_alerting::run(&config, alerting_listeners, alerting_stop.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    let alerting = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
-    // Ready when it knows the inventory's devices.
-    let any = ids.values().next().unwrap().clone();
-    eventually(
-        "alerting follows the inventory",
-        Duration::from_secs(20),
-        || {
-            let mut alerting = alerting.clone();
-            let any = any.clone();
-            async move {
-                let request = v1::GetDeviceStatusRequest { device_id: any };
-                let call = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    alerting.get_device_status(request),
-                );
-                call.await.ok()?.ok().map(|_| ())
-            }
-        },
-    )
-    .await;
+    let cluster = builder.start().await;
     Stack {
-        database,
-        alerting,
-        ids,
-        stop,
+        alerting: cluster.alerting_client(),
+        ids: cluster.ids.clone(),
+        cluster,
     }
 }
 
@@ -448,7 +357,7 @@ async fn a_branch_outage_makes_its_devices_unreachable_not_down() {
     let changes: Vec<(i16, i16, i64)> = sqlx::query_as(
         "SELECT from_state, to_state, cycle_id FROM alerting.state_changes ORDER BY id",
     )
-    .fetch_all(stack.database.pool())
+    .fetch_all(stack.database().pool())
     .await
     .unwrap();
     let to_down = changes

@@ -1,24 +1,32 @@
 //! Starting the real binary on free ports and driving it with real clients.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use netward_shared::config::{LoadedConfig, Target};
+use netward_shared::server::Listeners;
+use netward_shared::testkit::cluster::{ClusterBuilder, Runner};
+use netward_shared::testkit::process::{Process, Spawn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
 /// The binary under test, built by cargo for this test target.
 pub const NETWARD: &str = env!("CARGO_BIN_EXE_netward");
 
-/// A running `netward <target>` process. Killed if dropped without `stop`.
-pub struct Netward {
-    child: Child,
-    pub grpc_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    /// Alerting's status page, when it serves one.
-    pub web_addr: Option<SocketAddr>,
-    log: Arc<Mutex<Vec<String>>>,
+/// A running `netward <target>` process (the test kit's [`Process`] of
+/// this package's binary). Killed if dropped without `stop`.
+pub struct Netward(Process);
+
+impl std::ops::Deref for Netward {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.0
+    }
 }
 
 impl Netward {
@@ -45,108 +53,75 @@ impl Netward {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Netward {
-        let mut command = Command::new(NETWARD);
-        command
-            .arg(target)
-            .args(["--grpc-addr", grpc_addr, "--metrics-addr", "127.0.0.1:0"])
-            .args(extra_args)
-            .env("NETWARD_LOG__FORMAT", "json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // The developer's own NETWARD_* settings must not leak into a test.
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("NETWARD_")) {
-            command.env_remove(key);
-        }
-        command.envs(env.iter().copied());
-        // Alerting's status page on a free port too, unless the test says.
-        if target == "alerting" && !extra_args.contains(&"--web-addr") {
-            command.args(["--web-addr", "127.0.0.1:0"]);
-        }
-        let mut child = command.spawn().expect("spawn the netward binary");
-        let stderr = child.stderr.take().expect("stderr is piped");
-
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (serving_tx, serving_rx) = tokio::sync::oneshot::channel();
-        let lines = log.clone();
-        tokio::spawn(async move {
-            let mut serving_tx = Some(serving_tx);
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                    && event["message"] == "serving"
-                    && let Some(tx) = serving_tx.take()
-                {
-                    let _ = tx.send(event);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-
-        let event = match tokio::time::timeout(Duration::from_secs(30), serving_rx).await {
-            Ok(Ok(event)) => event,
-            _ => panic!(
-                "netward {target} did not start serving; its log:\n{}",
-                log.lock().unwrap().join("\n")
-            ),
-        };
-        let addr = |field: &str| -> SocketAddr {
-            event[field]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("{field} missing in {event}"))
-        };
-        // Logged before "serving": already read.
-        let web_addr = log.lock().unwrap().iter().find_map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line).ok()?;
-            (event["message"] == "status page serving").then_some(())?;
-            event["web_addr"].as_str()?.parse().ok()
-        });
-        Netward {
-            grpc_addr: addr("grpc_addr"),
-            metrics_addr: addr("metrics_addr"),
-            web_addr,
-            child,
-            log,
-        }
+        Netward(
+            Process::start(Spawn {
+                binary: Path::new(NETWARD),
+                target,
+                grpc_addr,
+                args: extra_args,
+                env,
+            })
+            .await,
+        )
     }
 
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn stop(self) -> (ExitStatus, String) {
-        self.signal("-TERM").await
+        self.0.stop().await
     }
 
     /// Sends SIGKILL (no clean shutdown, as in a crash) and waits.
     pub async fn kill(self) -> (ExitStatus, String) {
-        self.signal("-KILL").await
+        self.0.kill().await
     }
+}
 
-    async fn signal(mut self, signal: &str) -> (ExitStatus, String) {
-        let pid = self.child.id().expect("the process is running");
-        let killed = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .await
-            .expect("run kill");
-        assert!(killed.success(), "kill {signal} {pid} failed");
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .expect("netward exits within 20 s of the signal")
-            .expect("wait for netward");
-        // Let the reader task take the last lines.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        (status, self.log())
-    }
+/// The test kit's cluster builder for this package: targets run as the
+/// real binary unless a test asks for one in process (`.in_process(…)`),
+/// for which every service's `run` is registered here.
+pub fn cluster() -> ClusterBuilder {
+    ClusterBuilder::new()
+        .binary(NETWARD)
+        .runner(
+            Target::Inventory,
+            runner(
+                |c, l, s| async move { netward_inventory::run(&c, l, s.cancelled_owned()).await },
+            ),
+        )
+        .runner(
+            Target::Planner,
+            runner(|c, l, s| async move { netward_planner::run(&c, l, s.cancelled_owned()).await }),
+        )
+        .runner(
+            Target::Alerting,
+            runner(
+                |c, l, s| async move { netward_alerting::run(&c, l, s.cancelled_owned()).await },
+            ),
+        )
+        .runner(
+            Target::PingExecutor,
+            runner(|c, l, s| async move {
+                netward_ping_executor::run(&c, l, s.cancelled_owned()).await
+            }),
+        )
+        .runner(
+            Target::SnmpPoller,
+            runner(
+                |c, l, s| async move { netward_snmp_poller::run(&c, l, s.cancelled_owned()).await },
+            ),
+        )
+}
 
-    /// The process id (for signals such as SIGSTOP).
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("the process is running")
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
+fn runner<F, Fut, E>(run: F) -> Runner
+where
+    F: Fn(LoadedConfig, Listeners, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    Arc::new(move |config, listeners, stop| {
+        let ran = run(config, listeners, stop);
+        Box::pin(async move { ran.await.map_err(|error| error.to_string()) })
+    })
 }
 
 /// The output of one grpcurl run.

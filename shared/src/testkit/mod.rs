@@ -1,4 +1,5 @@
-//! Helpers for tests across the workspace: a fresh PostgreSQL database per
+//! Helpers for tests across the workspace: one way to start a cluster
+//! ([`cluster`]: real binaries or in process), a fresh PostgreSQL database per
 //! test (migrated, dropped afterwards), and polling with a deadline for
 //! effects that cross services (never a bare sleep).
 //!
@@ -7,8 +8,10 @@
 //! host's 127.0.0.1 is out of reach, points it at the unix socket
 //! (`postgres://postgres@%2Fvar%2Frun%2Fpostgresql/postgres`).
 
+pub mod cluster;
 pub mod ingest;
 pub mod lab;
+pub mod process;
 
 use std::future::Future;
 use std::str::FromStr;
