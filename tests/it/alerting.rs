@@ -23,7 +23,7 @@ pub(crate) struct Stack {
 
 impl Stack {
     pub(crate) fn database(&self) -> &TestDatabase {
-        self.cluster.database.as_ref().expect("the cluster's database")
+        self.cluster.postgres()
     }
 }
 

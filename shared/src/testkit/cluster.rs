@@ -19,7 +19,10 @@
 //! and to an in-process target through [`ConfigLoader::env`], so both run
 //! on the same configuration. The inventory is always there (every other
 //! target follows it); a database is created when the inventory or alerting
-//! runs, and dropped with the cluster.
+//! runs, and dropped with the cluster (or a SQLite file, [`ClusterBuilder::sqlite`]).
+//! A service crate's own tests, which cannot run the others, start their
+//! target alone: `ClusterBuilder::new().runner(T, run).in_process(T)
+//! .no_inventory()`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,6 +46,8 @@ use crate::proto::v1::inventory_service_client::InventoryServiceClient;
 use crate::proto::v1::planner_service_client::PlannerServiceClient;
 use crate::secret::Secret;
 use crate::server::Listeners;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 /// A target's `run(config, listeners, shutdown)`, for running it in the
 /// test's process: the crate that can name the service crates registers
@@ -87,6 +92,8 @@ pub struct ClusterBuilder {
     binary: Option<PathBuf>,
     runners: HashMap<Target, Runner>,
     in_process: Vec<Target>,
+    no_inventory: bool,
+    sqlite: bool,
     planner: bool,
     alerting: bool,
     ping_executors: usize,
@@ -120,6 +127,20 @@ impl ClusterBuilder {
     /// test can then reach its internals; no process boundary to fault).
     pub fn in_process(mut self, target: Target) -> Self {
         self.in_process.push(target);
+        self
+    }
+
+    /// No inventory: the other targets are given [`NOBODY`] as its URL (a
+    /// service's own tests, of a target that runs without it).
+    pub fn no_inventory(mut self) -> Self {
+        self.no_inventory = true;
+        self
+    }
+
+    /// The inventory and alerting on a SQLite file of the cluster's own
+    /// (the embedded default) rather than a PostgreSQL database.
+    pub fn sqlite(mut self) -> Self {
+        self.sqlite = true;
         self
     }
 
@@ -210,10 +231,23 @@ impl ClusterBuilder {
 
     /// Starts the cluster and waits until it is ready (see the module docs).
     pub async fn start(self) -> Cluster {
-        let database = Some(TestDatabase::create().await.expect("a test database"));
+        self.try_start()
+            .await
+            .unwrap_or_else(|error| panic!("the cluster did not start: {error}"))
+    }
+
+    /// As [`ClusterBuilder::start`], but an in-process target that fails to
+    /// start is an `Err` with its error, for tests of start-up refusals (a
+    /// binary that fails to start panics with its log).
+    pub async fn try_start(self) -> Result<Cluster, String> {
         let scratch =
             std::env::temp_dir().join(format!("netward-cluster-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&scratch).expect("a scratch directory");
+        let database = if self.sqlite {
+            Storage::Sqlite(scratch.clone())
+        } else {
+            Storage::Postgres(TestDatabase::create().await.expect("a test database"))
+        };
         let mut cluster = Cluster {
             builder: self,
             database,
@@ -227,40 +261,44 @@ impl ClusterBuilder {
             imported: None,
             redis_prefix: format!("netward-test-{}", uuid::Uuid::new_v4().simple()),
         };
-        cluster.inventory = Some(cluster.launch(Target::Inventory, 0).await);
-        if !cluster.builder.devices.is_empty() {
-            cluster.import().await;
+        if !cluster.builder.no_inventory {
+            cluster.inventory = Some(cluster.launch(Target::Inventory, 0).await?);
+            if !cluster.builder.devices.is_empty() {
+                cluster.import().await;
+            }
         }
         if cluster.builder.planner {
-            cluster.planner = Some(cluster.launch(Target::Planner, 0).await);
+            cluster.planner = Some(cluster.launch(Target::Planner, 0).await?);
         }
         if cluster.builder.alerting {
-            cluster.alerting = Some(cluster.launch(Target::Alerting, 0).await);
+            cluster.alerting = Some(cluster.launch(Target::Alerting, 0).await?);
         }
         for i in 0..cluster.builder.ping_executors {
-            let node = cluster.launch(Target::PingExecutor, i).await;
+            let node = cluster.launch(Target::PingExecutor, i).await?;
             cluster.ping_executors.push(node);
         }
         for i in 0..cluster.builder.snmp_pollers {
-            let node = cluster.launch(Target::SnmpPoller, i).await;
+            let node = cluster.launch(Target::SnmpPoller, i).await?;
             cluster.snmp_pollers.push(node);
         }
         cluster.ready().await;
-        cluster
+        Ok(cluster)
     }
 }
 
 /// A running cluster. Dropping it stops every target (processes are
 /// killed, in-process targets cancelled) and drops the database.
 pub struct Cluster {
-    builder: ClusterBuilder,
-    pub database: Option<TestDatabase>,
-    scratch: PathBuf,
-    pub inventory: Option<Node>,
-    pub planner: Option<Node>,
-    pub alerting: Option<Node>,
+    // Fields drop in this order: executors, then the services they feed,
+    // then the database under them.
     pub ping_executors: Vec<Node>,
     pub snmp_pollers: Vec<Node>,
+    pub alerting: Option<Node>,
+    pub planner: Option<Node>,
+    pub inventory: Option<Node>,
+    pub database: Storage,
+    builder: ClusterBuilder,
+    scratch: PathBuf,
     /// Every imported device's id, by name.
     pub ids: HashMap<String, String>,
     /// What the import answered.
@@ -292,9 +330,18 @@ impl Cluster {
         Self::node(&self.alerting, Target::Alerting).url()
     }
 
-    /// The database's URL (for a test's own connections).
-    pub fn database_url(&self) -> &str {
-        self.database.as_ref().expect("a database").url()
+    /// The database's URL (for a test's own connections): PostgreSQL's, or
+    /// the inventory's SQLite file.
+    pub fn database_url(&self) -> String {
+        self.database.url(Target::Inventory)
+    }
+
+    /// The PostgreSQL database; panics on SQLite.
+    pub fn postgres(&self) -> &TestDatabase {
+        match &self.database {
+            Storage::Postgres(database) => database,
+            Storage::Sqlite(_) => panic!("this cluster runs on SQLite"),
+        }
     }
 
     /// What the cluster's clients send: its token, if it has one.
@@ -340,7 +387,8 @@ impl Cluster {
         let index = usize::MAX;
         let node = self
             .launch_with(Target::PingExecutor, index, settings)
-            .await;
+            .await
+            .unwrap_or_else(|error| panic!("the ping executor did not start: {error}"));
         self.ping_executors.push(node);
         if self.planner.is_some() {
             self.wait_sessions(v1::ExecutorKind::Ping, before + 1).await;
@@ -380,7 +428,7 @@ impl Cluster {
             .unwrap_or(0)
     }
 
-    async fn launch(&self, target: Target, index: usize) -> Node {
+    async fn launch(&self, target: Target, index: usize) -> Result<Node, String> {
         self.launch_with(target, index, &[]).await
     }
 
@@ -395,10 +443,8 @@ impl Cluster {
         let mut put = |key: &str, value: String| {
             env.insert(key.to_string(), value);
         };
-        if let Some(database) = &self.database
-            && matches!(target, Target::Inventory | Target::Alerting)
-        {
-            put("NETWARD_DATABASE_URL", database.url().to_string());
+        if matches!(target, Target::Inventory | Target::Alerting) {
+            put("NETWARD_DATABASE_URL", self.database.url(target));
         }
         let url = |node: &Option<Node>| node.as_ref().map_or(NOBODY.to_string(), Node::url);
         put("NETWARD_INVENTORY_URL", url(&self.inventory));
@@ -424,7 +470,12 @@ impl Cluster {
         env
     }
 
-    async fn launch_with(&self, target: Target, index: usize, extra: &[(&str, &str)]) -> Node {
+    async fn launch_with(
+        &self,
+        target: Target,
+        index: usize,
+        extra: &[(&str, &str)],
+    ) -> Result<Node, String> {
         let env = self.environment(target, index, extra);
         let config = self
             .builder
@@ -471,13 +522,13 @@ impl Cluster {
                 env: &env,
             })
             .await;
-            Node {
+            Ok(Node {
                 target,
                 grpc_addr: process.grpc_addr,
                 metrics_addr: process.metrics_addr,
                 web_addr: process.web_addr,
                 running: Running::Process(Box::new(process)),
-            }
+            })
         }
     }
 
@@ -559,6 +610,29 @@ fn redis_url() -> String {
     std::env::var("NETWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Where the cluster stores: a PostgreSQL database of its own (dropped
+/// with it), or a SQLite file per target in the cluster's scratch
+/// directory (as `netward up` keeps one per target).
+pub enum Storage {
+    Postgres(TestDatabase),
+    Sqlite(PathBuf),
+}
+
+impl Storage {
+    /// The URL `target` is given.
+    pub fn url(&self, target: Target) -> String {
+        match self {
+            Storage::Postgres(database) => database.url().to_string(),
+            Storage::Sqlite(dir) => {
+                format!(
+                    "sqlite://{}",
+                    dir.join(format!("{}.db", target.name())).display()
+                )
+            }
+        }
+    }
+}
+
 /// One target of a cluster, as a process or a task of the test.
 pub struct Node {
     pub target: Target,
@@ -584,7 +658,7 @@ impl Node {
         runner: Runner,
         env: BTreeMap<String, String>,
         config_file: Option<&Path>,
-    ) -> Node {
+    ) -> Result<Node, String> {
         let mut loader = ConfigLoader::new(target).env(env.into_iter().collect());
         if let Some(file) = config_file {
             loader = loader.file(file);
@@ -603,11 +677,34 @@ impl Node {
         };
         let config = loader
             .load()
-            .unwrap_or_else(|error| panic!("{target}'s configuration: {error}"));
+            .map_err(|error| format!("{target}'s configuration: {error}"))?;
         let (grpc_addr, metrics_addr) = (listeners.grpc_addr(), listeners.metrics_addr());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(runner(config, listeners, stop.clone()));
-        Node {
+        let mut task = tokio::spawn(runner(config, listeners, stop.clone()));
+        // Serving once its health service answers; or it failed at start.
+        let channel = connect(&format!("http://{grpc_addr}"), &ClientOptions::default())
+            .expect("a client of the target");
+        let health = HealthClient::new(channel);
+        let serving = eventually(&format!("{target} serves or fails"), READY, || {
+            let mut health = health.clone();
+            let finished = task.is_finished();
+            async move {
+                if finished {
+                    return Some(false);
+                }
+                let check = health.check(HealthCheckRequest::default()).await;
+                check.is_ok().then_some(true)
+            }
+        })
+        .await;
+        if !serving {
+            let ended = (&mut task).await.map_err(|e| e.to_string()).and_then(|r| r);
+            return Err(match ended {
+                Ok(()) => format!("{target} stopped at once without an error"),
+                Err(error) => format!("{target}: {error}"),
+            });
+        }
+        Ok(Node {
             target,
             grpc_addr,
             metrics_addr,
@@ -616,7 +713,7 @@ impl Node {
                 stop: stop.drop_guard(),
                 task,
             },
-        }
+        })
     }
 
     /// `http://` and the gRPC address.
