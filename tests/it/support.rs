@@ -1,18 +1,14 @@
 //! Starting the real binary on free ports and driving it with real clients.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitStatus;
-use std::sync::Arc;
 
-use netward_shared::config::{LoadedConfig, Target};
-use netward_shared::server::Listeners;
-use netward_shared::testkit::cluster::{ClusterBuilder, Runner};
+use netward_shared::config::Target;
+use netward_shared::testkit::cluster::{ClusterBuilder, runner};
 use netward_shared::testkit::process::{Process, Spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 /// The binary under test, built by cargo for this test target.
 pub const NETWARD: &str = env!("CARGO_BIN_EXE_netward");
@@ -110,18 +106,6 @@ pub fn cluster() -> ClusterBuilder {
                 |c, l, s| async move { netward_snmp_poller::run(&c, l, s.cancelled_owned()).await },
             ),
         )
-}
-
-fn runner<F, Fut, E>(run: F) -> Runner
-where
-    F: Fn(LoadedConfig, Listeners, CancellationToken) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Display,
-{
-    Arc::new(move |config, listeners, stop| {
-        let ran = run(config, listeners, stop);
-        Box::pin(async move { ran.await.map_err(|error| error.to_string()) })
-    })
 }
 
 /// The output of one grpcurl run.

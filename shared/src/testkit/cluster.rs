@@ -58,6 +58,21 @@ pub type Runner = Arc<
         + Sync,
 >;
 
+/// A [`Runner`] from a service crate's `run`:
+/// `runner(|config, listeners, stop| async move {
+///     netward_x::run(&config, listeners, stop.cancelled_owned()).await })`.
+pub fn runner<F, Fut, E>(run: F) -> Runner
+where
+    F: Fn(LoadedConfig, Listeners, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    Arc::new(move |config, listeners, stop| {
+        let ran = run(config, listeners, stop);
+        Box::pin(async move { ran.await.map_err(|error| error.to_string()) })
+    })
+}
+
 /// An address nobody serves (port 1 on loopback): a peer URL for a target
 /// whose peer the test does not run (its calls fail and are retried).
 pub const NOBODY: &str = "http://127.0.0.1:1";
@@ -87,8 +102,10 @@ impl Setting {
 }
 
 /// What to start; see the module documentation.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct ClusterBuilder {
+    /// A database the test prepared before the cluster starts.
+    database: Option<TestDatabase>,
     binary: Option<PathBuf>,
     runners: HashMap<Target, Runner>,
     in_process: Vec<Target>,
@@ -141,6 +158,13 @@ impl ClusterBuilder {
     /// (the embedded default) rather than a PostgreSQL database.
     pub fn sqlite(mut self) -> Self {
         self.sqlite = true;
+        self
+    }
+
+    /// Runs on `database`, which the test filled before the start (the
+    /// cluster drops it).
+    pub fn database(mut self, database: TestDatabase) -> Self {
+        self.database = Some(database);
         self
     }
 
@@ -239,11 +263,15 @@ impl ClusterBuilder {
     /// As [`ClusterBuilder::start`], but an in-process target that fails to
     /// start is an `Err` with its error, for tests of start-up refusals (a
     /// binary that fails to start panics with its log).
-    pub async fn try_start(self) -> Result<Cluster, String> {
+    pub async fn try_start(mut self) -> Result<Cluster, String> {
         let scratch =
             std::env::temp_dir().join(format!("netward-cluster-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&scratch).expect("a scratch directory");
-        let database = if self.sqlite {
+        let stores = !self.no_inventory || self.alerting;
+        // Nothing stores (a lone executor): no PostgreSQL database to make.
+        let database = if let Some(database) = self.database.take() {
+            Storage::Postgres(database)
+        } else if self.sqlite || !stores {
             Storage::Sqlite(scratch.clone())
         } else {
             Storage::Postgres(TestDatabase::create().await.expect("a test database"))

@@ -1,6 +1,5 @@
 //! The `Ingest` stream through a real gRPC client into real PostgreSQL.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,80 +7,37 @@ use chrono::{NaiveDate, TimeDelta, Utc};
 use netward_alerting::ingest::Ingestor;
 use netward_alerting::store::{AlertingStore, PgStore, Tier};
 use netward_shared::client::{PeerChannel, connect};
-use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::server::Listeners;
 use netward_shared::testkit::TestDatabase;
+use netward_shared::testkit::cluster::Cluster;
 use sqlx::Connection as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+/// Alerting alone, in process, on a PostgreSQL database of its own.
 struct Alerting {
-    database: TestDatabase,
+    cluster: Cluster,
     addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Alerting {
     async fn start() -> Alerting {
-        let database = TestDatabase::create().await.unwrap();
-        let (addr, stop) = serve(database.url()).await;
-        Alerting {
-            database,
-            addr,
-            stop: Some(stop),
-        }
+        let cluster = crate::alerting_alone().start().await;
+        let addr = cluster.alerting.as_ref().unwrap().grpc_addr;
+        Alerting { cluster, addr }
+    }
+
+    fn database(&self) -> &TestDatabase {
+        self.cluster.postgres()
     }
 
     async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-            .fetch_one(self.database.pool())
+            .fetch_one(self.database().pool())
             .await
             .unwrap()
-    }
-}
-
-/// Runs alerting (`netward_alerting::run`) on the database `url` until the
-/// sender is dropped or fired; returns once it serves.
-async fn serve(url: &str) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let env = HashMap::from([("NETWARD_DATABASE_URL".to_string(), url.to_string())]);
-    let config = ConfigLoader::new(Target::Alerting).env(env).load().unwrap();
-    let listeners = Listeners::local().await.unwrap();
-    let addr = listeners.grpc_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        netward_alerting::run(&config, listeners, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    // The port is bound before start-up finishes: wait for health.
-    netward_shared::testkit::eventually(
-        "alerting serves",
-        Duration::from_secs(20),
-        || async move {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(
-                connect(&format!("http://{addr}"), &Default::default()).ok()?,
-            );
-            let check = health.check(tonic_health::pb::HealthCheckRequest::default());
-            tokio::time::timeout(Duration::from_millis(500), check)
-                .await
-                .ok()?
-                .ok()
-                .map(|_| ())
-        },
-    )
-    .await;
-    (addr, stop)
-}
-
-impl Drop for Alerting {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -232,7 +188,7 @@ async fn acks_come_only_after_the_commit() {
     ));
 
     // Another session holds the idempotency table: the write cannot commit.
-    let mut blocker = sqlx::PgConnection::connect(alerting.database.url())
+    let mut blocker = sqlx::PgConnection::connect(alerting.database().url())
         .await
         .unwrap();
     let mut lock = blocker.begin().await.unwrap();
@@ -264,7 +220,7 @@ async fn acks_come_only_after_the_commit() {
 #[tokio::test]
 async fn partitions_are_made_ahead_and_dropped_past_the_retention() {
     let alerting = Alerting::start().await;
-    let store = Arc::new(PgStore::connect(alerting.database.url()).await.unwrap());
+    let store = Arc::new(PgStore::connect(alerting.database().url()).await.unwrap());
     let today = Utc::now().date_naive();
     let day = |offset: i64| today + TimeDelta::days(offset);
     let partitions = store.partitions().await.unwrap();
@@ -456,7 +412,7 @@ async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_
     // know): rejected alone, the rest of its group stored.
     // (Here: a raw row of exactly two results.)
     sqlx::query("ALTER TABLE alerting.probe_raw ADD CONSTRAINT sent_sane CHECK (results <> 2)")
-        .execute(alerting.database.pool())
+        .execute(alerting.database().pool())
         .await
         .unwrap();
     let mut refused = batch("refused", &devices(2), now);
@@ -499,7 +455,7 @@ async fn a_batch_met_by_a_database_outage_is_not_acked_and_is_stored_once_when_r
     stream.send(batch("before", &devices(2), now));
     assert_eq!(acked(stream.next(wait).await, "before"), 2);
 
-    crate::durable::cut(&alerting.database).await;
+    crate::durable::cut(alerting.database()).await;
     let outage = batch("outage", &devices(3), now);
     stream.send(outage.clone());
     // Not acked, not rejected: the stream ends unavailable.
@@ -510,7 +466,7 @@ async fn a_batch_met_by_a_database_outage_is_not_acked_and_is_stored_once_when_r
         Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
         Ok(other) => panic!("expected the stream to end unacked, got {other:?}"),
     }
-    crate::durable::restore(&alerting.database).await;
+    crate::durable::restore(alerting.database()).await;
 
     // The sender reconnects and replays: stored once.
     let mut stream = Stream::open(alerting.addr).await;
@@ -534,12 +490,9 @@ async fn a_batch_met_by_a_database_outage_is_not_acked_and_is_stored_once_when_r
 /// the file.
 #[tokio::test]
 async fn run_serves_on_a_sqlite_file() {
-    let file = std::env::temp_dir().join(format!(
-        "netward-alerting-run-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let url = format!("sqlite://{}", file.display());
-    let (addr, stop) = serve(&url).await;
+    let mut cluster = crate::alerting_alone().sqlite().start().await;
+    let url = cluster.database.url(Target::Alerting);
+    let addr = cluster.alerting.as_ref().unwrap().grpc_addr;
     let devices = devices(3);
     let mut stream = Stream::open(addr).await;
     for expected in [(3, false), (0, true)] {
@@ -579,7 +532,8 @@ async fn run_serves_on_a_sqlite_file() {
         .into_inner()
         .rules;
     assert!(rules.iter().any(|r| r.builtin), "built-in rules seeded");
-    drop(stop);
+    let stopped = cluster.alerting.take().unwrap().stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
 
     let store = netward_alerting::store::SqliteStore::connect(&url)
         .await
@@ -592,8 +546,4 @@ async fn run_serves_on_a_sqlite_file() {
             .await
             .unwrap();
     assert_eq!(rows, 3);
-    drop(store);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
-    }
 }

@@ -15,7 +15,6 @@ use netward_shared::client::connect;
 use netward_shared::config::{ConfigLoader, Target};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::server::Listeners;
 use netward_shared::testkit::TestDatabase;
 use uuid::Uuid;
 
@@ -89,18 +88,13 @@ async fn availability_after_the_cutoff_knows_the_state_at_its_start() {
         .unwrap();
     assert_eq!(changes_of(&store, device).await, vec![ago(2 * 365 - 1)]);
 
-    let listeners = Listeners::local().await.unwrap();
-    let addr = listeners.grpc_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        netward_alerting::run(&config, listeners, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    let channel = connect(&format!("http://{addr}"), &Default::default()).unwrap();
-    let client = AlertingServiceClient::new(channel);
+    let cluster = crate::alerting_alone()
+        .set("NETWARD_ALERTING__STATE_CHANGE_RETENTION", "200d")
+        .database(database)
+        .start()
+        .await;
+    let client =
+        AlertingServiceClient::new(connect(&cluster.alerting_url(), &Default::default()).unwrap());
     let request = v1::GetAvailabilityRequest {
         target: Some(v1::get_availability_request::Target::DeviceId(
             device.to_string(),
@@ -130,6 +124,7 @@ async fn availability_after_the_cutoff_knows_the_state_at_its_start() {
     assert_eq!(availability.uptime_percent, 100.0);
     assert_eq!(availability.unknown_time.unwrap_or_default().seconds, 0);
     assert_eq!(availability.downtime.unwrap_or_default().seconds, 0);
-    let _ = stop.send(());
-    server.await.unwrap();
+    let mut cluster = cluster;
+    let stopped = cluster.alerting.take().unwrap().stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
 }

@@ -2,40 +2,31 @@
 //! status, an ad-hoc poll, and precise INVALID_ARGUMENTs that never echo a
 //! secret.
 
-use std::time::Duration;
-
-use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::executor_service_client::ExecutorServiceClient;
-use netward_shared::server::Listeners;
+use netward_shared::testkit::cluster::{ClusterBuilder, runner};
 use tonic_types::StatusExt;
 
 use crate::agents::{self, COMMUNITY};
 
 #[tokio::test]
 async fn status_poll_and_validation_over_grpc() {
-    let listeners = Listeners::local().await.unwrap();
-    let grpc = listeners.grpc_addr();
-    let config = ConfigLoader::new(Target::SnmpPoller)
-        // Nobody listens there: the work stream and delivery keep retrying.
-        .set("planner_url", "http://127.0.0.1:9")
-        .set("alerting_url", "http://127.0.0.1:9")
-        .set("snmp_poller.executor_id", "snmp-grpc-test")
-        .load()
-        .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            netward_snmp_poller::run(&config, listeners, stop.cancelled_owned()).await
-        })
-    };
-    let mut client = loop {
-        if let Ok(client) = ExecutorServiceClient::connect(format!("http://{grpc}")).await {
-            break client;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // No planner and no alerting (the cluster's NOBODY): the work stream
+    // and delivery keep retrying, the ExecutorService answers regardless.
+    let cluster = ClusterBuilder::new()
+        .runner(
+            Target::SnmpPoller,
+            runner(|config, listeners, stop| async move {
+                netward_snmp_poller::run(&config, listeners, stop.cancelled_owned()).await
+            }),
+        )
+        .in_process(Target::SnmpPoller)
+        .no_inventory()
+        .snmp_pollers(1)
+        .executor_ids(Target::SnmpPoller, &["snmp-grpc-test"])
+        .start()
+        .await;
+    let mut client = cluster.executor_client(&cluster.snmp_pollers[0]);
 
     let status = client
         .get_executor_status(v1::GetExecutorStatusRequest {})
@@ -131,6 +122,7 @@ async fn status_poll_and_validation_over_grpc() {
         );
         assert_eq!(response.hints.unwrap().resolved_profile, "net-snmp");
     }
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    let mut cluster = cluster;
+    let stopped = cluster.snmp_pollers.pop().unwrap().stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
 }
