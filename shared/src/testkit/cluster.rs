@@ -264,17 +264,15 @@ impl ClusterBuilder {
     /// start is an `Err` with its error, for tests of start-up refusals (a
     /// binary that fails to start panics with its log).
     pub async fn try_start(mut self) -> Result<Cluster, String> {
-        let scratch =
-            std::env::temp_dir().join(format!("netward-cluster-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&scratch).expect("a scratch directory");
+        let scratch = ScratchDir::new("cluster");
         let stores = !self.no_inventory || self.alerting;
         // Nothing stores (a lone executor): no PostgreSQL database to make.
         let database = if let Some(database) = self.database.take() {
             Storage::Postgres(database)
         } else if self.sqlite || !stores {
-            Storage::Sqlite(scratch.clone())
+            Storage::sqlite()
         } else {
-            Storage::Postgres(TestDatabase::create().await.expect("a test database"))
+            Storage::postgres().await
         };
         let mut cluster = Cluster {
             builder: self,
@@ -326,18 +324,12 @@ pub struct Cluster {
     pub inventory: Option<Node>,
     pub database: Storage,
     builder: ClusterBuilder,
-    scratch: PathBuf,
+    scratch: ScratchDir,
     /// Every imported device's id, by name.
     pub ids: HashMap<String, String>,
     /// What the import answered.
     pub imported: Option<v1::ImportDevicesResponse>,
     redis_prefix: String,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.scratch);
-    }
 }
 
 impl Cluster {
@@ -424,6 +416,18 @@ impl Cluster {
         self.ping_executors.last().expect("just pushed")
     }
 
+    /// Starts one more instance of `target` on the cluster's storage and
+    /// peers, with `settings` on top of the cluster's (an empty value
+    /// unsets a key): `Err` with its error when an in-process one refuses to
+    /// start. The cluster does not keep it: the caller stops it.
+    pub async fn try_start_another(
+        &self,
+        target: Target,
+        settings: &[(&str, &str)],
+    ) -> Result<Node, String> {
+        self.launch_with(target, usize::MAX, settings).await
+    }
+
     /// Waits until the planner holds `count` sessions of `kind`.
     pub async fn wait_sessions(&self, kind: v1::ExecutorKind, count: usize) {
         let client = self.planner_client();
@@ -495,6 +499,7 @@ impl Cluster {
         for (key, value) in extra {
             put(key, value.to_string());
         }
+        env.retain(|_, value| !value.is_empty());
         env
     }
 
@@ -513,7 +518,7 @@ impl Cluster {
             .map(|(_, toml)| toml.as_str())
             .collect::<Vec<_>>();
         let config_file = (!config.is_empty()).then(|| {
-            let file = self.scratch.join(format!(
+            let file = self.scratch.path().join(format!(
                 "{}-{}.toml",
                 target.name(),
                 uuid::Uuid::new_v4().simple()
@@ -638,26 +643,58 @@ fn redis_url() -> String {
     std::env::var("NETWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// Where the cluster stores: a PostgreSQL database of its own (dropped
-/// with it), or a SQLite file per target in the cluster's scratch
-/// directory (as `netward up` keeps one per target).
+/// Where a test stores: a PostgreSQL database of its own (dropped with
+/// it), or a SQLite file per target in a directory of its own (removed with
+/// it; one file per target, as `netward up` keeps them).
 pub enum Storage {
     Postgres(TestDatabase),
-    Sqlite(PathBuf),
+    Sqlite(ScratchDir),
 }
 
 impl Storage {
+    /// A fresh PostgreSQL database on the test server.
+    pub async fn postgres() -> Storage {
+        Storage::Postgres(TestDatabase::create().await.expect("a test database"))
+    }
+
+    /// A fresh directory for SQLite files.
+    pub fn sqlite() -> Storage {
+        Storage::Sqlite(ScratchDir::new("sqlite"))
+    }
+
     /// The URL `target` is given.
     pub fn url(&self, target: Target) -> String {
         match self {
             Storage::Postgres(database) => database.url().to_string(),
-            Storage::Sqlite(dir) => {
-                format!(
-                    "sqlite://{}",
-                    dir.join(format!("{}.db", target.name())).display()
-                )
-            }
+            Storage::Sqlite(dir) => format!(
+                "sqlite://{}",
+                dir.path().join(format!("{}.db", target.name())).display()
+            ),
         }
+    }
+}
+
+/// A directory of its own under the system's temporary directory, removed
+/// when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(what: &str) -> ScratchDir {
+        let path =
+            std::env::temp_dir().join(format!("netward-{what}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("a scratch directory");
+        ScratchDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Stored communities and v3 keys never leave the inventory: not in a
 //! response (but ResolveCredential's), not in an error, not in a log line.
 
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 
 use netward_inventory::SqliteStore;
@@ -164,7 +165,7 @@ async fn secrets_never_appear_in_responses_errors_or_logs(backend: Backend) {
     assert_eq!(resolved.community, COMMUNITY);
 
     // At rest, the database holds ciphertexts only.
-    let stored: Vec<Option<Vec<u8>>> = match &inv.storage {
+    let stored: Vec<Option<Vec<u8>>> = match inv.storage() {
         Storage::Postgres(database) => sqlx::query_scalar(
             "SELECT community FROM inventory.credentials UNION ALL SELECT auth_key FROM inventory.credentials \
              UNION ALL SELECT priv_key FROM inventory.credentials",
@@ -173,7 +174,7 @@ async fn secrets_never_appear_in_responses_errors_or_logs(backend: Backend) {
         .await
         .unwrap(),
         Storage::Sqlite(_) => {
-            let store = SqliteStore::connect(&inv.storage.url()).await.unwrap();
+            let store = SqliteStore::connect(&inv.storage().url(Target::Inventory)).await.unwrap();
             sqlx::query_scalar(
                 "SELECT community FROM credentials UNION ALL SELECT auth_key FROM credentials \
                  UNION ALL SELECT priv_key FROM credentials",
@@ -207,18 +208,25 @@ async fn refuses_to_start_with_stored_secrets_and_no_key(backend: Backend) {
     })
     .await
     .unwrap();
-    let storage = &inv.storage;
-    let refused = TestInventory::serve(storage, &[]).await.unwrap_err();
+    let refused = inv
+        .cluster
+        .try_start_another(Target::Inventory, &[("NETWARD_SECRET_KEY", "")])
+        .await
+        .err()
+        .expect("no key: the inventory refuses to start");
     assert!(refused.contains("NETWARD_SECRET_KEY"), "{refused}");
     // And with the wrong key the secrets do not decrypt: a clear error, no garbage.
-    let (addr, stop, task) =
-        TestInventory::serve(storage, &[("NETWARD_SECRET_KEY", &"ab".repeat(32))])
-            .await
-            .unwrap();
+    let wrong = inv
+        .cluster
+        .try_start_another(
+            Target::Inventory,
+            &[("NETWARD_SECRET_KEY", &"ab".repeat(32))],
+        )
+        .await
+        .unwrap();
     let mut other =
         netward_shared::proto::v1::inventory_service_client::InventoryServiceClient::new(
-            netward_shared::client::connect(&format!("http://{addr}"), &Default::default())
-                .unwrap(),
+            netward_shared::client::connect(&wrong.url(), &Default::default()).unwrap(),
         );
     let status = other
         .resolve_credential(v1::ResolveCredentialRequest {
@@ -230,7 +238,6 @@ async fn refuses_to_start_with_stored_secrets_and_no_key(backend: Backend) {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("does not decrypt"), "{status:?}");
-    let _ = stop.send(());
-    let _ = task.await;
+    assert!(wrong.stop().await.clean());
     inv.stop().await;
 }

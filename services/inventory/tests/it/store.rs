@@ -12,6 +12,7 @@ use netward_inventory::store::{
 };
 use netward_shared::audit::{AuditEvent, AuditQuery};
 use netward_shared::auth::Caller;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::status::{DbErrorKind, classify_sqlx};
 use uuid::Uuid;
@@ -56,8 +57,8 @@ async fn open_chooses_the_backend_by_scheme() {
 
 /// A store on a fresh database; the storage must outlive it.
 async fn open(backend: Backend) -> (Arc<dyn InventoryStore>, Storage) {
-    let storage = Storage::create(backend).await;
-    let store = store::open(&storage.url()).await.unwrap();
+    let storage = backend.storage().await;
+    let store = store::open(&storage.url(Target::Inventory)).await.unwrap();
     (store, storage)
 }
 

@@ -1,19 +1,16 @@
-//! Starts the inventory in-process on a fresh database (PostgreSQL, or a
-//! SQLite file in a temporary directory) and a free port, captures every log
-//! line the process writes (for the secrets test), and runs a test case on
-//! both backends.
+//! Starts the inventory in-process through the test kit's cluster, on a
+//! fresh database (PostgreSQL, or a SQLite file in a temporary directory),
+//! captures every log line the process writes (for the secrets test), and
+//! runs a test case on both backends.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use netward_shared::client::{PeerChannel, connect};
-use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::client::PeerChannel;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::server::Listeners;
-use netward_shared::testkit::TestDatabase;
-use tokio::sync::oneshot;
+pub use netward_shared::testkit::cluster::Storage;
+use netward_shared::testkit::cluster::{Cluster, ClusterBuilder, runner};
 
 pub type Client = InventoryServiceClient<PeerChannel>;
 
@@ -82,136 +79,59 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-/// A database that exists for one test: a fresh PostgreSQL database, or a
-/// SQLite file in a temporary directory (removed on drop).
-pub enum Storage {
-    Postgres(TestDatabase),
-    Sqlite(TempDir),
-}
-
-impl Storage {
-    pub async fn create(backend: Backend) -> Storage {
-        match backend {
-            Backend::Postgres => Storage::Postgres(TestDatabase::create().await.unwrap()),
-            Backend::Sqlite => Storage::Sqlite(TempDir::new()),
-        }
-    }
-
-    /// The URL the inventory is given.
-    pub fn url(&self) -> String {
+impl Backend {
+    /// A fresh database of this backend (for a store without the service).
+    pub async fn storage(self) -> Storage {
         match self {
-            Storage::Postgres(database) => database.url().to_string(),
-            Storage::Sqlite(dir) => format!("sqlite://{}", dir.0.join("inventory.db").display()),
+            Backend::Postgres => Storage::postgres().await,
+            Backend::Sqlite => Storage::sqlite(),
         }
     }
 }
 
-/// A directory of its own under the system's temporary directory.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "netward-inventory-test-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
+/// The test kit's cluster with the inventory alone, in this process, on
+/// `backend`.
+pub fn inventory_alone(backend: Backend) -> ClusterBuilder {
+    install_log_capture();
+    let builder = ClusterBuilder::new()
+        .runner(
+            Target::Inventory,
+            runner(|config, listeners, stop| async move {
+                netward_inventory::run(&config, listeners, stop.cancelled_owned()).await
+            }),
+        )
+        .in_process(Target::Inventory);
+    match backend {
+        Backend::Postgres => builder,
+        Backend::Sqlite => builder.sqlite(),
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// The inventory alone with a secret key, and a client of it.
 pub struct TestInventory {
     pub client: Client,
-    pub storage: Storage,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    pub cluster: Cluster,
 }
 
 impl TestInventory {
     pub async fn start_on(backend: Backend) -> TestInventory {
-        Self::start_with(backend, &[("NETWARD_SECRET_KEY", SECRET_KEY)]).await
-    }
-
-    pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> TestInventory {
-        let storage = Storage::create(backend).await;
-        let (addr, stop, task) = Self::serve(&storage, env).await.unwrap();
-        let client = InventoryServiceClient::new(
-            connect(&format!("http://{addr}"), &Default::default()).unwrap(),
-        )
-        .max_decoding_message_size(64 * 1024 * 1024);
-        TestInventory {
-            client,
-            storage,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Starts an inventory on `storage`; `Err` carries the start-up error.
-    pub async fn serve(
-        storage: &Storage,
-        env: &[(&str, &str)],
-    ) -> Result<
-        (
-            std::net::SocketAddr,
-            oneshot::Sender<()>,
-            tokio::task::JoinHandle<()>,
-        ),
-        String,
-    > {
-        install_log_capture();
-        let mut vars: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
-        vars.insert("NETWARD_DATABASE_URL".into(), storage.url());
-        let config = ConfigLoader::new(Target::Inventory)
-            .env(vars)
-            .load()
-            .unwrap();
-        let listeners = Listeners::local().await.unwrap();
-        let addr = listeners.grpc_addr();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel::<Result<(), String>>();
-        let task = tokio::spawn(async move {
-            let outcome = netward_inventory::run(&config, listeners, async {
-                let _ = stop_rx.await;
-            })
+        let cluster = inventory_alone(backend)
+            .set("NETWARD_SECRET_KEY", SECRET_KEY)
+            .start()
             .await;
-            let _ = started_tx.send(outcome.map_err(|e| e.to_string()));
-        });
-        // The service either serves (health answers) or fails at start.
-        let channel = connect(&format!("http://{addr}"), &Default::default()).unwrap();
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let mut started_rx = started_rx;
-        for _ in 0..200 {
-            if let Ok(outcome) = started_rx.try_recv() {
-                return Err(outcome.err().unwrap_or_else(|| "stopped".into()));
-            }
-            let check = health
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await;
-            if check.is_ok() {
-                return Ok((addr, stop_tx, task));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Err("the inventory did not start within 10 s".into())
+        let client = cluster
+            .inventory_client()
+            .max_decoding_message_size(64 * 1024 * 1024);
+        TestInventory { client, cluster }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.cluster.database
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        let stopped = self.cluster.inventory.take().unwrap().stop().await;
+        assert!(stopped.clean(), "{stopped:?}");
     }
 }
 
