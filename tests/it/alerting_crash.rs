@@ -6,74 +6,52 @@
 
 use std::time::Duration;
 
-use netward_shared::client::connect;
+use netward_shared::client::PeerChannel;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::testkit::{TestDatabase, eventually};
-
-use crate::support::Netward;
+use netward_shared::testkit::eventually;
 
 #[tokio::test]
 async fn a_notification_survives_a_kill_between_commit_and_delivery() {
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let (imported, ids) = crate::support::import(
-        &inventory_url,
-        vec![v1::ImportRow {
-            line: 2,
-            name: "br7-rtr".into(),
-            ip: "127.41.0.1".into(),
-            site: "br7".into(),
-            ..Default::default()
-        }],
-    )
-    .await;
-    assert_eq!(imported.created, 1);
-    let device_id = ids["br7-rtr"].clone();
-
     // The webhook's port is free (connections refused) until after the kill.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = std::env::temp_dir().join(format!("netward-crash-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &config,
-        format!(
-            "[alerting.notify]\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\nmax_attempts = 100\n\n\
-             [[alerting.notify.webhooks]]\nname = \"noc\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
-        ),
-    )
-    .unwrap();
-    let config_path = config.to_str().unwrap().to_string();
-    let args = [
-        "--database-url",
-        &db,
-        "--inventory-url",
-        &inventory_url,
-        "--config",
-        &config_path,
-    ];
-    let alerting = Netward::start("alerting", &args).await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
-    eventually("alerting knows the device", Duration::from_secs(20), || {
-        let mut client = client.clone();
-        let device_id = device_id.clone();
-        async move {
-            let status = client
-                .get_device_status(v1::GetDeviceStatusRequest { device_id })
-                .await
-                .ok()?
-                .into_inner()
-                .status?;
-            (status.device_name == "br7-rtr").then_some(())
-        }
-    })
-    .await;
+    let mut cluster = crate::support::cluster()
+        .alerting()
+        .devices(vec![v1::ImportRow {
+            line: 2,
+            name: "br7-rtr".into(),
+            ip: "127.41.0.1".into(),
+            site: "br7".into(),
+            ..Default::default()
+        }])
+        .config(
+            Target::Alerting,
+            &format!(
+                "[alerting.notify]\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\nmax_attempts = 100\n\n\
+                 [[alerting.notify.webhooks]]\nname = \"noc\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+            ),
+        )
+        .start()
+        .await;
+    assert_eq!(cluster.imported.as_ref().unwrap().created, 1);
+    let device_id = cluster.id("br7-rtr").to_string();
+    let client = cluster.alerting_client();
+    let status = client
+        .clone()
+        .get_device_status(v1::GetDeviceStatusRequest {
+            device_id: device_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.device_name, "br7-rtr");
 
     crate::alerting::Ingest::over(client.clone())
         .await
@@ -128,47 +106,50 @@ async fn a_notification_survives_a_kill_between_commit_and_delivery() {
         "{tried:?}"
     );
     assert!(!tried.last_error.is_empty(), "{tried:?}");
-    alerting.kill().await;
+    cluster.alerting.take().unwrap().kill().await;
 
     // Now the receiver is up; a new alerting process takes over the outbox.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
     let (_, bodies) = crate::alerting::webhook_on(listener);
-    let restarted = Netward::start("alerting", &args).await;
-    eventually("the notification arrives", Duration::from_secs(20), || {
-        let count = bodies.lock().unwrap().len();
-        async move { (count >= 1).then_some(()) }
-    })
+    cluster.alerting = Some(cluster.start_another(Target::Alerting, &[]).await);
+    let client = cluster.alerting_client();
+    let notifications = |client: &AlertingServiceClient<PeerChannel>| {
+        let mut client = client.clone();
+        let alert_id = alert.id.clone();
+        async move {
+            client
+                .list_notifications(v1::ListNotificationsRequest {
+                    alert_id,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().notifications)
+        }
+    };
+    let delivered = v1::NotificationState::Delivered as i32;
+    eventually(
+        "the notification is delivered",
+        Duration::from_secs(20),
+        || {
+            let listed = notifications(&client);
+            async move {
+                let rows = listed.await.ok()?;
+                rows.iter().any(|r| r.state == delivered).then_some(())
+            }
+        },
+    )
     .await;
-    // Several retry periods later it has still arrived only once.
+    // Several retry periods (at most 1 s each) later it has still arrived
+    // only once: the wait is the scenario, a second delivery would show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let bodies = bodies.lock().unwrap().clone();
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert_eq!(bodies[0]["alert_id"], alert.id.as_str());
     assert_eq!(bodies[0]["state"], "firing");
     assert_eq!(bodies[0]["device_name"], "br7-rtr");
-    let mut client = AlertingServiceClient::new(
-        connect(
-            &format!("http://{}", restarted.grpc_addr),
-            &Default::default(),
-        )
-        .unwrap(),
-    );
-    let row = client
-        .list_notifications(v1::ListNotificationsRequest {
-            alert_id: alert.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .notifications;
+    let row = notifications(&client).await.unwrap();
     assert_eq!(row.len(), 1);
-    assert_eq!(
-        row[0].state,
-        v1::NotificationState::Delivered as i32,
-        "{row:?}"
-    );
-    let _ = std::fs::remove_file(&config);
+    assert_eq!(row[0].state, delivered, "{row:?}");
 }

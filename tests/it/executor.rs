@@ -1,17 +1,14 @@
-//! A real ping executor (in-process `run`) under a real planner, delivering
-//! to a recording Ingest server: it probes what it is assigned with real
-//! ICMP on loopback, every result arrives, stale leader epochs are refused,
-//! and a shutdown drains running batches and their results first.
+//! A real ping executor (in process, in the test kit's cluster) under a
+//! real planner, delivering to a recording Ingest server: it probes what it
+//! is assigned with real ICMP on loopback, every result arrives, stale
+//! leader epochs are refused, and a shutdown drains running batches and
+//! their results first.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use netward_ping_executor::icmp::{Pinger, PingerConfig};
-use netward_shared::client::connect;
-use netward_shared::config::{ConfigLoader, Target};
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::executor_service_client::ExecutorServiceClient;
-use netward_shared::server::Listeners;
 use netward_shared::testkit::eventually;
 use netward_shared::testkit::ingest::RecordingIngest;
 use tokio::time::Instant;
@@ -56,7 +53,13 @@ async fn an_executor_probes_assignments_and_delivers_every_result() {
     if !can_ping() {
         return;
     }
-    let lab = Lab::start(4, 25, |_| None).await;
+    let mut lab = Lab::on(
+        crate::support::cluster().in_process(Target::PingExecutor),
+        4,
+        25,
+        |_| None,
+    )
+    .await;
     let ingest = RecordingIngest::default();
     let ingest_addr = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -64,38 +67,14 @@ async fn an_executor_probes_assignments_and_delivers_every_result() {
         .local_addr()
         .unwrap();
     let _ingest_server = ingest.serve(ingest_addr).await;
-
-    let env = HashMap::from([
-        (
-            "NETWARD_PLANNER_URL".to_string(),
-            format!("http://{}", lab.addr),
-        ),
-        (
-            "NETWARD_ALERTING_URL".to_string(),
-            format!("http://{ingest_addr}"),
-        ),
-        (
-            "NETWARD_PING_EXECUTOR__EXECUTOR_ID".to_string(),
-            "exec-e2e".to_string(),
-        ),
-        (
-            "NETWARD_PING_EXECUTOR__RESULTS_PER_MESSAGE".to_string(),
-            "7".to_string(),
-        ),
-    ]);
-    let config = ConfigLoader::new(Target::PingExecutor)
-        .env(env)
-        .load()
-        .unwrap();
-    let listeners = Listeners::local().await.unwrap();
-    let status_addr = listeners.grpc_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let executor = tokio::spawn(async move {
-        netward_ping_executor::run(&config, listeners, async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let alerting_url = format!("http://{ingest_addr}");
+    lab.add_ping_executor(&[
+        ("NETWARD_ALERTING_URL", &alerting_url),
+        ("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "exec-e2e"),
+        ("NETWARD_PING_EXECUTOR__RESULTS_PER_MESSAGE", "7"),
+    ])
+    .await;
+    let mut status_client = lab.cluster.executor_client(&lab.cluster.ping_executors[0]);
     registered(&lab, 1).await;
 
     // Every device probed, every result delivered, the batch reported.
@@ -133,9 +112,6 @@ async fn an_executor_probes_assignments_and_delivers_every_result() {
         (0, refused.batch_count),
         "{refused:?}"
     );
-    let mut status_client = ExecutorServiceClient::new(
-        connect(&format!("http://{status_addr}"), &Default::default()).unwrap(),
-    );
     let status = status_client
         .get_executor_status(v1::GetExecutorStatusRequest {})
         .await
@@ -153,14 +129,30 @@ async fn an_executor_probes_assignments_and_delivers_every_result() {
     // Shutdown right after a cycle is handed out: the running batches finish
     // and their results are acked before the executor exits.
     lab.planner.scheduler.set_leadership(true, 8);
+    let completed_before = status.completed_batches;
     let last = run_cycle(&lab);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), executor)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let batches = u64::from(lab.cycle_summary(last).batch_count);
+    eventually(
+        "every batch of the last cycle reaches the executor",
+        Duration::from_secs(10),
+        || {
+            let mut status_client = status_client.clone();
+            async move {
+                let now = status_client
+                    .get_executor_status(v1::GetExecutorStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                let received =
+                    u64::from(now.in_flight_batches) + now.completed_batches - completed_before;
+                (received >= batches).then_some(())
+            }
+        },
+    )
+    .await;
+    let executor = lab.cluster.ping_executors.pop().unwrap();
+    let stopped = executor.stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
     let store = ingest.store.lock().unwrap();
     let drained = store.probes.iter().filter(|p| p.cycle_id == last).count();
     assert_eq!(

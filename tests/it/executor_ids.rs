@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use netward_shared::client::{PeerChannel, connect};
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
-use netward_shared::testkit::{TestDatabase, eventually, lab};
+use netward_shared::testkit::cluster::ClusterBuilder;
+use netward_shared::testkit::{eventually, lab};
 
 use crate::support::Netward;
 
@@ -20,6 +22,13 @@ const PLANNER_ENV: [(&str, &str); 2] = [
     ("NETWARD_PLANNER__PING_INTERVAL", "2s"),
     ("NETWARD_PLANNER__HEARTBEAT_INTERVAL", "1s"),
 ];
+
+/// `builder` with [`PLANNER_ENV`] for its planner.
+fn planner_settings(builder: ClusterBuilder) -> ClusterBuilder {
+    PLANNER_ENV.iter().fold(builder, |builder, (key, value)| {
+        builder.set_for(Target::Planner, key, value)
+    })
+}
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -38,14 +47,9 @@ fn free_port() -> u16 {
 }
 
 /// Executor id → session id, as the planner lists them.
-async fn sessions(planner: &Netward) -> BTreeMap<String, v1::ExecutorInfo> {
-    let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(
-        connect(
-            &format!("http://{}", planner.grpc_addr),
-            &Default::default(),
-        )
-        .unwrap(),
-    );
+async fn sessions(planner_url: &str) -> BTreeMap<String, v1::ExecutorInfo> {
+    let mut client: PlannerServiceClient<PeerChannel> =
+        PlannerServiceClient::new(connect(planner_url, &Default::default()).unwrap());
     client
         .list_executors(v1::ListExecutorsRequest::default())
         .await
@@ -56,24 +60,26 @@ async fn sessions(planner: &Netward) -> BTreeMap<String, v1::ExecutorInfo> {
         .collect()
 }
 
-async fn registered(planner: &Netward, ids: &[&str]) -> BTreeMap<String, v1::ExecutorInfo> {
+async fn registered(planner_url: &str, ids: &[&str]) -> BTreeMap<String, v1::ExecutorInfo> {
     eventually(
         &format!("{ids:?} are registered"),
         Duration::from_secs(20),
         || async {
-            let now = sessions(planner).await;
+            let now = sessions(planner_url).await;
             ids.iter().all(|id| now.contains_key(*id)).then_some(now)
         },
     )
     .await
 }
 
-async fn ping_executor(planner: &Netward, grpc_addr: &str, env: &[(&str, &str)]) -> Netward {
-    let planner_url = format!("http://{}", planner.grpc_addr);
+/// A ping executor process on `grpc_addr` (to restart one on its port, or
+/// to start one the planner refuses: the cluster's executors are started
+/// only once their session is held).
+async fn ping_executor(planner_url: &str, grpc_addr: &str, env: &[(&str, &str)]) -> Netward {
     Netward::start_on(
         grpc_addr,
         "ping-executor",
-        &["--planner-url", &planner_url],
+        &["--planner-url", planner_url],
         env,
     )
     .await
@@ -86,9 +92,6 @@ async fn lab_two_executors_with_default_ids_on_one_host_keep_their_own_sessions(
     if !lab::inside() {
         return;
     }
-    let database = TestDatabase::create().await.unwrap();
-    let inventory = Netward::start("inventory", &["--database-url", database.url()]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
     let rows: Vec<v1::ImportRow> = (0..40)
         .map(|i| v1::ImportRow {
             line: i + 2,
@@ -98,27 +101,29 @@ async fn lab_two_executors_with_default_ids_on_one_host_keep_their_own_sessions(
             ..Default::default()
         })
         .collect();
-    crate::support::import(&inventory_url, rows).await;
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &PLANNER_ENV,
-    )
-    .await;
-    let first = ping_executor(&planner, "127.0.0.1:0", &[]).await;
-    let second = ping_executor(&planner, "127.0.0.1:0", &[]).await;
+    let cluster = planner_settings(crate::support::cluster())
+        .planner()
+        .ping_executors(2)
+        .devices(rows)
+        .start()
+        .await;
+    let (first, second) = (&cluster.ping_executors[0], &cluster.ping_executors[1]);
+    let planner = cluster.planner.as_ref().unwrap();
+    let planner_url = cluster.planner_url();
+    let planner_url = planner_url.as_str();
     let host = hostname();
     let ids = [
         format!("ping-{host}-{}", first.grpc_addr.port()),
         format!("ping-{host}-{}", second.grpc_addr.port()),
     ];
-    let before = registered(&planner, &[&ids[0], &ids[1]]).await;
+    let before = registered(planner_url, &[&ids[0], &ids[1]]).await;
     assert_eq!(before.len(), 2, "{before:?}");
 
-    // 20 s (10 cycles): the same two sessions throughout.
+    // 20 s (10 cycles): the same two sessions throughout, looked at every
+    // second (the run's length is the scenario).
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = sessions(&planner).await;
+        let now = sessions(planner_url).await;
         let session_of = |m: &BTreeMap<String, v1::ExecutorInfo>, id: &str| {
             m.get(id).map(|e| e.session_id.clone())
         };
@@ -132,18 +137,12 @@ async fn lab_two_executors_with_default_ids_on_one_host_keep_their_own_sessions(
         }
     }
     // Both served batches, and no batch went unserved or was reassigned.
-    let after = sessions(&planner).await;
+    let after = sessions(planner_url).await;
     for id in &ids {
         assert!(after[id].completed_batches > 0, "{:?}", after[id]);
     }
-    let mut client: PlannerServiceClient<PeerChannel> = PlannerServiceClient::new(
-        connect(
-            &format!("http://{}", planner.grpc_addr),
-            &Default::default(),
-        )
-        .unwrap(),
-    );
-    let cycles = client
+    let cycles = cluster
+        .planner_client()
         .list_cycles(v1::ListCyclesRequest {
             kind: v1::ExecutorKind::Ping as i32,
             page_size: 100,
@@ -186,12 +185,9 @@ async fn lab_two_executors_with_default_ids_on_one_host_keep_their_own_sessions(
             "planner log has {trouble:?}:\n{log}"
         );
     }
-    // Killed: with no alerting to ack their results, a clean stop would
-    // wait out the drain timeout (issue 11 item 6, not this test's subject).
-    first.kill().await;
-    second.kill().await;
-    planner.stop().await;
-    inventory.stop().await;
+    // The executors are killed with the cluster: with no alerting to ack
+    // their results, a clean stop would wait out the drain timeout (issue
+    // 11 item 6, not this test's subject).
 }
 
 /// Two processes forced onto one id: the second is refused, retries after
@@ -201,12 +197,19 @@ async fn lab_a_second_process_claiming_a_held_executor_id_is_refused() {
     if !lab::inside() {
         return;
     }
-    let planner = Netward::start_with_env("planner", &[], &PLANNER_ENV).await;
-    let env = [("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "ping-shared")];
-    let holder = ping_executor(&planner, "127.0.0.1:0", &env).await;
-    let held = registered(&planner, &["ping-shared"]).await["ping-shared"].clone();
+    let mut cluster = planner_settings(crate::support::cluster())
+        .no_inventory()
+        .planner()
+        .ping_executors(1)
+        .executor_ids(Target::PingExecutor, &["ping-shared"])
+        .start()
+        .await;
+    let planner_url = cluster.planner_url();
+    let planner_url = planner_url.as_str();
+    let held = registered(planner_url, &["ping-shared"]).await["ping-shared"].clone();
 
-    let claimant = ping_executor(&planner, "127.0.0.1:0", &env).await;
+    let env = [("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "ping-shared")];
+    let claimant = ping_executor(planner_url, "127.0.0.1:0", &env).await;
     let refusals = |log: &str| -> Vec<serde_json::Value> {
         log.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -236,22 +239,24 @@ async fn lab_a_second_process_claiming_a_held_executor_id_is_refused() {
     let retry = first["retry_in_s"].as_u64().unwrap();
     assert!((1..=4).contains(&retry), "{first}");
 
-    // 8 s more: the holder keeps its session; the claimant retried at the
+    // 8 s more (a run of fixed length: the claimant's retries in it are
+    // counted): the holder keeps its session; the claimant retried at the
     // hinted pace, never swapped in.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let now = sessions(&planner).await;
+    let now = sessions(planner_url).await;
     assert_eq!(now["ping-shared"].session_id, held.session_id);
     let count = refusals(&claimant.log()).len();
     assert!((2..=6).contains(&count), "{count} refusals in ~9 s");
+    let planner = cluster.planner.as_ref().unwrap();
     assert!(planner.log().contains("registration refused"));
 
     // The holder dies: the claimant gets the id within its next retry.
-    holder.kill().await;
+    cluster.ping_executors.pop().unwrap().kill().await;
     let taken = eventually(
         "the claimant registers once the holder is gone",
         Duration::from_secs(10),
         || async {
-            sessions(&planner)
+            sessions(planner_url)
                 .await
                 .remove("ping-shared")
                 .filter(|e| e.session_id != held.session_id)
@@ -260,7 +265,6 @@ async fn lab_a_second_process_claiming_a_held_executor_id_is_refused() {
     .await;
     assert_ne!(taken.remote_address, held.remote_address);
     claimant.kill().await;
-    planner.stop().await;
 }
 
 /// The same process reconnects to a restarted planner at once; an executor
@@ -270,17 +274,20 @@ async fn lab_an_executor_keeps_its_id_across_planner_and_executor_restarts() {
     if !lab::inside() {
         return;
     }
+    // Processes of their own, not a cluster: the planner and the executor
+    // are each restarted on the port they had.
     let planner_addr = format!("127.0.0.1:{}", free_port());
+    let planner_url = format!("http://{planner_addr}");
     let planner = Netward::start_on(&planner_addr, "planner", &[], &PLANNER_ENV).await;
     let executor_addr = format!("127.0.0.1:{}", free_port());
-    let executor = ping_executor(&planner, &executor_addr, &[]).await;
+    let executor = ping_executor(&planner_url, &executor_addr, &[]).await;
     let id = format!("ping-{}-{}", hostname(), executor.grpc_addr.port());
-    registered(&planner, &[&id]).await;
+    registered(&planner_url, &[&id]).await;
 
     planner.stop().await;
     let planner = Netward::start_on(&planner_addr, "planner", &[], &PLANNER_ENV).await;
     let started = std::time::Instant::now();
-    registered(&planner, &[&id]).await;
+    registered(&planner_url, &[&id]).await;
     // The executor's reconnect backoff is 5 s at most.
     assert!(
         started.elapsed() < Duration::from_secs(7),
@@ -290,14 +297,14 @@ async fn lab_an_executor_keeps_its_id_across_planner_and_executor_restarts() {
 
     // A crash and a restart on the same port: the same id, not refused
     // (the old stream closed with the process).
-    let old = sessions(&planner).await[&id].session_id.clone();
+    let old = sessions(&planner_url).await[&id].session_id.clone();
     executor.kill().await;
-    let executor = ping_executor(&planner, &executor_addr, &[]).await;
+    let executor = ping_executor(&planner_url, &executor_addr, &[]).await;
     let again = eventually(
         "the restarted executor registers",
         Duration::from_secs(15),
         || async {
-            sessions(&planner)
+            sessions(&planner_url)
                 .await
                 .remove(&id)
                 .filter(|e| e.session_id != old)

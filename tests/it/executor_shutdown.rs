@@ -4,15 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use netward_shared::client::connect;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::executor_service_client::ExecutorServiceClient;
+use netward_shared::testkit::cluster::Stopped;
 use netward_shared::testkit::eventually;
 use netward_shared::testkit::lab::{self, Rule};
 
 use crate::executor::{cycle_done, run_cycle};
 use crate::planner::{Lab, registered};
-use crate::support::Netward;
 
 /// The executor's default `drain_timeout`: the drain's bound in all.
 const DRAIN_BOUND: Duration = Duration::from_secs(5);
@@ -22,24 +20,11 @@ async fn lab_executor_exits_within_its_bound_when_planner_and_alerting_are_gone(
     if !lab::inside() {
         return;
     }
-    let lab = Lab::start(4, 25, |_| None).await;
-    // Alerting's address with nothing listening: every result stays unacked.
-    let alerting = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let executor = Netward::start_with_env(
-        "ping-executor",
-        &[
-            "--planner-url",
-            &format!("http://{}", lab.addr),
-            "--alerting-url",
-            &format!("http://{alerting}"),
-        ],
-        &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "exec-shutdown")],
-    )
-    .await;
+    // The executor is the binary; alerting is nobody's address, so every
+    // result stays unacked.
+    let mut lab = Lab::start(4, 25, |_| None).await;
+    lab.add_ping_executor(&[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "exec-shutdown")])
+        .await;
     registered(&lab, 1).await;
 
     // One cycle probed in full: 100 results buffered, none acked.
@@ -51,13 +36,7 @@ async fn lab_executor_exits_within_its_bound_when_planner_and_alerting_are_gone(
     // running when the planner goes away and SIGTERM comes.
     let _silent = Rule::down("127.30.0.0/16");
     run_cycle(&lab);
-    let status = ExecutorServiceClient::new(
-        connect(
-            &format!("http://{}", executor.grpc_addr),
-            &Default::default(),
-        )
-        .unwrap(),
-    );
+    let status = lab.cluster.executor_client(&lab.cluster.ping_executors[0]);
     eventually("the second cycle runs", Duration::from_secs(10), || {
         let mut status = status.clone();
         async move {
@@ -70,10 +49,14 @@ async fn lab_executor_exits_within_its_bound_when_planner_and_alerting_are_gone(
         }
     })
     .await;
+    // The executor outlives the lab: the planner (and inventory) go.
+    let executor = lab.cluster.ping_executors.pop().unwrap();
     drop(lab);
 
     let signalled = Instant::now();
-    let (exit, log) = executor.stop().await;
+    let Stopped::Process { status: exit, log } = executor.stop().await else {
+        panic!("the executor runs as a process");
+    };
     let took = signalled.elapsed();
     println!("ping executor exited {took:?} after SIGTERM, planner and alerting gone");
     assert!(exit.success(), "{exit:?}\n{log}");

@@ -14,25 +14,27 @@ use netward_shared::client::{PeerChannel, connect};
 use netward_shared::config::{ConfigLoader, Target};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::executor_service_client::ExecutorServiceClient;
-use netward_shared::proto::v1::import_devices_request::Item;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::proto::v1::planner_service_server::PlannerServiceServer;
 use netward_shared::server::{GrpcServer, Listeners, ServerOptions};
+use netward_shared::testkit::cluster::{Cluster, ClusterBuilder, Node};
+use netward_shared::testkit::eventually;
 use netward_shared::testkit::ingest::RecordingIngest;
-use netward_shared::testkit::{TestDatabase, eventually};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 
-/// Inventory (on a fresh database) + planner, in this process.
+/// Inventory (on a fresh database: the test kit's cluster) + planner, in
+/// this process.
 pub(crate) struct Lab {
     pub(crate) planner: Arc<Planner>,
     pub(crate) addr: std::net::SocketAddr,
+    /// The inventory, and the executors a test adds ([`Lab::add_ping_executor`]).
+    pub(crate) cluster: Cluster,
     stop: CancellationToken,
-    _database: TestDatabase,
 }
 
 impl Lab {
@@ -43,28 +45,17 @@ impl Lab {
         per_site: usize,
         selector: impl Fn(usize) -> Option<(&'static str, String)>,
     ) -> Lab {
-        let database = TestDatabase::create().await.unwrap();
-        let stop = CancellationToken::new();
+        Self::on(crate::support::cluster(), sites, per_site, selector).await
+    }
 
-        let env = HashMap::from([(
-            "NETWARD_DATABASE_URL".to_string(),
-            database.url().to_string(),
-        )]);
-        let config = ConfigLoader::new(Target::Inventory)
-            .env(env)
-            .load()
-            .unwrap();
-        let listeners = Listeners::local().await.unwrap();
-        let inventory_addr = listeners.grpc_addr();
-        let inventory_stop = stop.clone();
-        tokio::spawn(async move {
-            netward_inventory::run(&config, listeners, inventory_stop.cancelled_owned())
-                .await
-                .unwrap();
-        });
-        let inventory = InventoryServiceClient::new(
-            connect(&format!("http://{inventory_addr}"), &Default::default()).unwrap(),
-        );
+    /// As [`Lab::start`], on `builder`'s cluster (which says how the
+    /// executors a test adds run: the binary, or in process).
+    pub(crate) async fn on(
+        builder: ClusterBuilder,
+        sites: usize,
+        per_site: usize,
+        selector: impl Fn(usize) -> Option<(&'static str, String)>,
+    ) -> Lab {
         let mut rows = Vec::new();
         for s in 0..sites {
             for k in 0..per_site {
@@ -87,28 +78,12 @@ impl Lab {
                 });
             }
         }
-        let mut messages = vec![v1::ImportDevicesRequest {
-            item: Some(Item::Options(v1::ImportOptions::default())),
-        }];
-        messages.extend(rows.chunks(1000).map(|chunk| v1::ImportDevicesRequest {
-            item: Some(Item::Rows(v1::ImportRows {
-                rows: chunk.to_vec(),
-            })),
-        }));
-        let imported = eventually("the inventory imports", Duration::from_secs(20), || {
-            let mut inventory = inventory.clone();
-            let messages = messages.clone();
-            async move {
-                inventory
-                    .import_devices(futures::stream::iter(messages))
-                    .await
-                    .ok()
-            }
-        })
-        .await
-        .into_inner();
-        assert_eq!(imported.failed, 0, "{:?}", imported.errors);
-        drop(inventory.clone());
+        let cluster = builder
+            .in_process(Target::Inventory)
+            .devices(rows)
+            .start()
+            .await;
+        let stop = CancellationToken::new();
 
         let config = PlannerConfig {
             ping_interval: INTERVAL,
@@ -116,7 +91,7 @@ impl Lab {
             heartbeat_interval: Duration::from_secs(3600),
             ..Default::default()
         };
-        let planner = Arc::new(Planner::new(&config, inventory.clone()).unwrap());
+        let planner = Arc::new(Planner::new(&config, cluster.inventory_client()).unwrap());
         planner.spawn_follower(stop.clone());
         let devices = sites * per_site;
         let copy = planner.copy.clone();
@@ -160,9 +135,19 @@ impl Lab {
         Lab {
             planner,
             addr,
+            cluster,
             stop,
-            _database: database,
         }
+    }
+
+    /// Starts a ping executor of the lab's cluster that dials this
+    /// planner, and returns once it runs; `settings` on top (where its
+    /// results go, say). [`registered`] waits for its session.
+    pub(crate) async fn add_ping_executor(&mut self, settings: &[(&str, &str)]) -> &Node {
+        let planner_url = format!("http://{}", self.addr);
+        let mut all = vec![("NETWARD_PLANNER_URL", planner_url.as_str())];
+        all.extend_from_slice(settings);
+        self.cluster.add_ping_executor(&all).await
     }
 
     pub(crate) fn cycle_summary(&self, id: u64) -> v1::CycleSummary {
@@ -569,8 +554,19 @@ async fn site_labels_are_respected() {
             );
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for a in anywhere.assignments() {
+    // Everything the planner gave the central executor has reached it.
+    let to_central = scheduler
+        .lock()
+        .cycles
+        .iter()
+        .find(|c| c.id == cycle)
+        .unwrap()
+        .batches
+        .iter()
+        .filter(|b| b.executor_id == "central")
+        .count();
+    let central = anywhere.wait_for(to_central).await;
+    for a in central {
         for t in &a.targets {
             assert!(
                 !(0..=4).contains(&site_of(t)),
@@ -607,7 +603,12 @@ async fn site_labels_are_respected() {
 /// sizing questions.
 #[tokio::test]
 async fn grpcurl_get_sizing_answers_the_seed_table() {
-    let planner = crate::support::Netward::start("planner", &[]).await;
+    let mut cluster = crate::support::cluster()
+        .no_inventory()
+        .planner()
+        .start()
+        .await;
+    let planner = cluster.planner.take().unwrap();
     for (devices, size, batches) in [(875, 100, 9), (10_000, 500, 20)] {
         let body = format!(r#"{{"device_count": {devices}}}"#);
         let out = crate::support::grpcurl(
@@ -645,8 +646,8 @@ async fn grpcurl_get_sizing_answers_the_seed_table() {
         "{}",
         bad.stderr
     );
-    let (status, log) = planner.stop().await;
-    assert!(status.success(), "{log}");
+    let stopped = planner.stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
 }
 
 async fn leader_of(addr: std::net::SocketAddr) -> v1::GetLeaderResponse {
@@ -664,12 +665,6 @@ async fn leader_of(addr: std::net::SocketAddr) -> v1::GetLeaderResponse {
 /// acts on nothing of the old epoch once it has seen the new one.
 #[tokio::test]
 async fn the_standby_takes_over_when_the_leader_dies() {
-    let database = TestDatabase::create().await.unwrap();
-    let inventory =
-        crate::support::Netward::start("inventory", &["--database-url", database.url()]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let mut client =
-        InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap());
     let rows: Vec<v1::ImportRow> = (0..20)
         .map(|i| v1::ImportRow {
             line: i + 2,
@@ -679,45 +674,21 @@ async fn the_standby_takes_over_when_the_leader_dies() {
             ..Default::default()
         })
         .collect();
-    let messages = vec![
-        v1::ImportDevicesRequest {
-            item: Some(Item::Options(v1::ImportOptions::default())),
-        },
-        v1::ImportDevicesRequest {
-            item: Some(Item::Rows(v1::ImportRows { rows })),
-        },
-    ];
-    client
-        .import_devices(futures::stream::iter(messages))
-        .await
-        .unwrap();
-
-    let prefix = format!("netward-test:{}", uuid::Uuid::new_v4());
     let interval = Duration::from_secs(2);
-    let start = |name: &'static str| {
-        let prefix = prefix.clone();
-        let inventory_url = inventory_url.clone();
-        async move {
-            crate::support::Netward::start_with_env(
-                "planner",
-                &[
-                    "--inventory-url",
-                    &inventory_url,
-                    "--redis-url",
-                    "redis://127.0.0.1:6379",
-                ],
-                &[
-                    ("NETWARD_PLANNER__PING_INTERVAL", "2s"),
-                    ("NETWARD_PLANNER__LEASE__TTL", "1s"),
-                    ("NETWARD_PLANNER__LEASE__KEY_PREFIX", &prefix),
-                    ("NETWARD_PLANNER__LEASE__INSTANCE_ID", name),
-                ],
-            )
-            .await
-        }
-    };
-    let first = start("planner-a").await;
-    let second = start("planner-b").await;
+    let instance = "NETWARD_PLANNER__LEASE__INSTANCE_ID";
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .redis()
+        .devices(rows)
+        .ping_interval(interval)
+        .set_for(Target::Planner, "NETWARD_PLANNER__LEASE__TTL", "1s")
+        .set_for(Target::Planner, instance, "planner-a")
+        .start()
+        .await;
+    let second = cluster
+        .start_another(Target::Planner, &[(instance, "planner-b")])
+        .await;
+    let first = cluster.planner.take().unwrap();
     let executor = TestExecutor::connect_many(
         &[first.grpc_addr, second.grpc_addr],
         "exec-failover",
@@ -738,7 +709,7 @@ async fn the_standby_takes_over_when_the_leader_dies() {
 
     let seen_before = executor.assignments().len();
     let killed_at = std::time::Instant::now();
-    let (_, _) = leader.kill().await;
+    leader.kill().await;
     let assignments = executor.assignments.clone();
     let took_over = eventually("the standby plans", Duration::from_secs(20), || {
         let assignments = assignments.clone();
@@ -768,9 +739,8 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     );
     println!("failover: the standby planned {takeover:?} after the leader was killed");
 
-    let (status, log) = standby.stop().await;
-    assert!(status.success(), "{log}");
-    inventory.stop().await;
+    let stopped = standby.stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
 }
 
 /// The operator RPCs through a real client: policy, cycles, executors,
@@ -1044,10 +1014,6 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
         .command(&["SET", &format!("{prefix}:epoch"), "4"])
         .await;
 
-    let database = TestDatabase::create().await.unwrap();
-    let inventory =
-        crate::support::Netward::start("inventory", &["--database-url", database.url()]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
     let rows: Vec<v1::ImportRow> = (0..DEVICES)
         .map(|i| v1::ImportRow {
             line: i + 2,
@@ -1057,27 +1023,24 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
             ..Default::default()
         })
         .collect();
-    crate::support::import(&inventory_url, rows).await;
-
-    let start = |name: &'static str| {
-        let inventory_url = inventory_url.clone();
-        let redis_url = redis.url.clone();
-        async move {
-            crate::support::Netward::start_with_env(
-                "planner",
-                &["--inventory-url", &inventory_url, "--redis-url", &redis_url],
-                &[
-                    ("NETWARD_PLANNER__PING_INTERVAL", "2s"),
-                    ("NETWARD_PLANNER__LEASE__TTL", "1s"),
-                    ("NETWARD_PLANNER__LEASE__KEY_PREFIX", prefix),
-                    ("NETWARD_PLANNER__LEASE__INSTANCE_ID", name),
-                ],
-            )
-            .await
-        }
-    };
-    let first = start("planner-a").await;
-    let second = start("planner-b").await;
+    let instance = "NETWARD_PLANNER__LEASE__INSTANCE_ID";
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .devices(rows)
+        .ping_interval(interval)
+        .set_for(Target::Planner, "NETWARD_REDIS_URL", &redis.url)
+        .set_for(
+            Target::Planner,
+            "NETWARD_PLANNER__LEASE__KEY_PREFIX",
+            prefix,
+        )
+        .set_for(Target::Planner, "NETWARD_PLANNER__LEASE__TTL", "1s")
+        .set_for(Target::Planner, instance, "planner-a")
+        .start()
+        .await;
+    let second = cluster
+        .start_another(Target::Planner, &[(instance, "planner-b")])
+        .await;
 
     let ingest = RecordingIngest::default();
     let ingest_addr = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1086,17 +1049,17 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
         .local_addr()
         .unwrap();
     let _ingest_server = ingest.serve(ingest_addr).await;
-    let planner_urls = format!("http://{},http://{}", first.grpc_addr, second.grpc_addr);
+    let planner_urls = format!("{},{}", cluster.planner_url(), second.url());
     let alerting_url = format!("http://{ingest_addr}");
-    let executor = crate::support::Netward::start_with_env(
-        "ping-executor",
-        &["--planner-url", &planner_urls],
-        &[
+    let executor = cluster
+        .add_ping_executor(&[
+            ("NETWARD_PLANNER_URL", &planner_urls),
             ("NETWARD_ALERTING_URL", &alerting_url),
             ("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "exec-fence"),
-        ],
-    )
-    .await;
+        ])
+        .await
+        .grpc_addr;
+    let first = cluster.planner.take().unwrap();
     let probes = || ingest.store.lock().unwrap().probes.len();
 
     // Monitoring at epoch 5.
@@ -1116,7 +1079,7 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
     )
     .await;
     assert_eq!(running.leader_epoch, 5, "{running:?}");
-    assert_eq!(executor_status(executor.grpc_addr).await.leader_epoch, 5);
+    assert_eq!(executor_status(executor).await.leader_epoch, 5);
 
     // Redis loses everything: its counter would start again at 1.
     let stored_before = probes();
@@ -1153,7 +1116,7 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
         recovery < interval * 2,
         "monitoring resumed {recovery:?} after the flush"
     );
-    let status = executor_status(executor.grpc_addr).await;
+    let status = executor_status(executor).await;
     assert!(status.leader_epoch > 5, "{status:?}");
     assert_eq!(status.stale_assignments, 0, "{status:?}");
 
@@ -1187,14 +1150,12 @@ async fn fencing_recovers_when_redis_loses_its_data_and_when_the_leader_dies() {
     let takeover = took_over - killed_at;
     println!("fencing: the standby completed a cycle {takeover:?} after the leader was killed");
     assert!(takeover < interval * 2, "took {takeover:?}");
-    let status = executor_status(executor.grpc_addr).await;
+    let status = executor_status(executor).await;
     assert_eq!(status.stale_assignments, 0, "{status:?}");
     assert!(status.leader_epoch > before_kill, "{status:?}");
 
-    let (status, log) = standby.stop().await;
-    assert!(status.success(), "{log}");
-    executor.stop().await;
-    inventory.stop().await;
+    let stopped = standby.stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
 }
 
 /// A hung inventory (a listener that accepts and never answers) as the
@@ -1248,9 +1209,8 @@ async fn a_hung_inventory_never_holds_up_ping_cycles() {
     let started = Instant::now();
     tokio::spawn(planner.clone().run_loop(lease_rx, stop.clone()));
 
-    // 3 s: seven ping cycles (at 0, 0.5, ... 3 s), whatever the inventory does.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
-    let (ping, snmp_cycles) = {
+    // Seven ping cycles (at 0, 0.5, ... 3 s), whatever the inventory does.
+    let (ping, snmp_cycles) = eventually("seven ping cycles open", Duration::from_secs(10), || {
         let state = planner.scheduler.lock();
         let ping: Vec<Instant> = state
             .cycles
@@ -1263,9 +1223,10 @@ async fn a_hung_inventory_never_holds_up_ping_cycles() {
             .iter()
             .filter(|c| c.kind == v1::ExecutorKind::Snmp)
             .count();
-        (ping, snmp)
-    };
-    assert!(ping.len() >= 6, "{} ping cycles in 3.2 s", ping.len());
+        let opened = (ping.len() >= 7).then_some((ping, snmp));
+        async move { opened }
+    })
+    .await;
     for (k, at) in ping.iter().enumerate() {
         let late = at.saturating_duration_since(started + config.ping_interval * k as u32);
         assert!(

@@ -8,23 +8,16 @@
 //! NOT_FOUND), a viewer not at all, and the audit trail names who probed.
 //! And `netward poll` of a device on a real snmpd returns a poller's sample.
 
-use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use netward_shared::client::connect;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::eventually;
 use tokio::process::Command;
 
 use crate::executor::can_ping;
-use crate::support::{NETWARD, Netward, grpcurl, import};
-
-/// Where nothing listens: the executors' results have nowhere to go, and
-/// probe-now does not need alerting.
-const NO_ALERTING: &str = "http://127.0.0.1:1";
+use crate::support::{NETWARD, grpcurl};
 
 /// `netward <verb> <device> [--json]` against `planner_url`.
 async fn cli(verb: &str, device: &str, planner_url: &str, json: bool) -> Output {
@@ -56,51 +49,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A `kind` executor process with `executor_id` and one label `zone`.
-async fn executor(target: &str, dir: &Path, id: &str, zone: &str, planner_url: &str) -> Netward {
-    let section = target.replace('-', "_");
-    let config = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &config,
-        format!("[{section}]\nexecutor_id = \"{id}\"\n[{section}.labels]\nzone = \"{zone}\"\n"),
-    )
-    .unwrap();
-    Netward::start(
-        target,
-        &[
-            "--planner-url",
-            planner_url,
-            "--alerting-url",
-            NO_ALERTING,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .await
-}
-
-/// Waits until the planner holds `count` sessions of `kind`.
-async fn connected(planner_url: &str, kind: v1::ExecutorKind, count: usize) {
-    let client = PlannerServiceClient::new(connect(planner_url, &Default::default()).unwrap());
-    eventually(
-        &format!("{count} executors of {kind:?} registered"),
-        Duration::from_secs(30),
-        || {
-            let mut client = client.clone();
-            async move {
-                let executors = client
-                    .list_executors(v1::ListExecutorsRequest { kind: kind as i32 })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .executors;
-                (executors.len() == count).then_some(())
-            }
-        },
-    )
-    .await;
-}
-
 async fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -115,11 +63,6 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
     if !can_ping() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("netward-probe-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let database = TestDatabase::create().await.unwrap();
-    let inventory = Netward::start("inventory", &["--database-url", database.url()]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
     let row = |line: u32, name: &str, ip: &str, selector: &str| v1::ImportRow {
         line,
         name: name.into(),
@@ -128,28 +71,35 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
         executor_selector: selector.into(),
         ..Default::default()
     };
-    let (imported, ids) = import(
-        &inventory_url,
-        vec![
+    // Heartbeats every 10 s: a silent session lasts 30 s, beyond the wait
+    // of the stopped executor's probe below. The executors' results have
+    // nowhere to go (no alerting): probe-now does not need it.
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .devices(vec![
             row(2, "router-b", "127.0.0.1", "zone=b"),
             row(3, "router-c", "127.0.0.2", "zone=c"),
-        ],
-    )
-    .await;
+        ])
+        .set_for(
+            Target::Planner,
+            "NETWARD_PLANNER__HEARTBEAT_INTERVAL",
+            "10s",
+        )
+        .start()
+        .await;
+    let imported = cluster.imported.as_ref().unwrap();
     assert_eq!(imported.created, 2, "{imported:?}");
-
-    // Heartbeats every 10 s: a silent session lasts 30 s, beyond the wait
-    // of the stopped executor's probe below.
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &[("NETWARD_PLANNER__HEARTBEAT_INTERVAL", "10s")],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let exec_a = executor("ping-executor", &dir, "exec-a", "a", &planner_url).await;
-    let exec_b = executor("ping-executor", &dir, "exec-b", "b", &planner_url).await;
-    connected(&planner_url, v1::ExecutorKind::Ping, 2).await;
+    for (id, zone) in [("exec-a", "a"), ("exec-b", "b")] {
+        cluster
+            .add_ping_executor(&[
+                ("NETWARD_PING_EXECUTOR__EXECUTOR_ID", id),
+                ("NETWARD_PING_EXECUTOR__LABELS__ZONE", zone),
+            ])
+            .await;
+    }
+    let ids = cluster.ids.clone();
+    let planner_url = cluster.planner_url();
+    let planner_addr = cluster.planner.as_ref().unwrap().grpc_addr;
 
     // The CLI, by name, several times: always exec-b, the only match.
     for _ in 0..3 {
@@ -180,7 +130,7 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
 
     // grpcurl through reflection.
     let answer = grpcurl(
-        planner.grpc_addr,
+        planner_addr,
         &[
             "-d",
             r#"{"device":"router-b"}"#,
@@ -194,9 +144,8 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
     assert_eq!(json["result"]["outcome"], "PROBE_OUTCOME_OK", "{json}");
 
     // Each probe is in the planner's audit trail, with its executor.
-    let mut planner_client =
-        PlannerServiceClient::new(connect(&planner_url, &Default::default()).unwrap());
-    let events = planner_client
+    let events = cluster
+        .planner_client()
         .list_audit_events(v1::ListAuditEventsRequest {
             object_id: ids["router-b"].clone(),
             ..Default::default()
@@ -215,7 +164,7 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
 
     // No device named: INVALID_ARGUMENT naming the field.
     let answer = grpcurl(
-        planner.grpc_addr,
+        planner_addr,
         &["-d", "{}", "netward.v1.PlannerService/ProbeDevice"],
     )
     .await;
@@ -238,7 +187,7 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
         "{error}"
     );
     let answer = grpcurl(
-        planner.grpc_addr,
+        planner_addr,
         &[
             "-d",
             r#"{"device":"router-c"}"#,
@@ -273,6 +222,7 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
     // exec-b stops answering (SIGSTOP; its session stays for three
     // heartbeats): the caller gets DEADLINE_EXCEEDED after the probe's own
     // bound, (3 + 2) x (200 + 1000) ms + 5 s, not a hang.
+    let exec_b = cluster.ping_executors.pop().unwrap();
     signal(exec_b.pid(), "-STOP").await;
     let started = Instant::now();
     let output = cli("probe", "router-b", &planner_url, false).await;
@@ -287,11 +237,25 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
     assert!(waited < Duration::from_secs(15), "waited {waited:?}");
 
     // Its session ends while a probe waits on it: UNAVAILABLE at once.
+    let planner = cluster.planner.as_ref().unwrap();
+    let sent_to_b = || {
+        planner
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["message"] == "probe-now sent" && e["executor_id"] == "exec-b")
+            .count()
+    };
+    let sent_before = sent_to_b();
     let waiting = tokio::spawn({
         let planner_url = planner_url.clone();
         async move { cli("probe", "router-b", &planner_url, false).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the probe waits on exec-b", Duration::from_secs(10), || {
+        let sent = sent_to_b();
+        async move { (sent > sent_before).then_some(()) }
+    })
+    .await;
     let killed_at = Instant::now();
     exec_b.kill().await;
     let output = waiting.await.unwrap();
@@ -302,8 +266,6 @@ async fn probe_now_goes_to_the_executor_the_selector_matches() {
         "{error}"
     );
     assert!(killed_at.elapsed() < Duration::from_secs(5));
-    exec_a.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -314,22 +276,21 @@ async fn poll_now_returns_a_sample_from_a_poller() {
     let dir = std::env::temp_dir().join(format!("netward-poll-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let agent = crate::snmp_v3::snmpd(&dir);
-    let database = TestDatabase::create().await.unwrap();
-    let key = "3c".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &["--database-url", database.url()],
-        &[("NETWARD_SECRET_KEY", &key)],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap())
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .snmp_pollers(1)
+        .executor_ids(Target::SnmpPoller, &["poller-b"])
+        .set_for(Target::SnmpPoller, "NETWARD_SNMP_POLLER__LABELS__ZONE", "b")
+        .set_for(Target::Inventory, "NETWARD_SECRET_KEY", &"3c".repeat(32))
+        .start()
+        .await;
+    cluster
+        .inventory_client()
         .create_credential(crate::snmp_v3::credential("servers-v3"))
         .await
         .unwrap();
-    let (imported, ids) = import(
-        &inventory_url,
-        vec![v1::ImportRow {
+    let imported = cluster
+        .import_devices(vec![v1::ImportRow {
             line: 2,
             name: "linux-srv-01".into(),
             ip: "127.0.0.1".into(),
@@ -340,14 +301,26 @@ async fn poll_now_returns_a_sample_from_a_poller() {
             snmp_profile: "auto".into(),
             executor_selector: "zone=b".into(),
             ..Default::default()
-        }],
+        }])
+        .await;
+    assert_eq!(imported.created, 1, "{imported:?}");
+    let ids = cluster.ids.clone();
+    let planner_url = cluster.planner_url();
+    // Imported after the planner started (the credential came first): its
+    // copy of the inventory holds the device once its gauge says so.
+    let metrics_addr = cluster.planner.as_ref().unwrap().metrics_addr;
+    eventually(
+        "the planner's copy holds the device",
+        Duration::from_secs(20),
+        || async move {
+            let metrics = crate::support::http_get(metrics_addr, "/metrics").await;
+            metrics
+                .lines()
+                .any(|line| line == "netward_inventory_copy_devices 1")
+                .then_some(())
+        },
     )
     .await;
-    assert_eq!(imported.created, 1, "{imported:?}");
-    let planner = Netward::start("planner", &["--inventory-url", &inventory_url]).await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let _poller = executor("snmp-poller", &dir, "poller-b", "b", &planner_url).await;
-    connected(&planner_url, v1::ExecutorKind::Snmp, 1).await;
 
     // The planner resolves the credential in its first second or so; until
     // then the poll is refused, saying so.
@@ -395,11 +368,6 @@ async fn a_region_scoped_operator_probes_its_region_only_and_a_viewer_not_at_all
     if !can_ping() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("netward-probe-roles-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let database = TestDatabase::create().await.unwrap();
-    let inventory = Netward::start("inventory", &["--database-url", database.url()]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
     let row = |line: u32, name: &str, ip: &str, region: &str| v1::ImportRow {
         line,
         name: name.into(),
@@ -408,77 +376,38 @@ async fn a_region_scoped_operator_probes_its_region_only_and_a_viewer_not_at_all
         region: region.into(),
         ..Default::default()
     };
-    let (imported, ids) = import(
-        &inventory_url,
-        vec![
-            row(2, "emea-rtr", "127.0.0.1", "EMEA"),
-            row(3, "amer-rtr", "127.0.0.2", "AMER"),
-        ],
-    )
-    .await;
-    assert_eq!(imported.created, 2, "{imported:?}");
-
-    // The planner checks tokens; the executor registers with the admin's.
+    // The planner checks tokens; the executor registers with the admin's,
+    // and so do the cluster's clients.
     let token = |name: &str, role: &str, secret: &str| {
         format!(
             "\n[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
             netward_shared::auth::token_sha256(secret)
         )
     };
-    let config = dir.join("auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\npeer_token = \"t-admin\"\n{}{}regions = [\"EMEA\"]\n{}\n\
-             [ping_executor]\nexecutor_id = \"exec-1\"\n",
-            token("admin", "admin", "t-admin"),
-            token("emea-noc", "operator", "t-emea"),
-            token("viewer", "viewer", "t-viewer"),
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let planner = Netward::start(
-        "planner",
-        &["--inventory-url", &inventory_url, "--config", config],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let _executor = Netward::start(
-        "ping-executor",
-        &[
-            "--planner-url",
-            &planner_url,
-            "--alerting-url",
-            NO_ALERTING,
-            "--config",
-            config,
-        ],
-    )
-    .await;
-    let admin = PlannerServiceClient::new(
-        connect(
-            &planner_url,
-            &netward_shared::client::ClientOptions {
-                token: Some(netward_shared::secret::Secret::new("t-admin".to_string())),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
+    let config = format!(
+        "[auth]\npeer_token = \"t-admin\"\n{}{}regions = [\"EMEA\"]\n{}\n\
+         [ping_executor]\nexecutor_id = \"exec-1\"\n",
+        token("admin", "admin", "t-admin"),
+        token("emea-noc", "operator", "t-emea"),
+        token("viewer", "viewer", "t-viewer"),
     );
-    eventually("exec-1 registered", Duration::from_secs(30), || {
-        let mut admin = admin.clone();
-        async move {
-            let executors = admin
-                .list_executors(v1::ListExecutorsRequest::default())
-                .await
-                .ok()?
-                .into_inner()
-                .executors;
-            (executors.len() == 1).then_some(())
-        }
-    })
-    .await;
+    let cluster = crate::support::cluster()
+        .planner()
+        .ping_executors(1)
+        .devices(vec![
+            row(2, "emea-rtr", "127.0.0.1", "EMEA"),
+            row(3, "amer-rtr", "127.0.0.2", "AMER"),
+        ])
+        .config(Target::Planner, &config)
+        .config(Target::PingExecutor, &config)
+        .client_token("t-admin")
+        .start()
+        .await;
+    let imported = cluster.imported.as_ref().unwrap();
+    assert_eq!(imported.created, 2, "{imported:?}");
+    let ids = &cluster.ids;
+    let planner_url = cluster.planner_url();
+    let admin = cluster.planner_client();
 
     // The EMEA operator: its region's router, not the other one (which
     // reads as unknown, as in the inventory).
@@ -534,5 +463,4 @@ async fn a_region_scoped_operator_probes_its_region_only_and_a_viewer_not_at_all
         (events[0].actor.as_str(), events[0].action.as_str()),
         ("emea-noc", "ProbeDevice")
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::config::Target;
+use netward_shared::testkit::cluster::Node;
+use netward_shared::testkit::eventually;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-
-use crate::support::Netward;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -221,43 +221,16 @@ async fn prometheus_scrapes_every_target_evaluates_the_rules_and_alerts_alertman
     }
     let scratch = ScratchDir::new();
 
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let planner = Netward::start("planner", &["--inventory-url", &inventory_url]).await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--planner-url",
-            &planner_url,
-        ],
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let executor_args = [
-        "--planner-url",
-        &planner_url,
-        "--alerting-url",
-        &alerting_url,
-    ];
-    let executor = Netward::start_with_env(
-        "ping-executor",
-        &executor_args,
-        &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "prom-ping")],
-    )
-    .await;
-    let poller = Netward::start_with_env(
-        "snmp-poller",
-        &executor_args,
-        &[("NETWARD_SNMP_POLLER__EXECUTOR_ID", "prom-snmp")],
-    )
-    .await;
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .alerting()
+        .ping_executors(1)
+        .snmp_pollers(1)
+        .executor_ids(Target::PingExecutor, &["prom-ping"])
+        .executor_ids(Target::SnmpPoller, &["prom-snmp"])
+        .start()
+        .await;
+    let metrics = |node: &Option<Node>| node.as_ref().unwrap().metrics_addr;
 
     // Alertmanager with the shipped file as it is: its receiver has no
     // destination, which loads; an empty cluster address disables gossip.
@@ -279,11 +252,14 @@ async fn prometheus_scrapes_every_target_evaluates_the_rules_and_alerts_alertman
 
     let prometheus_addr = free_addr();
     let targets = BTreeMap::from([
-        ("inventory", vec![inventory.metrics_addr]),
-        ("planner", vec![planner.metrics_addr]),
-        ("alerting", vec![alerting.metrics_addr]),
-        ("ping-executor", vec![executor.metrics_addr]),
-        ("snmp-poller", vec![poller.metrics_addr]),
+        ("inventory", vec![metrics(&cluster.inventory)]),
+        ("planner", vec![metrics(&cluster.planner)]),
+        ("alerting", vec![metrics(&cluster.alerting)]),
+        (
+            "ping-executor",
+            vec![cluster.ping_executors[0].metrics_addr],
+        ),
+        ("snmp-poller", vec![cluster.snmp_pollers[0].metrics_addr]),
         ("prometheus", vec![prometheus_addr]),
         ("alertmanager", vec![alertmanager_addr]),
     ]);
@@ -399,6 +375,7 @@ async fn prometheus_scrapes_every_target_evaluates_the_rules_and_alerts_alertman
 
     // A crashed ping executor: `up` is 0, NetwardTargetDown fires with the
     // rule's labels, and Prometheus delivers it to Alertmanager.
+    let executor = cluster.ping_executors.pop().unwrap();
     let instance = executor.metrics_addr.to_string();
     executor.kill().await;
     let is_target_down = |labels: &Value| {

@@ -10,13 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use netward_shared::client::connect;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::eventually;
 
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 /// The router's MIB: system group, and ifTable/ifXTable rows for a LAN
 /// port and the two uplinks; `magti_oper` is ifOperStatus of ifIndex 2.
@@ -191,18 +188,8 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
         .unwrap();
     let agent = snmpsim(&dir);
 
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let key = "5e".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &["--database-url", &db],
-        &[("NETWARD_SECRET_KEY", &key)],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let mut inventory_client =
-        InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap());
+    let mut cluster = crate::snmp_v3::snmp_cluster("isp-test-poller").await;
+    let mut inventory_client = cluster.inventory_client();
     inventory_client
         .create_credential(v1::CreateCredentialRequest {
             name: "branch-ro".into(),
@@ -212,9 +199,8 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
         })
         .await
         .unwrap();
-    let (imported, ids) = crate::support::import(
-        &inventory_url,
-        vec![v1::ImportRow {
+    let imported = cluster
+        .import_devices(vec![v1::ImportRow {
             line: 2,
             name: "tbilisi-01-rtr".into(),
             ip: "127.0.0.1".into(),
@@ -224,17 +210,15 @@ async fn an_isp_link_going_down_alerts_naming_the_provider() {
             snmp_port: agent.port.to_string(),
             snmp_profile: "interfaces".into(),
             ..Default::default()
-        }],
-    )
-    .await;
+        }])
+        .await;
     assert_eq!(imported.created, 1, "{imported:?}");
-    let device_id = ids["tbilisi-01-rtr"].clone();
-
-    let stack =
-        crate::support::SnmpStack::start(&db, &inventory_url, &dir, "isp-test-poller").await;
-    let (alerting, planner, poller) = (&stack.alerting, &stack.planner, &stack.poller);
-    let alerting_url = stack.alerting_url.clone();
-    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
+    let device_id = cluster.id("tbilisi-01-rtr").to_string();
+    let alerting = cluster.alerting.as_ref().unwrap();
+    let planner = cluster.planner.as_ref().unwrap();
+    let poller = &cluster.snmp_pollers[0];
+    let alerting_url = cluster.alerting_url();
+    let client = cluster.alerting_client();
 
     // Both uplinks classified from ifAlias, with their providers.
     let interfaces = eventually(

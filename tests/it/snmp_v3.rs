@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use netward_shared::client::connect;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::cluster::Cluster;
+use netward_shared::testkit::eventually;
 
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 const USER: &str = "netward-v3";
 const AUTH_KEY: &str = "auth-key-sha256";
@@ -100,6 +99,27 @@ pub(crate) fn snmpd(dir: &Path) -> Snmpd {
     }
 }
 
+/// The SNMP tests' cluster, as processes of the real binary: inventory
+/// (with a key for credentials' secrets), planner (SNMP every 5 s),
+/// alerting (rates judged for 5 s polls) and one SNMP poller, `poller_id`.
+/// Devices come after their credential ([`Cluster::import_devices`]).
+pub(crate) async fn snmp_cluster(poller_id: &str) -> Cluster {
+    crate::support::cluster()
+        .planner()
+        .alerting()
+        .snmp_pollers(1)
+        .executor_ids(Target::SnmpPoller, &[poller_id])
+        .set_for(Target::Inventory, "NETWARD_SECRET_KEY", &"3c".repeat(32))
+        .set_for(Target::Planner, "NETWARD_PLANNER__SNMP_INTERVAL", "5s")
+        // Polls every 5 s: rates must not take a static sysUpTime for a reboot.
+        .config(
+            Target::Alerting,
+            "[alerting.rates]\npoll_interval = \"5s\"\nuptime_slack = \"1h\"\n",
+        )
+        .start()
+        .await
+}
+
 /// Whether snmpd and snmpget are here (in CI they must be); says so if not.
 pub(crate) fn snmp_tools() -> bool {
     if !which("snmpd") || !which("snmpget") {
@@ -136,23 +156,14 @@ async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
     std::fs::create_dir_all(&dir).unwrap();
     let agent = snmpd(&dir);
 
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let key = "3c".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &["--database-url", &db],
-        &[("NETWARD_SECRET_KEY", &key)],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    InventoryServiceClient::new(connect(&inventory_url, &Default::default()).unwrap())
+    let mut cluster = snmp_cluster("v3-test-poller").await;
+    cluster
+        .inventory_client()
         .create_credential(credential("servers-v3"))
         .await
         .unwrap();
-    let (imported, ids) = crate::support::import(
-        &inventory_url,
-        vec![v1::ImportRow {
+    let imported = cluster
+        .import_devices(vec![v1::ImportRow {
             line: 2,
             name: "linux-srv-01".into(),
             ip: "127.0.0.1".into(),
@@ -162,16 +173,13 @@ async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
             snmp_port: agent.port.to_string(),
             snmp_profile: "auto".into(),
             ..Default::default()
-        }],
-    )
-    .await;
+        }])
+        .await;
     assert_eq!(imported.created, 1, "{imported:?}");
-    let device_id = ids["linux-srv-01"].clone();
-
-    let stack = crate::support::SnmpStack::start(&db, &inventory_url, &dir, "v3-test-poller").await;
-    let poller = &stack.poller;
-    let alerting_url = stack.alerting_url.clone();
-    let client = AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
+    let device_id = cluster.id("linux-srv-01").to_string();
+    let poller = &cluster.snmp_pollers[0];
+    let (inventory_url, alerting_url) = (cluster.inventory_url(), cluster.alerting_url());
+    let client = cluster.alerting_client();
 
     // Two polls with lo in them: the second one has rates (and the hints
     // of the first: resolved profile, engine id, max-repetitions).

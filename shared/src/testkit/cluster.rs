@@ -310,6 +310,14 @@ impl ClusterBuilder {
         cluster.ready().await;
         Ok(cluster)
     }
+
+    /// The token the cluster's clients send, without [`ClusterBuilder::token`]'s
+    /// `NETWARD_TOKEN` for every target: for targets whose own `[auth]`
+    /// (given with [`ClusterBuilder::config`]) decides what they accept.
+    pub fn client_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
 }
 
 /// A running cluster. Dropping it stops every target (processes are
@@ -636,6 +644,25 @@ impl Cluster {
             self.wait_sessions(v1::ExecutorKind::Snmp, self.snmp_pollers.len())
                 .await;
         }
+    }
+
+    /// Starts one more node of `target` with the cluster's settings and
+    /// `settings` on top, on ports of its own, and hands it to the test: a
+    /// standby planner, or alerting again after the test killed the first
+    /// (put it back in the cluster's field to use the cluster's client).
+    pub async fn start_another(&self, target: Target, settings: &[(&str, &str)]) -> Node {
+        self.launch_with(target, usize::MAX, settings)
+            .await
+            .unwrap_or_else(|error| panic!("{target} did not start: {error}"))
+    }
+
+    /// Imports `rows` into the running cluster (devices that need something
+    /// created in the inventory first, such as their SNMP credential); their
+    /// ids join [`Cluster::ids`]. Returns what the import answered.
+    pub async fn import_devices(&mut self, rows: Vec<v1::ImportRow>) -> v1::ImportDevicesResponse {
+        self.builder.devices = rows;
+        self.import().await;
+        self.imported.clone().expect("the import's answer")
     }
 }
 
