@@ -424,10 +424,19 @@ impl Cluster {
         self.ping_executors.last().expect("just pushed")
     }
 
-    /// Starts one more instance of `target` on the cluster's storage and
-    /// peers, with `settings` on top of the cluster's (an empty value
-    /// unsets a key): `Err` with its error when an in-process one refuses to
-    /// start. The cluster does not keep it: the caller stops it.
+    /// Starts one more node of `target` with the cluster's settings and
+    /// `settings` on top (an empty value unsets a key), on ports of its own,
+    /// and hands it to the test: a standby planner, or alerting again after
+    /// the test killed the first (put it back in the cluster's field to use
+    /// the cluster's client).
+    pub async fn start_another(&self, target: Target, settings: &[(&str, &str)]) -> Node {
+        self.try_start_another(target, settings)
+            .await
+            .unwrap_or_else(|error| panic!("{target} did not start: {error}"))
+    }
+
+    /// As [`Cluster::start_another`], with `Err` carrying the error of an
+    /// in-process target that refuses to start.
     pub async fn try_start_another(
         &self,
         target: Target,
@@ -644,16 +653,6 @@ impl Cluster {
             self.wait_sessions(v1::ExecutorKind::Snmp, self.snmp_pollers.len())
                 .await;
         }
-    }
-
-    /// Starts one more node of `target` with the cluster's settings and
-    /// `settings` on top, on ports of its own, and hands it to the test: a
-    /// standby planner, or alerting again after the test killed the first
-    /// (put it back in the cluster's field to use the cluster's client).
-    pub async fn start_another(&self, target: Target, settings: &[(&str, &str)]) -> Node {
-        self.launch_with(target, usize::MAX, settings)
-            .await
-            .unwrap_or_else(|error| panic!("{target} did not start: {error}"))
     }
 
     /// Imports `rows` into the running cluster (devices that need something
