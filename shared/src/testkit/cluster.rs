@@ -284,6 +284,24 @@ impl ClusterBuilder {
         cluster.ready().await;
         Ok(cluster)
     }
+
+    /// The token the cluster's own clients send (its import, its readiness
+    /// checks, its `*_client()`s) when the targets take their tokens from
+    /// an `[auth]` configuration rather than [`ClusterBuilder::token`]'s
+    /// `NETWARD_TOKEN`.
+    pub fn client_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// A TOML configuration file for every target (what they all share,
+    /// such as `[auth]`), as [`ClusterBuilder::config`] for each.
+    pub fn config_all(mut self, toml: &str) -> Self {
+        for target in Target::ALL {
+            self.configs.push((target, toml.to_string()));
+        }
+        self
+    }
 }
 
 /// A running cluster. Dropping it stops every target (processes are
@@ -602,6 +620,31 @@ impl Cluster {
                 .await;
             self.wait_sessions(v1::ExecutorKind::Snmp, self.snmp_pollers.len())
                 .await;
+        }
+    }
+
+    /// Stops every target with a clean shutdown, executors first, then the
+    /// services they feed, and panics with the log of any that did not
+    /// end cleanly (a test of a clean exit; dropping the cluster kills).
+    pub async fn stop_all(mut self) {
+        let mut nodes = std::mem::take(&mut self.ping_executors);
+        nodes.append(&mut self.snmp_pollers);
+        nodes.extend(
+            [
+                self.alerting.take(),
+                self.planner.take(),
+                self.inventory.take(),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        for node in nodes {
+            let target = node.target;
+            let stopped = node.stop().await;
+            assert!(
+                stopped.clean(),
+                "{target} did not stop cleanly: {stopped:?}"
+            );
         }
     }
 }
