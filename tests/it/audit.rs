@@ -1,6 +1,6 @@
-//! The audit trail end to end: inventory, alerting and a planner (processes
-//! of the real binary, on PostgreSQL) with two named tokens; a scripted
-//! sequence of changes by `alice` (admin) and `bob` (operator); then
+//! The audit trail end to end: inventory, alerting and a planner (a cluster
+//! of processes of the real binary, on PostgreSQL) with two named tokens; a
+//! scripted sequence of changes by `alice` (admin) and `bob` (operator); then
 //! `netward audit --json` lists each change once, in order, with its actor,
 //! action and object, and no secret in any detail.
 
@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use netward_shared::auth::token_sha256;
 use netward_shared::client::{ClientOptions, PeerChannel, connect};
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::secret::Secret;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::eventually;
 use tokio::process::Command;
 
 use crate::alerting::Ingest;
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 const ALICE: &str = "alice-token-for-the-audit-test";
 const BOB: &str = "bob-token-for-the-audit-test";
@@ -61,53 +62,27 @@ async fn netward_audit(args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn a_scripted_sequence_of_changes_is_audited_once_each_in_order() {
-    let database = TestDatabase::create().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("netward-audit-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("netward.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\npeer_token = \"{SERVICES}\"\n\n\
-             [[auth.tokens]]\nname = \"alice\"\nrole = \"admin\"\nsha256 = \"{}\"\n\n\
-             [[auth.tokens]]\nname = \"bob\"\nrole = \"operator\"\nsha256 = \"{}\"\n\n\
-             [[auth.tokens]]\nname = \"services\"\nrole = \"service\"\nsha256 = \"{}\"\n",
-            token_sha256(ALICE),
-            token_sha256(BOB),
-            token_sha256(SERVICES),
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let secret_key = "ab".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &["--database-url", database.url(), "--config", config],
-        &[("NETWARD_SECRET_KEY", secret_key.as_str())],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            database.url(),
-            "--inventory-url",
-            &inventory_url,
-            "--config",
-            config,
-        ],
-    )
-    .await;
-    let planner = Netward::start(
-        "planner",
-        &["--inventory-url", &inventory_url, "--config", config],
-    )
-    .await;
+    let config = format!(
+        "[auth]\npeer_token = \"{SERVICES}\"\n\n\
+         [[auth.tokens]]\nname = \"alice\"\nrole = \"admin\"\nsha256 = \"{}\"\n\n\
+         [[auth.tokens]]\nname = \"bob\"\nrole = \"operator\"\nsha256 = \"{}\"\n\n\
+         [[auth.tokens]]\nname = \"services\"\nrole = \"service\"\nsha256 = \"{}\"\n",
+        token_sha256(ALICE),
+        token_sha256(BOB),
+        token_sha256(SERVICES),
+    );
+    let cluster = crate::support::cluster()
+        .alerting()
+        .planner()
+        .config_all(&config)
+        .client_token(SERVICES)
+        .set_for(Target::Inventory, "NETWARD_SECRET_KEY", &"ab".repeat(32))
+        .start()
+        .await;
     let urls = [
-        inventory_url.clone(),
-        format!("http://{}", alerting.grpc_addr),
-        format!("http://{}", planner.grpc_addr),
+        cluster.inventory_url(),
+        cluster.alerting_url(),
+        cluster.planner_url(),
     ];
     let mut alice = clients(ALICE, &urls);
     let mut bob = clients(BOB, &urls);
@@ -391,9 +366,5 @@ async fn a_scripted_sequence_of_changes_is_audited_once_each_in_order() {
     assert!(err.contains("http://127.0.0.1:9"), "{err}");
     assert_eq!(out.lines().count(), want.len() - 1, "{out}");
 
-    for process in [planner, alerting, inventory] {
-        let (status, log) = process.stop().await;
-        assert!(status.success(), "{log}");
-    }
-    std::fs::remove_dir_all(dir).unwrap();
+    cluster.stop_all().await;
 }

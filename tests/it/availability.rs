@@ -1,11 +1,11 @@
-//! Availability reports end to end: inventory and alerting as processes of
-//! the real binary on PostgreSQL, devices of two regions, several sites and
-//! types made DOWN and UP by results sent on Ingest, a maintenance window
-//! over part of one outage; then `GetAvailabilityReport` against
-//! `GetAvailability` of each device, `netward availability` as CSV, JSON and
-//! a table, a region-scoped token, and bad requests. (The exact figures at
-//! chosen instants, on both backends, are in the alerting crate's
-//! `tests/it/availability.rs`.)
+//! Availability reports end to end: inventory and alerting as a cluster of
+//! processes of the real binary on PostgreSQL, devices of two regions,
+//! several sites and types made DOWN and UP by results sent on Ingest, a
+//! maintenance window over part of one outage; then `GetAvailabilityReport`
+//! against `GetAvailability` of each device, `netward availability` as CSV,
+//! JSON and a table, a region-scoped token, and bad requests. (The exact
+//! figures at chosen instants, on both backends, are in the alerting
+//! crate's `tests/it/availability.rs`.)
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,12 +15,12 @@ use netward_shared::client::{ClientOptions, PeerChannel, connect};
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
 use netward_shared::secret::Secret;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::eventually;
 use tokio::process::Command;
 use tonic::Code;
 
 use crate::alerting::Ingest;
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 /// The admin token is named `test` in the config: Ingest's sender calls
 /// itself `test`.
@@ -101,45 +101,15 @@ fn summed<'a>(rows: impl IntoIterator<Item = &'a v1::AvailabilityReportRow>) -> 
 
 #[tokio::test]
 async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_table() {
-    let database = TestDatabase::create().await.unwrap();
-    let config = std::env::temp_dir().join(format!(
-        "netward-availability-{}.toml",
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\npeer_token = \"{SERVICES}\"\n\n\
-             [[auth.tokens]]\nname = \"test\"\nrole = \"admin\"\nsha256 = \"{}\"\n\n\
-             [[auth.tokens]]\nname = \"emea-noc\"\nrole = \"viewer\"\nsha256 = \"{}\"\nregions = [\"EMEA\"]\n\n\
-             [[auth.tokens]]\nname = \"services\"\nrole = \"service\"\nsha256 = \"{}\"\n",
-            token_sha256(ADMIN),
-            token_sha256(EMEA),
-            token_sha256(SERVICES),
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let inventory = Netward::start(
-        "inventory",
-        &["--database-url", database.url(), "--config", config],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            database.url(),
-            "--inventory-url",
-            &inventory_url,
-            "--config",
-            config,
-        ],
-    )
-    .await;
-    let url = format!("http://{}", alerting.grpc_addr);
-
+    let config = format!(
+        "[auth]\npeer_token = \"{SERVICES}\"\n\n\
+         [[auth.tokens]]\nname = \"test\"\nrole = \"admin\"\nsha256 = \"{}\"\n\n\
+         [[auth.tokens]]\nname = \"emea-noc\"\nrole = \"viewer\"\nsha256 = \"{}\"\nregions = [\"EMEA\"]\n\n\
+         [[auth.tokens]]\nname = \"services\"\nrole = \"service\"\nsha256 = \"{}\"\n",
+        token_sha256(ADMIN),
+        token_sha256(EMEA),
+        token_sha256(SERVICES),
+    );
     // The fleet, imported with the admin token.
     let rows = DEVICES
         .iter()
@@ -154,40 +124,18 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
             ..Default::default()
         })
         .collect::<Vec<_>>();
-    let options = ClientOptions {
-        token: Some(Secret::new(ADMIN.to_string())),
-        ..ClientOptions::default()
-    };
-    let mut inventory_client = v1::inventory_service_client::InventoryServiceClient::new(
-        connect(&inventory_url, &options).unwrap(),
-    );
-    let imported = inventory_client
-        .import_devices(futures::stream::iter([
-            v1::ImportDevicesRequest {
-                item: Some(v1::import_devices_request::Item::Options(
-                    v1::ImportOptions::default(),
-                )),
-            },
-            v1::ImportDevicesRequest {
-                item: Some(v1::import_devices_request::Item::Rows(v1::ImportRows {
-                    rows,
-                })),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
+    let cluster = crate::support::cluster()
+        .alerting()
+        .config_all(&config)
+        .client_token(ADMIN)
+        .devices(rows)
+        .start()
+        .await;
+    let imported = cluster.imported.as_ref().unwrap();
     assert_eq!(imported.created, 6, "{imported:?}");
-    let ids: HashMap<String, String> = inventory_client
-        .list_devices(v1::ListDevicesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .devices
-        .into_iter()
-        .map(|d| (d.name, d.id))
-        .collect();
-    let mut admin = client(&url, ADMIN);
+    let ids = &cluster.ids;
+    let url = cluster.alerting_url();
+    let mut admin = cluster.alerting_client();
     eventually(
         "alerting follows the inventory",
         Duration::from_secs(20),
@@ -222,6 +170,8 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
     let down = cycle(&|name| !failing.contains(&name));
     let refs: Vec<(&str, bool)> = down.iter().map(|(id, ok)| (id.as_str(), *ok)).collect();
     ingest.results(3, &refs).await;
+    // The scenario's time: k-cam is down a while before its window opens,
+    // and the window lasts a while (neither waits for anything).
     tokio::time::sleep(Duration::from_millis(400)).await;
     let window = admin
         .create_silence(v1::CreateSilenceRequest {
@@ -253,7 +203,6 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
     let refs: Vec<(&str, bool)> = up.iter().map(|(id, ok)| (id.as_str(), *ok)).collect();
     ingest.results(4, &refs).await;
     ingest.results(5, &refs).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // One period for every call: the last hour, to now.
     let end = prost_types::Timestamp::from(std::time::SystemTime::now());

@@ -1,20 +1,17 @@
-//! The everyday changes through the CLI against the real services
-//! (inventory and alerting processes on PostgreSQL): `netward credentials`,
-//! `netward rules` and `netward silences` round trips, checked against
-//! what the services then hold over gRPC. Secrets never come from an
+//! The everyday changes through the CLI against the real services (a
+//! cluster of inventory and alerting processes on PostgreSQL): `netward
+//! credentials`, `netward rules` and `netward silences` round trips, checked
+//! against what the services then hold over gRPC. Secrets never come from an
 //! argument and never show in an output.
 
 use std::process::Stdio;
 
-use netward_shared::client::{ClientOptions, connect};
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
-use netward_shared::testkit::TestDatabase;
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 const COMMUNITY: &str = "br1-community-s3cret";
 const AUTH_KEY: &str = "auth-passphrase-4711";
@@ -93,29 +90,13 @@ impl Cli {
 
 #[tokio::test]
 async fn credentials_rules_and_silences_round_trip_through_the_cli() {
-    let database = TestDatabase::create().await.unwrap();
-    let key = "cd".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &["--database-url", database.url()],
-        &[("NETWARD_SECRET_KEY", key.as_str())],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            database.url(),
-            "--inventory-url",
-            &inventory_url,
-        ],
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let options = ClientOptions::default();
-    let mut inv = InventoryServiceClient::new(connect(&inventory_url, &options).unwrap());
-    let mut alert = AlertingServiceClient::new(connect(&alerting_url, &options).unwrap());
+    let cluster = crate::support::cluster()
+        .alerting()
+        .set_for(Target::Inventory, "NETWARD_SECRET_KEY", &"cd".repeat(32))
+        .start()
+        .await;
+    let mut inv = cluster.inventory_client();
+    let mut alert = cluster.alerting_client();
     let site = inv
         .create_site(v1::CreateSiteRequest {
             site: Some(v1::Site {
@@ -147,8 +128,8 @@ async fn credentials_rules_and_silences_round_trip_through_the_cli() {
         .unwrap();
     let cli = Cli {
         urls: vec![
-            ("NETWARD_INVENTORY_URL", inventory_url.clone()),
-            ("NETWARD_ALERTING_URL", alerting_url.clone()),
+            ("NETWARD_INVENTORY_URL", cluster.inventory_url()),
+            ("NETWARD_ALERTING_URL", cluster.alerting_url()),
         ],
     };
 

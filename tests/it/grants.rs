@@ -1,9 +1,9 @@
 //! Executor tokens and batch grants (issue 16): inventory, planner and
-//! alerting run as processes of the real binary with role tokens and a
-//! shared `auth.grant_key`. The test plays a branch executor holding an
-//! executor token: it receives the planner's signed grant with each
-//! assignment, and alerting stores its results only for the devices that
-//! grant names; forged, stripped or borrowed grants are refused and
+//! alerting run as a cluster of processes of the real binary with role
+//! tokens and a shared `auth.grant_key`. The test plays a branch executor
+//! holding an executor token: it receives the planner's signed grant with
+//! each assignment, and alerting stores its results only for the devices
+//! that grant names; forged, stripped or borrowed grants are refused and
 //! counted. The token may only register and report as its own executor,
 //! and may not read or resolve credentials. Then a real ping executor with
 //! its own executor token takes over, and the devices turn UP through its
@@ -14,20 +14,18 @@ use std::time::Duration;
 use netward_shared::auth::grant::GrantKey;
 use netward_shared::auth::token_sha256;
 use netward_shared::client::{ClientOptions, connect};
+use netward_shared::config::Target;
 use netward_shared::prost::Message as _;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::import_devices_request::Item;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::secret::Secret;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::eventually;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-
-use crate::support::Netward;
 
 const ADMIN: &str = "nwt_admin-grants-test";
 const SERVICE: &str = "nwt_service-grants-test";
@@ -79,24 +77,7 @@ fn probe(device_id: &str, assignment: &v1::Assignment) -> v1::ProbeResult {
 
 #[tokio::test]
 async fn executor_tokens_report_only_what_their_grants_name() {
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
     let grant_key = "5a".repeat(32);
-    let dir = std::env::temp_dir().join(format!("netward-grants-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config_path = dir.join("netward.toml");
-    std::fs::write(&config_path, config(&grant_key)).unwrap();
-    let config_path = config_path.to_str().unwrap();
-    let as_service = [("NETWARD_AUTH__PEER_TOKEN", SERVICE)];
-
-    let inventory = Netward::start(
-        "inventory",
-        &["--config", config_path, "--database-url", &db],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let mut admin_inventory =
-        InventoryServiceClient::new(connect(&inventory_url, &with_token(ADMIN)).unwrap());
     let rows = (1..=3)
         .map(|k| v1::ImportRow {
             line: k + 1,
@@ -106,43 +87,23 @@ async fn executor_tokens_report_only_what_their_grants_name() {
             ..Default::default()
         })
         .collect();
-    let imported = admin_inventory
-        .import_devices(futures::stream::iter(vec![
-            v1::ImportDevicesRequest {
-                item: Some(Item::Options(v1::ImportOptions::default())),
-            },
-            v1::ImportDevicesRequest {
-                item: Some(Item::Rows(v1::ImportRows { rows })),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(imported.created, 3);
-
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--config", config_path, "--inventory-url", &inventory_url],
-        &[as_service[0], ("NETWARD_PLANNER__PING_INTERVAL", "2s")],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start_with_env(
-        "alerting",
-        &[
-            "--config",
-            config_path,
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--planner-url",
-            &planner_url,
-        ],
-        &as_service,
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .alerting()
+        .config_all(&config(&grant_key))
+        .client_token(ADMIN)
+        .devices(rows)
+        .ping_interval(Duration::from_secs(2))
+        .set_for(Target::Planner, "NETWARD_AUTH__PEER_TOKEN", SERVICE)
+        .set_for(Target::Alerting, "NETWARD_AUTH__PEER_TOKEN", SERVICE)
+        .start()
+        .await;
+    assert_eq!(cluster.imported.as_ref().unwrap().created, 3);
+    let (inventory_url, planner_url, alerting_url) = (
+        cluster.inventory_url(),
+        cluster.planner_url(),
+        cluster.alerting_url(),
+    );
 
     // An executor token registers as its own executor only.
     let mut fake_planner =
@@ -288,7 +249,8 @@ async fn executor_tokens_report_only_what_their_grants_name() {
     assert!(reason(3).contains("no grant"), "{}", reason(3));
     assert!(reason(4).contains("signature"), "{}", reason(4));
     assert!(reason(5).contains("may only report as"), "{}", reason(5));
-    let metrics = crate::support::http_get(alerting.metrics_addr, "/metrics").await;
+    let alerting_metrics = cluster.alerting.as_ref().unwrap().metrics_addr;
+    let metrics = crate::support::http_get(alerting_metrics, "/metrics").await;
     assert!(
         metrics.contains("netward_alerting_results_rejected_total{reason=\"grant\"}"),
         "refusals are counted"
@@ -317,24 +279,16 @@ async fn executor_tokens_report_only_what_their_grants_name() {
     if !crate::executor::can_ping() {
         return;
     }
-    let _executor = Netward::start_with_env(
-        "ping-executor",
-        &[
-            "--config",
-            config_path,
-            "--planner-url",
-            &planner_url,
-            "--alerting-url",
-            &alerting_url,
-        ],
-        &[
+    // The fake one's session gone first: the cluster counts sessions to
+    // know the real one registered.
+    cluster.wait_sessions(v1::ExecutorKind::Ping, 0).await;
+    cluster
+        .add_ping_executor(&[
             ("NETWARD_AUTH__PEER_TOKEN", REAL_EXEC),
             ("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "branch-real"),
-        ],
-    )
-    .await;
-    let mut admin_alerting =
-        AlertingServiceClient::new(connect(&alerting_url, &with_token(ADMIN)).unwrap());
+        ])
+        .await;
+    let mut admin_alerting = cluster.alerting_client();
     eventually(
         "the real executor's results turn all three devices UP",
         Duration::from_secs(40),
@@ -363,5 +317,4 @@ async fn executor_tokens_report_only_what_their_grants_name() {
         .list_alerts(v1::ListAlertsRequest::default())
         .await
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 async fn health(args: &[&str]) -> Output {
     Command::new(NETWARD)
@@ -26,7 +26,12 @@ fn stderr(output: &Output) -> String {
 async fn health_reports_serving_and_why_not() {
     // Without Redis the planner leads alone; the inventory it dials need not
     // exist for it to serve.
-    let planner = Netward::start("planner", &["--inventory-url", "http://127.0.0.1:9"]).await;
+    let mut cluster = crate::support::cluster()
+        .no_inventory()
+        .planner()
+        .start()
+        .await;
+    let planner = cluster.planner.take().unwrap();
     let addr = planner.grpc_addr.to_string();
 
     let out = health(&["--addr", &addr]).await;

@@ -5,10 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use netward_shared::testkit::TestDatabase;
 use tokio::process::Command;
 
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 const HEADER: &str =
     "name,ip,site,region,type,vendor,model,parent,tags,enabled,snmp_version,snmp_credential";
@@ -95,9 +94,8 @@ fn reported_lines(report: &str) -> BTreeSet<u64> {
 
 #[tokio::test]
 async fn importing_a_csv_with_bad_rows_reports_each_line() {
-    let database = TestDatabase::create().await.unwrap();
-    let inventory = Netward::start("inventory", &["--database-url", database.url()]).await;
-    let url = format!("http://{}", inventory.grpc_addr);
+    let cluster = crate::support::cluster().start().await;
+    let url = cluster.inventory_url();
     let dir = std::env::temp_dir().join(format!("netward-cli-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let csv = dir.join("fleet.csv");
@@ -155,7 +153,6 @@ async fn importing_a_csv_with_bad_rows_reports_each_line() {
         "{out}"
     );
 
-    let (status, log) = inventory.stop().await;
-    assert!(status.success(), "{log}");
+    cluster.stop_all().await;
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -6,22 +6,21 @@
 //! is printed (`--nocapture`). Then a region-scoped (EMEA) operator: it
 //! acknowledges an EMEA alert but not an AMER one, and lists only EMEA.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use netward_shared::auth::token_sha256;
 use netward_shared::client::{ClientOptions, PeerChannel, connect};
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::import_devices_request::Item;
 use netward_shared::proto::v1::inventory_service_client::InventoryServiceClient;
 use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::secret::Secret;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::cluster::NOBODY;
+use netward_shared::testkit::eventually;
 use tonic::Code;
 
 use crate::alerting::Ingest;
-use crate::support::Netward;
 
 /// (name in the table, role, region scope, token); `None` for no token.
 const CALLERS: [(&str, &str, Option<&str>, Option<&str>); 8] = [
@@ -80,7 +79,7 @@ fn want(role: &str, token: Option<&str>, passing: &[&str]) -> Want {
     }
 }
 
-fn config() -> std::path::PathBuf {
+fn config() -> String {
     let mut text = String::from("[auth]\npeer_token = \"t-service\"\n");
     for (name, role, region, token) in CALLERS {
         let (Some(token), false) = (token, role.is_empty()) else {
@@ -95,9 +94,7 @@ fn config() -> std::path::PathBuf {
             text.push_str(&format!("regions = [\"{region}\"]\n"));
         }
     }
-    let path = std::env::temp_dir().join(format!("netward-roles-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, text).unwrap();
-    path
+    text
 }
 
 struct Clients {
@@ -260,39 +257,7 @@ fn name(code: Code) -> String {
 
 #[tokio::test]
 async fn each_role_gets_what_its_class_allows_and_a_region_sees_only_itself() {
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let config_path = config();
-    let config = config_path.to_str().unwrap();
-    let inventory = Netward::start("inventory", &["--database-url", &db, "--config", config]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let planner = Netward::start(
-        "planner",
-        &["--inventory-url", &inventory_url, "--config", config],
-    )
-    .await;
-    // Alerting without a planner: no freshness sweep judges the devices
-    // while the test holds their states.
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--config",
-            config,
-        ],
-    )
-    .await;
-    let urls = Urls {
-        alerting: format!("http://{}", alerting.grpc_addr),
-        inventory: inventory_url.clone(),
-        planner: format!("http://{}", planner.grpc_addr),
-    };
-
     // Two regions, a router in each.
-    let mut admin = Clients::new(&urls, Some("t-admin"));
     let rows = [
         ("emea-rtr", "paris", "EMEA"),
         ("amer-rtr", "boston", "AMER"),
@@ -308,31 +273,29 @@ async fn each_role_gets_what_its_class_allows_and_a_region_sees_only_itself() {
         ..Default::default()
     })
     .collect();
-    let imported = admin
-        .inventory
-        .import_devices(futures::stream::iter([
-            v1::ImportDevicesRequest {
-                item: Some(Item::Options(v1::ImportOptions::default())),
-            },
-            v1::ImportDevicesRequest {
-                item: Some(Item::Rows(v1::ImportRows { rows })),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
+    let cluster = crate::support::cluster()
+        .planner()
+        .alerting()
+        .config_all(&config())
+        .client_token("t-admin")
+        .devices(rows)
+        // Alerting without a planner: no freshness sweep judges the devices
+        // while the test holds their states.
+        .set_for(Target::Alerting, "NETWARD_PLANNER_URL", NOBODY)
+        .start()
+        .await;
+    let imported = cluster.imported.as_ref().unwrap();
     assert_eq!(imported.created, 2, "{imported:?}");
-    let ids: HashMap<String, String> = admin
-        .inventory
-        .list_devices(v1::ListDevicesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .devices
-        .into_iter()
-        .map(|d| (d.name, d.id))
-        .collect();
-    let (emea, amer) = (ids["emea-rtr"].clone(), ids["amer-rtr"].clone());
+    let urls = Urls {
+        alerting: cluster.alerting_url(),
+        inventory: cluster.inventory_url(),
+        planner: cluster.planner_url(),
+    };
+    let admin = Clients::new(&urls, Some("t-admin"));
+    let (emea, amer) = (
+        cluster.id("emea-rtr").to_string(),
+        cluster.id("amer-rtr").to_string(),
+    );
     for id in [&emea, &amer] {
         let alerting = admin.alerting.clone();
         eventually(
@@ -550,8 +513,4 @@ async fn each_role_gets_what_its_class_allows_and_a_region_sees_only_itself() {
     assert_eq!(elsewhere.code(), Code::PermissionDenied, "{elsewhere:?}");
 
     drop(ingest);
-    for process in [alerting, planner, inventory] {
-        process.stop().await;
-    }
-    let _ = std::fs::remove_file(&config_path);
 }

@@ -1,17 +1,16 @@
 //! One ping cycle as one trace (issue 15): planner, ping executor and
-//! alerting run as processes of the real binary and export their spans with
-//! their real OTLP exporter to a receiver in this test, which checks that
-//! the cycle's spans share a trace id and are parented across processes as
-//! `docs/architecture.md` describes.
+//! alerting run as a cluster of processes of the real binary and export
+//! their spans with their real OTLP exporter to a receiver in this test,
+//! which checks that the cycle's spans share a trace id and are parented
+//! across processes as `docs/architecture.md` describes.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use netward_shared::client::connect;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::eventually;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -20,8 +19,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-
-use crate::support::Netward;
 
 /// One exported span, as much of it as the test looks at.
 #[derive(Clone, Debug)]
@@ -197,16 +194,6 @@ async fn one_ping_cycle_is_one_trace_across_planner_executor_and_alerting() {
     }
     let receiver = Receiver::default();
     let endpoint = receiver.serve().await;
-    // Spans are exported within 100 ms of ending, not the default 5 s.
-    let otel = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
-
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
     let rows = (1..=3)
         .map(|k| v1::ImportRow {
             line: k + 1,
@@ -216,49 +203,24 @@ async fn one_ping_cycle_is_one_trace_across_planner_executor_and_alerting() {
             ..Default::default()
         })
         .collect();
-    let (imported, _) = crate::support::import(&inventory_url, rows).await;
-    assert_eq!(imported.created, 3);
-
-    let mut planner_env = otel.to_vec();
-    planner_env.push(("NETWARD_PLANNER__PING_INTERVAL", "2s"));
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &planner_env,
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start_with_env(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--planner-url",
-            &planner_url,
-        ],
-        &otel,
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let mut executor_env = otel.to_vec();
-    executor_env.push(("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "trace-exec"));
-    let executor = Netward::start_with_env(
-        "ping-executor",
-        &[
-            "--planner-url",
-            &planner_url,
-            "--alerting-url",
-            &alerting_url,
-        ],
-        &executor_env,
-    )
-    .await;
+    let mut builder = crate::support::cluster()
+        .planner()
+        .alerting()
+        .ping_executors(1)
+        .devices(rows)
+        .ping_interval(Duration::from_secs(2))
+        .executor_ids(Target::PingExecutor, &["trace-exec"]);
+    for target in [Target::Planner, Target::Alerting, Target::PingExecutor] {
+        // Spans are exported within 100 ms of ending, not the default 5 s.
+        builder = builder
+            .set_for(target, "OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .set_for(target, "OTEL_BSP_SCHEDULE_DELAY", "100");
+    }
+    let cluster = builder.start().await;
+    assert_eq!(cluster.imported.as_ref().unwrap().created, 3);
 
     // The first ping cycle whose batches were all probed and reported.
-    let planner_client =
-        PlannerServiceClient::new(connect(&planner_url, &Default::default()).unwrap());
+    let planner_client = cluster.planner_client();
     let cycle = eventually(
         "a ping cycle probed every device",
         Duration::from_secs(30),
@@ -305,8 +267,5 @@ async fn one_ping_cycle_is_one_trace_across_planner_executor_and_alerting() {
     };
     println!("cycle {cycle}'s trace:\n{}", tree(&spans));
 
-    for process in [executor, alerting, planner, inventory] {
-        let (status, log) = process.stop().await;
-        assert!(status.success(), "{log}");
-    }
+    cluster.stop_all().await;
 }

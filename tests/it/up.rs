@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 use crate::support::NETWARD;
 
@@ -17,6 +18,8 @@ pub struct Up {
     pub child: Child,
     out: Arc<Mutex<Vec<String>>>,
     err: Arc<Mutex<Vec<String>>>,
+    /// The tasks reading stdout and stderr: done once both are closed.
+    readers: [JoinHandle<()>; 2],
     pub started: Instant,
 }
 
@@ -53,12 +56,13 @@ impl Up {
         }
         let started = Instant::now();
         let mut child = command.spawn().expect("spawn netward up");
-        let out = collect(child.stdout.take().expect("stdout is piped"));
-        let err = collect(child.stderr.take().expect("stderr is piped"));
+        let (out, out_reader) = collect(child.stdout.take().expect("stdout is piped"));
+        let (err, err_reader) = collect(child.stderr.take().expect("stderr is piped"));
         Up {
             child,
             out,
             err,
+            readers: [out_reader, err_reader],
             started,
         }
     }
@@ -88,22 +92,30 @@ impl Up {
             .await
             .unwrap_or_else(|_| panic!("netward up did not exit after Ctrl-C:\n{}", self.output()))
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Its last lines: read once its output closes (at its exit; a child
+        // it left behind may hold it open, not for long).
+        for reader in &mut self.readers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
         assert!(status.success(), "exit {status}:\n{}", self.output());
         self.output()
     }
 }
 
-fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R) -> Arc<Mutex<Vec<String>>> {
+/// Every line `reader` gives, collected as it comes, and the task reading
+/// them (done at the end of the output).
+fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut reader = BufReader::new(reader).lines();
         while let Ok(Some(line)) = reader.next_line().await {
             sink.lock().unwrap().push(line);
         }
     });
-    lines
+    (lines, task)
 }
 
 /// Polls `check` until it gives a value; on timeout fails with `what` and

@@ -9,15 +9,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use netward_shared::auth::token_sha256;
-use netward_shared::client::{ClientOptions, connect};
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::secret::Secret;
-use netward_shared::testkit::{TestDatabase, eventually};
+use netward_shared::testkit::cluster::NOBODY;
+use netward_shared::testkit::eventually;
 use serde_json::Value;
 
 use crate::alerting::Ingest;
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 /// (token name, role, region, token)
 const TOKENS: [(&str, &str, Option<&str>, &str); 4] = [
@@ -27,7 +25,7 @@ const TOKENS: [(&str, &str, Option<&str>, &str); 4] = [
     ("service", "service", None, "w-service"),
 ];
 
-fn config() -> std::path::PathBuf {
+fn config() -> String {
     let mut text = String::from("[auth]\npeer_token = \"w-service\"\n");
     for (name, role, region, token) in TOKENS {
         text.push_str(&format!(
@@ -38,9 +36,7 @@ fn config() -> std::path::PathBuf {
             text.push_str(&format!("regions = [\"{region}\"]\n"));
         }
     }
-    let path = std::env::temp_dir().join(format!("netward-web-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, text).unwrap();
-    path
+    text
 }
 
 fn http() -> reqwest::Client {
@@ -134,29 +130,35 @@ impl Events {
 
 #[tokio::test]
 async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_rights() {
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let config_path = config();
-    let config = config_path.to_str().unwrap();
-    let inventory = Netward::start("inventory", &["--database-url", &db, "--config", config]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
+    // Two regions, one site each.
+    let rows = [
+        ("paris-rtr", "paris", "EMEA"),
+        ("boston-rtr", "boston", "AMER"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (name, site, region))| v1::ImportRow {
+        line: i as u32 + 2,
+        name: name.to_string(),
+        ip: format!("127.44.0.{}", i + 1),
+        site: site.to_string(),
+        region: region.to_string(),
+        ..Default::default()
+    })
+    .collect();
     // No planner: nothing judges freshness while the test holds the states,
     // and the cycles panel must say the planner is unreachable.
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--planner-url",
-            "http://127.0.0.1:1",
-            "--config",
-            config,
-        ],
-    )
-    .await;
-    let web = alerting.web_addr.expect("alerting serves its status page");
+    let mut cluster = crate::support::cluster()
+        .alerting()
+        .config_all(&config())
+        .client_token("w-admin")
+        .devices(rows)
+        .start()
+        .await;
+    let imported = cluster.imported.as_ref().unwrap();
+    assert_eq!(imported.created, 2, "{imported:?}");
+    let web = cluster.alerting.as_ref().unwrap().web_addr;
+    let web = web.expect("alerting serves its status page");
 
     // The page and its assets: types and security headers.
     for (path, content_type) in [
@@ -181,56 +183,7 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
     let (status, session) = get(web, "/api/session", None).await;
     assert_eq!((status, &session["auth"]), (200, &Value::Bool(true)));
 
-    // Two regions, one site each.
-    let admin_client = AlertingServiceClient::new(
-        connect(
-            &format!("http://{}", alerting.grpc_addr),
-            &ClientOptions {
-                token: Some(Secret::new("w-admin".to_string())),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
-    let mut inventory_client = v1::inventory_service_client::InventoryServiceClient::new(
-        connect(
-            &inventory_url,
-            &ClientOptions {
-                token: Some(Secret::new("w-admin".to_string())),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
-    let rows = [
-        ("paris-rtr", "paris", "EMEA"),
-        ("boston-rtr", "boston", "AMER"),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, (name, site, region))| v1::ImportRow {
-        line: i as u32 + 2,
-        name: name.to_string(),
-        ip: format!("127.44.0.{}", i + 1),
-        site: site.to_string(),
-        region: region.to_string(),
-        ..Default::default()
-    })
-    .collect();
-    use v1::import_devices_request::Item;
-    let imported = inventory_client
-        .import_devices(futures::stream::iter([
-            v1::ImportDevicesRequest {
-                item: Some(Item::Options(v1::ImportOptions::default())),
-            },
-            v1::ImportDevicesRequest {
-                item: Some(Item::Rows(v1::ImportRows { rows })),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(imported.created, 2, "{imported:?}");
+    let admin_client = cluster.alerting_client();
 
     // No token: refused, with the service's own message.
     let (status, refused) = get(web, "/api/summary", None).await;
@@ -382,13 +335,13 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
     assert_eq!(status, 503, "{cycles}");
     let message = cycles["error"].as_str().unwrap();
     assert!(
-        message.starts_with("planner unreachable: http://127.0.0.1:1"),
+        message.starts_with(&format!("planner unreachable: {NOBODY}")),
         "{message}"
     );
     // A browser still listening does not hold alerting's shutdown up, and
     // its stream ends (the page then says it lost live updates).
-    let (status, _) = alerting.stop().await;
-    assert!(status.success(), "{status}");
+    let stopped = cluster.alerting.take().unwrap().stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.response.chunk().await {
@@ -399,11 +352,10 @@ async fn the_status_page_serves_counts_alerts_and_events_within_each_tokens_righ
     })
     .await;
     assert!(ended.is_ok(), "the event stream outlived alerting");
-    inventory.stop().await;
-    let _ = std::fs::remove_file(config_path);
 }
 
-/// Runs `netward alerting` with `args` until it exits; its stderr.
+/// Runs `netward alerting` with `args` until it exits; its stderr. (Not a
+/// cluster: the binary is to refuse to start, and say why on stderr.)
 async fn alerting_fails(args: &[&str]) -> String {
     let output = tokio::time::timeout(
         Duration::from_secs(20),

@@ -311,11 +311,21 @@ impl ClusterBuilder {
         Ok(cluster)
     }
 
-    /// The token the cluster's clients send, without [`ClusterBuilder::token`]'s
-    /// `NETWARD_TOKEN` for every target: for targets whose own `[auth]`
-    /// (given with [`ClusterBuilder::config`]) decides what they accept.
+    /// The token the cluster's own clients send (its import, its readiness
+    /// checks, its `*_client()`s) when the targets take their tokens from
+    /// an `[auth]` configuration rather than [`ClusterBuilder::token`]'s
+    /// `NETWARD_TOKEN`.
     pub fn client_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
+        self
+    }
+
+    /// A TOML configuration file for every target (what they all share,
+    /// such as `[auth]`), as [`ClusterBuilder::config`] for each.
+    pub fn config_all(mut self, toml: &str) -> Self {
+        for target in Target::ALL {
+            self.configs.push((target, toml.to_string()));
+        }
         self
     }
 }
@@ -662,6 +672,31 @@ impl Cluster {
         self.builder.devices = rows;
         self.import().await;
         self.imported.clone().expect("the import's answer")
+    }
+
+    /// Stops every target with a clean shutdown, executors first, then the
+    /// services they feed, and panics with the log of any that did not
+    /// end cleanly (a test of a clean exit; dropping the cluster kills).
+    pub async fn stop_all(mut self) {
+        let mut nodes = std::mem::take(&mut self.ping_executors);
+        nodes.append(&mut self.snmp_pollers);
+        nodes.extend(
+            [
+                self.alerting.take(),
+                self.planner.take(),
+                self.inventory.take(),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        for node in nodes {
+            let target = node.target;
+            let stopped = node.stop().await;
+            assert!(
+                stopped.clean(),
+                "{target} did not stop cleanly: {stopped:?}"
+            );
+        }
     }
 }
 
