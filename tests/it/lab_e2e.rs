@@ -17,14 +17,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use netward_shared::client::connect;
 use netward_shared::proto::v1;
-use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
-use netward_shared::proto::v1::planner_service_client::PlannerServiceClient;
 use netward_shared::testkit::lab::{self, Path, Rule};
-use netward_shared::testkit::{TestDatabase, eventually};
-
-use crate::support::Netward;
 
 const RUN: Duration = Duration::from_secs(180);
 const INTERVAL: Duration = Duration::from_secs(10);
@@ -79,55 +73,21 @@ async fn the_core_loop_in_the_lab() {
         .flat_map(|site| (1..6).map(move |k| ip(site, k)))
         .collect();
 
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let (imported, _) = crate::support::import(&inventory_url, rows).await;
-    assert_eq!(imported.created, 1000);
-
+    // Set before the planner starts: silent and lossy from the first cycle.
     let _silent_rule = Rule::down(&format!("{{ {} }}", silent.join(", ")));
     let _lossy_rule = Rule::lossy(&format!("{{ {} }}", lossy.join(", ")), 3);
-
-    let planner = Netward::start("planner", &["--inventory-url", &inventory_url]).await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--planner-url",
-            &planner_url,
-        ],
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
     // Two executors on one host with default settings: each picks its own
-    // id (no NETWARD_PING_EXECUTOR__EXECUTOR_ID), neither takes the other's.
-    let executor_args = [
-        "--planner-url",
-        planner_url.as_str(),
-        "--alerting-url",
-        alerting_url.as_str(),
-    ];
-    let survivor = Netward::start("ping-executor", &executor_args).await;
-    let doomed = Netward::start("ping-executor", &executor_args).await;
-    let mut planner_client =
-        PlannerServiceClient::new(connect(&planner_url, &Default::default()).unwrap());
-    eventually("both executors register", Duration::from_secs(30), || {
-        let mut client = planner_client.clone();
-        async move {
-            let listed = client
-                .list_executors(v1::ListExecutorsRequest::default())
-                .await
-                .ok()?
-                .into_inner();
-            (listed.executors.len() == 2).then_some(())
-        }
-    })
-    .await;
+    // id (no NETWARD_PING_EXECUTOR__EXECUTOR_ID), neither takes the other's;
+    // ready once both hold a session at the planner.
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .alerting()
+        .ping_executors(2)
+        .devices(rows)
+        .start()
+        .await;
+    assert_eq!(cluster.imported.as_ref().unwrap().created, 1000);
+    let mut planner_client = cluster.planner_client();
     let started = Instant::now();
     let started_at = Utc::now();
 
@@ -145,8 +105,9 @@ async fn the_core_loop_in_the_lab() {
         }
     });
 
-    // Mid-run, the branch goes silent: its router and everything behind it;
-    // and another branch's route is withdrawn (sendto fails: no route).
+    // Mid-run (the sleeps here are the scenario's timeline), the branch goes
+    // silent: its router and everything behind it; and another branch's
+    // route is withdrawn (sendto fails: no route).
     tokio::time::sleep(Duration::from_secs(70)).await;
     let branch_rule = Rule::down(&format!("{{ {} }}", branch.join(", ")));
     let branch_silent_at = Utc::now();
@@ -154,14 +115,14 @@ async fn the_core_loop_in_the_lab() {
     let withdrawn_at = Utc::now();
     // Later, one of the two executors dies: the other takes its work.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let (_, _) = doomed.kill().await;
+    let doomed = cluster.ping_executors.pop().unwrap();
+    doomed.kill().await;
     let killed_at = Utc::now();
     tokio::time::sleep(RUN.saturating_sub(started.elapsed())).await;
     flapper_task.abort();
 
     // Fresh to the end: read the states while the survivor still probes.
-    let mut alerting_client =
-        AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
+    let mut alerting_client = cluster.alerting_client();
     let live = alerting_client
         .list_device_statuses(v1::ListDeviceStatusesRequest {
             page_size: 1000,
@@ -185,8 +146,9 @@ async fn the_core_loop_in_the_lab() {
 
     // Stop the survivor first (it drains: running batches finish and their
     // results are acked), then read what was stored.
-    let (status, log) = survivor.stop().await;
-    assert!(status.success(), "{log}");
+    let survivor = cluster.ping_executors.pop().unwrap();
+    let stopped = survivor.stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
     drop(branch_rule);
     drop(withdrawn);
 
@@ -279,7 +241,7 @@ async fn the_core_loop_in_the_lab() {
         "SELECT d.device_id::text, c.to_state, c.changed_at FROM alerting.state_changes c \
          JOIN alerting.device_state d ON d.device_id = c.device_id ORDER BY c.id",
     )
-    .fetch_all(database.pool())
+    .fetch_all(cluster.postgres().pool())
     .await
     .unwrap();
     let ids: HashMap<String, String> = statuses
@@ -387,7 +349,7 @@ async fn the_core_loop_in_the_lab() {
     );
     let stored: i64 =
         sqlx::query_scalar("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
-            .fetch_one(database.pool())
+            .fetch_one(cluster.postgres().pool())
             .await
             .unwrap();
     let elapsed = started.elapsed().as_secs_f64();
@@ -406,7 +368,8 @@ async fn the_core_loop_in_the_lab() {
     // Write throughput: results stored per second of time spent writing
     // (alerting's own histogram of batch writes), i.e. what the same
     // writer would sustain if batches arrived back to back.
-    let metrics = crate::support::http_get(alerting.metrics_addr, "/metrics").await;
+    let alerting_metrics = cluster.alerting.as_ref().unwrap().metrics_addr;
+    let metrics = crate::support::http_get(alerting_metrics, "/metrics").await;
     let metric = |name: &str| -> f64 {
         metrics
             .lines()
@@ -424,8 +387,6 @@ async fn the_core_loop_in_the_lab() {
         1000.0 * write_seconds / writes
     );
 
-    let (status, log) = planner.stop().await;
-    assert!(status.success(), "{log}");
-    alerting.stop().await;
-    inventory.stop().await;
+    let stopped = cluster.planner.take().unwrap().stop().await;
+    assert!(stopped.clean(), "{stopped:?}");
 }

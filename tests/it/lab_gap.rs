@@ -8,13 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use netward_shared::client::connect;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
 use netward_shared::proto::v1::alerting_service_client::AlertingServiceClient;
+use netward_shared::testkit::eventually;
 use netward_shared::testkit::lab;
-use netward_shared::testkit::{TestDatabase, eventually};
 
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 const DEVICES: usize = 100;
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -52,15 +52,6 @@ async fn alerts(
         .collect()
 }
 
-async fn executor(planner_url: &str, alerting_url: &str, id: &str) -> Netward {
-    Netward::start_with_env(
-        "ping-executor",
-        &["--planner-url", planner_url, "--alerting-url", alerting_url],
-        &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", id)],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     if !lab::inside() {
@@ -75,37 +66,19 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
             ..Default::default()
         })
         .collect();
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let (imported, _) = crate::support::import(&inventory_url, rows).await;
-    assert_eq!(imported.created, DEVICES as u64);
-    let interval = format!("{}s", INTERVAL.as_secs());
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &[("NETWARD_PLANNER__PING_INTERVAL", interval.as_str())],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--planner-url",
-            &planner_url,
-        ],
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let mut client =
-        AlertingServiceClient::new(connect(&alerting_url, &Default::default()).unwrap());
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .alerting()
+        .ping_executors(1)
+        .executor_ids(Target::PingExecutor, &["gap-ping-1"])
+        .ping_interval(INTERVAL)
+        .devices(rows)
+        .start()
+        .await;
+    assert_eq!(cluster.imported.as_ref().unwrap().created, DEVICES as u64);
+    let alerting_url = cluster.alerting_url();
+    let mut client = cluster.alerting_client();
 
-    let first = executor(&planner_url, &alerting_url, "gap-ping-1").await;
     eventually("every device UP and fresh", Duration::from_secs(30), || {
         let mut client = client.clone();
         async move {
@@ -117,7 +90,8 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     .await;
 
     // The only executor dies: nothing probes any device any more.
-    let (_, _) = first.kill().await;
+    let first = cluster.ping_executors.pop().unwrap();
+    first.kill().await;
     let killed = Instant::now();
     let killed_at = chrono::Utc::now().timestamp() - 1;
     let stale_after = INTERVAL * 3;
@@ -175,7 +149,7 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
         async move { (!alerts(&mut client, killed_at).await.is_empty()).then_some(()) }
     })
     .await;
-    // A few more sweeps must not add any.
+    // A few more sweeps must not add any (a span to watch, not a wait).
     tokio::time::sleep(INTERVAL * 2).await;
     let all = alerts(&mut client, killed_at).await;
     assert_eq!(all.len(), 1, "{all:#?}");
@@ -209,7 +183,8 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     );
     assert!(text.contains("unknown (stale)"), "{text}");
     // And the metric a Prometheus rule would watch.
-    let metrics = crate::support::http_get(alerting.metrics_addr, "/metrics").await;
+    let alerting_metrics = cluster.alerting.as_ref().unwrap().metrics_addr;
+    let metrics = crate::support::http_get(alerting_metrics, "/metrics").await;
     let stale_metric = metrics.lines().find_map(|l| {
         l.strip_prefix("netward_alerting_stale_devices ")?
             .trim()
@@ -228,7 +203,9 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     );
 
     // An executor returns: fresh and UP again, the gap resolved.
-    let second = executor(&planner_url, &alerting_url, "gap-ping-2").await;
+    cluster
+        .add_ping_executor(&[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "gap-ping-2")])
+        .await;
     eventually(
         "every device UP and fresh again",
         Duration::from_secs(20),
@@ -264,9 +241,4 @@ async fn lab_the_only_executor_dies_one_gap_alert_and_no_green() {
     assert!(unmonitored.seconds >= 1, "{availability:?}");
     assert_eq!(availability.downtime.unwrap_or_default().seconds, 0);
     assert_eq!(availability.incidents, 0);
-
-    second.stop().await;
-    planner.stop().await;
-    alerting.stop().await;
-    inventory.stop().await;
 }

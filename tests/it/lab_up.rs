@@ -131,7 +131,8 @@ async fn netward_up_runs_the_example_and_resumes_from_its_data_dir() {
     )
     .await;
 
-    // A minute in: memory and CPU of the whole system.
+    // A minute in: memory and CPU of the whole system (the sleep is the
+    // span measured, not a wait for anything).
     let elapsed = up.started.elapsed();
     if elapsed < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_secs(60) - elapsed).await;

@@ -12,12 +12,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use netward_shared::config::Target;
 use netward_shared::proto::v1;
+use netward_shared::testkit::eventually;
 use netward_shared::testkit::lab::{self, Rule};
-use netward_shared::testkit::{TestDatabase, eventually};
 use serde_json::{Value, json};
 
-use crate::support::{NETWARD, Netward};
+use crate::support::NETWARD;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -244,45 +245,22 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
             ..Default::default()
         })
         .collect();
-    let database = TestDatabase::create().await.unwrap();
-    let db = database.url().to_string();
-    let inventory = Netward::start("inventory", &["--database-url", &db]).await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let (imported, ids) = crate::support::import(&inventory_url, rows).await;
-    assert_eq!(imported.created, 4);
-    let interval = format!("{}s", INTERVAL.as_secs());
-    let planner = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &[("NETWARD_PLANNER__PING_INTERVAL", interval.as_str())],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner.grpc_addr);
-    let alerting = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            &db,
-            "--inventory-url",
-            &inventory_url,
-            "--planner-url",
-            &planner_url,
-        ],
-    )
-    .await;
-    let alerting_url = format!("http://{}", alerting.grpc_addr);
-    let web: SocketAddr = alerting.web_addr.expect("alerting serves its status page");
-    let executor = Netward::start_with_env(
-        "ping-executor",
-        &[
-            "--planner-url",
-            &planner_url,
-            "--alerting-url",
-            &alerting_url,
-        ],
-        &[("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "web-ping-1")],
-    )
-    .await;
+    let cluster = crate::support::cluster()
+        .planner()
+        .alerting()
+        .ping_executors(1)
+        .executor_ids(Target::PingExecutor, &["web-ping-1"])
+        .ping_interval(INTERVAL)
+        .devices(rows)
+        .start()
+        .await;
+    assert_eq!(cluster.imported.as_ref().unwrap().created, 4);
+    let alerting_url = cluster.alerting_url();
+    let web: SocketAddr = cluster
+        .alerting
+        .as_ref()
+        .and_then(|alerting| alerting.web_addr)
+        .expect("alerting serves its status page");
 
     let browser = Browser::start().await;
     let started = Instant::now();
@@ -302,7 +280,7 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
     .await;
 
     // The router of tbilisi-01 goes silent.
-    let router = ids["web-rtr-0"].clone();
+    let router = cluster.id("web-rtr-0").to_string();
     let silent = Rule::down("127.61.0.1");
     let silenced = Instant::now();
     eventually(
@@ -313,9 +291,7 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
     .await;
     let red = silenced.elapsed();
     // When alerting decided, from its own record: the rest is the page's delay.
-    let mut client = netward_shared::proto::v1::alerting_service_client::AlertingServiceClient::new(
-        netward_shared::client::connect(&alerting_url, &Default::default()).unwrap(),
-    );
+    let mut client = cluster.alerting_client();
     let status = client
         .get_device_status(v1::GetDeviceStatusRequest {
             device_id: router.clone(),
@@ -419,8 +395,4 @@ async fn lab_the_status_page_turns_a_silent_sites_tile_red_and_acknowledges_from
 
     drop(silent);
     browser.close().await;
-    executor.stop().await;
-    alerting.stop().await;
-    planner.stop().await;
-    inventory.stop().await;
 }
