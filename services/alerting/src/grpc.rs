@@ -112,6 +112,7 @@ impl AlertingService for AlertingGrpc {
                 ));
             }
         };
+        crate::ingest::check_hello(&hello).map_err(Status::invalid_argument)?;
         tracing::info!(executor_id = %hello.executor_id, caller = %caller.name, "ingest stream opened");
         let alerting = self.alerting.clone();
         let grant_key = self.grant_key.clone();

@@ -154,6 +154,23 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
         )
         .await;
     assert!(message.contains("IngestHello"), "{message}");
+    // IngestHello's executor_id and kind are required.
+    let message = alerting
+        .stream_err(
+            "netward.v1.AlertingService/Ingest",
+            "InvalidArgument",
+            r#"{"hello":{"executorId":"","kind":"EXECUTOR_KIND_PING"}}"#,
+        )
+        .await;
+    assert!(message.contains("hello.executor_id: required"), "{message}");
+    let message = alerting
+        .stream_err(
+            "netward.v1.AlertingService/Ingest",
+            "InvalidArgument",
+            r#"{"hello":{"executorId":"wire"}}"#,
+        )
+        .await;
+    assert!(message.contains("hello.kind: required"), "{message}");
     // Only executors (and admins) send results.
     viewer
         .stream_err(
