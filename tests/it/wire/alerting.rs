@@ -227,6 +227,24 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
         )
         .await;
     assert!(message.contains("page_token"), "{message}");
+    // A page size above the maximum is treated as the maximum (AIP-158).
+    let listed = alerting
+        .ok(
+            "netward.v1.AlertingService/ListDeviceStatuses",
+            r#"{"pageSize":5000}"#,
+        )
+        .await;
+    let statuses = listed["statuses"].as_array().unwrap();
+    assert!(!statuses.is_empty() && statuses.len() <= 1000, "{listed}");
+    // A malformed site id would match nothing: refused.
+    let message = alerting
+        .err(
+            "netward.v1.AlertingService/ListDeviceStatuses",
+            "InvalidArgument",
+            r#"{"siteId":"nope"}"#,
+        )
+        .await;
+    assert!(message.contains("site_id"), "{message}");
 
     let history = alerting
         .ok("netward.v1.AlertingService/GetDeviceHistory", &by_device)
@@ -266,6 +284,16 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
         )
         .await;
     assert!(message.contains("page_token"), "{message}");
+    for filter in ["siteId", "deviceId", "ruleId"] {
+        let message = alerting
+            .err(
+                "netward.v1.AlertingService/ListAlerts",
+                "InvalidArgument",
+                &format!(r#"{{"{filter}":"nope"}}"#),
+            )
+            .await;
+        assert!(message.contains("not a UUID"), "{filter}: {message}");
+    }
     let got = alerting
         .ok("netward.v1.AlertingService/GetAlert", &by_alert)
         .await;
@@ -500,6 +528,12 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
                 && s["change"]["deviceId"] == device_id.as_str()),
         "{states:?}"
     );
+    // Each change carries the trace context of the evaluation that made it
+    // (empty here: this stack exports no spans).
+    assert!(
+        states.iter().all(|s| s.get("traceContext").is_some()),
+        "{states:?}"
+    );
     assert!(
         alert_events
             .iter()
@@ -521,6 +555,19 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
             &by_device,
         )
         .await;
+    // A malformed id in a filter is refused, not a stream that never matches.
+    for method in ["WatchDeviceStates", "WatchAlerts"] {
+        for (filter, field) in [("siteId", "site_id"), ("deviceId", "device_id")] {
+            let message = viewer
+                .stream_err(
+                    &format!("netward.v1.AlertingService/{method}"),
+                    "InvalidArgument",
+                    &format!(r#"{{"{filter}":"nope"}}"#),
+                )
+                .await;
+            assert!(message.contains(field), "{method} {filter}: {message}");
+        }
+    }
     let message = alerting
         .err(
             "netward.v1.AlertingService/AckAlert",
