@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access;
-use crate::service::{Alerting, BatchOutcome, Error, id_filter};
+use crate::service::{Alerting, BatchOutcome, Error, enum_filter, id_filter};
 
 type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -482,6 +482,7 @@ impl AlertingService for AlertingGrpc {
         // as ListAlerts refuses it.
         r.site_id = id_filter("site_id", &r.site_id)?;
         r.device_id = id_filter("device_id", &r.device_id)?;
+        enum_filter::<v1::Severity>("severities", &r.severities, "Severity")?;
         let shutdown = self.shutdown.clone();
         let events = tokio_stream::wrappers::BroadcastStream::new(self.alerting.alert_events());
         let events = tokio_stream::StreamExt::filter_map(events, move |event| match event {
@@ -518,6 +519,7 @@ impl AlertingService for AlertingGrpc {
         let mut r = request.into_inner();
         r.site_id = id_filter("site_id", &r.site_id)?;
         r.device_id = id_filter("device_id", &r.device_id)?;
+        enum_filter::<v1::DeviceState>("states", &r.states, "DeviceState")?;
         let shutdown = self.shutdown.clone();
         let changes = tokio_stream::wrappers::BroadcastStream::new(self.alerting.state_changes());
         let changes = tokio_stream::StreamExt::filter_map(changes, move |change| match change {

@@ -108,6 +108,15 @@ pub fn id_filter(field: &str, id: &str) -> Result<String> {
         .map_err(|_| Error::invalid(field, id, "not a UUID"))
 }
 
+/// An enum filter of a list or watch request: every value must be one the
+/// enum knows (UNSPECIFIED included), else it would match nothing.
+pub fn enum_filter<E: TryFrom<i32>>(field: &str, values: &[i32], name: &str) -> Result<()> {
+    match values.iter().find(|v| E::try_from(**v).is_err()) {
+        Some(value) => Err(Error::invalid(field, value, format!("not a {name}"))),
+        None => Ok(()),
+    }
+}
+
 fn parse_id(id: &str) -> Result<Uuid> {
     Uuid::parse_str(id).map_err(|_| Error::invalid("id", id, "not a UUID"))
 }
@@ -534,6 +543,7 @@ impl Alerting {
             n => n.min(1000),
         } as usize;
         let site_id = id_filter("site_id", &r.site_id)?;
+        enum_filter::<v1::DeviceState>("states", &r.states, "DeviceState")?;
         // Every enabled device of the inventory has a status (UNKNOWN until probed).
         let mut rows: HashMap<String, StateRow> = self
             .evaluator
@@ -765,6 +775,8 @@ impl Alerting {
         let site_id = id_filter("site_id", &r.site_id)?;
         let device_id = id_filter("device_id", &r.device_id)?;
         let rule_id = id_filter("rule_id", &r.rule_id)?;
+        enum_filter::<v1::AlertState>("states", &r.states, "AlertState")?;
+        enum_filter::<v1::Severity>("severities", &r.severities, "Severity")?;
         let mut alerts = self
             .alerts
             .list(r.include_resolved, 100_000)

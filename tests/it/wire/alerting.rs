@@ -284,6 +284,14 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
         )
         .await;
     assert!(message.contains("page_token"), "{message}");
+    let message = alerting
+        .err(
+            "netward.v1.AlertingService/ListAlerts",
+            "InvalidArgument",
+            r#"{"severities":[99]}"#,
+        )
+        .await;
+    assert!(message.contains("severities"), "{message}");
     for filter in ["siteId", "deviceId", "ruleId"] {
         let message = alerting
             .err(
@@ -567,6 +575,20 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
                 .await;
             assert!(message.contains(field), "{method} {filter}: {message}");
         }
+    }
+    // So is an enum value the proto does not have.
+    for (method, filter) in [
+        ("WatchDeviceStates", "states"),
+        ("WatchAlerts", "severities"),
+    ] {
+        let message = viewer
+            .stream_err(
+                &format!("netward.v1.AlertingService/{method}"),
+                "InvalidArgument",
+                &format!(r#"{{"{filter}":[99]}}"#),
+            )
+            .await;
+        assert!(message.contains(filter), "{method}: {message}");
     }
     let message = alerting
         .err(
