@@ -6,10 +6,10 @@
 //! of its own by the executor's [`BatchRunner`] and reported as `BatchDone`,
 //! and the drain at shutdown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -127,7 +127,11 @@ pub struct ExecutorState {
     pub in_flight_devices: AtomicU32,
     pub completed_batches: AtomicU64,
     pub stale_assignments: AtomicU64,
-    pub planners_connected: AtomicU32,
+    /// The Work streams a planner has answered Register on, by a number
+    /// drawn per stream: what GetExecutorStatus reports. A stream's entry
+    /// goes with the stream, however it ends (see [`SessionGuard`]).
+    planner_sessions: Mutex<BTreeMap<u64, PlannerSession>>,
+    next_stream: AtomicU64,
     /// Set at shutdown: new assignments are refused while batches drain.
     pub draining: AtomicBool,
     /// Running batches, so shutdown can wait for them.
@@ -150,10 +154,56 @@ impl ExecutorState {
             in_flight_devices: AtomicU32::new(0),
             completed_batches: AtomicU64::new(0),
             stale_assignments: AtomicU64::new(0),
-            planners_connected: AtomicU32::new(0),
+            planner_sessions: Mutex::new(BTreeMap::new()),
+            next_stream: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             batches: TaskTracker::new(),
             abort: CancellationToken::new(),
+        }
+    }
+
+    /// `planner_connected` and `planner_session_id` as executor.proto has
+    /// them: connected while a Work stream to a leading planner is
+    /// registered, and that stream's session id (else that of any
+    /// registered stream; empty when none is registered).
+    pub fn planner_session(&self) -> (bool, String) {
+        let sessions = self
+            .planner_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let leading = sessions.values().find(|s| s.leading);
+        match leading.or_else(|| sessions.values().next()) {
+            Some(session) => (session.leading, session.session_id.clone()),
+            None => (false, String::new()),
+        }
+    }
+
+    /// Notes what a planner said of a stream: registered with `session_id`
+    /// (when given) and leading or not.
+    fn note_session(&self, stream: u64, session_id: Option<&str>, leading: bool) {
+        let mut sessions = self
+            .planner_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match (sessions.get_mut(&stream), session_id) {
+            (Some(session), id) => {
+                session.leading = leading;
+                if let Some(id) = id {
+                    session.session_id = id.to_string();
+                }
+            }
+            (None, Some(id)) => {
+                sessions.insert(
+                    stream,
+                    PlannerSession {
+                        session_id: id.to_string(),
+                        leading,
+                    },
+                );
+            }
+            // Not registered yet: work_session holds a LeaderChange that
+            // comes before Registered until it does.
+            (None, None) => {}
         }
     }
 
@@ -382,8 +432,13 @@ async fn work_session<R: BatchRunner>(
         .await?
         .into_inner();
 
-    state.planners_connected.fetch_add(1, Ordering::AcqRel);
-    let connected = ConnectedGuard(&state.planners_connected);
+    // Registered only once the planner answers Register (below).
+    let stream = state.next_stream.fetch_add(1, Ordering::Relaxed);
+    let registered_guard = SessionGuard { state, stream };
+    // The planner queues its Registered after registering the stream, so a
+    // LeaderChange may overtake it: then the LeaderChange is the newer word.
+    let mut early_leading: Option<bool> = None;
+    let mut registered_yet = false;
     // Heartbeats stop with the session, however it ends.
     let heartbeat_stop = CancellationToken::new();
     let _stop_heartbeats = heartbeat_stop.clone().drop_guard();
@@ -404,6 +459,9 @@ async fn work_session<R: BatchRunner>(
                         .max_epoch
                         .fetch_max(registered.leader_epoch, Ordering::AcqRel);
                 }
+                registered_yet = true;
+                let leading = early_leading.take().unwrap_or(registered.leading);
+                state.note_session(stream, Some(&registered.session_id), leading);
                 if !heartbeats_started {
                     heartbeats_started = true;
                     let every =
@@ -422,12 +480,18 @@ async fn work_session<R: BatchRunner>(
             Some(v1::work_response::Msg::AdHocRequest(request)) => {
                 run_ad_hoc(&executor, request, &out_tx)
             }
-            Some(v1::work_response::Msg::LeaderChange(change)) if change.leading => {
-                state
-                    .max_epoch
-                    .fetch_max(change.leader_epoch, Ordering::AcqRel);
+            Some(v1::work_response::Msg::LeaderChange(change)) => {
+                if change.leading {
+                    state
+                        .max_epoch
+                        .fetch_max(change.leader_epoch, Ordering::AcqRel);
+                }
+                if registered_yet {
+                    state.note_session(stream, None, change.leading);
+                } else {
+                    early_leading = Some(change.leading);
+                }
             }
-            Some(v1::work_response::Msg::LeaderChange(_)) => {}
             Some(v1::work_response::Msg::Cancel(cancel)) => {
                 // A batch runs to its deadline at most anyway; the planner
                 // has already moved on.
@@ -436,7 +500,7 @@ async fn work_session<R: BatchRunner>(
             None => {}
         }
     }
-    drop(connected);
+    drop(registered_guard);
     Ok(())
 }
 
@@ -597,12 +661,29 @@ fn run_ad_hoc<R: BatchRunner>(
     });
 }
 
-/// Keeps `planners_connected` right however a session ends.
-struct ConnectedGuard<'a>(&'a AtomicU32);
+/// What a planner said of one Work stream.
+#[derive(Debug, Clone)]
+struct PlannerSession {
+    /// From its `Registered`.
+    session_id: String,
+    /// From its `Registered`, then its `LeaderChange`s.
+    leading: bool,
+}
 
-impl Drop for ConnectedGuard<'_> {
+/// Forgets a stream's session however the stream ends (an error, the
+/// planner closing it, the task being dropped at shutdown).
+struct SessionGuard<'a> {
+    state: &'a ExecutorState,
+    stream: u64,
+}
+
+impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.state
+            .planner_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.stream);
     }
 }
 

@@ -62,7 +62,9 @@ pub struct Evaluator {
     dirty: Mutex<HashSet<Uuid>>,
     /// Parent id → children ids, rebuilt when the inventory revision moves.
     children: Mutex<(u64, HashMap<String, Vec<String>>)>,
-    pub changes: broadcast::Sender<v1::StateChange>,
+    /// Committed state changes, with the trace context of the evaluation
+    /// that made them, for WatchDeviceStates.
+    pub changes: broadcast::Sender<v1::WatchDeviceStatesResponse>,
     live: Option<Arc<LiveState>>,
     /// When this process began watching: staleness is only judged over time
     /// it watched, so a restarted alerting does not blame every device for
@@ -538,7 +540,7 @@ impl Evaluator {
                         .map(|d| (d.site_id.to_string(), d.site_name.to_string()))
                 })
                 .unwrap_or_default();
-            let _ = self.changes.send(v1::StateChange {
+            let change = v1::StateChange {
                 device_id: change.device_id.to_string(),
                 device_name: name,
                 site_id,
@@ -550,6 +552,10 @@ impl Evaluator {
                 changed_at: Some(crate::timestamp(change.changed_at)),
                 cycle_id: change.cycle_id,
                 parent_device_id: parent,
+            };
+            let _ = self.changes.send(v1::WatchDeviceStatesResponse {
+                change: Some(change),
+                trace_context: Some(netward_shared::trace_context::current()),
             });
         }
         Ok(())

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access;
-use crate::service::{Alerting, BatchOutcome, Error};
+use crate::service::{Alerting, BatchOutcome, Error, enum_filter, id_filter};
 
 type Events<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -112,6 +112,7 @@ impl AlertingService for AlertingGrpc {
                 ));
             }
         };
+        crate::ingest::check_hello(&hello).map_err(Status::invalid_argument)?;
         tracing::info!(executor_id = %hello.executor_id, caller = %caller.name, "ingest stream opened");
         let alerting = self.alerting.clone();
         let grant_key = self.grant_key.clone();
@@ -476,7 +477,12 @@ impl AlertingService for AlertingGrpc {
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
         let scope = Caller::of(&request).scope;
         let copy = self.alerting.copy();
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        // A malformed id would open a stream that never matches: refused,
+        // as ListAlerts refuses it.
+        r.site_id = id_filter("site_id", &r.site_id)?;
+        r.device_id = id_filter("device_id", &r.device_id)?;
+        enum_filter::<v1::Severity>("severities", &r.severities, "Severity")?;
         let shutdown = self.shutdown.clone();
         let events = tokio_stream::wrappers::BroadcastStream::new(self.alerting.alert_events());
         let events = tokio_stream::StreamExt::filter_map(events, move |event| match event {
@@ -510,11 +516,15 @@ impl AlertingService for AlertingGrpc {
     ) -> Result<Response<Self::WatchDeviceStatesStream>, Status> {
         let scope = Caller::of(&request).scope;
         let copy = self.alerting.copy();
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        r.site_id = id_filter("site_id", &r.site_id)?;
+        r.device_id = id_filter("device_id", &r.device_id)?;
+        enum_filter::<v1::DeviceState>("states", &r.states, "DeviceState")?;
         let shutdown = self.shutdown.clone();
         let changes = tokio_stream::wrappers::BroadcastStream::new(self.alerting.state_changes());
         let changes = tokio_stream::StreamExt::filter_map(changes, move |change| match change {
-            Ok(change) => {
+            Ok(event) => {
+                let change = event.change.as_ref()?;
                 let wanted = (r.site_id.is_empty() || change.site_id == r.site_id)
                     && (r.device_id.is_empty() || change.device_id == r.device_id)
                     && (r.states.is_empty() || r.states.contains(&change.to_state))
@@ -524,12 +534,7 @@ impl AlertingService for AlertingGrpc {
                             &copy.read().unwrap_or_else(|p| p.into_inner()),
                             &change.device_id,
                         ));
-                wanted.then(|| {
-                    Ok(v1::WatchDeviceStatesResponse {
-                        change: Some(change),
-                        trace_context: None,
-                    })
-                })
+                wanted.then_some(Ok(event))
             }
             Err(_) => Some(Err(Status::data_loss(
                 "watcher too slow: state changes were dropped",

@@ -132,6 +132,11 @@ pub fn check(batch: &v1::ResultBatch) -> Result<(), String> {
                 probe.received, probe.sent
             ));
         }
+        // Without an outcome the state machine cannot tell a reply from a
+        // loss: executor.proto says a conforming executor never sends it.
+        if probe.outcome == v1::ProbeOutcome::Unspecified as i32 {
+            return Err(format!("probes[{i}].outcome: unspecified"));
+        }
     }
     for (i, sample) in batch.samples.iter().enumerate() {
         text(
@@ -156,8 +161,29 @@ pub fn check(batch: &v1::ResultBatch) -> Result<(), String> {
             &sample.error_detail,
             MAX_ERROR_DETAIL_LEN,
         )?;
+        if sample.outcome == v1::SnmpOutcome::Unspecified as i32 {
+            return Err(format!("samples[{i}].outcome: unspecified"));
+        }
     }
     Ok(())
+}
+
+/// Checks the first message of an Ingest stream: alerting.proto requires
+/// who sends and what kind of results; `Err` names the field.
+pub fn check_hello(hello: &v1::IngestHello) -> Result<(), String> {
+    if hello.executor_id.is_empty() {
+        return Err("hello.executor_id: required".into());
+    }
+    if hello.executor_id.len() > MAX_ID_LEN || hello.executor_id.contains('\0') {
+        return Err(format!(
+            "hello.executor_id: must be 1-{MAX_ID_LEN} bytes without NUL bytes"
+        ));
+    }
+    match v1::ExecutorKind::try_from(hello.kind) {
+        Ok(v1::ExecutorKind::Ping | v1::ExecutorKind::Snmp) => Ok(()),
+        Ok(v1::ExecutorKind::Unspecified) => Err("hello.kind: required (PING or SNMP)".into()),
+        Err(_) => Err(format!("hello.kind: {} is not an ExecutorKind", hello.kind)),
+    }
 }
 
 /// Strips NUL bytes from the text an SNMP agent chose (interface names and
@@ -286,6 +312,8 @@ impl Ingestor {
         let mut pending: Vec<(usize, &v1::ResultBatch, Vec<ProbeRow>, u32)> = Vec::new();
         for batch in batches {
             if let Err(reason) = check(batch) {
+                metrics::counter!("netward_alerting_results_rejected_total", "reason" => "invalid")
+                    .increment((batch.probes.len() + batch.samples.len()) as u64);
                 outcomes.push(Err(reason));
                 continue;
             }

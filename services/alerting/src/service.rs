@@ -96,6 +96,27 @@ fn parse_device(id: &str) -> Result<Uuid> {
     Uuid::parse_str(id).map_err(|_| Error::invalid("device_id", id, "not a UUID"))
 }
 
+/// An id filter of a list or watch request: empty = any, else a UUID,
+/// returned in the form stored ids have (lowercase, hyphenated) so that it
+/// compares equal. A malformed one is refused: it would match nothing.
+pub fn id_filter(field: &str, id: &str) -> Result<String> {
+    if id.is_empty() {
+        return Ok(String::new());
+    }
+    Uuid::parse_str(id)
+        .map(|id| id.to_string())
+        .map_err(|_| Error::invalid(field, id, "not a UUID"))
+}
+
+/// An enum filter of a list or watch request: every value must be one the
+/// enum knows (UNSPECIFIED included), else it would match nothing.
+pub fn enum_filter<E: TryFrom<i32>>(field: &str, values: &[i32], name: &str) -> Result<()> {
+    match values.iter().find(|v| E::try_from(**v).is_err()) {
+        Some(value) => Err(Error::invalid(field, value, format!("not a {name}"))),
+        None => Ok(()),
+    }
+}
+
 fn parse_id(id: &str) -> Result<Uuid> {
     Uuid::parse_str(id).map_err(|_| Error::invalid("id", id, "not a UUID"))
 }
@@ -521,6 +542,8 @@ impl Alerting {
             0 => 100,
             n => n.min(1000),
         } as usize;
+        let site_id = id_filter("site_id", &r.site_id)?;
+        enum_filter::<v1::DeviceState>("states", &r.states, "DeviceState")?;
         // Every enabled device of the inventory has a status (UNKNOWN until probed).
         let mut rows: HashMap<String, StateRow> = self
             .evaluator
@@ -550,7 +573,7 @@ impl Alerting {
                 self.status(&row)
             })
             .filter(|s| {
-                (r.site_id.is_empty() || s.site_id == r.site_id)
+                (site_id.is_empty() || s.site_id == site_id)
                     && (r.site_name.is_empty() || s.site_name == r.site_name)
                     && (r.region.is_empty() || s.region == r.region)
                     && (r.device_type == 0 || s.device_type == r.device_type)
@@ -749,6 +772,11 @@ impl Alerting {
         scope: &Scope,
     ) -> Result<v1::ListAlertsResponse> {
         let (offset, size) = page(&r.page_token, r.page_size)?;
+        let site_id = id_filter("site_id", &r.site_id)?;
+        let device_id = id_filter("device_id", &r.device_id)?;
+        let rule_id = id_filter("rule_id", &r.rule_id)?;
+        enum_filter::<v1::AlertState>("states", &r.states, "AlertState")?;
+        enum_filter::<v1::Severity>("severities", &r.severities, "Severity")?;
         let mut alerts = self
             .alerts
             .list(r.include_resolved, 100_000)
@@ -757,9 +785,9 @@ impl Alerting {
         alerts.retain(|a| {
             (r.states.is_empty() || r.states.contains(&a.state))
                 && (r.severities.is_empty() || r.severities.contains(&a.severity))
-                && (r.site_id.is_empty() || a.site_id == r.site_id)
-                && (r.device_id.is_empty() || a.device_id == r.device_id)
-                && (r.rule_id.is_empty() || a.rule_id == r.rule_id)
+                && (site_id.is_empty() || a.site_id == site_id)
+                && (device_id.is_empty() || a.device_id == device_id)
+                && (rule_id.is_empty() || a.rule_id == rule_id)
                 && (r.rule_kind == 0 || a.rule_kind == r.rule_kind)
         });
         if !scope.is_unlimited() {
@@ -1210,7 +1238,7 @@ impl Alerting {
     }
 
     /// Device state changes as they happen.
-    pub fn state_changes(&self) -> broadcast::Receiver<v1::StateChange> {
+    pub fn state_changes(&self) -> broadcast::Receiver<v1::WatchDeviceStatesResponse> {
         self.evaluator.changes.subscribe()
     }
 

@@ -34,6 +34,7 @@ impl ExecutorService for ExecutorGrpc {
         let e = &self.executor.state;
         let pinger = self.executor.pinger.stats();
         let delivery = e.sender.stats();
+        let (planner_connected, planner_session_id) = e.planner_session();
         Ok(Response::new(v1::GetExecutorStatusResponse {
             executor_id: e.identity.executor_id.clone(),
             kind: v1::ExecutorKind::Ping as i32,
@@ -42,8 +43,8 @@ impl ExecutorService for ExecutorGrpc {
             labels: e.identity.labels.clone(),
             capacity: e.identity.capacity,
             started_at: Some(timestamp(e.started_at)),
-            planner_connected: e.planners_connected.load(Ordering::Acquire) > 0,
-            planner_session_id: String::new(),
+            planner_connected,
+            planner_session_id,
             leader_epoch: e.max_epoch.load(Ordering::Acquire),
             alerting_connected: delivery.connected,
             in_flight_batches: e.in_flight_batches.load(Ordering::Acquire),

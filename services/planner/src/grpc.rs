@@ -476,9 +476,11 @@ impl PlannerService for PlannerGrpc {
                 )])
             })?
         };
+        // planner.proto: 0 = 20, larger than 1000 = 1000 (AIP-158); the
+        // planner keeps fewer cycles than that anyway.
         let size = match request.page_size {
             0 => 20,
-            n => n.min(100),
+            n => n.min(1000),
         } as usize;
         let state = self.scheduler.lock();
         let mut cycles: Vec<v1::CycleSummary> = state

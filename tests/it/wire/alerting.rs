@@ -154,6 +154,23 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
         )
         .await;
     assert!(message.contains("IngestHello"), "{message}");
+    // IngestHello's executor_id and kind are required.
+    let message = alerting
+        .stream_err(
+            "netward.v1.AlertingService/Ingest",
+            "InvalidArgument",
+            r#"{"hello":{"executorId":"","kind":"EXECUTOR_KIND_PING"}}"#,
+        )
+        .await;
+    assert!(message.contains("hello.executor_id: required"), "{message}");
+    let message = alerting
+        .stream_err(
+            "netward.v1.AlertingService/Ingest",
+            "InvalidArgument",
+            r#"{"hello":{"executorId":"wire"}}"#,
+        )
+        .await;
+    assert!(message.contains("hello.kind: required"), "{message}");
     // Only executors (and admins) send results.
     viewer
         .stream_err(
@@ -210,6 +227,24 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
         )
         .await;
     assert!(message.contains("page_token"), "{message}");
+    // A page size above the maximum is treated as the maximum (AIP-158).
+    let listed = alerting
+        .ok(
+            "netward.v1.AlertingService/ListDeviceStatuses",
+            r#"{"pageSize":5000}"#,
+        )
+        .await;
+    let statuses = listed["statuses"].as_array().unwrap();
+    assert!(!statuses.is_empty() && statuses.len() <= 1000, "{listed}");
+    // A malformed site id would match nothing: refused.
+    let message = alerting
+        .err(
+            "netward.v1.AlertingService/ListDeviceStatuses",
+            "InvalidArgument",
+            r#"{"siteId":"nope"}"#,
+        )
+        .await;
+    assert!(message.contains("site_id"), "{message}");
 
     let history = alerting
         .ok("netward.v1.AlertingService/GetDeviceHistory", &by_device)
@@ -249,6 +284,24 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
         )
         .await;
     assert!(message.contains("page_token"), "{message}");
+    let message = alerting
+        .err(
+            "netward.v1.AlertingService/ListAlerts",
+            "InvalidArgument",
+            r#"{"severities":[99]}"#,
+        )
+        .await;
+    assert!(message.contains("severities"), "{message}");
+    for filter in ["siteId", "deviceId", "ruleId"] {
+        let message = alerting
+            .err(
+                "netward.v1.AlertingService/ListAlerts",
+                "InvalidArgument",
+                &format!(r#"{{"{filter}":"nope"}}"#),
+            )
+            .await;
+        assert!(message.contains("not a UUID"), "{filter}: {message}");
+    }
     let got = alerting
         .ok("netward.v1.AlertingService/GetAlert", &by_alert)
         .await;
@@ -483,6 +536,12 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
                 && s["change"]["deviceId"] == device_id.as_str()),
         "{states:?}"
     );
+    // Each change carries the trace context of the evaluation that made it
+    // (empty here: this stack exports no spans).
+    assert!(
+        states.iter().all(|s| s.get("traceContext").is_some()),
+        "{states:?}"
+    );
     assert!(
         alert_events
             .iter()
@@ -504,6 +563,33 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
             &by_device,
         )
         .await;
+    // A malformed id in a filter is refused, not a stream that never matches.
+    for method in ["WatchDeviceStates", "WatchAlerts"] {
+        for (filter, field) in [("siteId", "site_id"), ("deviceId", "device_id")] {
+            let message = viewer
+                .stream_err(
+                    &format!("netward.v1.AlertingService/{method}"),
+                    "InvalidArgument",
+                    &format!(r#"{{"{filter}":"nope"}}"#),
+                )
+                .await;
+            assert!(message.contains(field), "{method} {filter}: {message}");
+        }
+    }
+    // So is an enum value the proto does not have.
+    for (method, filter) in [
+        ("WatchDeviceStates", "states"),
+        ("WatchAlerts", "severities"),
+    ] {
+        let message = viewer
+            .stream_err(
+                &format!("netward.v1.AlertingService/{method}"),
+                "InvalidArgument",
+                &format!(r#"{{"{filter}":[99]}}"#),
+            )
+            .await;
+        assert!(message.contains(filter), "{method}: {message}");
+    }
     let message = alerting
         .err(
             "netward.v1.AlertingService/AckAlert",

@@ -17,7 +17,8 @@ use crate::support::{Netward, import};
 const ADMIN: &str = "wire-admin-token";
 const VIEWER: &str = "wire-viewer-token";
 
-/// Where nothing listens: results have nowhere to go (not needed here).
+/// Where nothing listens: results have nowhere to go (not needed here),
+/// and a planner that is not there.
 const NO_ALERTING: &str = "http://127.0.0.1:1";
 
 /// An `[auth]` section with an admin and a viewer token.
@@ -149,7 +150,8 @@ async fn planner_and_executor_rpcs_over_the_wire() {
         "{listed:?}"
     );
     assert!(listed[0]["sessionId"].is_string(), "{listed:?}");
-    executors(&planner, "EXECUTOR_KIND_SNMP", 1).await;
+    let ping_session = listed[0]["sessionId"].clone();
+    let snmp_session = executors(&planner, "EXECUTOR_KIND_SNMP", 1).await[0]["sessionId"].clone();
     let message = planner
         .err(
             "netward.v1.PlannerService/ListExecutors",
@@ -469,6 +471,8 @@ async fn planner_and_executor_rpcs_over_the_wire() {
     assert_eq!(status["kind"], "EXECUTOR_KIND_PING", "{status}");
     assert_eq!(status["labels"]["zone"], "a", "{status}");
     assert_eq!(status["plannerConnected"], true, "{status}");
+    // The session id the planner gave this executor's Work stream.
+    assert_eq!(status["plannerSessionId"], ping_session, "{status}");
     assert!(status["startedAt"].is_string(), "{status}");
     let message = Target::new(ping.grpc_addr)
         .err(
@@ -558,7 +562,18 @@ async fn planner_and_executor_rpcs_over_the_wire() {
         .await;
     assert_eq!(status["executorId"], "wire-snmp", "{status}");
     assert_eq!(status["kind"], "EXECUTOR_KIND_SNMP", "{status}");
+    assert_eq!(status["plannerConnected"], true, "{status}");
+    assert_eq!(status["plannerSessionId"], snmp_session, "{status}");
     assert!(status.get("socketMode").is_none(), "{status}");
+    // With no planner to register with: not connected, no session id.
+    let lone = executor("ping-executor", &dir, "wire-lone", NO_ALERTING, "").await;
+    let status = Target::new(lone.grpc_addr)
+        .ok("netward.v1.ExecutorService/GetExecutorStatus", "{}")
+        .await;
+    assert_eq!(status["executorId"], "wire-lone", "{status}");
+    assert!(status.get("plannerConnected").is_none(), "{status}");
+    assert!(status.get("plannerSessionId").is_none(), "{status}");
+    drop(lone);
     let message = snmp
         .err(
             "netward.v1.ExecutorService/Probe",

@@ -547,3 +547,103 @@ async fn run_serves_on_a_sqlite_file() {
             .unwrap();
     assert_eq!(rows, 3);
 }
+
+/// A result without an outcome cannot be told from a reply or a loss:
+/// executor.proto says alerting rejects it, and IngestReject's comment
+/// gives "probes[3].outcome: unspecified" as its reason.
+#[tokio::test]
+async fn a_result_without_an_outcome_is_rejected_naming_it_and_nothing_is_stored() {
+    let alerting = Alerting::start().await;
+    let mut stream = Stream::open(alerting.addr).await;
+    let now = Utc::now();
+    let wait = Duration::from_secs(10);
+
+    let mut probe = batch("no-outcome", &devices(4), now);
+    probe.probes[3].outcome = v1::ProbeOutcome::Unspecified as i32;
+    let sample = v1::ResultBatch {
+        executor_id: "test".into(),
+        kind: v1::ExecutorKind::Snmp as i32,
+        batch_uid: "no-snmp-outcome".into(),
+        cycle_id: 1,
+        batch_id: "1-1".into(),
+        samples: vec![v1::SnmpSample {
+            device_id: uuid::Uuid::new_v4().to_string(),
+            outcome: v1::SnmpOutcome::Unspecified as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for b in [probe, sample, batch("good", &devices(2), now)] {
+        stream.send(b);
+    }
+    let reason = rejected(stream.next(wait).await, "no-outcome");
+    assert_eq!(reason, "probes[3].outcome: unspecified");
+    let reason = rejected(stream.next(wait).await, "no-snmp-outcome");
+    assert_eq!(reason, "samples[0].outcome: unspecified");
+    assert_eq!(acked(stream.next(wait).await, "good"), 2);
+
+    assert_eq!(
+        alerting
+            .count("SELECT coalesce(sum(results), 0)::int8 FROM alerting.probe_raw")
+            .await,
+        2
+    );
+    assert_eq!(
+        alerting
+            .count("SELECT count(*) FROM alerting.ingested_batches WHERE batch_uid <> 'good'")
+            .await,
+        0
+    );
+}
+
+/// The status an Ingest stream opened with `hello` ends with.
+async fn refused_hello(addr: std::net::SocketAddr, hello: v1::IngestHello) -> tonic::Status {
+    let mut client: AlertingServiceClient<PeerChannel> = AlertingServiceClient::new(
+        connect(&format!("http://{addr}"), &Default::default()).unwrap(),
+    );
+    let (tx, out) = mpsc::unbounded_channel();
+    tx.send(v1::IngestRequest {
+        msg: Some(v1::ingest_request::Msg::Hello(hello)),
+    })
+    .unwrap();
+    match client.ingest(UnboundedReceiverStream::new(out)).await {
+        Ok(mut responses) => {
+            let first = tokio::time::timeout(Duration::from_secs(5), responses.get_mut().message());
+            match first.await {
+                Ok(Err(status)) => status,
+                Ok(Ok(message)) => panic!("the stream went on: {message:?}"),
+                Err(_) => panic!("the stream stayed open"),
+            }
+        }
+        Err(status) => status,
+    }
+}
+
+#[tokio::test]
+async fn a_hello_without_executor_id_or_kind_ends_the_stream_naming_the_field() {
+    let alerting = Alerting::start().await;
+    let hello = |executor_id: &str, kind: v1::ExecutorKind| v1::IngestHello {
+        executor_id: executor_id.into(),
+        kind: kind as i32,
+        version: String::new(),
+    };
+
+    let status = refused_hello(alerting.addr, hello("", v1::ExecutorKind::Ping)).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "hello.executor_id: required");
+
+    let status = refused_hello(alerting.addr, hello("test", v1::ExecutorKind::Unspecified)).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("hello.kind: required"),
+        "{status:?}"
+    );
+
+    // A full hello opens the stream.
+    let mut stream = Stream::open(alerting.addr).await;
+    stream.send(batch("after-hello", &devices(1), Utc::now()));
+    assert_eq!(
+        acked(stream.next(Duration::from_secs(10)).await, "after-hello"),
+        1
+    );
+}
