@@ -4,20 +4,33 @@
 //! Every metric it serves is `netward_*` with a `# HELP`, and gRPC calls are
 //! counted by method and status code.
 
-use netward_shared::testkit::TestDatabase;
+use netward_shared::config::Target;
+use netward_shared::testkit::cluster::{Cluster, Node};
 
-use crate::support::{Netward, grpcurl, http_get};
+use crate::support::{grpcurl, http_get};
 
-/// Starts `target` with what it needs to run: the inventory and alerting get
-/// a fresh database (returned, so it lives as long as the process).
-async fn start(target: &str, extra: &[&str]) -> (Netward, Option<TestDatabase>) {
-    if target != "inventory" && target != "alerting" {
-        return (Netward::start(target, extra).await, None);
+/// `target` alone as the real binary, with what it needs to run (the
+/// inventory and alerting a fresh database), and `settings`: the node, and
+/// the cluster that holds its database.
+async fn start(target: &str, settings: &[(&str, &str)]) -> (Node, Cluster) {
+    let target: Target = target.parse().unwrap();
+    let mut builder = crate::support::cluster();
+    builder = match target {
+        Target::Inventory => builder,
+        Target::Planner => builder.no_inventory().planner(),
+        Target::Alerting => builder.no_inventory().alerting(),
+        Target::PingExecutor => builder.no_inventory().ping_executors(1),
+        Target::SnmpPoller => builder.no_inventory().snmp_pollers(1),
+    };
+    for (key, value) in settings {
+        builder = match *key {
+            // The cluster's own readiness calls send it too.
+            "NETWARD_TOKEN" => builder.token(value),
+            _ => builder.set(key, value),
+        };
     }
-    let database = TestDatabase::create().await.unwrap();
-    let mut args = vec!["--database-url", database.url()];
-    args.extend_from_slice(extra);
-    (Netward::start(target, &args).await, Some(database))
+    let mut cluster = builder.start().await;
+    (cluster.take(target), cluster)
 }
 
 const TARGETS: [&str; 5] = [
@@ -29,7 +42,7 @@ const TARGETS: [&str; 5] = [
 ];
 
 async fn serves_health_reflection_and_metrics(target: &'static str) {
-    let (netward, _database) = start(target, &[]).await;
+    let (netward, _cluster) = start(target, &[]).await;
 
     let list = grpcurl(netward.grpc_addr, &["list"]).await;
     assert!(
@@ -80,7 +93,7 @@ async fn serves_health_reflection_and_metrics(target: &'static str) {
         "{target}: health check not counted in:\n{metrics}"
     );
 
-    let (status, log) = netward.stop().await;
+    let (status, log) = netward.stop().await.exit();
     assert!(status.success(), "{target} exited with {status}:\n{log}");
     assert!(
         log.contains(r#""message":"stopped""#),
@@ -133,7 +146,7 @@ async fn a_token_guards_every_call_but_health() {
     std::fs::write(&protoset, tonic_health::pb::FILE_DESCRIPTOR_SET).unwrap();
     let protoset = protoset.to_string_lossy().into_owned();
     for target in TARGETS {
-        let (netward, _database) = start(target, &["--token", "s3cret-token"]).await;
+        let (netward, _cluster) = start(target, &[("NETWARD_TOKEN", "s3cret-token")]).await;
         let addr = netward.grpc_addr;
 
         let anonymous = grpcurl(addr, &["list"]).await;
@@ -183,7 +196,7 @@ async fn a_token_guards_every_call_but_health() {
             check.stdout
         );
 
-        let (status, log) = netward.stop().await;
+        let (status, log) = netward.stop().await.exit();
         assert!(status.success(), "{target}:\n{log}");
         assert!(
             !log.contains("s3cret-token"),
@@ -206,7 +219,7 @@ async fn a_bad_config_file_is_named_in_the_error() {
 
 #[tokio::test]
 async fn grpc_calls_are_counted_by_method_and_code() {
-    let (netward, _database) = start("inventory", &[]).await;
+    let (netward, _cluster) = start("inventory", &[]).await;
     let addr = netward.grpc_addr;
 
     let ok = grpcurl(addr, &["-d", "{}", "netward.v1.InventoryService/ListSites"]).await;
@@ -231,7 +244,7 @@ async fn grpc_calls_are_counted_by_method_and_code() {
         assert!(metrics.contains(expected), "no {expected} in:\n{metrics}");
     }
     assert_named_and_described("inventory", &metrics);
-    netward.stop().await;
+    assert!(netward.stop().await.clean());
 }
 
 /// `ExecutorService` over the wire, as executor.proto promises it: a ping
@@ -241,8 +254,8 @@ async fn grpc_calls_are_counted_by_method_and_code() {
 /// INVALID_ARGUMENT; an idle executor has nothing unacked.
 #[tokio::test]
 async fn executors_answer_probe_and_poll_as_their_proto_says() {
-    let (ping, _) = start("ping-executor", &[]).await;
-    let (snmp, _) = start("snmp-poller", &[]).await;
+    let (ping, _ping_cluster) = start("ping-executor", &[]).await;
+    let (snmp, _snmp_cluster) = start("snmp-poller", &[]).await;
     let code = |output: &crate::support::GrpcurlOutput| {
         assert!(!output.success, "succeeded: {}", output.stdout);
         output

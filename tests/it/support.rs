@@ -144,47 +144,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     body.to_string()
 }
 
-/// Imports `rows` through the inventory's `ImportDevices` stream; returns
-/// its summary and every device's id by name.
-pub async fn import(
-    inventory_url: &str,
-    rows: Vec<netward_shared::proto::v1::ImportRow>,
-) -> (
-    netward_shared::proto::v1::ImportDevicesResponse,
-    std::collections::HashMap<String, String>,
-) {
-    use netward_shared::proto::v1;
-    use netward_shared::proto::v1::import_devices_request::Item;
-    let mut client = v1::inventory_service_client::InventoryServiceClient::new(
-        netward_shared::client::connect(inventory_url, &Default::default()).unwrap(),
-    );
-    let imported = client
-        .import_devices(futures::stream::iter(vec![
-            v1::ImportDevicesRequest {
-                item: Some(Item::Options(v1::ImportOptions::default())),
-            },
-            v1::ImportDevicesRequest {
-                item: Some(Item::Rows(v1::ImportRows { rows })),
-            },
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
-    let ids = client
-        .list_devices(v1::ListDevicesRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .devices
-        .into_iter()
-        .map(|d| (d.name, d.id))
-        .collect();
-    (imported, ids)
-}
-
 /// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

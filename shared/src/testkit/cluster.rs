@@ -2,9 +2,10 @@
 //! which targets run (each as the real binary or in the test's process), on
 //! what database, with or without Redis, with which devices and how many
 //! executors; [`ClusterBuilder::start`] starts them in dependency order and
-//! returns only once the cluster is ready — devices imported, alerting
-//! following the inventory, every executor registered with the planner —
-//! by waiting on those conditions, never on a guessed time.
+//! returns only once the cluster is ready — devices imported, the
+//! planner's and alerting's copies of the inventory holding them, every
+//! executor registered with the planner — by waiting on those conditions,
+//! never on a guessed time.
 //!
 //! ```text
 //! let cluster = support::cluster()          // binary + in-process runners
@@ -644,19 +645,7 @@ impl Cluster {
     /// shows only in its cycles: a test that needs a device planned waits
     /// for a cycle that holds it.)
     async fn ready(&self) {
-        if self.alerting.is_some()
-            && let Some(any) = self.ids.values().next()
-        {
-            let client = self.alerting_client();
-            eventually("alerting follows the inventory", READY, || {
-                let mut client = client.clone();
-                let request = v1::GetDeviceStatusRequest {
-                    device_id: any.clone(),
-                };
-                async move { client.get_device_status(request).await.ok().map(|_| ()) }
-            })
-            .await;
-        }
+        self.wait_copies().await;
         if self.planner.is_some() {
             self.wait_sessions(v1::ExecutorKind::Ping, self.ping_executors.len())
                 .await;
@@ -665,13 +654,80 @@ impl Cluster {
         }
     }
 
+    /// Waits until the planner's and alerting's copies of the inventory hold
+    /// every imported device: a process's `netward_inventory_copy_devices`
+    /// gauge; in process (where targets share the test's one recorder),
+    /// alerting answering for a device.
+    pub async fn wait_copies(&self) {
+        let devices = self.ids.len();
+        if devices == 0 {
+            return;
+        }
+        for node in [&self.planner, &self.alerting].into_iter().flatten() {
+            if node.process().is_some() {
+                let metrics = node.metrics_addr;
+                eventually(
+                    &format!(
+                        "{}'s copy of the inventory holds {devices} devices",
+                        node.target
+                    ),
+                    READY,
+                    || async move {
+                        (scrape_gauge(metrics, "netward_inventory_copy_devices").await?
+                            == devices as f64)
+                            .then_some(())
+                    },
+                )
+                .await;
+            } else if node.target == Target::Alerting {
+                let client = self.alerting_client();
+                let ids: Vec<String> = self.ids.values().cloned().collect();
+                eventually("alerting follows the inventory", READY, || {
+                    let mut client = client.clone();
+                    let ids = ids.clone();
+                    async move {
+                        for device_id in ids {
+                            let request = v1::GetDeviceStatusRequest { device_id };
+                            client.get_device_status(request).await.ok()?;
+                        }
+                        Some(())
+                    }
+                })
+                .await;
+            }
+        }
+    }
+
     /// Imports `rows` into the running cluster (devices that need something
     /// created in the inventory first, such as their SNMP credential); their
-    /// ids join [`Cluster::ids`]. Returns what the import answered.
+    /// ids join [`Cluster::ids`], and the planner's and alerting's copies
+    /// hold them when it returns. Returns what the import answered.
     pub async fn import_devices(&mut self, rows: Vec<v1::ImportRow>) -> v1::ImportDevicesResponse {
         self.builder.devices = rows;
         self.import().await;
+        self.wait_copies().await;
         self.imported.clone().expect("the import's answer")
+    }
+
+    /// Takes the (last) node of `target` out of the cluster, for a test
+    /// that stops or signals it while the rest runs on.
+    pub fn take(&mut self, target: Target) -> Node {
+        match target {
+            Target::Inventory => self.inventory.take(),
+            Target::Planner => self.planner.take(),
+            Target::Alerting => self.alerting.take(),
+            Target::PingExecutor => self.ping_executors.pop(),
+            Target::SnmpPoller => self.snmp_pollers.pop(),
+        }
+        .unwrap_or_else(|| panic!("this cluster runs no {target}"))
+    }
+
+    /// Writes `text` to `name` in the cluster's scratch directory (removed
+    /// with the cluster): a config file for a process the test starts itself.
+    pub fn scratch_file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.scratch.path().join(name);
+        std::fs::write(&path, text).expect("write a scratch file");
+        path
     }
 
     /// Stops every target with a clean shutdown, executors first, then the
@@ -698,6 +754,20 @@ impl Cluster {
             );
         }
     }
+}
+
+/// The value of an unlabelled gauge on a process's `/metrics`.
+async fn scrape_gauge(metrics: SocketAddr, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(metrics).await.ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.lines().find_map(|line| {
+        let (metric, value) = line.split_once(' ')?;
+        (metric == name).then(|| value.trim().parse().ok())?
+    })
 }
 
 fn redis_url() -> String {
@@ -911,6 +981,14 @@ pub enum Stopped {
 }
 
 impl Stopped {
+    /// A process's exit status and log; panics for an in-process node.
+    pub fn exit(self) -> (ExitStatus, String) {
+        match self {
+            Stopped::Process { status, log } => (status, log),
+            Stopped::Task(result) => panic!("an in-process node has no exit status: {result:?}"),
+        }
+    }
+
     /// Whether it ended cleanly (exit 0, or `run` returned `Ok`).
     pub fn clean(&self) -> bool {
         match self {

@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use netward_shared::auth::token_sha256;
-use netward_shared::testkit::TestDatabase;
+use netward_shared::testkit::eventually;
 use serde_json::Value;
 
 use super::Target;
-use crate::support::Netward;
 
 const ADMIN: &str = "wire-alerting-admin";
 const VIEWER: &str = "wire-alerting-viewer";
@@ -20,10 +19,7 @@ const SERVICES: &str = "wire-alerting-services";
 const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
 
 /// A config with a peer token and one named token per role used here.
-fn config() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("netward-wire-alerting-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("netward.toml");
+fn config() -> String {
     let mut text = format!("[auth]\npeer_token = \"{SERVICES}\"\n");
     for (name, role, token) in [
         ("admin", "admin", ADMIN),
@@ -36,8 +32,7 @@ fn config() -> std::path::PathBuf {
             token_sha256(token)
         ));
     }
-    std::fs::write(&path, text).unwrap();
-    path
+    text
 }
 
 /// A ping result batch for `device` on `cycle`: answered or silent.
@@ -54,34 +49,41 @@ fn batch(sequence: u64, cycle: u64, device: &str, answered: bool) -> String {
     )
 }
 
+/// Calls of AlertingService `method` that got their response headers (for
+/// a stream: it is open), from alerting's `/metrics`.
+async fn streams_opened(metrics: std::net::SocketAddr, method: &str) -> u64 {
+    let label = format!("method=\"{method}\"");
+    crate::support::http_get(metrics, "/metrics")
+        .await
+        .lines()
+        .filter(|line| {
+            line.starts_with("netward_grpc_server_request_duration_seconds_count{")
+                && line.contains(&label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 const HELLO: &str =
     r#"{"hello":{"executorId":"wire","kind":"EXECUTOR_KIND_PING","version":"test"}}"#;
 
 #[tokio::test]
 async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one() {
-    let database = TestDatabase::create().await.unwrap();
-    let config = config();
-    let config = config.to_str().unwrap();
-    let secret_key = "ab".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &["--database-url", database.url(), "--config", config],
-        &[("NETWARD_SECRET_KEY", secret_key.as_str())],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    let alerting_process = Netward::start(
-        "alerting",
-        &[
-            "--database-url",
-            database.url(),
-            "--inventory-url",
-            &inventory_url,
-            "--config",
-            config,
-        ],
-    )
-    .await;
+    let cluster = crate::support::cluster()
+        .config_all(&config())
+        .set_for(
+            netward_shared::config::Target::Inventory,
+            "NETWARD_SECRET_KEY",
+            &"ab".repeat(32),
+        )
+        .client_token(ADMIN)
+        .alerting()
+        .start()
+        .await;
+    let (inventory, alerting_process) = (
+        cluster.inventory.as_ref().unwrap(),
+        cluster.alerting.as_ref().unwrap(),
+    );
     let admin_inventory = Target::with_token(inventory.grpc_addr, ADMIN);
     let alerting = Target::with_token(alerting_process.grpc_addr, ADMIN);
     let viewer = Target::with_token(alerting_process.grpc_addr, VIEWER);
@@ -107,26 +109,24 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
     let by_device = format!(r#"{{"deviceId":"{device_id}"}}"#);
 
     // Alerting follows the inventory: it knows the device soon.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = alerting
-            .call(
-                "netward.v1.AlertingService/GetDeviceStatus",
-                &by_device,
-                Duration::from_secs(5),
-            )
-            .await;
-        if answer.code.is_none() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alerting never learnt the device: {:?} {}",
-            answer.code,
-            answer.message
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "alerting learns the device",
+        Duration::from_secs(20),
+        || {
+            let (alerting, by_device) = (&alerting, &by_device);
+            async move {
+                let answer = alerting
+                    .call(
+                        "netward.v1.AlertingService/GetDeviceStatus",
+                        by_device,
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                answer.code.is_none().then_some(())
+            }
+        },
+    )
+    .await;
 
     // Ingest: hello, a silent probe (acked, stored), and a batch without a
     // batch_uid (rejected for good, naming the field).
@@ -502,8 +502,22 @@ async fn every_alerting_rpc_answers_a_valid_request_and_refuses_an_invalid_one()
     // Watches: the device answers twice (up_after 2) while both are open:
     // UP, and its down alert resolves.
     let watch = Duration::from_secs(6);
+    let metrics = alerting_process.metrics_addr;
+    let opened_before = (
+        streams_opened(metrics, "WatchDeviceStates").await,
+        streams_opened(metrics, "WatchAlerts").await,
+    );
     let ingest_up = async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Once both watches have their response headers (the stream is
+        // subscribed), not after a guessed time.
+        eventually("both watches open", watch, || async move {
+            let now = (
+                streams_opened(metrics, "WatchDeviceStates").await,
+                streams_opened(metrics, "WatchAlerts").await,
+            );
+            (now.0 > opened_before.0 && now.1 > opened_before.1).then_some(())
+        })
+        .await;
         let mut acks = Vec::new();
         for cycle in [2, 3] {
             let answered = batch(1, cycle, &device_id, true);

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use netward_shared::auth::token_sha256;
-use netward_shared::testkit::TestDatabase;
+use netward_shared::config::Target as ClusterTarget;
+use netward_shared::testkit::cluster::Cluster;
 use serde_json::Value;
 
 use super::Target;
-use crate::support::Netward;
 
 const ADMIN: &str = "wire-inventory-admin";
 const VIEWER: &str = "wire-inventory-viewer";
@@ -18,8 +18,7 @@ const SERVICE: &str = "wire-inventory-service";
 
 /// A running inventory with its targets: admin, viewer, service and no token.
 struct Stack {
-    _database: TestDatabase,
-    _inventory: Netward,
+    _cluster: Cluster,
     admin: Target,
     viewer: Target,
     service: Target,
@@ -27,39 +26,24 @@ struct Stack {
 }
 
 async fn stack() -> Stack {
-    let database = TestDatabase::create().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("netward-wire-inv-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("netward.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\npeer_token = \"{SERVICE}\"\n\n\
-             [[auth.tokens]]\nname = \"alice\"\nrole = \"admin\"\nsha256 = \"{}\"\n\n\
-             [[auth.tokens]]\nname = \"victor\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\n\
-             [[auth.tokens]]\nname = \"services\"\nrole = \"service\"\nsha256 = \"{}\"\n",
-            token_sha256(ADMIN),
-            token_sha256(VIEWER),
-            token_sha256(SERVICE),
-        ),
-    )
-    .unwrap();
-    let secret_key = "cd".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &[
-            "--database-url",
-            database.url(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &[("NETWARD_SECRET_KEY", secret_key.as_str())],
-    )
-    .await;
-    let addr = inventory.grpc_addr;
+    let auth = format!(
+        "[auth]\npeer_token = \"{SERVICE}\"\n\n\
+         [[auth.tokens]]\nname = \"alice\"\nrole = \"admin\"\nsha256 = \"{}\"\n\n\
+         [[auth.tokens]]\nname = \"victor\"\nrole = \"viewer\"\nsha256 = \"{}\"\n\n\
+         [[auth.tokens]]\nname = \"services\"\nrole = \"service\"\nsha256 = \"{}\"\n",
+        token_sha256(ADMIN),
+        token_sha256(VIEWER),
+        token_sha256(SERVICE),
+    );
+    let cluster = crate::support::cluster()
+        .config(ClusterTarget::Inventory, &auth)
+        .set("NETWARD_SECRET_KEY", &"cd".repeat(32))
+        .client_token(ADMIN)
+        .start()
+        .await;
+    let addr = cluster.inventory.as_ref().unwrap().grpc_addr;
     Stack {
-        _database: database,
-        _inventory: inventory,
+        _cluster: cluster,
         admin: Target::with_token(addr, ADMIN),
         viewer: Target::with_token(addr, VIEWER),
         service: Target::with_token(addr, SERVICE),

@@ -4,22 +4,19 @@
 //! token) and an snmp-poller; and a second planner with `[[auth.tokens]]`
 //! for the refusals the roles make (no token, a viewer).
 
-use std::path::Path;
 use std::time::Duration;
 
 use netward_shared::auth::token_sha256;
-use netward_shared::testkit::TestDatabase;
+use netward_shared::config::Target as ClusterTarget;
+use netward_shared::testkit::cluster::NOBODY;
+use netward_shared::testkit::eventually;
 
 use super::Target;
 use crate::executor::can_ping;
-use crate::support::{Netward, import};
+use crate::support::Netward;
 
 const ADMIN: &str = "wire-admin-token";
 const VIEWER: &str = "wire-viewer-token";
-
-/// Where nothing listens: results have nowhere to go (not needed here),
-/// and a planner that is not there.
-const NO_ALERTING: &str = "http://127.0.0.1:1";
 
 /// An `[auth]` section with an admin and a viewer token.
 fn auth_section() -> String {
@@ -32,62 +29,58 @@ fn auth_section() -> String {
     )
 }
 
-/// An executor process of `target` with id `id`, label zone=a, and `extra`
-/// config text.
-async fn executor(target: &str, dir: &Path, id: &str, planner_url: &str, extra: &str) -> Netward {
-    let section = target.replace('-', "_");
-    let config = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &config,
-        format!("{extra}\n[{section}]\nexecutor_id = \"{id}\"\n[{section}.labels]\nzone = \"a\"\n"),
-    )
-    .unwrap();
-    Netward::start(
-        target,
-        &[
-            "--planner-url",
-            planner_url,
-            "--alerting-url",
-            NO_ALERTING,
-            "--config",
-            config.to_str().unwrap(),
-        ],
+/// The executors of `kind` the planner lists, once there are `count`.
+async fn executors(planner: &Target, kind: &str, count: usize) -> Vec<serde_json::Value> {
+    eventually(
+        &format!("{count} executors of {kind} registered"),
+        Duration::from_secs(30),
+        || async move {
+            let listed = planner
+                .ok(
+                    "netward.v1.PlannerService/ListExecutors",
+                    &format!(r#"{{"kind":"{kind}"}}"#),
+                )
+                .await;
+            let listed = listed["executors"].as_array().cloned().unwrap_or_default();
+            (listed.len() == count).then_some(listed)
+        },
     )
     .await
 }
 
-/// The executors of `kind` the planner lists, once there are `count`.
-async fn executors(planner: &Target, kind: &str, count: usize) -> Vec<serde_json::Value> {
-    for _ in 0..150 {
-        let listed = planner
-            .ok(
-                "netward.v1.PlannerService/ListExecutors",
-                &format!(r#"{{"kind":"{kind}"}}"#),
-            )
-            .await;
-        let listed = listed["executors"].as_array().cloned().unwrap_or_default();
-        if listed.len() == count {
-            return listed;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{count} executors of {kind} never registered");
-}
-
 #[tokio::test]
 async fn planner_and_executor_rpcs_over_the_wire() {
-    let dir = std::env::temp_dir().join(format!("netward-wire-planner-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let database = TestDatabase::create().await.unwrap();
-    let key = "ab".repeat(32);
-    let inventory = Netward::start_with_env(
-        "inventory",
-        &["--database-url", database.url()],
-        &[("NETWARD_SECRET_KEY", &key)],
-    )
-    .await;
-    let inventory_url = format!("http://{}", inventory.grpc_addr);
-    Target::new(inventory.grpc_addr)
+    // Executors with label zone=a (the ping executor's ExecutorService
+    // behind the tokens of auth_section()), no alerting: results have
+    // nowhere to go, which is not needed here.
+    let executor_config =
+        |section: &str, extra: &str| format!("{extra}\n[{section}.labels]\nzone = \"a\"\n");
+    let mut cluster = crate::support::cluster()
+        .planner()
+        .ping_interval(Duration::from_secs(2))
+        .ping_executors(1)
+        .snmp_pollers(1)
+        .set_for(
+            ClusterTarget::Inventory,
+            "NETWARD_SECRET_KEY",
+            &"ab".repeat(32),
+        )
+        .config(
+            ClusterTarget::PingExecutor,
+            &executor_config("ping_executor", &auth_section()),
+        )
+        .config(
+            ClusterTarget::SnmpPoller,
+            &executor_config("snmp_poller", ""),
+        )
+        .executor_ids(ClusterTarget::PingExecutor, &["wire-ping"])
+        .executor_ids(ClusterTarget::SnmpPoller, &["wire-snmp"])
+        .start()
+        .await;
+    let inventory_url = cluster.inventory_url();
+    // The devices' SNMP credential first, then the devices (the planner and
+    // the executors already run: the import waits for the planner's copy).
+    Target::new(cluster.inventory.as_ref().unwrap().grpc_addr)
         .call(
             "netward.v1.InventoryService/CreateCredential",
             r#"{"name":"wire-v2c","version":"SNMP_VERSION_V2C","community":"public"}"#,
@@ -106,9 +99,8 @@ async fn planner_and_executor_rpcs_over_the_wire() {
             executor_selector: selector.into(),
             ..Default::default()
         };
-    let (imported, ids) = import(
-        &inventory_url,
-        vec![
+    let imported = cluster
+        .import_devices(vec![
             row(2, "router-a", "127.0.0.1", "zone=a"),
             row(3, "router-z", "127.0.0.2", "zone=z"),
             netward_shared::proto::v1::ImportRow {
@@ -117,28 +109,13 @@ async fn planner_and_executor_rpcs_over_the_wire() {
                 snmp_port: port.to_string(),
                 ..row(4, "switch-s", "127.0.0.3", "zone=a")
             },
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(imported.created, 3, "{imported:?}");
+    let ids = cluster.ids.clone();
 
-    let planner_process = Netward::start_with_env(
-        "planner",
-        &["--inventory-url", &inventory_url],
-        &[("NETWARD_PLANNER__PING_INTERVAL", "2s")],
-    )
-    .await;
-    let planner_url = format!("http://{}", planner_process.grpc_addr);
-    let planner = Target::new(planner_process.grpc_addr);
-    let ping = executor(
-        "ping-executor",
-        &dir,
-        "wire-ping",
-        &planner_url,
-        &auth_section(),
-    )
-    .await;
-    let poller = executor("snmp-poller", &dir, "wire-snmp", &planner_url, "").await;
+    let planner = Target::new(cluster.planner.as_ref().unwrap().grpc_addr);
+    let (ping, poller) = (&cluster.ping_executors[0], &cluster.snmp_pollers[0]);
 
     // ListExecutors: each with its id, kind, labels and capacity.
     let listed = executors(&planner, "EXECUTOR_KIND_PING", 1).await;
@@ -376,29 +353,31 @@ async fn planner_and_executor_rpcs_over_the_wire() {
     // PollDevice: on the poller, once the planner has resolved the
     // credential (refused, saying so, until then; the last try below
     // fails with the refusal).
-    let mut polled = serde_json::Value::Null;
-    for _ in 0..50 {
-        let answer = planner
-            .call(
-                "netward.v1.PlannerService/PollDevice",
-                r#"{"device":"switch-s"}"#,
-                Duration::from_secs(10),
-            )
-            .await;
-        if answer.code.is_none() {
-            polled = answer.messages.into_iter().next().unwrap_or_default();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    if polled.is_null() {
-        polled = planner
-            .ok(
-                "netward.v1.PlannerService/PollDevice",
-                r#"{"device":"switch-s"}"#,
-            )
-            .await;
-    }
+    eventually(
+        "the planner resolves the device's credential",
+        Duration::from_secs(10),
+        || {
+            let planner = &planner;
+            async move {
+                let answer = planner
+                    .call(
+                        "netward.v1.PlannerService/PollDevice",
+                        r#"{"device":"switch-s"}"#,
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                let unresolved = answer.message.contains("is not resolved yet");
+                (!unresolved).then_some(())
+            }
+        },
+    )
+    .await;
+    let polled = planner
+        .ok(
+            "netward.v1.PlannerService/PollDevice",
+            r#"{"device":"switch-s"}"#,
+        )
+        .await;
     assert_eq!(polled["executorId"], "wire-snmp", "{polled}");
     assert_eq!(polled["deviceName"], "switch-s", "{polled}");
     assert_eq!(polled["sample"]["deviceId"], ids["switch-s"], "{polled}");
@@ -566,8 +545,17 @@ async fn planner_and_executor_rpcs_over_the_wire() {
     assert_eq!(status["plannerSessionId"], snmp_session, "{status}");
     assert!(status.get("socketMode").is_none(), "{status}");
     // With no planner to register with: not connected, no session id.
-    let lone = executor("ping-executor", &dir, "wire-lone", NO_ALERTING, "").await;
-    let status = Target::new(lone.grpc_addr)
+    let lone = cluster
+        .start_another(
+            ClusterTarget::PingExecutor,
+            &[
+                ("NETWARD_PLANNER_URL", NOBODY),
+                ("NETWARD_PING_EXECUTOR__EXECUTOR_ID", "wire-lone"),
+            ],
+        )
+        .await;
+    // (It has the cluster's ping-executor config: the tokens too.)
+    let status = Target::with_token(lone.grpc_addr, ADMIN)
         .ok("netward.v1.ExecutorService/GetExecutorStatus", "{}")
         .await;
     assert_eq!(status["executorId"], "wire-lone", "{status}");
@@ -584,8 +572,8 @@ async fn planner_and_executor_rpcs_over_the_wire() {
     assert!(message.contains("ping-executor"), "{message}");
 
     // A planner with tokens: no token, and a viewer, refused as the roles say.
-    let config = dir.join("planner-auth.toml");
-    std::fs::write(&config, auth_section()).unwrap();
+    // (Beside the cluster's: a planner with an `[auth]` of its own.)
+    let config = cluster.scratch_file("planner-auth.toml", &auth_section());
     let guarded = Netward::start(
         "planner",
         &[
@@ -647,5 +635,4 @@ async fn planner_and_executor_rpcs_over_the_wire() {
     assert_eq!(audit["events"][0]["actor"], "admin", "{audit}");
     assert_eq!(audit["events"][0]["action"], "SetPolicy", "{audit}");
     drop(silent);
-    let _ = std::fs::remove_dir_all(&dir);
 }
