@@ -101,6 +101,17 @@ pub fn check(batch: &v1::ResultBatch) -> Result<(), String> {
             "batch: {size} bytes encoded, at most {MAX_BATCH_BYTES} allowed"
         ));
     }
+    // executor.proto: PING batches carry probes, SNMP batches samples.
+    match v1::ExecutorKind::try_from(batch.kind) {
+        Ok(v1::ExecutorKind::Ping) if !batch.samples.is_empty() => {
+            return Err("samples: a PING batch carries probes only".into());
+        }
+        Ok(v1::ExecutorKind::Snmp) if !batch.probes.is_empty() => {
+            return Err("probes: an SNMP batch carries samples only".into());
+        }
+        Ok(_) => {}
+        Err(_) => return Err(format!("kind: {} is not an ExecutorKind", batch.kind)),
+    }
     let results = batch.probes.len() + batch.samples.len();
     if results > MAX_BATCH_RESULTS {
         return Err(format!(

@@ -407,6 +407,12 @@ async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_
     assert_eq!(acked(stream.next(wait).await, "good-2"), 5);
     let reason = rejected(stream.next(wait).await, "loss");
     assert!(reason.contains("probes[2].loss_percent"), "{reason}");
+    // A batch whose kind and content disagree (probes in an SNMP batch).
+    let mut mixed = batch("mixed", &devices(2), now);
+    mixed.kind = v1::ExecutorKind::Snmp as i32;
+    stream.send(mixed);
+    let reason = rejected(stream.next(wait).await, "mixed");
+    assert!(reason.starts_with("probes: an SNMP batch"), "{reason}");
 
     // Past the edge, PostgreSQL refuses it (a constraint the edge does not
     // know): rejected alone, the rest of its group stored.
@@ -440,7 +446,7 @@ async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_
     );
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.ingested_batches WHERE batch_uid IN ('nul', 'loss', 'refused')")
+            .count("SELECT count(*) FROM alerting.ingested_batches WHERE batch_uid IN ('nul', 'loss', 'mixed', 'refused')")
             .await,
         0
     );
