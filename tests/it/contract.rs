@@ -51,6 +51,43 @@ async fn serves_health_reflection_and_metrics(target: &'static str) {
         list.stderr
     );
     let services: Vec<&str> = list.stdout.lines().collect();
+    // The netward.v1 services its protos give this target, and no other.
+    let own = match target {
+        "inventory" => "netward.v1.InventoryService",
+        "planner" => "netward.v1.PlannerService",
+        "alerting" => "netward.v1.AlertingService",
+        _ => "netward.v1.ExecutorService",
+    };
+    let ours: Vec<&str> = services
+        .iter()
+        .copied()
+        .filter(|s| s.starts_with("netward."))
+        .collect();
+    assert_eq!(ours, [own], "{target}: {services:?}");
+    // Every rpc of that service in the protos, by reflection, and no other.
+    let methods = tokio::process::Command::new("grpcurl")
+        .args(["-plaintext", "-max-time", "10"])
+        .arg(netward.grpc_addr.to_string())
+        .args(["list", own])
+        .output()
+        .await
+        .unwrap();
+    assert!(methods.status.success(), "{target}: {methods:?}");
+    let served: std::collections::BTreeSet<String> = String::from_utf8_lossy(&methods.stdout)
+        .lines()
+        .map(|m| {
+            m.trim()
+                .replacen("netward.v1.", "", 1)
+                .replacen('.', "/", 1)
+        })
+        .collect();
+    let short = own.trim_start_matches("netward.v1.");
+    let promised: std::collections::BTreeSet<String> =
+        crate::wire::coverage::rpcs(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+            .into_iter()
+            .filter(|rpc| rpc.split('/').next() == Some(short))
+            .collect();
+    assert_eq!(served, promised, "{target}: reflection vs the protos");
     for expected in [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",

@@ -18,7 +18,7 @@ struct Calls {
 }
 
 /// `Service/Method` of every rpc in the protos.
-fn rpcs(root: &Path) -> Vec<String> {
+pub(crate) fn rpcs(root: &Path) -> Vec<String> {
     let mut rpcs = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(root.join("proto/netward/v1"))
         .unwrap()

@@ -7,7 +7,7 @@
 //! call, printing the coverage table.
 
 mod alerting;
-mod coverage;
+pub(crate) mod coverage;
 mod inventory;
 mod planner;
 
