@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::alerting::AlertingArgs;
 use super::csv_format::device_type_text;
+use super::selectors::parse_type;
 use super::table::Table;
 use super::when::parse_since;
 
@@ -71,29 +72,6 @@ impl By {
             By::Type => AvailabilityGrouping::DeviceType,
             By::Device => AvailabilityGrouping::Device,
         }
-    }
-}
-
-/// `router`, `access_point`, `ROUTER` or `DEVICE_TYPE_ROUTER`.
-fn parse_type(text: &str) -> Result<DeviceType, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let name = if upper.starts_with("DEVICE_TYPE_") {
-        upper
-    } else {
-        format!("DEVICE_TYPE_{upper}")
-    };
-    match DeviceType::from_str_name(&name) {
-        Some(DeviceType::Unspecified) | None => {
-            let known: Vec<String> = (1..)
-                .map_while(|n| DeviceType::try_from(n).ok())
-                .map(device_type_text)
-                .collect();
-            Err(format!(
-                "{text:?} is not a device type: one of {}",
-                known.join(", ")
-            ))
-        }
-        Some(device_type) => Ok(device_type),
     }
 }
 

@@ -544,7 +544,7 @@ async fn reports_sum_their_devices_and_the_cli_writes_them_as_csv_json_and_a_tab
     let (ok, _, stderr) = netward_availability(&url, ADMIN, &["--type", "toaster"]).await;
     assert!(!ok);
     assert!(
-        stderr.contains("\"toaster\" is not a device type"),
+        stderr.contains("unknown device type \"toaster\""),
         "{stderr}"
     );
 }

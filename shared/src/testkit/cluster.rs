@@ -18,9 +18,10 @@
 //!
 //! Settings are `NETWARD_*` variables, given to a binary as its environment
 //! and to an in-process target through [`ConfigLoader::env`], so both run
-//! on the same configuration. The inventory is always there (every other
-//! target follows it); a database is created when the inventory or alerting
-//! runs, and dropped with the cluster (or a SQLite file, [`ClusterBuilder::sqlite`]).
+//! on the same configuration. The inventory runs unless the test says
+//! [`ClusterBuilder::no_inventory`] (every other target follows it); a
+//! fresh PostgreSQL database is made when the inventory or alerting runs and
+//! dropped with the cluster (or SQLite files, [`ClusterBuilder::sqlite`]).
 //! A service crate's own tests, which cannot run the others, start their
 //! target alone: `ClusterBuilder::new().runner(T, run).in_process(T)
 //! .no_inventory()`.
@@ -34,6 +35,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use super::process::{Process, Spawn};
 use super::{TestDatabase, eventually};
@@ -47,8 +50,6 @@ use crate::proto::v1::inventory_service_client::InventoryServiceClient;
 use crate::proto::v1::planner_service_client::PlannerServiceClient;
 use crate::secret::Secret;
 use crate::server::Listeners;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 /// A target's `run(config, listeners, shutdown)`, for running it in the
 /// test's process: the crate that can name the service crates registers
@@ -224,6 +225,15 @@ impl ClusterBuilder {
         self.set("NETWARD_TOKEN", token)
     }
 
+    /// The token the cluster's own clients send (its import, its readiness
+    /// checks, its `*_client()`s) when the targets take their tokens from
+    /// an `[auth]` configuration rather than [`ClusterBuilder::token`]'s
+    /// `NETWARD_TOKEN`.
+    pub fn client_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
     /// A `NETWARD_*` setting for every target.
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.settings.push(Setting::new(None, None, key, value));
@@ -241,6 +251,15 @@ impl ClusterBuilder {
     /// `[alerting.rates]` or `[ping_executor.labels]`).
     pub fn config(mut self, target: Target, toml: &str) -> Self {
         self.configs.push((target, toml.to_string()));
+        self
+    }
+
+    /// A TOML configuration file for every target (what they all share,
+    /// such as `[auth]`), as [`ClusterBuilder::config`] for each.
+    pub fn config_all(mut self, toml: &str) -> Self {
+        for target in Target::ALL {
+            self.configs.push((target, toml.to_string()));
+        }
         self
     }
 
@@ -310,24 +329,6 @@ impl ClusterBuilder {
         }
         cluster.ready().await;
         Ok(cluster)
-    }
-
-    /// The token the cluster's own clients send (its import, its readiness
-    /// checks, its `*_client()`s) when the targets take their tokens from
-    /// an `[auth]` configuration rather than [`ClusterBuilder::token`]'s
-    /// `NETWARD_TOKEN`.
-    pub fn client_token(mut self, token: &str) -> Self {
-        self.token = Some(token.to_string());
-        self
-    }
-
-    /// A TOML configuration file for every target (what they all share,
-    /// such as `[auth]`), as [`ClusterBuilder::config`] for each.
-    pub fn config_all(mut self, toml: &str) -> Self {
-        for target in Target::ALL {
-            self.configs.push((target, toml.to_string()));
-        }
-        self
     }
 }
 
