@@ -98,10 +98,15 @@ pub(crate) async fn start_with(devices: &[(&str, &str, &str)], webhook_url: Opti
     }
 }
 
+/// Results sent as executors send them: probes on a stream whose hello
+/// says PING; SNMP samples on a second stream, saying SNMP, opened at the
+/// first samples (alerting holds every batch to its stream's kind).
 pub(crate) struct Ingest {
+    client: AlertingServiceClient<PeerChannel>,
     tx: tokio::sync::mpsc::UnboundedSender<v1::IngestRequest>,
     rx: tonic::Streaming<v1::IngestResponse>,
     sequence: u64,
+    snmp: Option<Box<Ingest>>,
 }
 
 impl Ingest {
@@ -110,12 +115,16 @@ impl Ingest {
     }
 
     /// An Ingest stream on any alerting client.
-    pub(crate) async fn over(mut client: AlertingServiceClient<PeerChannel>) -> Ingest {
+    pub(crate) async fn over(client: AlertingServiceClient<PeerChannel>) -> Ingest {
+        Self::of(client, v1::ExecutorKind::Ping).await
+    }
+
+    async fn of(mut client: AlertingServiceClient<PeerChannel>, kind: v1::ExecutorKind) -> Ingest {
         let (tx, out) = tokio::sync::mpsc::unbounded_channel();
         tx.send(v1::IngestRequest {
             msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
                 executor_id: "test".into(),
-                kind: v1::ExecutorKind::Ping as i32,
+                kind: kind as i32,
                 version: String::new(),
             })),
         })
@@ -126,9 +135,11 @@ impl Ingest {
             .unwrap()
             .into_inner();
         Ingest {
+            client,
             tx,
             rx,
             sequence: 0,
+            snmp: None,
         }
     }
 
@@ -181,14 +192,19 @@ impl Ingest {
     /// Sends a batch of SNMP samples and waits for its ack and evaluation
     /// (as [`Ingest::batch`]).
     pub(crate) async fn samples(&mut self, cycle: u64, samples: Vec<v1::SnmpSample>) {
-        self.send_batch(v1::ResultBatch {
+        if self.snmp.is_none() {
+            let stream = Self::of(self.client.clone(), v1::ExecutorKind::Snmp).await;
+            self.snmp = Some(Box::new(stream));
+        }
+        let snmp = self.snmp.as_mut().expect("opened above");
+        snmp.send_batch(v1::ResultBatch {
             kind: v1::ExecutorKind::Snmp as i32,
             cycle_id: cycle,
             samples,
             ..Default::default()
         })
         .await;
-        self.send(cycle, Vec::new()).await;
+        snmp.send(cycle, Vec::new()).await;
     }
 
     async fn send_batch(&mut self, batch: v1::ResultBatch) {

@@ -113,6 +113,7 @@ impl AlertingService for AlertingGrpc {
             }
         };
         crate::ingest::check_hello(&hello).map_err(Status::invalid_argument)?;
+        let stream_kind = hello.kind();
         tracing::info!(executor_id = %hello.executor_id, caller = %caller.name, "ingest stream opened");
         let alerting = self.alerting.clone();
         let grant_key = self.grant_key.clone();
@@ -158,7 +159,11 @@ impl AlertingService for AlertingGrpc {
                 let now_unix = chrono::Utc::now().timestamp();
                 let mut refused = Vec::new();
                 batches.retain(|batch| {
-                    match crate::grants::refusal(grant_key.as_ref(), &caller, batch, now_unix) {
+                    let refusal = match crate::ingest::check_stream_kind(stream_kind, batch) {
+                        Err(message) => Some(("invalid", message)),
+                        Ok(()) => crate::grants::refusal(grant_key.as_ref(), &caller, batch, now_unix),
+                    };
+                    match refusal {
                         None => true,
                         Some((reason, message)) => {
                             metrics::counter!("netward_alerting_batches_rejected_total").increment(1);

@@ -101,17 +101,6 @@ pub fn check(batch: &v1::ResultBatch) -> Result<(), String> {
             "batch: {size} bytes encoded, at most {MAX_BATCH_BYTES} allowed"
         ));
     }
-    // executor.proto: PING batches carry probes, SNMP batches samples.
-    match v1::ExecutorKind::try_from(batch.kind) {
-        Ok(v1::ExecutorKind::Ping) if !batch.samples.is_empty() => {
-            return Err("samples: a PING batch carries probes only".into());
-        }
-        Ok(v1::ExecutorKind::Snmp) if !batch.probes.is_empty() => {
-            return Err("probes: an SNMP batch carries samples only".into());
-        }
-        Ok(_) => {}
-        Err(_) => return Err(format!("kind: {} is not an ExecutorKind", batch.kind)),
-    }
     let results = batch.probes.len() + batch.samples.len();
     if results > MAX_BATCH_RESULTS {
         return Err(format!(
@@ -177,6 +166,34 @@ pub fn check(batch: &v1::ResultBatch) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Checks a batch against its stream's `IngestHello.kind`, every batch's
+/// kind (alerting.proto): a batch of the other kind, or one without a kind
+/// whose content is the other kind's, is refused naming the field.
+pub fn check_stream_kind(stream: v1::ExecutorKind, batch: &v1::ResultBatch) -> Result<(), String> {
+    let kind = match v1::ExecutorKind::try_from(batch.kind) {
+        Ok(v1::ExecutorKind::Unspecified) => stream,
+        Ok(kind) => kind,
+        Err(_) => return Err(format!("kind: {} is not an ExecutorKind", batch.kind)),
+    };
+    let word = |kind: v1::ExecutorKind| kind.as_str_name().trim_start_matches("EXECUTOR_KIND_");
+    if kind != stream {
+        return Err(format!(
+            "kind: a {} batch on a {} stream (IngestHello.kind)",
+            word(kind),
+            word(stream)
+        ));
+    }
+    match kind {
+        v1::ExecutorKind::Ping if !batch.samples.is_empty() => {
+            Err("samples: a PING batch carries probes only".into())
+        }
+        v1::ExecutorKind::Snmp if !batch.probes.is_empty() => {
+            Err("probes: an SNMP batch carries samples only".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks the first message of an Ingest stream: alerting.proto requires

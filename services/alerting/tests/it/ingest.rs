@@ -49,7 +49,13 @@ struct Stream {
 }
 
 impl Stream {
+    /// A stream of a ping executor.
     async fn open(addr: std::net::SocketAddr) -> Stream {
+        Self::of(addr, v1::ExecutorKind::Ping).await
+    }
+
+    /// A stream whose hello says `kind`.
+    async fn of(addr: std::net::SocketAddr, kind: v1::ExecutorKind) -> Stream {
         let mut client: AlertingServiceClient<PeerChannel> = AlertingServiceClient::new(
             connect(&format!("http://{addr}"), &Default::default()).unwrap(),
         );
@@ -57,7 +63,7 @@ impl Stream {
         tx.send(v1::IngestRequest {
             msg: Some(v1::ingest_request::Msg::Hello(v1::IngestHello {
                 executor_id: "test".into(),
-                kind: v1::ExecutorKind::Ping as i32,
+                kind: kind as i32,
                 version: String::new(),
             })),
         })
@@ -407,12 +413,25 @@ async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_
     assert_eq!(acked(stream.next(wait).await, "good-2"), 5);
     let reason = rejected(stream.next(wait).await, "loss");
     assert!(reason.contains("probes[2].loss_percent"), "{reason}");
-    // A batch whose kind and content disagree (probes in an SNMP batch).
+    // Its kind is the stream's (a PING hello): an SNMP batch is refused,
+    // and so is a PING batch carrying samples.
+    let mut snmp = batch("snmp", &devices(2), now);
+    snmp.kind = v1::ExecutorKind::Snmp as i32;
+    stream.send(snmp);
+    let reason = rejected(stream.next(wait).await, "snmp");
+    assert_eq!(
+        reason,
+        "kind: a SNMP batch on a PING stream (IngestHello.kind)"
+    );
     let mut mixed = batch("mixed", &devices(2), now);
-    mixed.kind = v1::ExecutorKind::Snmp as i32;
+    mixed.samples = vec![v1::SnmpSample {
+        device_id: devices(1)[0].to_string(),
+        outcome: v1::SnmpOutcome::Ok as i32,
+        ..Default::default()
+    }];
     stream.send(mixed);
     let reason = rejected(stream.next(wait).await, "mixed");
-    assert!(reason.starts_with("probes: an SNMP batch"), "{reason}");
+    assert_eq!(reason, "samples: a PING batch carries probes only");
 
     // Past the edge, PostgreSQL refuses it (a constraint the edge does not
     // know): rejected alone, the rest of its group stored.
@@ -446,7 +465,7 @@ async fn poison_batches_are_rejected_alone_naming_the_field_and_the_stream_goes_
     );
     assert_eq!(
         alerting
-            .count("SELECT count(*) FROM alerting.ingested_batches WHERE batch_uid IN ('nul', 'loss', 'mixed', 'refused')")
+            .count("SELECT count(*) FROM alerting.ingested_batches WHERE batch_uid IN ('nul', 'loss', 'snmp', 'mixed', 'refused')")
             .await,
         0
     );
@@ -579,14 +598,16 @@ async fn a_result_without_an_outcome_is_rejected_naming_it_and_nothing_is_stored
         }],
         ..Default::default()
     };
-    for b in [probe, sample, batch("good", &devices(2), now)] {
+    for b in [probe, batch("good", &devices(2), now)] {
         stream.send(b);
     }
     let reason = rejected(stream.next(wait).await, "no-outcome");
     assert_eq!(reason, "probes[3].outcome: unspecified");
-    let reason = rejected(stream.next(wait).await, "no-snmp-outcome");
-    assert_eq!(reason, "samples[0].outcome: unspecified");
     assert_eq!(acked(stream.next(wait).await, "good"), 2);
+    let mut snmp = Stream::of(alerting.addr, v1::ExecutorKind::Snmp).await;
+    snmp.send(sample);
+    let reason = rejected(snmp.next(wait).await, "no-snmp-outcome");
+    assert_eq!(reason, "samples[0].outcome: unspecified");
 
     assert_eq!(
         alerting
