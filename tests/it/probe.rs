@@ -291,16 +291,8 @@ async fn poll_now_returns_a_sample_from_a_poller() {
         .unwrap();
     let imported = cluster
         .import_devices(vec![v1::ImportRow {
-            line: 2,
-            name: "linux-srv-01".into(),
-            ip: "127.0.0.1".into(),
-            site: "dc-01".into(),
-            snmp_version: "3".into(),
-            snmp_credential: "servers-v3".into(),
-            snmp_port: agent.port.to_string(),
-            snmp_profile: "auto".into(),
             executor_selector: "zone=b".into(),
-            ..Default::default()
+            ..crate::snmp_v3::server_row(agent.port)
         }])
         .await;
     assert_eq!(imported.created, 1, "{imported:?}");

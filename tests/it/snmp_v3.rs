@@ -133,6 +133,22 @@ pub(crate) fn snmp_tools() -> bool {
     true
 }
 
+/// `linux-srv-01`, the [`snmpd`] on `port` polled with SNMPv3 through the
+/// credential `servers-v3` and the `auto` profile.
+pub(crate) fn server_row(port: u16) -> v1::ImportRow {
+    v1::ImportRow {
+        line: 2,
+        name: "linux-srv-01".into(),
+        ip: "127.0.0.1".into(),
+        site: "dc-01".into(),
+        snmp_version: "3".into(),
+        snmp_credential: "servers-v3".into(),
+        snmp_port: port.to_string(),
+        snmp_profile: "auto".into(),
+        ..Default::default()
+    }
+}
+
 /// The inventory credential of [`snmpd`]'s user, named `name`.
 pub(crate) fn credential(name: &str) -> v1::CreateCredentialRequest {
     v1::CreateCredentialRequest {
@@ -162,19 +178,7 @@ async fn v3_auth_priv_auto_profile_polls_net_snmp_end_to_end() {
         .create_credential(credential("servers-v3"))
         .await
         .unwrap();
-    let imported = cluster
-        .import_devices(vec![v1::ImportRow {
-            line: 2,
-            name: "linux-srv-01".into(),
-            ip: "127.0.0.1".into(),
-            site: "dc-01".into(),
-            snmp_version: "3".into(),
-            snmp_credential: "servers-v3".into(),
-            snmp_port: agent.port.to_string(),
-            snmp_profile: "auto".into(),
-            ..Default::default()
-        }])
-        .await;
+    let imported = cluster.import_devices(vec![server_row(agent.port)]).await;
     assert_eq!(imported.created, 1, "{imported:?}");
     let device_id = cluster.id("linux-srv-01").to_string();
     let poller = &cluster.snmp_pollers[0];

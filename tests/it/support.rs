@@ -7,7 +7,6 @@ use std::process::ExitStatus;
 use netward_shared::config::Target;
 use netward_shared::testkit::cluster::{ClusterBuilder, runner};
 use netward_shared::testkit::process::{Process, Spawn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// The binary under test, built by cargo for this test target.
@@ -134,14 +133,11 @@ pub async fn grpcurl(addr: SocketAddr, args: &[&str]) -> GrpcurlOutput {
 
 /// A plain HTTP/1.1 GET, returning the body of a 200 response.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    body.to_string()
+    let (status, body) = netward_shared::testkit::http_get(addr, path)
+        .await
+        .unwrap_or_else(|error| panic!("GET {path} from {addr}: {error}"));
+    assert!(status.starts_with("HTTP/1.1 200"), "GET {path}: {status}");
+    body
 }
 
 /// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status).

@@ -309,8 +309,9 @@ impl ClusterBuilder {
         };
         if !cluster.builder.no_inventory {
             cluster.inventory = Some(cluster.launch(Target::Inventory, 0).await?);
-            if !cluster.builder.devices.is_empty() {
-                cluster.import().await;
+            let rows = std::mem::take(&mut cluster.builder.devices);
+            if !rows.is_empty() {
+                cluster.import(&rows).await;
             }
         }
         if cluster.builder.planner {
@@ -594,8 +595,9 @@ impl Cluster {
         }
     }
 
-    async fn import(&mut self) {
-        let rows = std::mem::take(&mut self.builder.devices);
+    /// Imports `rows`; their ids join [`Cluster::ids`], the answer is kept
+    /// in [`Cluster::imported`].
+    async fn import(&mut self, rows: &[v1::ImportRow]) {
         let mut messages = vec![v1::ImportDevicesRequest {
             item: Some(Item::Options(v1::ImportOptions::default())),
         }];
@@ -638,13 +640,11 @@ impl Cluster {
             page_token = page.next_page_token;
         }
         self.imported = Some(imported);
-        self.builder.devices = rows;
     }
 
-    /// Ready: alerting knows the inventory's devices and every executor has
-    /// its session at the planner. (The planner's own copy of the inventory
-    /// shows only in its cycles: a test that needs a device planned waits
-    /// for a cycle that holds it.)
+    /// Ready: the planner's and alerting's copies of the inventory hold
+    /// every imported device, and every executor has its session at the
+    /// planner.
     async fn ready(&self) {
         self.wait_copies().await;
         if self.planner.is_some() {
@@ -704,8 +704,7 @@ impl Cluster {
     /// ids join [`Cluster::ids`], and the planner's and alerting's copies
     /// hold them when it returns. Returns what the import answered.
     pub async fn import_devices(&mut self, rows: Vec<v1::ImportRow>) -> v1::ImportDevicesResponse {
-        self.builder.devices = rows;
-        self.import().await;
+        self.import(&rows).await;
         self.wait_copies().await;
         self.imported.clone().expect("the import's answer")
     }
@@ -759,13 +758,8 @@ impl Cluster {
 
 /// The value of an unlabelled gauge on a process's `/metrics`.
 async fn scrape_gauge(metrics: SocketAddr, name: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(metrics).await.ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    response.lines().find_map(|line| {
+    let (_, body) = super::http_get(metrics, "/metrics").await.ok()?;
+    body.lines().find_map(|line| {
         let (metric, value) = line.split_once(' ')?;
         (metric == name).then(|| value.trim().parse().ok())?
     })

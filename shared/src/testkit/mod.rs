@@ -140,6 +140,22 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A plain HTTP/1.1 GET (`/metrics`, a status page): the status line and
+/// the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
+    })?;
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, body.to_string()))
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after
 /// `timeout`. For effects that cross tasks, processes or services.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
